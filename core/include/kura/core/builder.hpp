@@ -1,0 +1,110 @@
+// The builder: lays a Value out in the canonical order of FORMAT.md section 6
+// inside a caller-provided byte span.
+//
+//   Value v = ...;
+//   KURA_ASSIGN_OR_RETURN(Layout layout, Layout::plan(v));
+//   std::vector<std::byte> buf(layout.size());          // or a new region
+//   KURA_ASSIGN_OR_RETURN(Writer w, Writer::write(layout, buf, stamp));
+//   auto xs = w.array<double>(v.children[0]);            // fill in place
+//   w.seal(/*hashed=*/true);
+//
+// Core makes no system calls: the caller supplies the memory, the creation
+// time and the process id. Layout and Writer keep pointers into the Value
+// tree they were given; the tree must outlive them and not change meanwhile.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <vector>
+
+#include "kura/core/bytes.hpp"
+#include "kura/core/layout.hpp"
+#include "kura/core/status.hpp"
+#include "kura/core/value.hpp"
+
+namespace kura {
+
+// Where each node of a value goes. Computing it touches every node of the
+// Value tree but none of the array data.
+class Layout {
+ public:
+  // Plans the layout of `root`. Errors (InvalidArgument): a node deeper than
+  // 64 links (FORMAT.md section 4), an array whose payload does not match its
+  // length and dtype, an unknown dtype, names of the wrong count, empty or
+  // duplicate attribute keys, a string longer than 2^31-2 bytes, a tag longer
+  // than 8 bytes or holding a zero byte, or a total size past 2^63.
+  static Result<Layout> plan(const Value& root) noexcept;
+
+  // Exact size of the region in bytes (a multiple of 64).
+  std::uint64_t size() const noexcept { return size_; }
+  // Number of node headers, names and attribute nodes included.
+  std::uint64_t node_count() const noexcept { return nodes_.size(); }
+
+ private:
+  friend class Writer;
+  // One node header to write. Exactly one of `value`, `names` and `attrs_of`
+  // says where its content comes from.
+  struct Slot {
+    std::uint64_t offset = 0;
+    Kind kind = Kind::kNull;
+    std::uint64_t length = 0;
+    std::uint64_t data_offset = 0;
+    std::uint64_t data_size = 0;
+    std::uint64_t names_offset = 0;
+    std::uint64_t attrs_offset = 0;
+    const Value* value = nullptr;               // a node of the tree
+    const std::vector<String>* strings = nullptr;  // a names node
+    const Value* attrs_of = nullptr;            // the attribute list of this value
+    std::vector<std::uint64_t> children;        // list child offsets
+  };
+  std::vector<Slot> nodes_;  // in pre-order, nodes_[0] is the root
+  std::deque<std::vector<String>> attr_keys_;  // names of attribute lists
+  std::uint64_t size_ = 0;
+  friend struct Planner;
+};
+
+// What a region header records about its making.
+struct Stamp {
+  std::uint64_t created_ns = 0;
+  std::uint32_t creator_pid = 0;
+};
+
+// Writes a planned value into memory and seals it. Move-only; borrows the
+// destination span and the Value tree.
+class Writer {
+ public:
+  // Writes every header, every copied payload and every padding byte of
+  // `layout` into `dest`, which must be exactly layout.size() bytes and
+  // 64-byte aligned (InvalidArgument otherwise). Blocks of kInPlace arrays are
+  // left as they are for the caller to fill. The region is not sealed yet.
+  static Result<Writer> write(const Layout& layout, std::span<std::byte> dest,
+                              const Stamp& stamp) noexcept;
+
+  // The writable data block of `v`, an array or bytes node of the planned
+  // tree (by identity). Aborts if `v` is not part of the layout.
+  std::span<std::byte> block(const Value& v) const noexcept;
+  // block(v) as elements of type T. REQUIRES: sizeof(T) is v's dtype width.
+  template <class T>
+  std::span<T> array(const Value& v) const noexcept {
+    auto b = block(v);
+    KURA_CHECK(b.size() % sizeof(T) == 0);
+    return {reinterpret_cast<T*>(b.data()), b.size() / sizeof(T)};
+  }
+
+  // Computes node hashes when `hashed`, then the header hash, and sets the
+  // flags last. After this the bytes are a complete region.
+  void seal(bool hashed) noexcept;
+
+ private:
+  Writer(const Layout* layout, std::span<std::byte> dest) : layout_(layout), dest_(dest) {}
+  const Layout* layout_;
+  std::span<std::byte> dest_;
+};
+
+// Convenience: plans, writes and seals `root` into a new aligned buffer.
+// Arrays built in place are left zero.
+Result<Bytes> build(const Value& root, const Stamp& stamp, bool hashed) noexcept;
+
+}  // namespace kura

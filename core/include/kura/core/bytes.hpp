@@ -1,0 +1,28 @@
+// kura::Bytes: a byte vector whose storage is 64-byte aligned, so that a
+// region image held in ordinary memory can be read with typed views exactly
+// like a mapped one.
+#pragma once
+
+#include <cstddef>
+#include <new>
+#include <vector>
+
+namespace kura {
+
+template <class T>
+struct Aligned64Allocator {
+  using value_type = T;
+  Aligned64Allocator() noexcept = default;
+  template <class U>
+  Aligned64Allocator(const Aligned64Allocator<U>&) noexcept {}  // NOLINT: rebinding
+  T* allocate(std::size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
+  }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  template <class U>
+  bool operator==(const Aligned64Allocator<U>&) const noexcept { return true; }
+};
+
+using Bytes = std::vector<std::byte, Aligned64Allocator<std::byte>>;
+
+}  // namespace kura

@@ -1,0 +1,18 @@
+// The two hashes of FORMAT.md: XXH3-64 with seed 0.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace kura {
+
+// XXH3-64 of the first 56 bytes of a region header (its `header_hash`).
+// REQUIRES: header.size() >= 56.
+std::uint64_t region_header_hash(std::span<const std::byte> header) noexcept;
+
+// A node's `hash`: XXH3-64 of its 64 header bytes with the hash field taken
+// as 0, followed by its data block. REQUIRES: header.size() == 64.
+std::uint64_t node_hash(std::span<const std::byte> header, std::span<const std::byte> data) noexcept;
+
+}  // namespace kura

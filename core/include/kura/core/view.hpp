@@ -1,0 +1,141 @@
+// Validated read-only views of a region image (FORMAT.md section 5).
+//
+// A Region is opened over bytes that another process wrote and may still be
+// able to change. Opening checks the region header only; every node is
+// checked when it is reached, from a private copy of its header, so reaching
+// `[2,3]` costs O(depth) whatever the size of the region. Nothing here reads
+// outside the span or trusts a value it has not checked; a violation is a
+// Corrupt status, never a crash.
+//
+// Views borrow the bytes: they are valid while the memory stays mapped (the
+// shm layer's handles keep it so). Views are small values, safe to copy and to
+// use from several threads at once.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "kura/core/layout.hpp"
+#include "kura/core/name.hpp"
+#include "kura/core/status.hpp"
+#include "kura/core/value.hpp"
+
+namespace kura {
+
+class Region;
+
+// One element of a strings node, borrowed from the region.
+struct StringRef {
+  std::string_view bytes;  // without the terminating zero (which is there)
+  Encoding encoding = Encoding::kUtf8;
+  bool na = false;
+};
+
+class NodeView {
+ public:
+  // A copy of the node's checked header.
+  const NodeHeader& header() const noexcept { return h_; }
+  std::uint64_t offset() const noexcept { return offset_; }
+  // Links from the root (0 for the root).
+  unsigned depth() const noexcept { return depth_; }
+  Kind kind() const noexcept { return static_cast<Kind>(h_.kind); }
+  Dtype dtype() const noexcept { return static_cast<Dtype>(h_.dtype); }
+  std::uint64_t length() const noexcept { return h_.length; }
+  std::string_view tag() const noexcept;
+  bool region_hashed() const noexcept { return hashed_; }
+  std::uint64_t region_node_count() const noexcept { return node_count_; }
+
+  // The data block (arrays, bytes, and the raw block of any kind), in place.
+  std::span<const std::byte> data() const noexcept;
+
+  // The elements of an array of dtype D, in place (zero copies). Errors:
+  // InvalidArgument when the node is not an array of dtype D.
+  template <Dtype D>
+  Result<std::span<const typename DtypeTraits<D>::type>> array() const noexcept {
+    using T = typename DtypeTraits<D>::type;
+    if (kind() != Kind::kArray || dtype() != D)
+      return invalid_argument("node is " + describe() + ", not an array of " + std::string(dtype_name(D)));
+    auto d = data();
+    return std::span<const T>(reinterpret_cast<const T*>(d.data()), d.size() / sizeof(T));
+  }
+
+  // String `i` (0-based) of a strings node. Errors: InvalidArgument (not a
+  // strings node), OutOfRange, Corrupt (a bad entry).
+  Result<StringRef> string(std::uint64_t i) const noexcept;
+
+  // Child `i` (0-based) of a list. Errors: NotAList, OutOfRange, Corrupt.
+  Result<NodeView> child(std::uint64_t i) const noexcept;
+  // The first child whose name is exactly `name`. Errors: NotAList,
+  // OutOfRange (no such name, or no names), Corrupt.
+  Result<NodeView> child(std::string_view name) const noexcept;
+
+  // The names node (strings, one per element), if any. Errors: Corrupt.
+  Result<std::optional<NodeView>> names() const noexcept;
+  // The attribute list (a list whose names are the keys), if any.
+  Result<std::optional<NodeView>> attrs() const noexcept;
+  // The attribute `key`, if present. Errors: Corrupt.
+  Result<std::optional<NodeView>> attr(std::string_view key) const noexcept;
+
+  // "f64 array of 3", "list of 2", ... for messages.
+  std::string describe() const;
+
+ private:
+  friend class Region;
+  static Result<NodeView> open(std::span<const std::byte> region, bool hashed, std::uint64_t node_count,
+                               std::uint64_t offset, const NodeView* parent) noexcept;
+  Result<NodeView> open_linked(std::uint64_t offset, const char* link) const noexcept;
+
+  std::span<const std::byte> region_;
+  NodeHeader h_{};
+  std::uint64_t offset_ = 0;
+  std::uint64_t node_count_ = 0;
+  bool hashed_ = false;
+  unsigned depth_ = 0;
+  // Offsets of the ancestors, root first; a link back to one is Corrupt.
+  std::array<std::uint64_t, kMaxDepth> ancestors_{};
+};
+
+class Region {
+ public:
+  // Checks the region header of `bytes` (FORMAT.md 5.1): size, magic,
+  // version, header hash, sealed, flags, region_size == bytes.size(), root
+  // offset and node count. Errors: Corrupt (an unsupported version is Corrupt
+  // with its own message); InvalidArgument when `bytes` is not 64-byte
+  // aligned. Reads 64 bytes.
+  static Result<Region> open(std::span<const std::byte> bytes) noexcept;
+
+  // A copy of the checked header.
+  const RegionHeader& header() const noexcept { return header_; }
+  bool hashed() const noexcept { return (header_.flags & kRegionHashed) != 0; }
+  std::span<const std::byte> bytes() const noexcept { return bytes_; }
+
+  // The root node. Errors: Corrupt.
+  Result<NodeView> root() const noexcept;
+  // The node at `path` (1-based indices, as in a name). Errors: Corrupt,
+  // OutOfRange (an index past the end of a list), NotAList (a step into a
+  // node that is not a list).
+  Result<NodeView> at(std::span<const std::uint64_t> path) const noexcept;
+  Result<NodeView> at(const Name& name) const noexcept { return at(name.path); }
+
+ private:
+  std::span<const std::byte> bytes_;
+  RegionHeader header_{};
+};
+
+// Calls `visit` on `node` and on every node below it in canonical order
+// (the node, its names, its attribute list and what it holds, its
+// children), checking each. Stops with Corrupt once more nodes than the
+// region's node_count have been met, so no region can make it loop or do
+// more than O(region size) work. A non-ok status from `visit` stops the walk
+// and is returned.
+Status walk(const NodeView& node, const std::function<Status(const NodeView&)>& visit) noexcept;
+
+// A deep copy of the value at `node` into ordinary memory. Errors: Corrupt.
+Result<Value> to_value(const NodeView& node) noexcept;
+
+}  // namespace kura

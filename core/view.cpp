@@ -1,0 +1,345 @@
+#include "kura/core/view.hpp"
+
+#include <cstring>
+#include <string>
+
+#include "kura/core/hash.hpp"
+
+namespace kura {
+namespace {
+
+std::string num(std::uint64_t v) { return std::to_string(v); }
+
+bool valid_header_offset(std::uint64_t offset, std::uint64_t size) {
+  return offset % kAlign == 0 && offset >= kHeaderSize && size >= kHeaderSize && offset <= size - kHeaderSize;
+}
+
+template <class T>
+T load(std::span<const std::byte> region, std::uint64_t offset) {
+  T v;
+  std::memcpy(&v, region.data() + offset, sizeof v);
+  return v;
+}
+
+// Checks that `data_size` is what `length` and the kind require.
+Status check_data_size(const NodeHeader& h) {
+  std::uint64_t want = 0;
+  switch (static_cast<Kind>(h.kind)) {
+    case Kind::kNull:
+      if (h.length != 0 || h.data_size != 0 || h.data_offset != 0)
+        return corrupt("null node with length, data_offset or data_size not 0");
+      return Status::ok();
+    case Kind::kArray:
+      if (__builtin_mul_overflow(h.length, dtype_width(static_cast<Dtype>(h.dtype)), &want) ||
+          want != h.data_size)
+        return corrupt("array of length " + num(h.length) + " has data_size " + num(h.data_size));
+      return Status::ok();
+    case Kind::kStrings:
+      if (h.length == 0) {
+        if (h.data_size != 0) return corrupt("empty strings node with data_size " + num(h.data_size));
+        return Status::ok();
+      }
+      if (h.length > h.data_size / 16 || align64(16 * h.length) > h.data_size)
+        return corrupt("strings node of length " + num(h.length) + " has data_size " + num(h.data_size));
+      return Status::ok();
+    case Kind::kList:
+      if (__builtin_mul_overflow(h.length, std::uint64_t{8}, &want) || want != h.data_size)
+        return corrupt("list of length " + num(h.length) + " has data_size " + num(h.data_size));
+      return Status::ok();
+    case Kind::kBytes:
+      if (h.data_size != h.length)
+        return corrupt("bytes node of length " + num(h.length) + " has data_size " + num(h.data_size));
+      return Status::ok();
+  }
+  return corrupt("unknown node kind");
+}
+
+}  // namespace
+
+Result<Region> Region::open(std::span<const std::byte> bytes) noexcept {
+  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % kAlign != 0)
+    return invalid_argument("region memory is not 64-byte aligned");
+  if (bytes.size() < kHeaderSize)
+    return corrupt("region of " + num(bytes.size()) + " bytes is smaller than its 64-byte header");
+  Region r;
+  r.bytes_ = bytes;
+  std::memcpy(&r.header_, bytes.data(), sizeof r.header_);
+  const RegionHeader& h = r.header_;
+  if (std::memcmp(h.magic, "KURA", 4) != 0) return corrupt("bad region magic (not a kura region)");
+  if (h.version != kFormatVersion)
+    return corrupt("unsupported format version " + num(h.version) + " (this reader knows version " +
+                   num(kFormatVersion) + ")");
+  if (region_header_hash(bytes.first(kHeaderSize)) != h.header_hash) return corrupt("region header hash mismatch");
+  if ((h.flags & kRegionSealed) == 0) return corrupt("region is not sealed (its writer did not finish)");
+  if ((h.flags & ~kRegionKnownFlags) != 0) return corrupt("unknown region flags " + num(h.flags));
+  if (h.region_size != bytes.size())
+    return corrupt("region_size " + num(h.region_size) + " differs from the object's size " + num(bytes.size()));
+  if (!valid_header_offset(h.root_offset, bytes.size())) return corrupt("invalid root offset " + num(h.root_offset));
+  if (h.node_count > bytes.size() / kHeaderSize)
+    return corrupt("node_count " + num(h.node_count) + " is more than the region can hold");
+  return r;
+}
+
+Result<NodeView> Region::root() const noexcept {
+  return NodeView::open(bytes_, hashed(), header_.node_count, header_.root_offset, nullptr);
+}
+
+Result<NodeView> Region::at(std::span<const std::uint64_t> path) const noexcept {
+  KURA_ASSIGN_OR_RETURN(NodeView node, root());
+  for (std::uint64_t index : path) {
+    if (index == 0) return Status(Code::kOutOfRange, "index 0 (indices are 1-based)");
+    KURA_ASSIGN_OR_RETURN(node, node.child(index - 1));
+  }
+  return node;
+}
+
+Result<NodeView> NodeView::open(std::span<const std::byte> region, bool hashed, std::uint64_t node_count,
+                                std::uint64_t offset, const NodeView* parent) noexcept {
+  const std::uint64_t size = region.size();
+  if (!valid_header_offset(offset, size))
+    return corrupt("node offset " + num(offset) + " is not a 64-aligned header inside the region");
+  NodeView n;
+  n.region_ = region;
+  n.hashed_ = hashed;
+  n.node_count_ = node_count;
+  n.offset_ = offset;
+  if (parent) {
+    if (parent->depth_ + 1 > kMaxDepth) return corrupt("node deeper than " + num(kMaxDepth) + " links");
+    n.depth_ = parent->depth_ + 1;
+    n.ancestors_ = parent->ancestors_;
+    n.ancestors_[parent->depth_] = parent->offset_;
+    for (unsigned i = 0; i < n.depth_; ++i)
+      if (n.ancestors_[i] == offset) return corrupt("link at offset " + num(offset) + " points at an ancestor");
+  }
+  std::memcpy(&n.h_, region.data() + offset, sizeof n.h_);
+  const NodeHeader& h = n.h_;
+  if (std::memcmp(h.magic, "KNOD", 4) != 0) return corrupt("bad node magic at offset " + num(offset));
+  if (h.kind > static_cast<std::uint8_t>(Kind::kBytes))
+    return corrupt("unknown node kind " + num(h.kind) + " at offset " + num(offset));
+  Kind kind = static_cast<Kind>(h.kind);
+  if (kind == Kind::kArray ? (h.dtype == 0 || h.dtype > kMaxDtype) : h.dtype != 0)
+    return corrupt("dtype " + num(h.dtype) + " invalid for a " + std::string(kind_name(kind)) + " node at offset " +
+                   num(offset));
+  if (h.flags != 0) return corrupt("unknown node flags at offset " + num(offset));
+  if (kind != Kind::kBytes) {
+    for (char c : h.tag)
+      if (c != 0) return corrupt("tag set on a " + std::string(kind_name(kind)) + " node at offset " + num(offset));
+  }
+  if (h.data_offset % kAlign != 0) return corrupt("data_offset " + num(h.data_offset) + " is not 64-aligned");
+  if (h.data_offset == 0 && h.data_size != 0) return corrupt("data_offset 0 with data_size " + num(h.data_size));
+  if (h.data_offset > size || h.data_size > size - h.data_offset)
+    return corrupt("data block at " + num(h.data_offset) + " of " + num(h.data_size) + " bytes runs past the region");
+  Status s = check_data_size(h);
+  if (!s) return Status(Code::kCorrupt, s.message() + " at offset " + num(offset));
+  return n;
+}
+
+Result<NodeView> NodeView::open_linked(std::uint64_t offset, const char* link) const noexcept {
+  if (offset == 0) return corrupt(std::string(link) + " offset is 0");
+  return open(region_, hashed_, node_count_, offset, this);
+}
+
+std::string_view NodeView::tag() const noexcept {
+  std::size_t n = 0;
+  while (n < sizeof h_.tag && h_.tag[n] != 0) ++n;
+  return {h_.tag, n};
+}
+
+std::span<const std::byte> NodeView::data() const noexcept {
+  if (h_.data_size == 0) return {};
+  return region_.subspan(h_.data_offset, h_.data_size);
+}
+
+std::string NodeView::describe() const {
+  switch (kind()) {
+    case Kind::kNull: return "null";
+    case Kind::kArray: return std::string(dtype_name(dtype())) + " array of " + num(length());
+    case Kind::kStrings: return "strings of " + num(length());
+    case Kind::kList: return "list of " + num(length());
+    case Kind::kBytes: return "bytes of " + num(length());
+  }
+  return "?";
+}
+
+Result<StringRef> NodeView::string(std::uint64_t i) const noexcept {
+  if (kind() != Kind::kStrings) return invalid_argument("node is " + describe() + ", not strings");
+  if (i >= length()) return Status(Code::kOutOfRange, "string " + num(i + 1) + " past the end of " + describe());
+  StringEntry e;
+  std::memcpy(&e, region_.data() + h_.data_offset + 16 * i, sizeof e);
+  if (e.nbytes < -1) return corrupt("string entry with nbytes " + num(static_cast<std::uint64_t>(e.nbytes)));
+  if (e.encoding > 2) return corrupt("string entry with unknown encoding " + num(e.encoding));
+  if (e.nbytes == -1) return StringRef{{}, static_cast<Encoding>(e.encoding), true};
+  const std::uint64_t packed_start = align64(16 * length());
+  const std::uint64_t packed_size = h_.data_size - packed_start;
+  const auto nbytes = static_cast<std::uint64_t>(e.nbytes);
+  if (e.offset > packed_size || nbytes + 1 > packed_size - e.offset)
+    return corrupt("string entry " + num(i + 1) + " runs past the packed bytes");
+  const char* p = reinterpret_cast<const char*>(region_.data() + h_.data_offset + packed_start + e.offset);
+  if (p[nbytes] != '\0') return corrupt("string entry " + num(i + 1) + " is not zero-terminated");
+  return StringRef{std::string_view(p, nbytes), static_cast<Encoding>(e.encoding), false};
+}
+
+Result<NodeView> NodeView::child(std::uint64_t i) const noexcept {
+  if (kind() != Kind::kList) return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
+  if (i >= length())
+    return Status(Code::kOutOfRange, "index " + num(i + 1) + " past the end of a list of " + num(length()));
+  return open_linked(load<std::uint64_t>(region_, h_.data_offset + 8 * i), "child");
+}
+
+Result<NodeView> NodeView::child(std::string_view name) const noexcept {
+  if (kind() != Kind::kList) return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
+  KURA_ASSIGN_OR_RETURN(auto names_node, names());
+  if (!names_node) return Status(Code::kOutOfRange, "list has no names, so no element \"" + std::string(name) + "\"");
+  for (std::uint64_t i = 0; i < names_node->length(); ++i) {
+    KURA_ASSIGN_OR_RETURN(StringRef s, names_node->string(i));
+    if (!s.na && s.bytes == name) return child(i);
+  }
+  return Status(Code::kOutOfRange, "no element named \"" + std::string(name) + "\"");
+}
+
+Result<std::optional<NodeView>> NodeView::names() const noexcept {
+  if (h_.names_offset == 0) return std::optional<NodeView>();
+  KURA_ASSIGN_OR_RETURN(NodeView n, open_linked(h_.names_offset, "names"));
+  if (n.kind() != Kind::kStrings || n.length() != length())
+    return corrupt("names of " + describe() + " at offset " + num(offset_) + " is " + n.describe());
+  return std::optional<NodeView>(n);
+}
+
+Result<std::optional<NodeView>> NodeView::attrs() const noexcept {
+  if (h_.attrs_offset == 0) return std::optional<NodeView>();
+  KURA_ASSIGN_OR_RETURN(NodeView a, open_linked(h_.attrs_offset, "attrs"));
+  if (a.kind() != Kind::kList || a.header().names_offset == 0 || a.header().attrs_offset != 0)
+    return corrupt("attributes of the node at offset " + num(offset_) +
+                   " are not a named list without attributes of its own");
+  return std::optional<NodeView>(a);
+}
+
+Result<std::optional<NodeView>> NodeView::attr(std::string_view key) const noexcept {
+  KURA_ASSIGN_OR_RETURN(auto a, attrs());
+  if (!a) return std::optional<NodeView>();
+  KURA_ASSIGN_OR_RETURN(auto keys, a->names());
+  if (!keys) return corrupt("attribute list without keys");
+  for (std::uint64_t i = 0; i < keys->length(); ++i) {
+    KURA_ASSIGN_OR_RETURN(StringRef s, keys->string(i));
+    if (!s.na && s.bytes == key) {
+      KURA_ASSIGN_OR_RETURN(NodeView v, a->child(i));
+      return std::optional<NodeView>(v);
+    }
+  }
+  return std::optional<NodeView>();
+}
+
+namespace {
+
+struct Walker {
+  const std::function<Status(const NodeView&)>& visit;
+  std::uint64_t budget;
+
+  Status node(const NodeView& n) {
+    if (budget == 0) return corrupt("walk met more nodes than the region's node_count (a shared or cyclic link)");
+    --budget;
+    KURA_RETURN_IF_ERROR(visit(n));
+    KURA_ASSIGN_OR_RETURN(auto names, n.names());
+    if (names) KURA_RETURN_IF_ERROR(node(*names));
+    KURA_ASSIGN_OR_RETURN(auto attrs, n.attrs());
+    if (attrs) KURA_RETURN_IF_ERROR(node(*attrs));
+    if (n.kind() == Kind::kList) {
+      for (std::uint64_t i = 0; i < n.length(); ++i) {
+        KURA_ASSIGN_OR_RETURN(NodeView c, n.child(i));
+        KURA_RETURN_IF_ERROR(node(c));
+      }
+    }
+    return Status::ok();
+  }
+};
+
+struct Copier {
+  std::uint64_t budget;
+
+  Status take() {
+    if (budget == 0) return corrupt("value has more nodes than the region's node_count (a shared or cyclic link)");
+    --budget;
+    return Status::ok();
+  }
+
+  Result<std::vector<String>> strings(const NodeView& n) {
+    KURA_RETURN_IF_ERROR(take());
+    std::vector<String> out;
+    out.reserve(n.length());
+    for (std::uint64_t i = 0; i < n.length(); ++i) {
+      KURA_ASSIGN_OR_RETURN(StringRef s, n.string(i));
+      out.push_back(s.na ? String::NA() : String{std::string(s.bytes), s.encoding, false});
+    }
+    return out;
+  }
+
+  Result<Value> value(const NodeView& n) {
+    KURA_RETURN_IF_ERROR(take());
+    Value v;
+    v.kind = n.kind();
+    v.dtype = n.dtype();
+    v.length = n.length();
+    switch (n.kind()) {
+      case Kind::kNull: break;
+      case Kind::kArray:
+      case Kind::kBytes: {
+        auto d = n.data();
+        v.data.assign(d.begin(), d.end());
+        std::memcpy(v.tag.data(), n.header().tag, 8);
+        break;
+      }
+      case Kind::kStrings: {
+        ++budget;  // counted above
+        KURA_ASSIGN_OR_RETURN(v.strings, strings(n));
+        break;
+      }
+      case Kind::kList:
+        v.children.reserve(n.length());
+        for (std::uint64_t i = 0; i < n.length(); ++i) {
+          KURA_ASSIGN_OR_RETURN(NodeView c, n.child(i));
+          KURA_ASSIGN_OR_RETURN(Value cv, value(c));
+          v.children.push_back(std::move(cv));
+        }
+        break;
+    }
+    KURA_ASSIGN_OR_RETURN(auto names, n.names());
+    if (names) {
+      KURA_ASSIGN_OR_RETURN(v.names, strings(*names));
+    }
+    KURA_ASSIGN_OR_RETURN(auto attrs, n.attrs());
+    if (attrs) {
+      KURA_RETURN_IF_ERROR(take());
+      KURA_ASSIGN_OR_RETURN(auto keys_node, attrs->names());
+      KURA_ASSIGN_OR_RETURN(std::vector<String> keys, strings(*keys_node));
+      for (std::uint64_t i = 0; i < attrs->length(); ++i) {
+        if (keys[i].na) return corrupt("attribute key is NA");
+        KURA_ASSIGN_OR_RETURN(NodeView c, attrs->child(i));
+        KURA_ASSIGN_OR_RETURN(Value cv, value(c));
+        v.attrs.emplace_back(std::move(keys[i].bytes), std::move(cv));
+      }
+    }
+    return v;
+  }
+};
+
+}  // namespace
+
+Status walk(const NodeView& node, const std::function<Status(const NodeView&)>& visit) noexcept {
+  try {
+    Walker w{visit, node.region_node_count()};
+    return w.node(node);
+  } catch (const std::bad_alloc&) {
+    return Status(Code::kIo, "out of memory while walking a region");
+  }
+}
+
+Result<Value> to_value(const NodeView& node) noexcept {
+  try {
+    Copier c{node.region_node_count()};
+    return c.value(node);
+  } catch (const std::bad_alloc&) {
+    return Status(Code::kIo, "out of memory while copying a value out of a region");
+  }
+}
+
+}  // namespace kura
