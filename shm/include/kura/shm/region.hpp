@@ -1,0 +1,170 @@
+// Regions in POSIX shared memory: share a value, map it back by name from any
+// process, release, adopt, list and prune (DESIGN.md sections 2 and 3).
+//
+// Linux only. A region is the file /dev/shm/kura_<owner>_<counter>. It is
+// created at its exact size with its space reserved up front, written under
+// a private temporary name, sealed, made read-only (0400) and only then
+// link()ed to its name, so no process can ever open a half-written region.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kura/core/builder.hpp"
+#include "kura/core/name.hpp"
+#include "kura/core/status.hpp"
+#include "kura/core/value.hpp"
+#include "kura/core/view.hpp"
+
+namespace kura::shm {
+
+// A read-only mapping of a whole region and the node a name points at.
+// Copies share the mapping; it stays mapped until the last copy is gone,
+// even after the region is unlinked. Views taken from node() or region()
+// borrow the mapping: keep a Mapped alive while you use them. Thread-safe
+// for concurrent readers.
+class Mapped {
+ public:
+  const Region& region() const noexcept;
+  // The node at the name that was mapped (the root for a plain region name).
+  const NodeView& node() const noexcept;
+  // The full name that was mapped, path included.
+  const std::string& name() const noexcept;
+
+ private:
+  friend struct MappedAccess;
+  struct State;
+  std::shared_ptr<const State> state_;
+};
+
+// Maps the value at `name` read-only: the region is mapped without
+// prefaulting, its header is checked, and the path is walked checking only
+// the nodes on it (O(depth), whatever the region's size). Errors:
+// InvalidName, NotFound, Permission (a symlink, another user's region, or one
+// open to group/other), Corrupt, OutOfRange, NotAList, Io. Thread-safe.
+Result<Mapped> map(std::string_view name) noexcept;
+
+struct ShareOptions {
+  bool hashed = true;  // compute node hashes (kura verify can then check them)
+  bool keep = false;   // publish under owner 0: lives until removed by name
+  // Write on behalf of this owner (its lease must be held, see Lease), or 0
+  // for the calling process's own owner.
+  std::uint64_t on_behalf_of = 0;
+};
+
+// An owning handle to a region this process published (or adopted). Its
+// destructor, or release(), unlinks the region, unless the handle was
+// created in another process (a forked child never unlinks its parent's
+// regions) or the region is kept (owner 0). Move-only.
+class Shared {
+ public:
+  Shared(Shared&& other) noexcept;
+  Shared& operator=(Shared&& other) noexcept;
+  Shared(const Shared&) = delete;
+  Shared& operator=(const Shared&) = delete;
+  ~Shared();
+
+  // The region's name, "/kura_<owner>_<counter>".
+  const std::string& name() const noexcept { return name_; }
+  std::uint64_t size() const noexcept { return size_; }
+  // Maps this region read-only (see map()).
+  Result<Mapped> map() const noexcept;
+  // Unlinks the region now (if this process owns it) and empties the handle.
+  // Mappings that exist stay valid. Errors: Io.
+  Status release() noexcept;
+  // Gives up ownership without unlinking and returns the name; the handle is
+  // empty afterwards.
+  std::string disown() noexcept;
+
+ private:
+  friend struct SharedAccess;
+  Shared(std::string name, std::uint64_t size, bool unlink_on_release) noexcept;
+  std::string name_;
+  std::uint64_t size_ = 0;
+  int creator_pid_ = 0;
+  bool unlink_ = false;
+};
+
+// A region being written in place: created under a private temporary name at
+// its exact size with space reserved, mapped writable, with every header
+// already written. The producer fills the arrays built with
+// Value::array_in_place directly in shared memory (no copy at all), then
+// publishes. Dropping it unpublished removes the temporary file. Move-only.
+class Pending {
+ public:
+  // Plans `value` and creates the temporary region. `value` must outlive the
+  // Pending and not change. Errors: InvalidArgument (the value cannot be laid
+  // out), NoSpace (with the size asked and the space free), Permission, Io.
+  static Result<Pending> create(const Value& value, const ShareOptions& options = {}) noexcept;
+
+  Pending(Pending&& other) noexcept;
+  Pending& operator=(Pending&& other) noexcept;
+  Pending(const Pending&) = delete;
+  Pending& operator=(const Pending&) = delete;
+  ~Pending();
+
+  // The writable data block of `v` (an array or bytes node of the value).
+  std::span<std::byte> block(const Value& v) const noexcept;
+  template <class T>
+  std::span<T> array(const Value& v) const noexcept {
+    auto b = block(v);
+    return {reinterpret_cast<T*>(b.data()), b.size() / sizeof(T)};
+  }
+
+  // Seals (hashing when asked), drops the writable mapping, makes the file
+  // 0400 and links it to its final name. Errors: Io; on error nothing is
+  // published and the temporary file is removed.
+  Result<Shared> publish() && noexcept;
+
+ private:
+  struct State;
+  explicit Pending(std::unique_ptr<State> state) noexcept;
+  std::unique_ptr<State> state_;
+};
+
+// Copies `value` into a new region (one copy of each array) and publishes it.
+// Errors: as Pending::create and Pending::publish.
+Result<Shared> share(const Value& value, const ShareOptions& options = {}) noexcept;
+
+// Takes ownership of a region written for this process (its owner id must be
+// this process's owner): the returned handle unlinks it on release. Errors:
+// InvalidName, NotFound, Permission (another owner's region).
+Result<Shared> adopt(std::string_view name) noexcept;
+
+// Removes the region `name` (a region name, no path) whoever owns it, if it
+// belongs to this user. Errors: InvalidName, NotFound, Permission, Io.
+Status remove(std::string_view name) noexcept;
+
+struct RegionInfo {
+  std::string name;        // "/kura_<owner>_<counter>"
+  std::uint64_t size = 0;  // bytes
+  std::uint64_t owner = 0;
+  bool alive = true;       // false: the owner's lease is not held (an orphan)
+};
+
+// Every kura region in /dev/shm that this user can see, sorted by name.
+// Errors: Io.
+Result<std::vector<RegionInfo>> list() noexcept;
+
+struct PruneReport {
+  std::vector<std::string> removed;  // regions, temporary files and leases
+};
+
+// Removes every region, temporary file and lease file of this user whose
+// owner is provably dead (its lease is not held). Never touches a live
+// owner's files, kept regions, or other users' files. Errors: Io.
+Result<PruneReport> prune() noexcept;
+
+struct Space {
+  std::uint64_t total = 0;  // bytes in the /dev/shm file system
+  std::uint64_t free = 0;   // bytes available to this user
+};
+
+// Size and free space of /dev/shm. Errors: Io.
+Result<Space> space() noexcept;
+
+}  // namespace kura::shm
