@@ -244,6 +244,7 @@ Result<Writer> Writer::write(const Layout& layout, std::span<std::byte> dest, co
   if (reinterpret_cast<std::uintptr_t>(dest.data()) % kAlign != 0)
     return invalid_argument("destination is not 64-byte aligned");
   std::byte* base = dest.data();
+  Writer writer(&layout, dest);
 
   RegionHeader rh{};
   std::memcpy(rh.magic, "KURA", 4);
@@ -279,10 +280,11 @@ Result<Writer> Writer::write(const Layout& layout, std::span<std::byte> dest, co
       std::memcpy(block, s.children.data(), 8 * s.children.size());
     } else if (s.value->source != Source::kInPlace) {
       std::memcpy(block, s.value->payload().data(), s.data_size);
+      writer.bytes_copied_ += s.data_size;
     }
     std::memset(block + s.data_size, 0, padded - s.data_size);
   }
-  return Writer(&layout, dest);
+  return writer;
 }
 
 std::span<std::byte> Writer::block(const Value& v) const noexcept {

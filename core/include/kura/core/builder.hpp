@@ -93,6 +93,10 @@ class Writer {
     return {reinterpret_cast<T*>(b.data()), b.size() / sizeof(T)};
   }
 
+  // Payload bytes that write() copied from owned or borrowed arrays and bytes
+  // nodes (0 when every array was built in place).
+  std::uint64_t bytes_copied() const noexcept { return bytes_copied_; }
+
   // Computes node hashes when `hashed`, then the header hash, and sets the
   // flags last. After this the bytes are a complete region.
   void seal(bool hashed) noexcept;
@@ -101,6 +105,7 @@ class Writer {
   Writer(const Layout* layout, std::span<std::byte> dest) : layout_(layout), dest_(dest) {}
   const Layout* layout_;
   std::span<std::byte> dest_;
+  std::uint64_t bytes_copied_ = 0;
 };
 
 // Convenience: plans, writes and seals `root` into a new aligned buffer.
