@@ -1,0 +1,393 @@
+#include "kura/shm/region.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/interprocess/mapped_region.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "fs_internal.hpp"
+#include "kura/shm/owner.hpp"
+
+namespace kura::shm {
+
+namespace bip = boost::interprocess;
+using detail::kOpenFlags;
+
+namespace {
+
+// Boost.Interprocess maps a descriptor that we opened ourselves: its own
+// shared_memory_object cannot open with O_NOFOLLOW, create exclusively under
+// a temporary name, reserve space or link, so only the mapping is Boost's.
+class FdMappable {
+ public:
+  explicit FdMappable(int fd) noexcept {
+    handle_.handle = fd;
+    handle_.is_xsi = false;
+  }
+  bip::mapping_handle_t get_mapping_handle() const noexcept { return handle_; }
+
+ private:
+  bip::mapping_handle_t handle_;
+};
+
+// Closes a descriptor on scope exit.
+struct FdCloser {
+  int fd;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+Status with_context(const Status& s, const std::string& context) {
+  return Status(s.code(), context + ": " + s.message(), s.sys_errno());
+}
+
+// Opens the published region `region_name` ("/kura_<o>_<c>") read-only and
+// checks it is this user's private regular file.
+Result<int> open_region(const std::string& region_name) {
+  const std::string path = std::string(detail::kShmDir) + region_name;
+  int fd = ::open(path.c_str(), O_RDONLY | kOpenFlags);
+  if (fd < 0) {
+    const int e = errno;
+    if (e == ENOENT)
+      return Status(Code::kNotFound,
+                    "region " + region_name +
+                        " does not exist (released by its owner, pruned, or never published; see `kura ls`)",
+                    e);
+    if (e == ELOOP)
+      return Status(Code::kPermission, "region " + region_name + " is a symbolic link; refusing it (remove it)",
+                    e);
+    return detail::os_error("cannot open region " + region_name, e);
+  }
+  Status s = detail::check_own_file(fd, "region " + region_name);
+  if (!s) {
+    ::close(fd);
+    return s;
+  }
+  return fd;
+}
+
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+}
+
+Status no_space(std::uint64_t asked) {
+  return Status(Code::kNoSpace,
+                "cannot create region of " + detail::human_bytes(asked) + ": /dev/shm has " +
+                    detail::human_bytes(detail::shm_free_bytes()) +
+                    " free (raise the container's --shm-size, or run `kura prune` to remove orphans)",
+                ENOSPC);
+}
+
+}  // namespace
+
+// --- Mapped -----------------------------------------------------------------
+
+struct Mapped::State {
+  bip::mapped_region mapping;
+  Region region;
+  NodeView node;
+  std::string name;
+};
+
+struct MappedAccess {
+  using State = Mapped::State;
+  static Mapped make(std::shared_ptr<const Mapped::State> state) {
+    Mapped m;
+    m.state_ = std::move(state);
+    return m;
+  }
+};
+
+const Region& Mapped::region() const noexcept {
+  KURA_CHECK(state_ != nullptr);
+  return state_->region;
+}
+
+const NodeView& Mapped::node() const noexcept {
+  KURA_CHECK(state_ != nullptr);
+  return state_->node;
+}
+
+const std::string& Mapped::name() const noexcept {
+  KURA_CHECK(state_ != nullptr);
+  return state_->name;
+}
+
+Result<Mapped> map(std::string_view name) noexcept {
+  return detail::boundary("map", [&]() -> Result<Mapped> {
+    KURA_ASSIGN_OR_RETURN(Name n, parse_name(name));
+    const std::string region_name = format_region_name(n.owner, n.counter);
+    KURA_ASSIGN_OR_RETURN(int fd, open_region(region_name));
+    FdCloser closer{fd};
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    if (size < kHeaderSize)
+      return corrupt("region " + region_name + " is " + std::to_string(size) +
+                     " bytes, smaller than a region header");
+    auto state = std::make_shared<MappedAccess::State>();
+    // PROT_READ, MAP_SHARED, no MAP_POPULATE: mapping is O(1) in the size.
+    state->mapping = bip::mapped_region(FdMappable(fd), bip::read_only, 0, static_cast<std::size_t>(size));
+    auto bytes = std::span<const std::byte>(static_cast<const std::byte*>(state->mapping.get_address()),
+                                            static_cast<std::size_t>(size));
+    auto region = Region::open(bytes);
+    if (!region) return with_context(region.status(), "region " + region_name);
+    state->region = std::move(region).value();
+    auto node = state->region.at(n.path);
+    if (!node) return with_context(node.status(), std::string(name));
+    state->node = std::move(node).value();
+    state->name = std::string(name);
+    return MappedAccess::make(std::move(state));
+  });
+}
+
+// --- Shared -----------------------------------------------------------------
+
+struct SharedAccess {
+  static Shared make(std::string name, std::uint64_t size, bool unlink_on_release) noexcept {
+    return Shared(std::move(name), size, unlink_on_release);
+  }
+};
+
+Shared::Shared(std::string name, std::uint64_t size, bool unlink_on_release) noexcept
+    : name_(std::move(name)), size_(size), creator_pid_(static_cast<int>(::getpid())), unlink_(unlink_on_release) {}
+
+Shared::Shared(Shared&& other) noexcept
+    : name_(std::move(other.name_)),
+      size_(other.size_),
+      creator_pid_(other.creator_pid_),
+      unlink_(other.unlink_) {
+  other.name_.clear();
+  other.size_ = 0;
+  other.unlink_ = false;
+}
+
+Shared& Shared::operator=(Shared&& other) noexcept {
+  if (this != &other) {
+    (void)release();
+    name_ = std::move(other.name_);
+    size_ = other.size_;
+    creator_pid_ = other.creator_pid_;
+    unlink_ = other.unlink_;
+    other.name_.clear();
+    other.size_ = 0;
+    other.unlink_ = false;
+  }
+  return *this;
+}
+
+Shared::~Shared() { (void)release(); }
+
+Result<Mapped> Shared::map() const noexcept {
+  if (name_.empty()) return invalid_argument("map of an empty Shared handle (released or disowned)");
+  return shm::map(name_);
+}
+
+Status Shared::release() noexcept {
+  return detail::boundary("release region", [&]() -> Status {
+    if (name_.empty()) return Status::ok();
+    std::string name = std::move(name_);
+    name_.clear();
+    size_ = 0;
+    const bool unlink = unlink_ && creator_pid_ == static_cast<int>(::getpid());
+    unlink_ = false;
+    if (!unlink) return Status::ok();  // kept, disowned, or inherited through fork()
+    const std::string path = std::string(detail::kShmDir) + name;
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      return detail::os_error("cannot unlink region " + name, errno);
+    return Status::ok();
+  });
+}
+
+std::string Shared::disown() noexcept {
+  std::string name = std::move(name_);
+  name_.clear();
+  size_ = 0;
+  unlink_ = false;
+  return name;
+}
+
+// --- Pending ----------------------------------------------------------------
+
+struct Pending::State {
+  const Value* value = nullptr;
+  ShareOptions options;
+  Layout layout;
+  std::optional<Writer> writer;  // borrows `layout` and `mapping`
+  bip::mapped_region mapping;    // writable, until publish
+  int fd = -1;
+  std::uint64_t owner = 0;
+  std::uint64_t counter = 0;
+  std::string temp_path;  // empty once published
+  pid_t pid = 0;
+
+  ~State() {
+    writer.reset();
+    mapping = bip::mapped_region();
+    if (fd >= 0) ::close(fd);
+    if (!temp_path.empty() && pid == ::getpid()) ::unlink(temp_path.c_str());
+  }
+};
+
+Pending::Pending(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
+Pending::Pending(Pending&& other) noexcept = default;
+Pending& Pending::operator=(Pending&& other) noexcept = default;
+Pending::~Pending() = default;
+
+Result<Pending> Pending::create(const Value& value, const ShareOptions& options) noexcept {
+  return detail::boundary("create region", [&]() -> Result<Pending> {
+    KURA_ASSIGN_OR_RETURN(Layout layout, Layout::plan(value));
+    std::uint64_t owner = options.on_behalf_of;
+    if (owner == kKeptOwner) {
+      KURA_ASSIGN_OR_RETURN(owner, process_owner());
+    }
+    const std::uint64_t size = layout.size();
+    if (size > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) ||
+        size > std::numeric_limits<std::size_t>::max())
+      return invalid_argument("value of " + detail::human_bytes(size) + " is too large for a region");
+
+    auto state = std::make_unique<State>();
+    state->value = &value;
+    state->options = options;
+    state->layout = std::move(layout);
+    state->owner = owner;
+    state->pid = ::getpid();
+
+    // Exclusive create under a private temporary name with a random counter:
+    // a name someone planted is never opened for writing.
+    for (int attempt = 0;; ++attempt) {
+      if (attempt == 16)
+        return Status(Code::kExists, "cannot create a region: 16 random counters were all taken in /dev/shm");
+      KURA_ASSIGN_OR_RETURN(std::uint64_t counter, detail::random_u64());
+      std::string temp = detail::region_temp_path(owner, counter);
+      int fd = ::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | kOpenFlags, 0600);
+      if (fd < 0) {
+        if (errno == EEXIST) continue;
+        if (errno == ENOSPC) return no_space(size);
+        return detail::os_error("cannot create temporary region " + temp, errno);
+      }
+      state->fd = fd;
+      state->counter = counter;
+      state->temp_path = std::move(temp);
+      break;
+    }
+    // From here on, ~State removes the temporary file on every error.
+    if (::fchmod(state->fd, 0600) != 0)  // 0600 whatever the umask
+      return detail::os_error("cannot set mode 0600 on " + state->temp_path, errno);
+    int rc;
+    do {
+      rc = ::posix_fallocate(state->fd, 0, static_cast<off_t>(size));
+    } while (rc == EINTR);
+    if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT) return no_space(size);
+    if (rc != 0) return detail::os_error("cannot reserve " + detail::human_bytes(size) + " for a region", rc);
+
+    state->mapping = bip::mapped_region(FdMappable(state->fd), bip::read_write, 0, static_cast<std::size_t>(size));
+    auto dest = std::span<std::byte>(static_cast<std::byte*>(state->mapping.get_address()),
+                                     static_cast<std::size_t>(size));
+    auto writer = Writer::write(state->layout, dest, Stamp{now_ns(), static_cast<std::uint32_t>(::getpid())});
+    if (!writer) return writer.status();
+    state->writer.emplace(std::move(writer).value());
+    return Pending(std::move(state));
+  });
+}
+
+std::span<std::byte> Pending::block(const Value& v) const noexcept {
+  KURA_CHECK(state_ != nullptr && state_->writer.has_value());
+  return state_->writer->block(v);
+}
+
+Result<Shared> Pending::publish() && noexcept {
+  KURA_CHECK(state_ != nullptr && state_->writer.has_value());
+  // The state dies with this call: on any error ~State removes the temporary.
+  std::unique_ptr<State> state = std::move(state_);
+  return detail::boundary("publish region", [&]() -> Result<Shared> {
+    state->writer->seal(state->options.hashed);
+    state->writer.reset();
+    state->mapping = bip::mapped_region();  // drop the writable mapping
+    if (::fchmod(state->fd, 0400) != 0)
+      return detail::os_error("cannot make " + state->temp_path + " read-only", errno);
+    ::close(state->fd);
+    state->fd = -1;
+
+    const bool keep = state->options.keep;
+    const std::uint64_t owner = keep ? kKeptOwner : state->owner;
+    std::uint64_t counter = state->counter;
+    if (keep) {
+      KURA_ASSIGN_OR_RETURN(counter, detail::random_u64());
+    }
+    for (int attempt = 0;; ++attempt) {
+      if (attempt == 16)
+        return Status(Code::kExists, "cannot publish a region: 16 random names were all taken in /dev/shm");
+      const std::string path = detail::region_path(owner, counter);
+      if (::link(state->temp_path.c_str(), path.c_str()) == 0) break;
+      if (errno != EEXIST) return detail::os_error("cannot link " + state->temp_path + " to " + path, errno);
+      KURA_ASSIGN_OR_RETURN(counter, detail::random_u64());
+    }
+    ::unlink(state->temp_path.c_str());
+    state->temp_path.clear();
+    return SharedAccess::make(format_region_name(owner, counter), state->layout.size(), !keep);
+  });
+}
+
+Result<Shared> share(const Value& value, const ShareOptions& options) noexcept {
+  auto pending = Pending::create(value, options);
+  if (!pending) return std::move(pending).status();
+  return std::move(pending).value().publish();
+}
+
+// --- adopt, remove ------------------------------------------------------------
+
+Result<Shared> adopt(std::string_view name) noexcept {
+  return detail::boundary("adopt", [&]() -> Result<Shared> {
+    KURA_ASSIGN_OR_RETURN(Name n, parse_name(name));
+    if (!n.path.empty())
+      return invalid_name("adopt takes a region name without a path, not " + std::string(name));
+    KURA_ASSIGN_OR_RETURN(std::uint64_t me, process_owner());
+    const std::string region_name = format_region_name(n.owner, n.counter);
+    if (n.owner != me)
+      return Status(Code::kPermission, "region " + region_name + " belongs to owner " + detail::hex(n.owner) +
+                                           ", not to this process's owner " + detail::hex(me) +
+                                           "; only regions written for this process can be adopted");
+    KURA_ASSIGN_OR_RETURN(int fd, open_region(region_name));
+    FdCloser closer{fd};
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);
+    return SharedAccess::make(region_name, static_cast<std::uint64_t>(st.st_size), true);
+  });
+}
+
+Status remove(std::string_view name) noexcept {
+  return detail::boundary("remove", [&]() -> Status {
+    auto n = parse_name(name);
+    if (!n) return n.status();
+    if (!n->path.empty())
+      return invalid_name("remove takes a region name without a path, not " + std::string(name));
+    const std::string region_name = format_region_name(n->owner, n->counter);
+    const std::string path = std::string(detail::kShmDir) + region_name;
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT) return Status(Code::kNotFound, "region " + region_name + " does not exist", ENOENT);
+      return detail::os_error("cannot stat region " + region_name, errno);
+    }
+    if (st.st_uid != ::geteuid())
+      return Status(Code::kPermission, "region " + region_name + " belongs to user " + std::to_string(st.st_uid) +
+                                           "; kura never removes another user's files");
+    if (::unlink(path.c_str()) != 0) {
+      if (errno == ENOENT) return Status(Code::kNotFound, "region " + region_name + " does not exist", ENOENT);
+      return detail::os_error("cannot remove region " + region_name, errno);
+    }
+    return Status::ok();
+  });
+}
+
+}  // namespace kura::shm
