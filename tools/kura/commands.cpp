@@ -1,0 +1,229 @@
+#include "commands.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "kura/core/name.hpp"
+#include "kura/core/verify.hpp"
+#include "kura/shm/owner.hpp"
+#include "kura/shm/region.hpp"
+#include "print.hpp"
+#include "typed_json.hpp"
+
+namespace kura::tool {
+
+int exit_code_for(Code code) noexcept {
+  switch (code) {
+    case Code::kOk: return kExitOk;
+    case Code::kInvalidName:
+    case Code::kInvalidArgument: return kExitUsage;
+    case Code::kNotFound: return kExitNotFound;
+    case Code::kCorrupt: return kExitCorrupt;
+    case Code::kOutOfRange:
+    case Code::kNotAList: return kExitOutOfRange;
+    case Code::kNoSpace: return kExitNoSpace;
+    case Code::kExists:
+    case Code::kPermission:
+    case Code::kIo: return kExitError;
+  }
+  return kExitError;
+}
+
+int fail(const Status& status, const std::string& context) {
+  std::cout.flush();
+  std::cerr << "kura: ";
+  if (!context.empty()) std::cerr << context << ": ";
+  std::cerr << status.to_string() << std::endl;
+  return exit_code_for(status.code());
+}
+
+namespace {
+
+void on_sigbus(int) {
+  static const char msg[] =
+      "kura: corrupt: the region shrank while it was being read (SIGBUS): another process truncated it\n";
+  ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)n;
+  ::_exit(kExitCorrupt);
+}
+
+// Writes `text` and a newline to stdout and flushes; false when that failed
+// (stdout closed).
+bool print_line(const std::string& text) {
+  std::cout << text << '\n';
+  std::cout.flush();
+  return static_cast<bool>(std::cout);
+}
+
+Result<std::string> read_input(const std::string& file) {
+  std::string text;
+  if (file == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    if (std::cin.bad()) return Status(Code::kIo, "cannot read standard input");
+    return text;
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Status(Code::kIo, "cannot open " + file + ": " + std::strerror(errno), errno);
+  text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  if (in.bad()) return Status(Code::kIo, "cannot read " + file);
+  return text;
+}
+
+}  // namespace
+
+void install_sigbus_handler() noexcept {
+  struct sigaction sa {};
+  sa.sa_handler = on_sigbus;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGBUS, &sa, nullptr);
+}
+
+int cmd_put(const std::string& file, bool keep) {
+  auto text = read_input(file);
+  if (!text) return fail(text.status(), "put");
+  auto value = parse_typed_json(*text);
+  if (!value) return fail(value.status(), "put: " + (file == "-" ? std::string("standard input") : file));
+
+  // Block the signals that end the hold before the region exists, so that one
+  // arriving at any moment after is seen by sigwait below.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  if (!keep) {
+    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+    signal(SIGPIPE, SIG_IGN);  // a closed stdout is an error below, not a silent death holding a region
+  }
+
+  shm::ShareOptions options;
+  options.hashed = true;
+  options.keep = keep;
+  auto shared = shm::share(*value, options);
+  if (!shared) return fail(shared.status(), "put");
+  const std::string name = shared->name();
+  if (keep) {
+    shared->disown();
+    if (!print_line(name)) return fail(Status(Code::kIo, "cannot write the name to standard output"), "put");
+    return kExitOk;
+  }
+  if (!print_line(name)) {
+    Status s = shared->release();
+    (void)s;
+    return fail(Status(Code::kIo, "cannot write the name to standard output; region released"), "put");
+  }
+  int sig = 0;
+  while (sigwait(&stop, &sig) != 0) {
+  }
+  Status s = shared->release();
+  if (!s) return fail(s, "put: releasing " + name);
+  return kExitOk;
+}
+
+int cmd_get(const std::string& name, bool json, bool all) {
+  auto m = shm::map(name);
+  if (!m) return fail(m.status(), "get " + name);
+  Status s = json ? write_typed_json(m->node(), std::cout) : print_value(m->node(), std::cout, PrintOptions{all});
+  if (json && s) std::cout << '\n';
+  std::cout.flush();
+  if (!s) return fail(s, "get " + name);
+  if (!std::cout) return fail(Status(Code::kIo, "cannot write to standard output"), "get");
+  return kExitOk;
+}
+
+int cmd_inspect(const std::string& name, bool all) {
+  auto m = shm::map(name);
+  if (!m) return fail(m.status(), "inspect " + name);
+  std::cout << m->name() << ": ";
+  print_region_header(m->region().header(), std::cout);
+  Status s = print_tree(m->node(), std::cout, PrintOptions{all});
+  std::cout.flush();
+  if (!s) return fail(s, "inspect " + name);
+  return kExitOk;
+}
+
+int cmd_verify(const std::string& name) {
+  auto m = shm::map(name);
+  if (!m) return fail(m.status(), "verify " + name);
+  auto r = verify(m->node());
+  if (!r) {
+    // Every failure of verify is a corrupt region (exit 4).
+    Status s = r.status().code() == Code::kCorrupt ? r.status() : corrupt(r.status().message());
+    return fail(s, "verify " + name + " failed");
+  }
+  std::cout << "ok: " << m->name() << ": " << r->nodes << (r->nodes == 1 ? " node" : " nodes") << ", "
+            << (r->hashed ? "structure and hashes checked" : "structure checked only (the region has no hashes)")
+            << std::endl;
+  return kExitOk;
+}
+
+int cmd_ls(bool json) {
+  auto regions = shm::list();
+  if (!regions) return fail(regions.status(), "ls");
+  auto space = shm::space();
+  if (!space) return fail(space.status(), "ls");
+  const std::uint64_t used = space->total >= space->free ? space->total - space->free : 0;
+  auto hex = [](std::uint64_t x) {
+    std::ostringstream o;
+    o << std::hex << x;
+    return o.str();
+  };
+  if (json) {
+    Json out;
+    out["regions"] = Json::array();
+    for (const auto& r : *regions) {
+      Json e;
+      e["name"] = r.name;
+      e["size"] = r.size;
+      e["owner"] = hex(r.owner);
+      e["kept"] = r.owner == shm::kKeptOwner;
+      e["alive"] = r.alive;
+      out["regions"].push_back(std::move(e));
+    }
+    out["dev_shm"] = {{"total", space->total}, {"used", used}, {"free", space->free}};
+    std::cout << out.dump(2) << std::endl;
+    return kExitOk;
+  }
+  std::size_t w = 4;
+  for (const auto& r : *regions) w = std::max(w, r.name.size());
+  std::cout << std::left << std::setw(static_cast<int>(w)) << "NAME" << "  " << std::right << std::setw(10) << "SIZE"
+            << "  " << std::left << std::setw(16) << "OWNER" << "  STATE\n";
+  for (const auto& r : *regions) {
+    std::string state = r.owner == shm::kKeptOwner ? "kept" : r.alive ? "alive" : "orphan";
+    std::cout << std::left << std::setw(static_cast<int>(w)) << r.name << "  " << std::right << std::setw(10)
+              << human_size(r.size) << "  " << std::left << std::setw(16) << hex(r.owner) << "  " << state << '\n';
+  }
+  std::cout << regions->size() << (regions->size() == 1 ? " region" : " regions") << "; /dev/shm: "
+            << human_size(used) << " used, " << human_size(space->free) << " free of " << human_size(space->total)
+            << std::endl;
+  return kExitOk;
+}
+
+int cmd_rm(const std::string& name) {
+  auto parsed = parse_name(name);
+  if (!parsed) return fail(parsed.status(), "rm");
+  if (!parsed->path.empty())
+    return fail(invalid_name("rm removes a whole region: give " + format_name(parsed->region()) + " without a path"),
+                "rm");
+  Status s = shm::remove(name);
+  if (!s) return fail(s, "rm " + name);
+  return kExitOk;
+}
+
+int cmd_prune() {
+  auto r = shm::prune();
+  if (!r) return fail(r.status(), "prune");
+  for (const auto& n : r->removed) std::cout << n << '\n';
+  std::cout.flush();
+  return kExitOk;
+}
+
+}  // namespace kura::tool

@@ -1,0 +1,40 @@
+// The subcommands of the `kura` tool (DESIGN.md section 5). Each returns the
+// process exit code and reports errors on stderr as "kura: <message>".
+#pragma once
+
+#include <string>
+
+#include "kura/core/status.hpp"
+
+namespace kura::tool {
+
+// Exit codes of DESIGN.md section 5.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitError = 1,       // anything else
+  kExitUsage = 2,       // usage, invalid name, invalid typed JSON
+  kExitNotFound = 3,
+  kExitCorrupt = 4,     // including a failed verify and an unsupported version
+  kExitOutOfRange = 5,  // out of range or not a list
+  kExitNoSpace = 6,
+};
+
+// The exit code for an error of code `code`.
+int exit_code_for(Code code) noexcept;
+
+// Prints "kura: <context>: <status>" to stderr and returns its exit code.
+int fail(const Status& status, const std::string& context = "");
+
+// Installs the SIGBUS handler: a region truncated by a same-user process
+// while this one reads it makes the tool exit 4 with a message.
+void install_sigbus_handler() noexcept;
+
+int cmd_put(const std::string& file, bool keep);
+int cmd_get(const std::string& name, bool json, bool all);
+int cmd_inspect(const std::string& name, bool all);
+int cmd_verify(const std::string& name);
+int cmd_ls(bool json);
+int cmd_rm(const std::string& name);
+int cmd_prune();
+
+}  // namespace kura::tool

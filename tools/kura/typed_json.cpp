@@ -1,0 +1,717 @@
+#include "typed_json.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <type_traits>
+
+#include "kura/core/builder.hpp"
+#include "kura/core/layout.hpp"
+
+namespace kura::tool {
+
+// --- Small pieces ------------------------------------------------------------
+
+bool valid_utf8(std::string_view s) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    unsigned c = *p;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    int n;
+    std::uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 1;
+      cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2;
+      cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return false;  // a continuation byte, an overlong lead (C0, C1) or F5..FF
+    }
+    if (end - p <= n) return false;
+    for (int k = 1; k <= n; ++k) {
+      unsigned cc = p[k];
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return false;
+    if (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)) return false;
+    p += n + 1;
+  }
+  return true;
+}
+
+std::string json_quote(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          static const char* hex = "0123456789abcdef";
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+bool is_na_real(double x) noexcept {
+  std::uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return std::isnan(x) && (bits & 0xFFFFFFFFu) == 1954;
+}
+
+namespace {
+
+std::string nonfinite(double x) {
+  if (std::isnan(x)) return "NaN";
+  return x > 0 ? "Inf" : "-Inf";
+}
+
+// Makes sure JSON reads `s` back as a float, not an integer ("-0" would read
+// as the integer 0 and lose its sign).
+void mark_float(std::string& s) {
+  if (s.find_first_of(".eE") == std::string::npos) s += ".0";
+}
+
+}  // namespace
+
+std::string format_f64(double x) {
+  if (!std::isfinite(x)) return nonfinite(x);
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, x);
+  std::string s(buf, r.ptr);
+  mark_float(s);
+  return s;
+}
+
+std::string format_f32(float x) {
+  if (!std::isfinite(x)) return nonfinite(x);
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, x);
+  std::string s(buf, r.ptr);
+  // Readers parse a JSON number as a double and then narrow it to float.
+  // The shortest float text almost always survives that double rounding;
+  // when it does not, fall back to the exact double's text, which always does.
+  double back = 0;
+  auto pr = std::from_chars(s.data(), s.data() + s.size(), back);
+  float narrowed = static_cast<float>(back);
+  if (pr.ec != std::errc() || std::memcmp(&narrowed, &x, sizeof x) != 0) return format_f64(static_cast<double>(x));
+  mark_float(s);
+  return s;
+}
+
+namespace {
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+}
+
+std::string base64_encode(std::span<const std::byte> bytes) {
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    std::uint32_t v = (std::to_integer<std::uint32_t>(bytes[i]) << 16) |
+                      (std::to_integer<std::uint32_t>(bytes[i + 1]) << 8) | std::to_integer<std::uint32_t>(bytes[i + 2]);
+    out += kB64[(v >> 18) & 63];
+    out += kB64[(v >> 12) & 63];
+    out += kB64[(v >> 6) & 63];
+    out += kB64[v & 63];
+  }
+  std::size_t rest = bytes.size() - i;
+  if (rest == 1) {
+    std::uint32_t v = std::to_integer<std::uint32_t>(bytes[i]) << 16;
+    out += kB64[(v >> 18) & 63];
+    out += kB64[(v >> 12) & 63];
+    out += "==";
+  } else if (rest == 2) {
+    std::uint32_t v = (std::to_integer<std::uint32_t>(bytes[i]) << 16) | (std::to_integer<std::uint32_t>(bytes[i + 1]) << 8);
+    out += kB64[(v >> 18) & 63];
+    out += kB64[(v >> 12) & 63];
+    out += kB64[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+Result<std::vector<std::byte>> base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0) return invalid_argument("base64 text has a length that is not a multiple of 4");
+  auto sextet = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::vector<std::byte> out;
+  out.reserve(text.size() / 4 * 3);
+  for (std::size_t i = 0; i < text.size(); i += 4) {
+    const bool last = i + 4 == text.size();
+    int pad = 0;
+    if (last && text[i + 3] == '=') pad = text[i + 2] == '=' ? 2 : 1;
+    std::uint32_t v = 0;
+    for (int k = 0; k < 4; ++k) {
+      char c = text[i + k];
+      int s = (k >= 4 - pad) ? 0 : sextet(c);
+      if (s < 0)
+        return invalid_argument("base64 text has an invalid character at position " + std::to_string(i + k + 1));
+      v = (v << 6) | static_cast<std::uint32_t>(s);
+    }
+    // Non-canonical padding bits are refused so that every byte string has one text.
+    if ((pad == 1 && (v & 0xFF)) || (pad == 2 && (v & 0xFFFF)))
+      return invalid_argument("base64 text has non-zero padding bits");
+    out.push_back(static_cast<std::byte>(v >> 16));
+    if (pad < 2) out.push_back(static_cast<std::byte>((v >> 8) & 0xFF));
+    if (pad < 1) out.push_back(static_cast<std::byte>(v & 0xFF));
+  }
+  return out;
+}
+
+// --- Reading typed JSON --------------------------------------------------------
+
+namespace {
+
+std::string type_of(const Json& j) {
+  if (j.is_null()) return "null";
+  if (j.is_boolean()) return "a boolean";
+  if (j.is_number_float()) return "a float";
+  if (j.is_number()) return "an integer";
+  if (j.is_string()) return "a string";
+  if (j.is_array()) return "an array";
+  if (j.is_object()) return "an object";
+  return "a binary value";
+}
+
+std::string idx(const std::string& path, std::size_t i) { return path + "[" + std::to_string(i) + "]"; }
+
+Status bad(const std::string& path, const std::string& why) { return invalid_argument(path + ": " + why); }
+
+constexpr std::uint64_t kNaRealBitsLocal = kNaRealBits;
+
+double na_real() {
+  double d;
+  std::memcpy(&d, &kNaRealBitsLocal, sizeof d);
+  return d;
+}
+
+class Reader {
+ public:
+  Result<Value> node(const Json& j, const std::string& path, unsigned depth);
+
+ private:
+  Result<String> string_elem(const Json& e, const std::string& path);
+  Result<std::vector<String>> string_array(const Json& a, const std::string& path);
+  Result<Value> array(Dtype d, const Json& values, const std::string& path);
+  template <class T>
+  Result<Value> integers(Dtype d, const Json& values, const std::string& path);
+  Result<double> floating(Dtype d, const Json& e, const std::string& path, bool allow_null);
+};
+
+Result<String> Reader::string_elem(const Json& e, const std::string& path) {
+  if (e.is_null()) return String::NA();
+  if (e.is_string()) return String{e.get<std::string>(), Encoding::kUtf8, false};
+  if (e.is_object() && e.size() == 1) {
+    auto first = e.begin();
+    const std::string& key = first.key();
+    const Json& val = first.value();
+    Encoding enc;
+    if (key == "latin1")
+      enc = Encoding::kLatin1;
+    else if (key == "bytes")
+      enc = Encoding::kBytes;
+    else
+      return bad(path, "a string object has the key \"" + key + "\"; expected \"latin1\" or \"bytes\"");
+    if (!val.is_string()) return bad(path + "." + key, "expected base64 text, found " + type_of(val));
+    auto bytes = base64_decode(val.get_ref<const std::string&>());
+    if (!bytes) return bad(path + "." + key, bytes.status().message());
+    std::string s(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+    return String{std::move(s), enc, false};
+  }
+  return bad(path, "expected a string, null, {\"latin1\": base64} or {\"bytes\": base64}, found " + type_of(e));
+}
+
+Result<std::vector<String>> Reader::string_array(const Json& a, const std::string& path) {
+  if (!a.is_array()) return bad(path, "expected an array of strings, found " + type_of(a));
+  std::vector<String> out;
+  out.reserve(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    KURA_ASSIGN_OR_RETURN(String s, string_elem(a[i], idx(path, i)));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+template <class T>
+Result<Value> Reader::integers(Dtype d, const Json& values, const std::string& path) {
+  std::vector<T> xs;
+  xs.reserve(values.size());
+  const std::string dname(dtype_name(d));
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const Json& e = values[i];
+    const std::string p = idx(path, i);
+    if (e.is_number_unsigned()) {
+      auto u = e.get<std::uint64_t>();
+      if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
+        return bad(p, std::to_string(u) + " does not fit in " + dname);
+      xs.push_back(static_cast<T>(u));
+    } else if (e.is_number_integer()) {
+      auto s = e.get<std::int64_t>();
+      if constexpr (std::is_unsigned_v<T>) {
+        return bad(p, std::to_string(s) + " does not fit in " + dname);
+      } else {
+        if (s < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
+            s > static_cast<std::int64_t>(std::numeric_limits<T>::max()))
+          return bad(p, std::to_string(s) + " does not fit in " + dname);
+        xs.push_back(static_cast<T>(s));
+      }
+    } else if (e.is_null()) {
+      return bad(p, "null (NA) is not allowed in an " + dname +
+                        " array (integer dtypes have no NA; R's NA_integer_ is -2147483648 in i32)");
+    } else {
+      return bad(p, "expected an integer for " + dname + ", found " + type_of(e));
+    }
+  }
+  return Value::array_bytes(d, std::as_bytes(std::span<const T>(xs)));
+}
+
+Result<double> Reader::floating(Dtype d, const Json& e, const std::string& path, bool allow_null) {
+  if (e.is_number()) return e.get<double>();
+  if (e.is_string()) {
+    const auto& s = e.get_ref<const std::string&>();
+    if (s == "NaN") return std::numeric_limits<double>::quiet_NaN();
+    if (s == "Inf") return std::numeric_limits<double>::infinity();
+    if (s == "-Inf") return -std::numeric_limits<double>::infinity();
+    return bad(path, "the string \"" + s + "\" is not a number; expected a number, \"NaN\", \"Inf\" or \"-Inf\"");
+  }
+  if (e.is_null()) {
+    if (allow_null) return na_real();
+    return bad(path, "null (NA) is not allowed in an " + std::string(dtype_name(d)) + " array (only f64 and c128 have NA)");
+  }
+  return bad(path, "expected a number for " + std::string(dtype_name(d)) + ", found " + type_of(e));
+}
+
+Result<Value> Reader::array(Dtype d, const Json& values, const std::string& path) {
+  switch (d) {
+    case Dtype::kU8: return integers<std::uint8_t>(d, values, path);
+    case Dtype::kI8: return integers<std::int8_t>(d, values, path);
+    case Dtype::kU16: return integers<std::uint16_t>(d, values, path);
+    case Dtype::kI16: return integers<std::int16_t>(d, values, path);
+    case Dtype::kU32: return integers<std::uint32_t>(d, values, path);
+    case Dtype::kI32: return integers<std::int32_t>(d, values, path);
+    case Dtype::kU64: return integers<std::uint64_t>(d, values, path);
+    case Dtype::kI64: return integers<std::int64_t>(d, values, path);
+    case Dtype::kF32: {
+      std::vector<float> xs;
+      xs.reserve(values.size());
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        KURA_ASSIGN_OR_RETURN(double x, floating(d, values[i], idx(path, i), false));
+        float f = static_cast<float>(x);
+        if (std::isfinite(x) && !std::isfinite(f)) return bad(idx(path, i), format_f64(x) + " does not fit in f32");
+        xs.push_back(f);
+      }
+      return Value::array<Dtype::kF32>(std::span<const float>(xs));
+    }
+    case Dtype::kF64: {
+      std::vector<double> xs;
+      xs.reserve(values.size());
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        KURA_ASSIGN_OR_RETURN(double x, floating(d, values[i], idx(path, i), true));
+        xs.push_back(x);
+      }
+      return Value::array<Dtype::kF64>(std::span<const double>(xs));
+    }
+    case Dtype::kC128: {
+      std::vector<std::complex<double>> xs;
+      xs.reserve(values.size());
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        const Json& e = values[i];
+        const std::string p = idx(path, i);
+        if (!e.is_array() || e.size() != 2) return bad(p, "expected a [re, im] pair for c128, found " + type_of(e));
+        KURA_ASSIGN_OR_RETURN(double re, floating(d, e[0], idx(p, 0), true));
+        KURA_ASSIGN_OR_RETURN(double im, floating(d, e[1], idx(p, 1), true));
+        xs.emplace_back(re, im);
+      }
+      return Value::array<Dtype::kC128>(std::span<const std::complex<double>>(xs));
+    }
+    case Dtype::kLgl: {
+      std::vector<std::int32_t> xs;
+      xs.reserve(values.size());
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        const Json& e = values[i];
+        if (e.is_boolean())
+          xs.push_back(e.get<bool>() ? 1 : 0);
+        else if (e.is_null())
+          xs.push_back(kNaInt);
+        else
+          return bad(idx(path, i), "expected true, false or null for lgl, found " + type_of(e));
+      }
+      return Value::array<Dtype::kLgl>(std::span<const std::int32_t>(xs));
+    }
+    case Dtype::kNone: break;
+  }
+  return bad(path, "unknown dtype");
+}
+
+Result<Value> Reader::node(const Json& j, const std::string& path, unsigned depth) {
+  if (depth > kMaxDepth) return bad(path, "nested deeper than " + std::to_string(kMaxDepth) + " levels");
+  if (!j.is_object()) return bad(path, "expected a node object such as {\"type\": \"f64\", \"values\": [...]}, found " + type_of(j));
+  auto t = j.find("type");
+  if (t == j.end()) return bad(path, "a node needs a \"type\"");
+  if (!t->is_string()) return bad(path + ".type", "expected a string, found " + type_of(*t));
+  const std::string type = t->get<std::string>();
+
+  Value v;
+  std::vector<std::string> allowed = {"type", "names", "attrs"};
+  auto values_of = [&]() -> Result<const Json*> {
+    auto it = j.find("values");
+    if (it == j.end()) return bad(path, "a " + type + " node needs \"values\"");
+    if (!it->is_array()) return bad(path + ".values", "expected an array, found " + type_of(*it));
+    return &*it;
+  };
+
+  if (type == "null") {
+    v = Value::null();
+  } else if (type == "list") {
+    allowed.push_back("values");
+    KURA_ASSIGN_OR_RETURN(const Json* values, values_of());
+    std::vector<Value> children;
+    children.reserve(values->size());
+    for (std::size_t i = 0; i < values->size(); ++i) {
+      KURA_ASSIGN_OR_RETURN(Value c, node((*values)[i], idx(path + ".values", i), depth + 1));
+      children.push_back(std::move(c));
+    }
+    v = Value::list(std::move(children));
+  } else if (type == "strings") {
+    allowed.push_back("values");
+    KURA_ASSIGN_OR_RETURN(const Json* values, values_of());
+    KURA_ASSIGN_OR_RETURN(auto xs, string_array(*values, path + ".values"));
+    v = Value::strings_of(std::move(xs));
+  } else if (type == "bytes") {
+    allowed.push_back("tag");
+    allowed.push_back("base64");
+    std::string tag;
+    if (auto it = j.find("tag"); it != j.end()) {
+      if (!it->is_string()) return bad(path + ".tag", "expected a string, found " + type_of(*it));
+      tag = it->get<std::string>();
+      if (tag.size() > 8 || tag.find('\0') != std::string::npos)
+        return bad(path + ".tag", "a tag is at most 8 bytes with no zero byte");
+    }
+    auto it = j.find("base64");
+    if (it == j.end()) return bad(path, "a bytes node needs \"base64\"");
+    if (!it->is_string()) return bad(path + ".base64", "expected base64 text, found " + type_of(*it));
+    auto bytes = base64_decode(it->get_ref<const std::string&>());
+    if (!bytes) return bad(path + ".base64", bytes.status().message());
+    v = Value::bytes(tag, *bytes);
+  } else if (auto d = dtype_from_name(type); d && *d != Dtype::kNone) {
+    allowed.push_back("values");
+    KURA_ASSIGN_OR_RETURN(const Json* values, values_of());
+    KURA_ASSIGN_OR_RETURN(v, array(*d, *values, path + ".values"));
+  } else {
+    return bad(path + ".type",
+               "unknown type \"" + type +
+                   "\"; expected null, list, strings, bytes or a dtype (u8 i8 u16 i16 u32 i32 u64 i64 f32 f64 c128 lgl)");
+  }
+
+  for (const auto& [key, val] : j.items()) {
+    (void)val;
+    bool ok = false;
+    for (const auto& a : allowed) ok = ok || a == key;
+    if (!ok) return bad(path, "unexpected key \"" + key + "\" in a " + type + " node");
+  }
+
+  if (auto it = j.find("names"); it != j.end()) {
+    KURA_ASSIGN_OR_RETURN(auto names, string_array(*it, path + ".names"));
+    if (names.size() != v.length)
+      return bad(path + ".names", std::to_string(names.size()) + " names for " + std::to_string(v.length) + " elements");
+    v.names = std::move(names);
+  }
+  if (auto it = j.find("attrs"); it != j.end()) {
+    if (!it->is_object()) return bad(path + ".attrs", "expected an object of nodes, found " + type_of(*it));
+    for (const auto& [key, val] : it->items()) {
+      const std::string p = path + ".attrs[" + json_quote(key) + "]";
+      if (key.empty()) return bad(p, "an attribute key may not be empty");
+      KURA_ASSIGN_OR_RETURN(Value a, node(val, p, depth + 1));
+      v.attrs.emplace_back(key, std::move(a));
+    }
+  }
+  return v;
+}
+
+}  // namespace
+
+Result<Value> from_typed_json(const Json& json) noexcept {
+  try {
+    Reader r;
+    return r.node(json, "$", 0);
+  } catch (const std::exception& e) {
+    return invalid_argument(std::string("typed JSON: ") + e.what());
+  }
+}
+
+Result<Value> parse_typed_json(std::string_view text) noexcept {
+  try {
+    Json j = Json::parse(text.begin(), text.end());
+    return from_typed_json(j);
+  } catch (const nlohmann::json::exception& e) {
+    std::string what = e.what();
+    // Drop the "[json.exception.parse_error.101] " prefix.
+    if (auto p = what.find("] "); what.rfind("[json.exception", 0) == 0 && p != std::string::npos) what = what.substr(p + 2);
+    return invalid_argument("not valid JSON: " + what);
+  } catch (const std::exception& e) {
+    return invalid_argument(std::string("cannot read typed JSON: ") + e.what());
+  }
+}
+
+// --- Writing typed JSON ----------------------------------------------------------
+
+namespace {
+
+class Emitter {
+ public:
+  Emitter(std::ostream& out, std::uint64_t budget) : out_(out), budget_(budget) {}
+  Status node(const NodeView& n, unsigned indent);
+
+ private:
+  Status enter() {
+    if (budget_ == 0) return corrupt("the value has more nodes than the region's node_count");
+    --budget_;
+    return Status::ok();
+  }
+  void newline(unsigned indent) {
+    out_ << '\n';
+    for (unsigned i = 0; i < indent; ++i) out_ << "  ";
+  }
+  Status array_values(const NodeView& n);
+  Status string_values(const NodeView& n);
+  void string_elem(const StringRef& s);
+
+  std::ostream& out_;
+  std::uint64_t budget_;
+};
+
+template <class T>
+void put_int(std::ostream& out, T x) {
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof buf, x);
+  out.write(buf, r.ptr - buf);
+}
+
+void put_f64(std::ostream& out, double x) {
+  if (is_na_real(x))
+    out << "null";
+  else if (!std::isfinite(x))
+    out << '"' << format_f64(x) << '"';
+  else
+    out << format_f64(x);
+}
+
+void put_f32(std::ostream& out, float x) {
+  if (!std::isfinite(x))
+    out << '"' << format_f32(x) << '"';
+  else
+    out << format_f32(x);
+}
+
+template <Dtype D, class F>
+Status each(const NodeView& n, F&& f) {
+  auto xs = n.array<D>();
+  if (!xs) return xs.status();
+  bool first = true;
+  for (const auto& x : *xs) {
+    Status s = f(x, first);
+    if (!s) return s;
+    first = false;
+  }
+  return Status::ok();
+}
+
+Status Emitter::array_values(const NodeView& n) {
+  auto sep = [&](bool first) {
+    if (!first) out_ << ", ";
+  };
+  auto ints = [&](auto x, bool first) {
+    sep(first);
+    put_int(out_, x);
+    return Status::ok();
+  };
+  switch (n.dtype()) {
+    case Dtype::kU8: return each<Dtype::kU8>(n, ints);
+    case Dtype::kI8: return each<Dtype::kI8>(n, ints);
+    case Dtype::kU16: return each<Dtype::kU16>(n, ints);
+    case Dtype::kI16: return each<Dtype::kI16>(n, ints);
+    case Dtype::kU32: return each<Dtype::kU32>(n, ints);
+    case Dtype::kI32: return each<Dtype::kI32>(n, ints);
+    case Dtype::kU64: return each<Dtype::kU64>(n, ints);
+    case Dtype::kI64: return each<Dtype::kI64>(n, ints);
+    case Dtype::kF32:
+      return each<Dtype::kF32>(n, [&](float x, bool first) {
+        sep(first);
+        put_f32(out_, x);
+        return Status::ok();
+      });
+    case Dtype::kF64:
+      return each<Dtype::kF64>(n, [&](double x, bool first) {
+        sep(first);
+        put_f64(out_, x);
+        return Status::ok();
+      });
+    case Dtype::kC128:
+      return each<Dtype::kC128>(n, [&](const std::complex<double>& x, bool first) {
+        sep(first);
+        out_ << '[';
+        put_f64(out_, x.real());
+        out_ << ", ";
+        put_f64(out_, x.imag());
+        out_ << ']';
+        return Status::ok();
+      });
+    case Dtype::kLgl: {
+      std::uint64_t i = 0;
+      return each<Dtype::kLgl>(n, [&](std::int32_t x, bool first) {
+        ++i;
+        if (x != 0 && x != 1 && x != kNaInt)
+          return corrupt("lgl element " + std::to_string(i) + " holds " + std::to_string(x) + ", not 0, 1 or NA");
+        sep(first);
+        out_ << (x == kNaInt ? "null" : x ? "true" : "false");
+        return Status::ok();
+      });
+    }
+    case Dtype::kNone: break;
+  }
+  return corrupt("array of unknown dtype");
+}
+
+void Emitter::string_elem(const StringRef& s) {
+  if (s.na) {
+    out_ << "null";
+  } else if (s.encoding == Encoding::kUtf8 && valid_utf8(s.bytes)) {
+    out_ << json_quote(s.bytes);
+  } else {
+    out_ << (s.encoding == Encoding::kLatin1 ? "{\"latin1\": \"" : "{\"bytes\": \"")
+         << base64_encode(std::as_bytes(std::span<const char>(s.bytes.data(), s.bytes.size()))) << "\"}";
+  }
+}
+
+Status Emitter::string_values(const NodeView& n) {
+  for (std::uint64_t i = 0; i < n.length(); ++i) {
+    KURA_ASSIGN_OR_RETURN(StringRef s, n.string(i));
+    if (i) out_ << ", ";
+    string_elem(s);
+  }
+  return Status::ok();
+}
+
+Status Emitter::node(const NodeView& n, unsigned indent) {
+  KURA_RETURN_IF_ERROR(enter());
+  switch (n.kind()) {
+    case Kind::kNull:
+      out_ << "{\"type\": \"null\"";
+      break;
+    case Kind::kArray:
+      out_ << "{\"type\": \"" << dtype_name(n.dtype()) << "\", \"values\": [";
+      KURA_RETURN_IF_ERROR(array_values(n));
+      out_ << ']';
+      break;
+    case Kind::kStrings:
+      out_ << "{\"type\": \"strings\", \"values\": [";
+      KURA_RETURN_IF_ERROR(string_values(n));
+      out_ << ']';
+      break;
+    case Kind::kBytes: {
+      out_ << "{\"type\": \"bytes\", \"tag\": " << json_quote(n.tag()) << ", \"base64\": \"" << base64_encode(n.data())
+           << '"';
+      break;
+    }
+    case Kind::kList:
+      out_ << "{\"type\": \"list\", \"values\": [";
+      for (std::uint64_t i = 0; i < n.length(); ++i) {
+        KURA_ASSIGN_OR_RETURN(NodeView c, n.child(i));
+        if (i) out_ << ',';
+        newline(indent + 1);
+        KURA_RETURN_IF_ERROR(node(c, indent + 1));
+      }
+      if (n.length()) newline(indent);
+      out_ << ']';
+      break;
+  }
+  KURA_ASSIGN_OR_RETURN(auto names, n.names());
+  if (names) {
+    KURA_RETURN_IF_ERROR(enter());
+    out_ << ", \"names\": [";
+    KURA_RETURN_IF_ERROR(string_values(*names));
+    out_ << ']';
+  }
+  KURA_ASSIGN_OR_RETURN(auto attrs, n.attrs());
+  if (attrs) {
+    KURA_RETURN_IF_ERROR(enter());
+    KURA_ASSIGN_OR_RETURN(auto keys, attrs->names());
+    if (!keys) return corrupt("an attribute list without names");
+    KURA_RETURN_IF_ERROR(enter());
+    out_ << ", \"attrs\": {";
+    for (std::uint64_t i = 0; i < attrs->length(); ++i) {
+      KURA_ASSIGN_OR_RETURN(StringRef key, keys->string(i));
+      if (key.na || key.encoding != Encoding::kUtf8 || !valid_utf8(key.bytes))
+        return invalid_argument("attribute key " + std::to_string(i + 1) +
+                                " is NA or not valid UTF-8, which typed JSON cannot hold as a key");
+      KURA_ASSIGN_OR_RETURN(NodeView a, attrs->child(i));
+      if (i) out_ << ',';
+      newline(indent + 1);
+      out_ << json_quote(key.bytes) << ": ";
+      KURA_RETURN_IF_ERROR(node(a, indent + 1));
+    }
+    if (attrs->length()) newline(indent);
+    out_ << '}';
+  }
+  out_ << '}';
+  return Status::ok();
+}
+
+}  // namespace
+
+Status write_typed_json(const NodeView& node, std::ostream& out) noexcept {
+  try {
+    Emitter e(out, node.region_node_count());
+    return e.node(node, 0);
+  } catch (const std::exception& e) {
+    return Status(Code::kIo, std::string("cannot write typed JSON: ") + e.what());
+  }
+}
+
+Result<std::string> to_typed_json(const Value& value) noexcept {
+  KURA_ASSIGN_OR_RETURN(Bytes image, build(value, Stamp{}, /*hashed=*/true));
+  KURA_ASSIGN_OR_RETURN(Region region, Region::open(std::span<const std::byte>(image.data(), image.size())));
+  KURA_ASSIGN_OR_RETURN(NodeView root, region.root());
+  try {
+    std::ostringstream out;
+    KURA_RETURN_IF_ERROR(write_typed_json(root, out));
+    return out.str();
+  } catch (const std::exception& e) {
+    return Status(Code::kIo, std::string("cannot write typed JSON: ") + e.what());
+  }
+}
+
+}  // namespace kura::tool

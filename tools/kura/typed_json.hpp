@@ -1,0 +1,85 @@
+// Typed JSON (DESIGN.md section 5): the text form of a kura value that
+// `kura put` reads and `kura get --json` writes.
+//
+//   {"type": "f64", "values": [1.5, null, "NaN", "Inf"]}
+//   {"type": "strings", "values": ["a", null, {"latin1": "6Q=="}, {"bytes": "AP8="}]}
+//   {"type": "list", "values": [ ...nodes... ], "names": ["x", null]}
+//   {"type": "bytes", "tag": "json", "base64": "..."}
+//   {"type": "null", "attrs": {"class": {"type": "strings", "values": ["x"]}}}
+//
+// Every node is an object whose keys keep their order. Integers are exact
+// in all 64 bits, floats are written with the fewest digits that read back
+// the same bits, non-finite floats are "NaN", "Inf" and "-Inf", and null is
+// R's NA_real_ in f64 and in either part of a c128 [re, im] pair (and NA in
+// lgl and strings); it is refused in every other numeric dtype.
+//
+// Reading is strict: an unknown key, a wrong type or an out-of-range number
+// is an InvalidArgument error naming the JSON path where it was found, such
+// as `$.values[2].attrs["dim"].values[0]`. Writing never produces broken
+// JSON: a UTF-8 string that is not valid UTF-8 is written in the
+// {"bytes": ...} form.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <ostream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kura/core/status.hpp"
+#include "kura/core/value.hpp"
+#include "kura/core/view.hpp"
+
+namespace kura::tool {
+
+using Json = nlohmann::ordered_json;
+
+// Parses typed JSON text into a Value. Errors: InvalidArgument (not JSON,
+// or not typed JSON; the message names the path), never throws.
+Result<Value> parse_typed_json(std::string_view text) noexcept;
+
+// Converts an already parsed JSON document into a Value. Errors as above.
+Result<Value> from_typed_json(const Json& json) noexcept;
+
+// Writes the value at `node` and everything below it as typed JSON to
+// `out`, streaming (no copy of the value is made). Lists are laid out one
+// child per line, indented; everything else on one line. Errors: Corrupt
+// (a bad node, an lgl value other than 0, 1 and NA, a walk past the
+// region's node count), InvalidArgument (an attribute key that is NA or not
+// valid UTF-8, which JSON cannot hold as a key). On error `out` holds a
+// partial document.
+Status write_typed_json(const NodeView& node, std::ostream& out) noexcept;
+
+// The typed JSON of `value`, via a hashed region image built in memory
+// (for tests and small values). Errors: as Layout::plan and write_typed_json.
+Result<std::string> to_typed_json(const Value& value) noexcept;
+
+// --- Pieces shared with the plain printer ----------------------------------
+
+// True when `s` is well-formed UTF-8 (no overlong forms, no surrogates,
+// nothing above U+10FFFF).
+bool valid_utf8(std::string_view s) noexcept;
+
+// `s` (valid UTF-8) as a quoted JSON string.
+std::string json_quote(std::string_view s);
+
+// The shortest text that reads back to the same double (or float), always
+// with a '.', an exponent, or a letter so that JSON reads it as a float.
+// Non-finite values give "NaN", "Inf", "-Inf" (unquoted).
+std::string format_f64(double x);
+std::string format_f32(float x);
+
+// True when `x` is R's NA_real_ (a NaN whose low 32 bits are 1954).
+bool is_na_real(double x) noexcept;
+
+// RFC 4648 base64 with padding.
+std::string base64_encode(std::span<const std::byte> bytes);
+// Strict decoding: padding required, no whitespace, no other characters.
+// Errors: InvalidArgument.
+Result<std::vector<std::byte>> base64_decode(std::string_view text);
+
+}  // namespace kura::tool
