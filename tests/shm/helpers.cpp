@@ -1,0 +1,214 @@
+// The helper processes of the multi-process tests: `kura_shm_tests --helper
+// NAME ARGS...`. Each writes one line per event to stdout (flushed at once)
+// and takes the closing of its stdin as "finish now". Exit code 0 means the
+// helper's own checks passed.
+#include <dirent.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kura/core/value.hpp"
+#include "kura/shm/owner.hpp"
+#include "kura/shm/region.hpp"
+#include "sample.hpp"
+
+namespace kura::test {
+
+namespace {
+
+void say(const std::string& line) {
+  std::string s = line + "\n";
+  if (::write(1, s.data(), s.size()) < 0) std::_Exit(3);
+}
+
+int fail(const std::string& why) {
+  say("fail " + why);
+  std::fprintf(stderr, "helper: %s\n", why.c_str());
+  return 1;
+}
+
+std::string hex(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Blocks until the test closes our stdin (or writes a line); returns the line.
+std::string wait_input() {
+  std::string line;
+  char c;
+  while (::read(0, &c, 1) == 1 && c != '\n') line += c;
+  return line;
+}
+
+// True when stdin has a line or EOF waiting.
+bool input_ready() {
+  pollfd p{0, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+unsigned mode_of(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return 07777;
+  return st.st_mode & 07777;
+}
+
+// Shares the sample, prints its name, waits for stdin to close, releases.
+int share_sample() {
+  Value v = sample_value();
+  auto s = shm::share(v);
+  if (!s) return fail(s.status().to_string());
+  say(s->name());
+  wait_input();
+  Status r = s->release();
+  return r ? 0 : fail(r.to_string());
+}
+
+// Maps the sample at argv[0] and the element at its path, checks every value.
+int check_sample_at(const std::string& name) {
+  auto m = shm::map(name);
+  if (!m) return fail("map " + name + ": " + m.status().to_string());
+  std::string why = check_sample(m->node());
+  if (!why.empty()) return fail(why);
+  auto sub = shm::map(name + kSamplePath);
+  if (!sub) return fail("map " + name + kSamplePath + ": " + sub.status().to_string());
+  auto copy = to_value(sub->node());
+  if (!copy || !(*copy == sample_at_path())) return fail("the value at " + name + kSamplePath + " differs");
+  say("ok");
+  return 0;
+}
+
+// Shares `n` small regions, prints each name, its owner, "ready"; holds them
+// until stdin closes.
+int hold(int n) {
+  std::vector<shm::Shared> held;
+  for (int i = 0; i < n; ++i) {
+    Value v = Value::i32({i, i + 1});
+    auto s = shm::share(v);
+    if (!s) return fail(s.status().to_string());
+    say(s->name());
+    held.push_back(std::move(s).value());
+  }
+  say("owner " + hex(*shm::process_owner()));
+  say("ready");
+  wait_input();
+  return 0;
+}
+
+// Creates a Pending region, fills part of it, then waits to be killed.
+int pending() {
+  Value v = Value::list({Value::array_in_place(Dtype::kF64, 1000), Value::strings_utf8({"never seen"})});
+  auto p = shm::Pending::create(v);
+  if (!p) return fail(p.status().to_string());
+  auto xs = p->array<double>(v.children[0]);
+  for (std::size_t i = 0; i < xs.size() / 2; ++i) xs[i] = static_cast<double>(i);
+  say("owner " + hex(*shm::process_owner()));
+  say("ready");
+  wait_input();  // killed here
+  return 0;
+}
+
+// Maps `name` (an f64 array of `n` elements, element i == i), loops over it,
+// keeps looping after the test says the region is unlinked, then checks that
+// the name is gone.
+int reader(const std::string& name, std::size_t n) {
+  auto m = shm::map(name);
+  if (!m) return fail(m.status().to_string());
+  auto xs = m->node().array<Dtype::kF64>();
+  if (!xs || xs->size() != n) return fail("not an f64 array of the expected length");
+  auto pass = [&]() {
+    double sum = 0;
+    for (std::size_t i = 0; i < xs->size(); ++i) {
+      if ((*xs)[i] != static_cast<double>(i)) return false;
+      sum += (*xs)[i];
+    }
+    return sum == static_cast<double>(n) * static_cast<double>(n - 1) / 2;
+  };
+  if (!pass()) return fail("wrong values before unlink");
+  say("looping");
+  int passes = 0;
+  while (!input_ready()) {
+    if (!pass()) return fail("wrong values while looping");
+    ++passes;
+  }
+  if (wait_input() != "unlinked") return fail("unexpected input");
+  for (int i = 0; i < 3; ++i)
+    if (!pass()) return fail("wrong values after unlink");
+  auto again = shm::map(name);
+  if (again || again.status().code() != Code::kNotFound)
+    return fail("a new map of an unlinked region did not give NotFound");
+  say("ok " + std::to_string(passes));
+  return 0;
+}
+
+// Under umask 000: the modes of a new lease, a temporary and a published region.
+int modes() {
+  ::umask(0);
+  auto owner = shm::process_owner();
+  if (!owner) return fail(owner.status().to_string());
+  char lease[64];
+  std::snprintf(lease, sizeof lease, "/dev/shm/kura_%s.lock", hex(*owner).c_str());
+  Value v = Value::f64({1, 2, 3});
+  auto p = shm::Pending::create(v);
+  if (!p) return fail(p.status().to_string());
+  unsigned temp_mode = 07777;
+  if (DIR* d = ::opendir("/dev/shm")) {
+    std::string prefix = "kura_" + hex(*owner) + "_";
+    while (dirent* de = ::readdir(d)) {
+      std::string f = de->d_name;
+      if (f.rfind(prefix, 0) == 0 && f.size() > 4 && f.substr(f.size() - 4) == ".tmp")
+        temp_mode = mode_of("/dev/shm/" + f);
+    }
+    ::closedir(d);
+  }
+  auto s = std::move(p).value().publish();
+  if (!s) return fail(s.status().to_string());
+  char line[128];
+  std::snprintf(line, sizeof line, "lease %o temp %o region %o", mode_of(lease), temp_mode,
+                mode_of("/dev/shm" + s->name()));
+  say(line);
+  return 0;
+}
+
+// Run inside a private mount namespace with a 1 MiB tmpfs on /dev/shm.
+int nospace() {
+  auto sp = shm::space();
+  if (!sp || sp->total > 4 * 1024 * 1024) return fail("/dev/shm is not the small tmpfs this helper expects");
+  Value v = Value::array_in_place(Dtype::kU8, 2 * 1024 * 1024);
+  auto s = shm::share(v);
+  if (s) return fail("a 2 MiB region was created in a 1 MiB /dev/shm");
+  if (s.status().code() != Code::kNoSpace) return fail("expected NoSpace, got " + s.status().to_string());
+  std::string lease = "kura_" + hex(*shm::process_owner()) + ".lock";
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (dirent* de = ::readdir(d)) {
+      std::string f = de->d_name;
+      if (f.rfind("kura_", 0) == 0 && f != lease) return fail("left behind /dev/shm/" + f);
+    }
+    ::closedir(d);
+  }
+  say("nospace " + s.status().message());
+  return 0;
+}
+
+}  // namespace
+
+int run_helper(int argc, char** argv) {
+  const std::string name = argv[0];
+  if (name == "share-sample") return share_sample();
+  if (name == "check-sample" && argc == 2) return check_sample_at(argv[1]);
+  if (name == "hold" && argc == 2) return hold(std::atoi(argv[1]));
+  if (name == "pending") return pending();
+  if (name == "reader" && argc == 3) return reader(argv[1], std::strtoull(argv[2], nullptr, 10));
+  if (name == "modes") return modes();
+  if (name == "nospace") return nospace();
+  std::fprintf(stderr, "unknown helper: %s\n", name.c_str());
+  return 2;
+}
+
+}  // namespace kura::test

@@ -1,0 +1,24 @@
+// kura_shm_tests: Catch2, or a helper process when started with --helper.
+#define CATCH_CONFIG_RUNNER
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <climits>
+#include <cstring>
+
+#include "child.hpp"
+
+namespace kura::test {
+int run_helper(int argc, char** argv);  // helpers.cpp
+}
+
+int main(int argc, char** argv) {
+  char exe[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    kura::test::set_self_exe(exe);
+  }
+  if (argc >= 3 && std::strcmp(argv[1], "--helper") == 0) return kura::test::run_helper(argc - 2, argv + 2);
+  return Catch::Session().run(argc, argv);
+}
