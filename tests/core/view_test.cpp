@@ -1,0 +1,307 @@
+// Views: lookups by index, name and attribute key, the distinct errors of
+// FORMAT.md section 5, laziness, and verify().
+#include <catch2/catch.hpp>
+
+#include "test_images.hpp"
+
+using namespace kura;
+using kura::test::build_ok;
+using kura::test::get;
+using kura::test::put;
+
+namespace {
+
+using Path = std::vector<std::uint64_t>;
+
+Region open_ok(const Bytes& b) {
+  auto r = Region::open(b);
+  INFO((r.is_ok() ? std::string("ok") : r.status().to_string()));
+  REQUIRE(r.is_ok());
+  return *r;
+}
+
+}  // namespace
+
+TEST_CASE("children by index and by name", "[core]") {
+  Bytes b = build_ok(kura::test::rich_value());
+  Region region = open_ok(b);
+  auto root = region.root();
+  REQUIRE(root.is_ok());
+  CHECK(root->kind() == Kind::kList);
+  CHECK(root->length() == 5);
+  CHECK(root->depth() == 0);
+  CHECK(root->describe() == "list of 5");
+
+  auto s = root->child("s");
+  REQUIRE(s.is_ok());
+  CHECK(s->kind() == Kind::kStrings);
+  CHECK(s->offset() == region.at(Path{2})->offset());
+  CHECK(s->depth() == 1);
+
+  auto inner = root->child("inner");
+  REQUIRE(inner.is_ok());
+  auto a = inner->child("a");
+  REQUIRE(a.is_ok());
+  CHECK(a->dtype() == Dtype::kI32);
+  CHECK(a->describe() == "i32 array of 3");
+  // The NA name matches nothing, not even "NA" or "".
+  CHECK(inner->child("NA").status().code() == Code::kOutOfRange);
+  CHECK(inner->child("").status().code() == Code::kOutOfRange);
+  CHECK(root->child("nope").status().code() == Code::kOutOfRange);
+  auto by_name = a->child("x");
+  CHECK(by_name.status().code() == Code::kNotAList);
+
+  auto names = root->names();
+  REQUIRE(names.is_ok());
+  REQUIRE(names->has_value());
+  CHECK((*names)->length() == 5);
+  CHECK((*names)->string(2)->bytes == "inner");
+  auto no_names = region.at(Path{1});
+  REQUIRE(no_names.is_ok());
+  auto nn = no_names->names();
+  REQUIRE(nn.is_ok());
+  CHECK_FALSE(nn->has_value());
+}
+
+TEST_CASE("the first exact match wins for duplicate names", "[core]") {
+  Value v = Value::list({Value::f64({1}), Value::f64({2}), Value::f64({3})})
+                .with_names({String{"d"}, String{"dd"}, String{"d"}});
+  Bytes b = build_ok(v);
+  auto root = open_ok(b).root();
+  REQUIRE(root.is_ok());
+  auto d = root->child("d");
+  REQUIRE(d.is_ok());
+  CHECK((*d->array<Dtype::kF64>())[0] == 1.0);
+  auto dd = root->child("dd");
+  REQUIRE(dd.is_ok());
+  CHECK((*dd->array<Dtype::kF64>())[0] == 2.0);
+}
+
+TEST_CASE("attributes by key", "[core]") {
+  Bytes b = build_ok(kura::test::rich_value());
+  Region region = open_ok(b);
+  auto x = region.at(Path{1});
+  REQUIRE(x.is_ok());
+  auto dim = x->attr("dim");
+  REQUIRE(dim.is_ok());
+  REQUIRE(dim->has_value());
+  auto dims = (*dim)->array<Dtype::kI32>();
+  REQUIRE(dims.is_ok());
+  CHECK(dims->size() == 2);
+  CHECK((*dims)[0] == 3);
+  auto cls = x->attr("class");
+  REQUIRE(cls.is_ok());
+  REQUIRE(cls->has_value());
+  CHECK((*cls)->string(0)->bytes == "matrix");
+  // An attribute of an attribute's value.
+  auto note = (*cls)->attr("note");
+  REQUIRE(note.is_ok());
+  REQUIRE(note->has_value());
+  CHECK((*(*note)->array<Dtype::kF64>())[0] == 7.0);
+  // Depth counts the attribute list and the link to the value.
+  CHECK((*cls)->depth() == 3);
+  CHECK((*note)->depth() == 5);
+
+  auto missing = x->attr("dimnames");
+  REQUIRE(missing.is_ok());
+  CHECK_FALSE(missing->has_value());
+  auto none = region.at(Path{5});
+  REQUIRE(none.is_ok());
+  auto no_attrs = none->attrs();
+  REQUIRE(no_attrs.is_ok());
+  CHECK_FALSE(no_attrs->has_value());
+  auto no_attr = none->attr("dim");
+  REQUIRE(no_attr.is_ok());
+  CHECK_FALSE(no_attr->has_value());
+
+  auto units = region.root()->attr("units");
+  REQUIRE(units.is_ok());
+  REQUIRE(units->has_value());
+  CHECK((*units)->string(0)->bytes == "m");
+}
+
+TEST_CASE("out of range, not a list and index 0 are distinct errors", "[core]") {
+  Bytes b = build_ok(kura::test::rich_value());
+  Region region = open_ok(b);
+  auto past = region.at(Path{6});
+  REQUIRE_FALSE(past.is_ok());
+  CHECK(past.status().code() == Code::kOutOfRange);
+  CHECK_FALSE(past.status().message().empty());
+  CHECK(region.at(Path{3, 3}).status().code() == Code::kOutOfRange);
+  CHECK(region.at(Path{kMaxIndex}).status().code() == Code::kOutOfRange);
+  CHECK(region.at(Path{0}).status().code() == Code::kOutOfRange);
+
+  auto into_array = region.at(Path{1, 1});
+  REQUIRE_FALSE(into_array.is_ok());
+  CHECK(into_array.status().code() == Code::kNotAList);
+  CHECK(region.at(Path{2, 1}).status().code() == Code::kNotAList);   // strings
+  CHECK(region.at(Path{4, 1}).status().code() == Code::kNotAList);   // bytes
+  CHECK(region.at(Path{5, 1}).status().code() == Code::kNotAList);   // null
+  CHECK(region.at(Path{3, 2, 1}).status().code() == Code::kNotAList);
+  // A path that goes past the end before reaching a non-list.
+  CHECK(region.at(Path{9, 1}).status().code() == Code::kOutOfRange);
+
+  auto root = region.root();
+  REQUIRE(root.is_ok());
+  CHECK(root->child(5).status().code() == Code::kOutOfRange);
+  CHECK(root->child(UINT64_MAX).status().code() == Code::kOutOfRange);
+  CHECK(region.at(Path{1})->child(0).status().code() == Code::kNotAList);
+
+  // Wrong-type accessors are InvalidArgument.
+  CHECK(root->array<Dtype::kF64>().status().code() == Code::kInvalidArgument);
+  CHECK(region.at(Path{1})->array<Dtype::kF32>().status().code() == Code::kInvalidArgument);
+  CHECK(root->string(0).status().code() == Code::kInvalidArgument);
+
+  // A name resolves like its path.
+  auto name = parse_name("/kura_1f_2a[3,1]");
+  REQUIRE(name.is_ok());
+  auto via_name = region.at(*name);
+  REQUIRE(via_name.is_ok());
+  CHECK(via_name->dtype() == Dtype::kI32);
+  CHECK(region.at(name->region())->offset() == 64);
+}
+
+TEST_CASE("at() touches only the nodes on its path", "[core]") {
+  // 100000 children; after building, the offsets of every child but [2] are
+  // overwritten with garbage (and so are the other children's headers).
+  // Reaching [2] must still work: only the root, its offset entry 2 and the
+  // node itself are read. The header hash covers only the region header, so
+  // no re-seal is needed.
+  constexpr std::uint64_t kChildren = 100000;
+  std::vector<Value> children;
+  children.reserve(kChildren);
+  for (std::uint64_t i = 0; i < kChildren; ++i) children.push_back(Value::null());
+  children[1] = Value::f64({2.5});
+  Bytes b = build_ok(Value::list(std::move(children)), /*hashed=*/true);
+
+  Region region = open_ok(b);
+  auto root = region.root();
+  REQUIRE(root.is_ok());
+  std::uint64_t table = root->header().data_offset;
+  std::uint64_t second = get<std::uint64_t>(b, table + 8);
+  std::uint64_t first = get<std::uint64_t>(b, table);
+  for (std::uint64_t i = 0; i < kChildren; ++i) {
+    if (i == 1) continue;
+    put<std::uint64_t>(b, table + 8 * i, 0xDEADBEEFDEADBEEFull + i);
+  }
+  // Also trash the header of what was child 1.
+  put<std::uint32_t>(b, first, 0x12345678u);
+
+  region = open_ok(b);
+  auto leaf = region.at(Path{2});
+  INFO((leaf.is_ok() ? std::string("ok") : leaf.status().to_string()));
+  REQUIRE(leaf.is_ok());
+  CHECK(leaf->offset() == second);
+  CHECK((*leaf->array<Dtype::kF64>())[0] == 2.5);
+  // The damage is still there for whoever steps on it.
+  CHECK(region.at(Path{1}).status().code() == Code::kCorrupt);
+  CHECK(region.at(Path{kChildren}).status().code() == Code::kCorrupt);
+  CHECK(region.at(Path{kChildren + 1}).status().code() == Code::kOutOfRange);
+  CHECK(verify(*region.root()).status().code() == Code::kCorrupt);
+}
+
+TEST_CASE("verify detects a flipped byte in a hashed region", "[core]") {
+  Value v = kura::test::rich_value();
+  Bytes b = build_ok(v, /*hashed=*/true);
+  {
+    Region region = open_ok(b);
+    auto rep = verify(*region.root());
+    REQUIRE(rep.is_ok());
+    CHECK(rep->hashed);
+    CHECK(rep->nodes == region.header().node_count);
+  }
+  // Flip one byte of the f64 data block: structure is intact, so to_value
+  // and at() succeed, but verify() fails.
+  Region region = open_ok(b);
+  auto x = region.at(Path{1});
+  REQUIRE(x.is_ok());
+  Bytes flipped = b;
+  flipped[x->header().data_offset + 3] ^= std::byte{0x10};
+  Region r2 = open_ok(flipped);
+  CHECK(to_value(*r2.root()).is_ok());
+  auto rep = verify(*r2.root());
+  REQUIRE_FALSE(rep.is_ok());
+  CHECK(rep.status().code() == Code::kCorrupt);
+  CHECK(rep.status().message().find("hash") != std::string::npos);
+  // Verifying only a sibling subtree does not look at the flipped block.
+  CHECK(verify(*r2.at(Path{2})).is_ok());
+  CHECK(verify(*r2.at(Path{1})).status().code() == Code::kCorrupt);
+
+  // A flipped byte in a string's packed bytes and in a node's hash field.
+  auto s = region.at(Path{2});
+  REQUIRE(s.is_ok());
+  Bytes flipped2 = b;
+  flipped2[s->header().data_offset + align64(16 * s->length())] ^= std::byte{0x01};
+  CHECK(verify(*open_ok(flipped2).root()).status().code() == Code::kCorrupt);
+  Bytes flipped3 = b;
+  flipped3[s->offset() + 48] ^= std::byte{0x01};
+  CHECK(verify(*open_ok(flipped3).root()).status().code() == Code::kCorrupt);
+  // Even a flipped padding byte after a data block is outside every hash,
+  // and changes nothing.
+  Bytes padding = b;
+  padding[x->header().data_offset + 24 + 5] ^= std::byte{0x01};
+  CHECK(verify(*open_ok(padding).root()).is_ok());
+}
+
+TEST_CASE("an unhashed region verifies structure only and says so", "[core]") {
+  Bytes b = build_ok(kura::test::rich_value(), /*hashed=*/false);
+  Region region = open_ok(b);
+  CHECK_FALSE(region.hashed());
+  auto rep = verify(*region.root());
+  REQUIRE(rep.is_ok());
+  CHECK_FALSE(rep->hashed);
+  CHECK(rep->nodes == region.header().node_count);
+  // A flipped data byte goes unnoticed without hashes...
+  auto x = region.at(Path{1});
+  REQUIRE(x.is_ok());
+  b[x->header().data_offset] ^= std::byte{0x01};
+  auto rep2 = verify(*open_ok(b).root());
+  REQUIRE(rep2.is_ok());
+  CHECK_FALSE(rep2->hashed);
+  // ...but a broken string entry is still found.
+  auto s = region.at(Path{2});
+  REQUIRE(s.is_ok());
+  put<std::uint8_t>(b, s->header().data_offset + 12, 7);  // encoding 7
+  CHECK(verify(*open_ok(b).root()).status().code() == Code::kCorrupt);
+}
+
+TEST_CASE("walk visits in canonical order and stops on a visitor error", "[core]") {
+  Bytes b = build_ok(kura::test::rich_value());
+  Region region = open_ok(b);
+  std::vector<std::uint64_t> offsets;
+  Status s = walk(*region.root(), [&](const NodeView& n) {
+    offsets.push_back(n.offset());
+    return Status::ok();
+  });
+  REQUIRE(s.is_ok());
+  CHECK(offsets.size() == region.header().node_count);
+  CHECK(std::is_sorted(offsets.begin(), offsets.end()));
+  int calls = 0;
+  Status stop = walk(*region.root(), [&](const NodeView&) {
+    return ++calls == 3 ? Status(Code::kPermission, "stop here") : Status::ok();
+  });
+  CHECK(stop.code() == Code::kPermission);
+  CHECK(calls == 3);
+}
+
+TEST_CASE("Region::open refuses misaligned memory", "[core]") {
+  // Alignment is checked before anything is read.
+  Bytes b = build_ok(Value::list({Value::f64({1}), Value::f64({2})}));
+  auto r = Region::open(std::span<const std::byte>(b).subspan(8, 64));
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.status().code() == Code::kInvalidArgument);
+}
+
+TEST_CASE("to_value of a subtree copies only that subtree", "[core]") {
+  Value v = kura::test::rich_value();
+  Bytes b = build_ok(v);
+  Region region = open_ok(b);
+  for (std::uint64_t i = 1; i <= 5; ++i) {
+    INFO("child " << i);
+    auto c = region.at(Path{i});
+    REQUIRE(c.is_ok());
+    auto cv = to_value(*c);
+    REQUIRE(cv.is_ok());
+    CHECK(*cv == v.children[i - 1]);
+  }
+}
