@@ -1,0 +1,415 @@
+// The real `kura` binary, run as a child process: put/get round trips,
+// holding a region until a signal, exit codes, corrupt regions, ls, rm and
+// prune. Every test removes what it created and checks /dev/shm for leaks.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <regex>
+#include <set>
+#include <string>
+
+#include "kura/core/builder.hpp"
+#include "kura/core/hash.hpp"
+#include "kura/core/layout.hpp"
+#include "process.hpp"
+#include "typed_json.hpp"
+
+using kura::tool::Json;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kTool = KURA_TOOL_PATH;
+
+kura::test::RunResult kura_run(std::vector<std::string> args, std::string_view input = {}) {
+  args.insert(args.begin(), kTool);
+  return kura::test::run(args, input);
+}
+
+std::string shm_path(const std::string& name) { return "/dev/shm" + name; }
+bool region_exists(const std::string& name) {
+  struct stat st;
+  return ::lstat(shm_path(name).c_str(), &st) == 0;
+}
+
+std::string last_line(const std::string& out) {
+  std::string s = out;
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  auto nl = s.rfind('\n');
+  return nl == std::string::npos ? s : s.substr(nl + 1);
+}
+
+std::set<std::string> shm_entries() {
+  std::set<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+    auto f = e.path().filename().string();
+    if (f.rfind("kura_", 0) == 0) out.insert(f);
+  }
+  return out;
+}
+
+// A lease file that nobody holds: what a process that leaked its lease leaves.
+bool orphan_lease(const std::string& file) {
+  if (file.size() < 5 || file.substr(file.size() - 5) != ".lock") return false;
+  int fd = ::open(("/dev/shm/" + file).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;
+  bool free = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+  ::close(fd);
+  return free;
+}
+
+// Removes the regions a test created even when it fails half way, and at the
+// end checks that /dev/shm holds nothing new of ours: every region named
+// here is gone, and no new lease is left unheld.
+class ShmScope {
+ public:
+  ShmScope() : before_(shm_entries()) {}
+  ~ShmScope() {
+    for (const auto& n : names_) ::unlink(shm_path(n).c_str());
+  }
+  void track(const std::string& name) { names_.push_back(name); }
+  void check_clean() const {
+    for (const auto& n : names_) {
+      INFO("region left behind: " << n);
+      CHECK_FALSE(region_exists(n));
+    }
+    for (const auto& f : shm_entries()) {
+      if (before_.count(f)) continue;
+      INFO("lease left behind: /dev/shm/" << f);
+      CHECK_FALSE(orphan_lease(f));
+    }
+  }
+
+ private:
+  std::set<std::string> before_;
+  std::vector<std::string> names_;
+};
+
+// A name for a kept region that does not exist yet.
+std::string fresh_kept_name() {
+  std::random_device rd;
+  std::mt19937_64 rng((static_cast<std::uint64_t>(rd()) << 32) ^ rd());
+  for (;;) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "/kura_0_%llx", static_cast<unsigned long long>(rng() | (1ull << 60)));
+    if (!region_exists(buf)) return buf;
+  }
+}
+
+// Writes `image` as a kept region file of mode 0400, as the shm layer would.
+std::string write_region_file(const kura::Bytes& image) {
+  std::string name = fresh_kept_name();
+  int fd = ::open(shm_path(name).c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0400);
+  REQUIRE(fd >= 0);
+  REQUIRE(::write(fd, image.data(), image.size()) == static_cast<ssize_t>(image.size()));
+  ::close(fd);
+  return name;
+}
+
+kura::Bytes image_of(const std::string& typed_json) {
+  auto v = kura::tool::parse_typed_json(typed_json);
+  REQUIRE(v.is_ok());
+  auto image = kura::build(*v, kura::Stamp{1, 1}, true);
+  REQUIRE(image.is_ok());
+  return std::move(image).value();
+}
+
+// Every dtype with its extremes, NA and non-finite values, strings in every
+// encoding, names with NA, attributes, nested lists, bytes and null; keys in
+// the order kura writes them, so that the parsed documents compare equal.
+const char* kRich = R"({"type": "list", "values": [
+  {"type": "u8", "values": [0, 255]},
+  {"type": "i8", "values": [-128, 127]},
+  {"type": "u16", "values": [0, 65535]},
+  {"type": "i16", "values": [-32768, 32767]},
+  {"type": "u32", "values": [0, 4294967295]},
+  {"type": "i32", "values": [-2147483648, 2147483647], "names": ["na_int", "max"]},
+  {"type": "u64", "values": [0, 18446744073709551615]},
+  {"type": "i64", "values": [-9223372036854775808, 9223372036854775807]},
+  {"type": "f32", "values": [0.1, "NaN", "Inf", "-Inf", -0.0]},
+  {"type": "f64", "values": [1.5, null, "NaN", "Inf", "-Inf", 5e-324, 0.30000000000000004]},
+  {"type": "c128", "values": [[1.0, -1.0], [null, 2.0], [3.0, null]]},
+  {"type": "lgl", "values": [true, false, null]},
+  {"type": "strings", "values": ["a", null, "caf\u00e9", {"latin1": "6Q=="}, {"bytes": "AP8="}]},
+  {"type": "bytes", "tag": "json", "base64": "eyJrIjogMX0="},
+  {"type": "null"},
+  {"type": "list", "values": [{"type": "list", "values": [{"type": "i32", "values": [7]}]}, {"type": "list", "values": []}]}
+], "names": ["u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "c128", "lgl", "s", "blob", null, "nested"],
+"attrs": {"class": {"type": "strings", "values": ["rich"]}, "dim": {"type": "i32", "values": [4, 4], "attrs": {"unit": {"type": "strings", "values": ["cm"]}}}}})";
+
+const std::regex kKeptName("^/kura_0_[0-9a-f]+$");
+const std::regex kOwnedName("^/kura_([1-9a-f][0-9a-f]*)_[0-9a-f]+$");
+
+}  // namespace
+
+TEST_CASE("kura put --keep and get --json round-trip every dtype", "[tools][multiprocess]") {
+  ShmScope scope;
+  auto put = kura_run({"put", "--keep", "-"}, kRich);
+  INFO(put.err);
+  REQUIRE(put.code == 0);
+  const std::string name = last_line(put.out);
+  scope.track(name);
+  REQUIRE(std::regex_match(name, kKeptName));
+  struct stat st;
+  REQUIRE(::stat(shm_path(name).c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0400);
+
+  auto get = kura_run({"get", "--json", name});
+  INFO(get.err);
+  REQUIRE(get.code == 0);
+  CHECK(Json::parse(get.out) == Json::parse(kRich));
+
+  auto child = kura_run({"get", "--json", name + "[16,1,1]"});
+  REQUIRE(child.code == 0);
+  CHECK(Json::parse(child.out) == Json::parse(R"({"type": "i32", "values": [7]})"));
+
+  auto verify = kura_run({"verify", name});
+  CHECK(verify.code == 0);
+  CHECK(verify.out.find("hashes checked") != std::string::npos);
+
+  auto plain = kura_run({"get", name});
+  CHECK(plain.code == 0);
+  CHECK(plain.out.find("$f64 f64[7] 1.5 NA NaN Inf -Inf 5e-324 0.30000000000000004") != std::string::npos);
+  CHECK(plain.out.find("$lgl lgl[3] TRUE FALSE NA") != std::string::npos);
+  CHECK(plain.out.find("attr \"class\": strings[1] \"rich\"") != std::string::npos);
+
+  auto inspect = kura_run({"inspect", name});
+  CHECK(inspect.code == 0);
+  CHECK(inspect.out.find("@64 list length=16") != std::string::npos);
+  CHECK(inspect.out.find("array c128 length=3") != std::string::npos);
+  CHECK(inspect.out.find("tag=\"json\"") != std::string::npos);
+
+  auto ls = kura_run({"ls", "--json"});
+  REQUIRE(ls.code == 0);
+  bool listed = false;
+  const Json listing = Json::parse(ls.out);
+  for (const auto& r : listing["regions"]) {
+    if (r["name"] != name) continue;
+    listed = true;
+    CHECK(r["kept"] == true);
+    CHECK(r["alive"] == true);
+    CHECK(r["size"] == static_cast<std::uint64_t>(st.st_size));
+  }
+  CHECK(listed);
+  CHECK(Json::parse(ls.out)["dev_shm"]["total"].get<std::uint64_t>() > 0);
+  auto ls_plain = kura_run({"ls"});
+  CHECK(ls_plain.out.find(name) != std::string::npos);
+  CHECK(ls_plain.out.find("/dev/shm:") != std::string::npos);
+
+  CHECK(kura_run({"rm", name}).code == 0);
+  CHECK_FALSE(region_exists(name));
+  CHECK(kura_run({"rm", name}).code == 3);
+  CHECK(kura_run({"get", name}).code == 3);
+  scope.check_clean();
+}
+
+TEST_CASE("kura put holds its region until SIGINT or SIGTERM", "[tools][multiprocess]") {
+  const int sig = GENERATE(SIGTERM, SIGINT);
+  ShmScope scope;
+  kura::test::Process put({kTool, "put", "-"});
+  put.send(R"({"type": "list", "values": [{"type": "f64", "values": [1.5]}, {"type": "strings", "values": ["held", null]}]})");
+  auto line = put.read_line(20s);
+  INFO("stderr: " << put.err());
+  REQUIRE(line);
+  const std::string name = *line;
+  scope.track(name);
+  std::smatch m;
+  REQUIRE(std::regex_match(name, m, kOwnedName));
+  const std::string lease = "/dev/shm/kura_" + m[1].str() + ".lock";
+  CHECK(region_exists(name));
+
+  auto get = kura_run({"get", name + "[2]"});
+  INFO(get.err);
+  CHECK(get.code == 0);
+  CHECK(get.out == "strings[2] \"held\" NA\n");
+  auto json = kura_run({"get", "--json", name + "[2]"});
+  CHECK(Json::parse(json.out) == Json::parse(R"({"type": "strings", "values": ["held", null]})"));
+
+  auto ls = kura_run({"ls", "--json"});
+  bool alive = false;
+  const Json listing = Json::parse(ls.out);
+  for (const auto& r : listing["regions"])
+    if (r["name"] == name) alive = r["alive"] == true && r["kept"] == false;
+  CHECK(alive);
+
+  // Still held: nothing releases it but the signal.
+  CHECK_FALSE(put.wait(100ms));
+  put.signal(sig);
+  auto code = put.wait(20s);
+  REQUIRE(code);
+  CHECK(*code == 0);
+  CHECK(put.err().empty());
+  CHECK_FALSE(region_exists(name));
+  struct stat st;
+  CHECK(::stat(lease.c_str(), &st) != 0);
+  scope.check_clean();
+}
+
+TEST_CASE("kura exit codes: usage, invalid name, not found, out of range", "[tools][multiprocess]") {
+  ShmScope scope;
+  auto help = kura_run({"--help"});
+  CHECK(help.code == 0);
+  for (const char* cmd : {"put", "get", "inspect", "verify", "ls", "rm", "prune"}) {
+    INFO(cmd);
+    CHECK(help.out.find(cmd) != std::string::npos);
+    auto sub = kura_run({cmd, "--help"});
+    CHECK(sub.code == 0);
+    CHECK(sub.out.find(cmd) != std::string::npos);
+  }
+  CHECK(kura_run({}).code == 2);
+  CHECK(kura_run({"frobnicate"}).code == 2);
+  CHECK(kura_run({"get"}).code == 2);
+  CHECK(kura_run({"get", "--bogus", "/kura_0_1"}).code == 2);
+
+  for (const char* bad : {"kura_0_1", "/kura_0_01", "/kura_0_1[0]", "/kura_0_1[]", "/kura_0_1[1,]", "/KURA_0_1",
+                          "/kura_0_1 ", "/kura_0_1/..", "/kura_0_1[9223372036854775808]"}) {
+    INFO(bad);
+    auto r = kura_run({"get", bad});
+    CHECK(r.code == 2);
+    CHECK(r.err.rfind("kura: ", 0) == 0);
+  }
+  const std::string missing = fresh_kept_name();
+  auto nf = kura_run({"get", missing});
+  CHECK(nf.code == 3);
+  CHECK(nf.err.rfind("kura: ", 0) == 0);
+  CHECK(kura_run({"verify", missing}).code == 3);
+  CHECK(kura_run({"inspect", missing + "[1]"}).code == 3);
+
+  auto bad_json = kura_run({"put", "--keep", "-"}, R"({"type": "list", "values": [{"type": "i32", "values": [1, null]}]})");
+  CHECK(bad_json.code == 2);
+  CHECK(bad_json.err.find("$.values[0].values[1]") != std::string::npos);
+  CHECK(kura_run({"put", "--keep", "-"}, "not json").code == 2);
+  CHECK(kura_run({"put", "--keep", "/nonexistent/file.json"}).code == 1);
+
+  auto put = kura_run({"put", "--keep", "-"}, R"({"type": "list", "values": [{"type": "f64", "values": [1.0]}, {"type": "null"}]})");
+  REQUIRE(put.code == 0);
+  const std::string name = last_line(put.out);
+  scope.track(name);
+  auto oor = kura_run({"get", name + "[3]"});
+  CHECK(oor.code == 5);
+  CHECK(oor.err.find("past the end") != std::string::npos);
+  CHECK(kura_run({"get", name + "[1,1]"}).code == 5);  // f64 is not a list
+  CHECK(kura_run({"inspect", name + "[2,1]"}).code == 5);
+  CHECK(kura_run({"rm", name + "[1]"}).code == 2);
+  CHECK(kura_run({"rm", name}).code == 0);
+  scope.check_clean();
+}
+
+TEST_CASE("kura get summarises long arrays and lists unless --all", "[tools][multiprocess]") {
+  ShmScope scope;
+  std::string doc = R"({"type": "list", "values": [{"type": "i32", "values": [)";
+  for (int i = 1; i <= 1000; ++i) doc += (i > 1 ? ", " : "") + std::to_string(i);
+  doc += "]}";
+  for (int i = 0; i < 30; ++i) doc += R"(, {"type": "null"})";
+  doc += "]}";
+  auto put = kura_run({"put", "--keep", "-"}, doc);
+  REQUIRE(put.code == 0);
+  const std::string name = last_line(put.out);
+  scope.track(name);
+
+  auto summary = kura_run({"get", name + "[1]"});
+  CHECK(summary.out == "i32[1000] 1 2 3 4 5 ... (990 more) ... 996 997 998 999 1000\n");
+  auto all = kura_run({"get", "--all", name + "[1]"});
+  CHECK(all.out.find(" 499 500 501 ") != std::string::npos);
+  auto list = kura_run({"get", name});
+  CHECK(list.out.find("list[31]") != std::string::npos);
+  CHECK(list.out.find("(21 more children)") != std::string::npos);
+  auto json = kura_run({"get", "--json", name});
+  CHECK(Json::parse(json.out)["values"][0]["values"].size() == 1000);
+  CHECK(kura_run({"rm", name}).code == 0);
+  scope.check_clean();
+}
+
+TEST_CASE("kura on corrupt regions exits 4", "[tools][multiprocess]") {
+  ShmScope scope;
+  SECTION("verify finds a flipped data byte") {
+    kura::Bytes image = image_of(R"({"type": "list", "values": [{"type": "f64", "values": [1.5, 2.5]}]})");
+    image[image.size() - 64] ^= std::byte{0x01};  // inside the f64 data block, the last piece
+    const std::string name = write_region_file(image);
+    scope.track(name);
+    CHECK(kura_run({"get", name}).code == 0);  // mapping does not hash
+    auto v = kura_run({"verify", name});
+    CHECK(v.code == 4);
+    CHECK(v.err.find("verify") != std::string::npos);
+    CHECK(kura_run({"verify", name + "[1]"}).code == 4);
+    CHECK(kura_run({"rm", name}).code == 0);
+  }
+  SECTION("an unsupported version") {
+    kura::Bytes image = image_of(R"({"type": "null"})");
+    image[4] = std::byte{2};
+    std::uint64_t h = kura::region_header_hash(std::span<const std::byte>(image.data(), 56));
+    std::memcpy(image.data() + 56, &h, 8);
+    const std::string name = write_region_file(image);
+    scope.track(name);
+    auto r = kura_run({"get", name});
+    CHECK(r.code == 4);
+    CHECK(r.err.find("version") != std::string::npos);
+    CHECK(kura_run({"rm", name}).code == 0);
+  }
+  SECTION("an lgl value other than 0, 1 and NA") {
+    kura::Bytes image = image_of(R"({"type": "lgl", "values": [true]})");
+    image[128] = std::byte{2};  // the root's data block
+    const std::string name = write_region_file(image);
+    scope.track(name);
+    auto r = kura_run({"get", "--json", name});
+    CHECK(r.code == 4);
+    CHECK(r.err.find("lgl element 1 holds 2") != std::string::npos);
+    CHECK(kura_run({"get", name}).code == 4);
+    CHECK(kura_run({"verify", name}).code == 4);  // and its hash no longer matches
+    CHECK(kura_run({"rm", name}).code == 0);
+  }
+  SECTION("a bad region header") {
+    kura::Bytes image = image_of(R"({"type": "null"})");
+    image[0] = std::byte{'X'};
+    const std::string name = write_region_file(image);
+    scope.track(name);
+    CHECK(kura_run({"inspect", name}).code == 4);
+    CHECK(kura_run({"rm", name}).code == 0);
+  }
+  scope.check_clean();
+}
+
+TEST_CASE("kura prune removes the regions of a dead owner", "[tools][multiprocess]") {
+  ShmScope scope;
+  std::string name, lease;
+  {
+    kura::test::Process put({kTool, "put", "-"});
+    put.send(R"({"type": "i32", "values": [1, 2, 3]})");
+    auto line = put.read_line(20s);
+    INFO("stderr: " << put.err());
+    REQUIRE(line);
+    name = *line;
+    scope.track(name);
+    std::smatch m;
+    REQUIRE(std::regex_match(name, m, kOwnedName));
+    lease = "kura_" + m[1].str() + ".lock";
+    put.signal(SIGKILL);
+    auto code = put.wait(20s);
+    REQUIRE(code);
+    CHECK(*code == 128 + SIGKILL);
+  }
+  REQUIRE(region_exists(name));  // killed: nothing cleaned up
+  auto ls = kura_run({"ls", "--json"});
+  bool orphan = false;
+  const Json listing = Json::parse(ls.out);
+  for (const auto& r : listing["regions"])
+    if (r["name"] == name) orphan = r["alive"] == false;
+  CHECK(orphan);
+  CHECK(kura_run({"ls"}).out.find("orphan") != std::string::npos);
+
+  auto prune = kura_run({"prune"});
+  CHECK(prune.code == 0);
+  CHECK(prune.out.find(name) != std::string::npos);
+  CHECK_FALSE(region_exists(name));
+  CHECK_FALSE(std::filesystem::exists("/dev/shm/" + lease));
+  scope.check_clean();
+}
