@@ -1,14 +1,13 @@
 // The real `kura` binary, run as a child process: put/get round trips,
 // holding a region until a signal, exit codes, corrupt regions, ls, rm and
 // prune. Every test removes what it created and checks /dev/shm for leaks.
-#include <catch2/catch.hpp>
-
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -35,7 +34,9 @@ kura::test::RunResult kura_run(std::vector<std::string> args, std::string_view i
   return kura::test::run(args, input);
 }
 
-std::string shm_path(const std::string& name) { return "/dev/shm" + name; }
+std::string shm_path(const std::string& name) {
+  return "/dev/shm" + name;
+}
 bool region_exists(const std::string& name) {
   struct stat st;
   return ::lstat(shm_path(name).c_str(), &st) == 0;
@@ -106,12 +107,21 @@ std::string fresh_kept_name() {
 }
 
 // Writes `image` as a kept region file of mode 0400, as the shm layer would.
-std::string write_region_file(const kura::Bytes& image) {
+// When `keep_fd` is given, the writable descriptor is left open there.
+std::string write_region_file(const kura::Bytes& image, int* keep_fd = nullptr) {
   std::string name = fresh_kept_name();
   int fd = ::open(shm_path(name).c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0400);
   REQUIRE(fd >= 0);
-  REQUIRE(::write(fd, image.data(), image.size()) == static_cast<ssize_t>(image.size()));
-  ::close(fd);
+  std::size_t done = 0;
+  while (done < image.size()) {
+    ssize_t n = ::write(fd, image.data() + done, image.size() - done);
+    REQUIRE(n > 0);
+    done += static_cast<std::size_t>(n);
+  }
+  if (keep_fd)
+    *keep_fd = fd;
+  else
+    ::close(fd);
   return name;
 }
 
@@ -216,7 +226,8 @@ TEST_CASE("kura put holds its region until SIGINT or SIGTERM", "[tools][multipro
   const int sig = GENERATE(SIGTERM, SIGINT);
   ShmScope scope;
   kura::test::Process put({kTool, "put", "-"});
-  put.send(R"({"type": "list", "values": [{"type": "f64", "values": [1.5]}, {"type": "strings", "values": ["held", null]}]})");
+  put.send(
+      R"({"type": "list", "values": [{"type": "f64", "values": [1.5]}, {"type": "strings", "values": ["held", null]}]})");
   auto line = put.read_line(20s);
   INFO("stderr: " << put.err());
   REQUIRE(line);
@@ -270,8 +281,8 @@ TEST_CASE("kura exit codes: usage, invalid name, not found, out of range", "[too
   CHECK(kura_run({"get"}).code == 2);
   CHECK(kura_run({"get", "--bogus", "/kura_0_1"}).code == 2);
 
-  for (const char* bad : {"kura_0_1", "/kura_0_01", "/kura_0_1[0]", "/kura_0_1[]", "/kura_0_1[1,]", "/KURA_0_1",
-                          "/kura_0_1 ", "/kura_0_1/..", "/kura_0_1[9223372036854775808]"}) {
+  for (const char* bad : {"kura_0_1", "/kura_0_01", "/kura_0_1[0]", "/kura_0_1[]", "/kura_0_1[1,]",
+                          "/KURA_0_1", "/kura_0_1 ", "/kura_0_1/..", "/kura_0_1[9223372036854775808]"}) {
     INFO(bad);
     auto r = kura_run({"get", bad});
     CHECK(r.code == 2);
@@ -284,13 +295,15 @@ TEST_CASE("kura exit codes: usage, invalid name, not found, out of range", "[too
   CHECK(kura_run({"verify", missing}).code == 3);
   CHECK(kura_run({"inspect", missing + "[1]"}).code == 3);
 
-  auto bad_json = kura_run({"put", "--keep", "-"}, R"({"type": "list", "values": [{"type": "i32", "values": [1, null]}]})");
+  auto bad_json = kura_run({"put", "--keep", "-"},
+                           R"({"type": "list", "values": [{"type": "i32", "values": [1, null]}]})");
   CHECK(bad_json.code == 2);
   CHECK(bad_json.err.find("$.values[0].values[1]") != std::string::npos);
   CHECK(kura_run({"put", "--keep", "-"}, "not json").code == 2);
   CHECK(kura_run({"put", "--keep", "/nonexistent/file.json"}).code == 1);
 
-  auto put = kura_run({"put", "--keep", "-"}, R"({"type": "list", "values": [{"type": "f64", "values": [1.0]}, {"type": "null"}]})");
+  auto put = kura_run({"put", "--keep", "-"},
+                      R"({"type": "list", "values": [{"type": "f64", "values": [1.0]}, {"type": "null"}]})");
   REQUIRE(put.code == 0);
   const std::string name = last_line(put.out);
   scope.track(name);
@@ -411,5 +424,32 @@ TEST_CASE("kura prune removes the regions of a dead owner", "[tools][multiproces
   CHECK(prune.out.find(name) != std::string::npos);
   CHECK_FALSE(region_exists(name));
   CHECK_FALSE(std::filesystem::exists("/dev/shm/" + lease));
+  scope.check_clean();
+}
+
+TEST_CASE("kura exits 4 when a region is truncated while it reads it (SIGBUS)", "[tools][multiprocess]") {
+  ShmScope scope;
+  // 8 MiB of doubles: far more text than a pipe holds, so `kura get --json`
+  // blocks on its stdout, mapping in hand, until the test reads.
+  std::vector<double> xs(1 << 20, 1.5);
+  kura::Value v = kura::Value::array<kura::Dtype::kF64>(std::span<const double>(xs));
+  auto image = kura::build(v, kura::Stamp{1, 1}, true);
+  REQUIRE(image.is_ok());
+  int fd = -1;
+  const std::string name = write_region_file(*image, &fd);
+  scope.track(name);
+
+  kura::test::Process get({kTool, "get", "--json", name});
+  get.close_stdin();
+  // The first bytes of output mean the region is mapped and being read.
+  REQUIRE(get.read_some(20s));
+  REQUIRE(::ftruncate(fd, 4096) == 0);
+  ::close(fd);
+  auto code = get.wait(60s);
+  REQUIRE(code);
+  INFO(get.err());
+  CHECK(*code == 4);
+  CHECK(get.err().find("SIGBUS") != std::string::npos);
+  CHECK(kura_run({"rm", name}).code == 0);
   scope.check_clean();
 }

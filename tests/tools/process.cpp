@@ -30,7 +30,9 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
-[[noreturn]] void sys_fail(const std::string& what) { throw std::runtime_error(what + ": " + std::strerror(errno)); }
+[[noreturn]] void sys_fail(const std::string& what) {
+  throw std::runtime_error(what + ": " + std::strerror(errno));
+}
 
 }  // namespace
 
@@ -38,7 +40,8 @@ Process::Process(const std::vector<std::string>& argv) {
   // A child that exits before reading all its input must not kill the test.
   ::signal(SIGPIPE, SIG_IGN);
   int in[2], out[2], err[2];
-  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) sys_fail("pipe2");
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)
+    sys_fail("pipe2");
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
@@ -89,7 +92,9 @@ Process::~Process() {
   close_fd(pidfd_);
 }
 
-void Process::close_stdin() { close_fd(in_); }
+void Process::close_stdin() {
+  close_fd(in_);
+}
 
 void Process::send(std::string_view input, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
@@ -165,6 +170,15 @@ std::optional<std::string> Process::read_line(std::chrono::milliseconds timeout)
   }
 }
 
+bool Process::read_some(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (out_.empty()) {
+    if (out_fd_ < 0) return false;
+    if (!pump(remaining_ms(deadline), false)) return false;
+  }
+  return true;
+}
+
 std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   close_stdin();
@@ -176,7 +190,8 @@ std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
   return -1;
 }
 
-RunResult run(const std::vector<std::string>& argv, std::string_view input, std::chrono::milliseconds timeout) {
+RunResult run(const std::vector<std::string>& argv, std::string_view input,
+              std::chrono::milliseconds timeout) {
   Process p(argv);
   p.send(input, timeout);
   auto code = p.wait(timeout);

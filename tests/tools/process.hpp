@@ -33,6 +33,10 @@ class Process {
   // closed stdout or `timeout` passed first.
   std::optional<std::string> read_line(std::chrono::milliseconds timeout);
 
+  // Waits until some stdout has arrived (kept in out()); false on timeout or
+  // when stdout closed with nothing read.
+  bool read_some(std::chrono::milliseconds timeout);
+
   // Sends `sig` to the child by pid.
   void signal(int sig);
 

@@ -1,9 +1,10 @@
 // Typed JSON both ways, in-process: every dtype, NA, non-finite floats,
 // exact 64-bit integers, strings in every encoding, names, attributes, and
 // the errors for bad input.
-#include <catch2/catch.hpp>
+#include "typed_json.hpp"
 
 #include <bit>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -13,7 +14,6 @@
 
 #include "kura/core/builder.hpp"
 #include "kura/core/view.hpp"
-#include "typed_json.hpp"
 
 using kura::Code;
 using kura::Dtype;
@@ -39,7 +39,9 @@ std::string write_ok(const Value& v) {
 }
 
 // text -> Value -> region -> text, as parsed JSON.
-Json round_trip(const std::string& text) { return Json::parse(write_ok(parse_ok(text))); }
+Json round_trip(const std::string& text) {
+  return Json::parse(write_ok(parse_ok(text)));
+}
 
 kura::Status parse_error(const std::string& text) {
   auto v = kura::tool::parse_typed_json(text);
@@ -57,8 +59,12 @@ std::vector<T> elements(const Value& v) {
   return out;
 }
 
-double from_bits(std::uint64_t b) { return std::bit_cast<double>(b); }
-std::uint64_t bits(double d) { return std::bit_cast<std::uint64_t>(d); }
+double from_bits(std::uint64_t b) {
+  return std::bit_cast<double>(b);
+}
+std::uint64_t bits(double d) {
+  return std::bit_cast<std::uint64_t>(d);
+}
 
 }  // namespace
 
@@ -120,7 +126,8 @@ TEST_CASE("typed JSON: f64 NA, NaN and infinities both ways", "[tools]") {
   CHECK(xs[3] == std::numeric_limits<double>::infinity());
   CHECK(xs[4] == -std::numeric_limits<double>::infinity());
   CHECK(bits(xs[5]) == bits(-0.0));
-  CHECK(Json::parse(write_ok(v)) == Json::parse(R"({"type": "f64", "values": [1.5, null, "NaN", "Inf", "-Inf", -0.0]})"));
+  CHECK(Json::parse(write_ok(v)) ==
+        Json::parse(R"({"type": "f64", "values": [1.5, null, "NaN", "Inf", "-Inf", -0.0]})"));
 
   // Any NaN whose low 32 bits are 1954 is NA (R's rule), whatever its payload.
   double quiet_na = from_bits(0x7FF80000000007A2ull);
@@ -151,14 +158,24 @@ TEST_CASE("typed JSON: f32 non-finite values, and null refused", "[tools]") {
 
 TEST_CASE("typed JSON: random doubles and floats read back bit for bit", "[tools]") {
   std::mt19937_64 rng(12345);
-  std::vector<double> ds = {5e-324, 2.2250738585072014e-308, std::numeric_limits<double>::max(), 0.1, 1e22, 1e21,
-                            123456789012345680000.0, -1.0 / 3};
+  std::vector<double> ds = {5e-324,
+                            2.2250738585072014e-308,
+                            std::numeric_limits<double>::max(),
+                            0.1,
+                            1e22,
+                            1e21,
+                            123456789012345680000.0,
+                            -1.0 / 3};
   while (ds.size() < 2000) {
     double d = from_bits(rng());
     if (std::isfinite(d)) ds.push_back(d);
   }
-  std::vector<float> fs = {std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::min(),
-                           std::numeric_limits<float>::max(), 0.1f, 16777217.0f, -0.0f};
+  std::vector<float> fs = {std::numeric_limits<float>::denorm_min(),
+                           std::numeric_limits<float>::min(),
+                           std::numeric_limits<float>::max(),
+                           0.1f,
+                           16777217.0f,
+                           -0.0f};
   while (fs.size() < 2000) {
     float f = std::bit_cast<float>(static_cast<std::uint32_t>(rng()));
     if (std::isfinite(f)) fs.push_back(f);
@@ -179,8 +196,9 @@ TEST_CASE("typed JSON: c128 pairs with NA in either part", "[tools]") {
   CHECK(bits(zs[2].imag()) == kura::kNaRealBits);
   CHECK(round_trip(doc) == Json::parse(doc));
 
-  CHECK(parse_error(R"({"type": "c128", "values": [[1.0]]})").message().find("$.values[0]: expected a [re, im] pair") !=
-        std::string::npos);
+  CHECK(parse_error(R"({"type": "c128", "values": [[1.0]]})")
+            .message()
+            .find("$.values[0]: expected a [re, im] pair") != std::string::npos);
   CHECK(parse_error(R"({"type": "c128", "values": [[1.0, true]]})").message().find("$.values[0][1]") !=
         std::string::npos);
 }
@@ -190,8 +208,9 @@ TEST_CASE("typed JSON: lgl is true, false and null; other values in a region are
   Value v = parse_ok(doc);
   CHECK(elements<std::int32_t>(v) == std::vector<std::int32_t>{1, 0, kura::kNaInt});
   CHECK(round_trip(doc) == Json::parse(doc));
-  CHECK(parse_error(R"({"type": "lgl", "values": [1]})").message().find("expected true, false or null for lgl") !=
-        std::string::npos);
+  CHECK(parse_error(R"({"type": "lgl", "values": [1]})")
+            .message()
+            .find("expected true, false or null for lgl") != std::string::npos);
 
   Value bad = Value::array<Dtype::kLgl>({1, 2});
   auto s = kura::tool::to_typed_json(bad);
@@ -212,17 +231,20 @@ TEST_CASE("typed JSON: strings in every encoding; invalid UTF-8 prints as bytes"
   CHECK(round_trip(doc) == Json::parse(doc));
 
   // A UTF-8 string whose bytes are not UTF-8 never becomes broken JSON.
-  Value broken = Value::strings_of({String{"\xFF\xFE", Encoding::kUtf8, false}, String{"\xC0\x80", Encoding::kUtf8, false}});
+  Value broken = Value::strings_of(
+      {String{"\xFF\xFE", Encoding::kUtf8, false}, String{"\xC0\x80", Encoding::kUtf8, false}});
   std::string text = write_ok(broken);
   Json j = Json::parse(text);  // throws on broken JSON
   CHECK(j["values"] == Json::parse(R"([{"bytes": "//4="}, {"bytes": "wIA="}])"));
 
-  CHECK(parse_error(R"({"type": "strings", "values": [1]})").message().find("$.values[0]: expected a string") !=
-        std::string::npos);
+  CHECK(
+      parse_error(R"({"type": "strings", "values": [1]})").message().find("$.values[0]: expected a string") !=
+      std::string::npos);
   CHECK(parse_error(R"({"type": "strings", "values": [{"utf16": "AA=="}]})").message().find("\"utf16\"") !=
         std::string::npos);
-  CHECK(parse_error(R"({"type": "strings", "values": [{"bytes": "A"}]})").message().find("$.values[0].bytes") !=
-        std::string::npos);
+  CHECK(
+      parse_error(R"({"type": "strings", "values": [{"bytes": "A"}]})").message().find("$.values[0].bytes") !=
+      std::string::npos);
 }
 
 TEST_CASE("typed JSON: lists, names with NA, attributes, bytes and null keep their order", "[tools]") {
@@ -290,7 +312,8 @@ TEST_CASE("typed JSON: malformed documents name where they fail", "[tools]") {
 }
 
 TEST_CASE("typed JSON: a value read from a region at a path", "[tools]") {
-  Value v = parse_ok(R"({"type": "list", "values": [{"type": "f64", "values": [1.5]}, {"type": "strings", "values": ["a"]}]})");
+  Value v = parse_ok(
+      R"({"type": "list", "values": [{"type": "f64", "values": [1.5]}, {"type": "strings", "values": ["a"]}]})");
   auto image = kura::build(v, kura::Stamp{}, true);
   REQUIRE(image.is_ok());
   auto region = kura::Region::open(std::span<const std::byte>(image->data(), image->size()));
@@ -304,8 +327,13 @@ TEST_CASE("typed JSON: a value read from a region at a path", "[tools]") {
 }
 
 TEST_CASE("base64: RFC 4648 vectors and strict decoding", "[tools]") {
-  const std::pair<const char*, const char*> vectors[] = {
-      {"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"}};
+  const std::pair<const char*, const char*> vectors[] = {{"", ""},
+                                                         {"f", "Zg=="},
+                                                         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},
+                                                         {"foob", "Zm9vYg=="},
+                                                         {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
   for (auto [plain, coded] : vectors) {
     std::string p(plain);
     auto bytes = std::as_bytes(std::span<const char>(p.data(), p.size()));

@@ -131,7 +131,8 @@ int cmd_put(const std::string& file, bool keep) {
 int cmd_get(const std::string& name, bool json, bool all) {
   auto m = shm::map(name);
   if (!m) return fail(m.status(), "get " + name);
-  Status s = json ? write_typed_json(m->node(), std::cout) : print_value(m->node(), std::cout, PrintOptions{all});
+  Status s =
+      json ? write_typed_json(m->node(), std::cout) : print_value(m->node(), std::cout, PrintOptions{all});
   if (json && s) std::cout << '\n';
   std::cout.flush();
   if (!s) return fail(s, "get " + name);
@@ -160,7 +161,8 @@ int cmd_verify(const std::string& name) {
     return fail(s, "verify " + name + " failed");
   }
   std::cout << "ok: " << m->name() << ": " << r->nodes << (r->nodes == 1 ? " node" : " nodes") << ", "
-            << (r->hashed ? "structure and hashes checked" : "structure checked only (the region has no hashes)")
+            << (r->hashed ? "structure and hashes checked"
+                          : "structure checked only (the region has no hashes)")
             << std::endl;
   return kExitOk;
 }
@@ -194,16 +196,19 @@ int cmd_ls(bool json) {
   }
   std::size_t w = 4;
   for (const auto& r : *regions) w = std::max(w, r.name.size());
-  std::cout << std::left << std::setw(static_cast<int>(w)) << "NAME" << "  " << std::right << std::setw(10) << "SIZE"
-            << "  " << std::left << std::setw(16) << "OWNER" << "  STATE\n";
+  std::cout << std::left << std::setw(static_cast<int>(w)) << "NAME"
+            << "  " << std::right << std::setw(10) << "SIZE"
+            << "  " << std::left << std::setw(16) << "OWNER"
+            << "  STATE\n";
   for (const auto& r : *regions) {
     std::string state = r.owner == shm::kKeptOwner ? "kept" : r.alive ? "alive" : "orphan";
     std::cout << std::left << std::setw(static_cast<int>(w)) << r.name << "  " << std::right << std::setw(10)
-              << human_size(r.size) << "  " << std::left << std::setw(16) << hex(r.owner) << "  " << state << '\n';
+              << human_size(r.size) << "  " << std::left << std::setw(16) << hex(r.owner) << "  " << state
+              << '\n';
   }
-  std::cout << regions->size() << (regions->size() == 1 ? " region" : " regions") << "; /dev/shm: "
-            << human_size(used) << " used, " << human_size(space->free) << " free of " << human_size(space->total)
-            << std::endl;
+  std::cout << regions->size() << (regions->size() == 1 ? " region" : " regions")
+            << "; /dev/shm: " << human_size(used) << " used, " << human_size(space->free) << " free of "
+            << human_size(space->total) << std::endl;
   return kExitOk;
 }
 
@@ -211,8 +216,9 @@ int cmd_rm(const std::string& name) {
   auto parsed = parse_name(name);
   if (!parsed) return fail(parsed.status(), "rm");
   if (!parsed->path.empty())
-    return fail(invalid_name("rm removes a whole region: give " + format_name(parsed->region()) + " without a path"),
-                "rm");
+    return fail(
+        invalid_name("rm removes a whole region: give " + format_name(parsed->region()) + " without a path"),
+        "rm");
   Status s = shm::remove(name);
   if (!s) return fail(s, "rm " + name);
   return kExitOk;

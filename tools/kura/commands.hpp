@@ -11,8 +11,8 @@ namespace kura::tool {
 // Exit codes of DESIGN.md section 5.
 enum ExitCode : int {
   kExitOk = 0,
-  kExitError = 1,       // anything else
-  kExitUsage = 2,       // usage, invalid name, invalid typed JSON
+  kExitError = 1,  // anything else
+  kExitUsage = 2,  // usage, invalid name, invalid typed JSON
   kExitNotFound = 3,
   kExitCorrupt = 4,     // including a failed verify and an unsupported version
   kExitOutOfRange = 5,  // out of range or not a list

@@ -1,8 +1,7 @@
 // kura: the command-line tool (DESIGN.md section 5).
+#include <CLI/CLI.hpp>
 #include <iostream>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "commands.hpp"
 
@@ -31,11 +30,13 @@ int main(int argc, char** argv) {
   get->add_flag("--json", json, "print typed JSON, every value");
   get->add_flag("--all", all, "do not summarise long arrays and lists");
 
-  auto* inspect = app.add_subcommand("inspect", "Print the node tree at a name: kinds, dtypes, offsets, sizes");
+  auto* inspect =
+      app.add_subcommand("inspect", "Print the node tree at a name: kinds, dtypes, offsets, sizes");
   inspect->add_option("name", name, "region name, optionally with a path")->required();
   inspect->add_flag("--all", all, "do not summarise long lists");
 
-  auto* verify = app.add_subcommand("verify", "Check the hashes of the node at a name and everything below it");
+  auto* verify =
+      app.add_subcommand("verify", "Check the hashes of the node at a name and everything below it");
   verify->add_option("name", name, "region name, optionally with a path")->required();
 
   auto* ls = app.add_subcommand("ls", "List regions and the space used and free in /dev/shm");
@@ -44,7 +45,8 @@ int main(int argc, char** argv) {
   auto* rm = app.add_subcommand("rm", "Remove one region by name, whoever owns it");
   rm->add_option("name", name, "region name, such as /kura_0_3fa2")->required();
 
-  auto* prune = app.add_subcommand("prune", "Remove every region whose owner is dead; print what was removed");
+  auto* prune =
+      app.add_subcommand("prune", "Remove every region whose owner is dead; print what was removed");
 
   try {
     app.parse(argc, argv);

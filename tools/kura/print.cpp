@@ -96,7 +96,8 @@ std::string string_text(const StringRef& s, bool all) {
     }
     text = utf8;
   } else {
-    return "<" + std::to_string(s.bytes.size()) + " bytes " + hex_bytes(s.bytes, all ? s.bytes.size() : 32) + ">";
+    return "<" + std::to_string(s.bytes.size()) + " bytes " + hex_bytes(s.bytes, all ? s.bytes.size() : 32) +
+           ">";
   }
   if (!all && text.size() > kLongString)
     return json_quote(cut_utf8(text, kLongString)) + "...(" + std::to_string(text.size()) + " bytes)";
@@ -105,10 +106,10 @@ std::string string_text(const StringRef& s, bool all) {
 
 // The text of element `i` of array `n`.
 Result<std::string> element_text(const NodeView& n, std::uint64_t i) {
-#define KURA_ELEM(D, F)                        \
-  case D: {                                    \
+#define KURA_ELEM(D, F)                           \
+  case D: {                                       \
     KURA_ASSIGN_OR_RETURN(auto xs, n.array<D>()); \
-    return F(xs[i]);                           \
+    return F(xs[i]);                              \
   }
   switch (n.dtype()) {
     KURA_ELEM(Dtype::kU8, int_text)
@@ -128,7 +129,8 @@ Result<std::string> element_text(const NodeView& n, std::uint64_t i) {
       if (x == kNaInt) return std::string("NA");
       if (x == 0) return std::string("FALSE");
       if (x == 1) return std::string("TRUE");
-      return corrupt("lgl element " + std::to_string(i + 1) + " holds " + std::to_string(x) + ", not 0, 1 or NA");
+      return corrupt("lgl element " + std::to_string(i + 1) + " holds " + std::to_string(x) +
+                     ", not 0, 1 or NA");
     }
     case Dtype::kNone: break;
   }
@@ -171,7 +173,9 @@ Result<std::string> elements_line(const NodeView& n, bool all) {
   return line;
 }
 
-std::string indent_text(unsigned indent) { return std::string(2 * indent, ' '); }
+std::string indent_text(unsigned indent) {
+  return std::string(2 * indent, ' ');
+}
 
 // The label of list child `i`: $name when it has a usable name, else [[i]].
 Result<std::string> child_label(const std::optional<NodeView>& names, std::uint64_t i) {
@@ -179,7 +183,8 @@ Result<std::string> child_label(const std::optional<NodeView>& names, std::uint6
     KURA_ASSIGN_OR_RETURN(StringRef s, names->string(i));
     if (!s.na && s.encoding == Encoding::kUtf8 && valid_utf8(s.bytes) && !s.bytes.empty()) {
       bool plain = true;
-      for (char c : s.bytes) plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.');
+      for (char c : s.bytes)
+        plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.');
       return "$" + (plain ? std::string(s.bytes) : "`" + std::string(s.bytes) + "`");
     }
   }
@@ -188,7 +193,8 @@ Result<std::string> child_label(const std::optional<NodeView>& names, std::uint6
 
 class ValuePrinter {
  public:
-  ValuePrinter(std::ostream& out, const PrintOptions& o, std::uint64_t budget) : out_(out), o_(o), budget_(budget) {}
+  ValuePrinter(std::ostream& out, const PrintOptions& o, std::uint64_t budget)
+      : out_(out), o_(o), budget_(budget) {}
 
   Status node(const NodeView& n, unsigned indent, const std::string& label) {
     KURA_RETURN_IF_ERROR(budget_.take());
@@ -196,21 +202,19 @@ class ValuePrinter {
     if (!label.empty()) out_ << label << ' ';
     KURA_ASSIGN_OR_RETURN(auto names, n.names());
     switch (n.kind()) {
-      case Kind::kNull:
-        out_ << "NULL\n";
-        break;
+      case Kind::kNull: out_ << "NULL\n"; break;
       case Kind::kArray:
       case Kind::kStrings: {
         KURA_ASSIGN_OR_RETURN(std::string line, elements_line(n, o_.all));
-        out_ << (n.kind() == Kind::kArray ? dtype_name(n.dtype()) : "strings") << '[' << n.length() << ']' << line
-             << '\n';
+        out_ << (n.kind() == Kind::kArray ? dtype_name(n.dtype()) : "strings") << '[' << n.length() << ']'
+             << line << '\n';
         break;
       }
       case Kind::kBytes: {
         auto d = n.data();
         std::string_view b(reinterpret_cast<const char*>(d.data()), d.size());
-        out_ << "bytes[" << n.length() << "] tag " << json_quote(n.tag()) << ' ' << hex_bytes(b, o_.all ? b.size() : 32)
-             << '\n';
+        out_ << "bytes[" << n.length() << "] tag " << json_quote(n.tag()) << ' '
+             << hex_bytes(b, o_.all ? b.size() : 32) << '\n';
         break;
       }
       case Kind::kList: {
@@ -266,7 +270,8 @@ std::string hex64(std::uint64_t x) {
 
 class TreePrinter {
  public:
-  TreePrinter(std::ostream& out, const PrintOptions& o, std::uint64_t budget) : out_(out), o_(o), budget_(budget) {}
+  TreePrinter(std::ostream& out, const PrintOptions& o, std::uint64_t budget)
+      : out_(out), o_(o), budget_(budget) {}
 
   Status node(const NodeView& n, unsigned indent, const std::string& label) {
     KURA_RETURN_IF_ERROR(budget_.take());
@@ -285,7 +290,8 @@ class TreePrinter {
     if (names) {
       KURA_RETURN_IF_ERROR(budget_.take());
       const NodeHeader& nh = names->header();
-      out_ << indent_text(indent + 1) << "names @" << names->offset() << " strings length=" << names->length();
+      out_ << indent_text(indent + 1) << "names @" << names->offset()
+           << " strings length=" << names->length();
       if (nh.data_size) out_ << " data=@" << nh.data_offset << "+" << nh.data_size;
       if (names->region_hashed()) out_ << " hash=" << hex64(nh.hash);
       out_ << '\n';
@@ -354,15 +360,16 @@ Status print_tree(const NodeView& node, std::ostream& out, const PrintOptions& o
 }
 
 void print_region_header(const RegionHeader& h, std::ostream& out) {
-  out << "region " << human_size(h.region_size) << " (" << h.region_size << " bytes), format v" << h.version << ", "
-      << ((h.flags & kRegionSealed) ? "sealed" : "unsealed") << ", "
+  out << "region " << human_size(h.region_size) << " (" << h.region_size << " bytes), format v" << h.version
+      << ", " << ((h.flags & kRegionSealed) ? "sealed" : "unsealed") << ", "
       << ((h.flags & kRegionHashed) ? "hashed" : "not hashed") << ", " << h.node_count << " nodes, root @"
       << h.root_offset;
   if (h.created_ns) {
     std::time_t t = static_cast<std::time_t>(h.created_ns / 1000000000ull);
     std::tm tm{};
     char buf[64];
-    if (gmtime_r(&t, &tm) && std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm)) out << ", created " << buf;
+    if (gmtime_r(&t, &tm) && std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm))
+      out << ", created " << buf;
   }
   if (h.creator_pid) out << " by pid " << h.creator_pid;
   out << '\n';

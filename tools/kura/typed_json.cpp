@@ -120,7 +120,8 @@ std::string format_f32(float x) {
   double back = 0;
   auto pr = std::from_chars(s.data(), s.data() + s.size(), back);
   float narrowed = static_cast<float>(back);
-  if (pr.ec != std::errc() || std::memcmp(&narrowed, &x, sizeof x) != 0) return format_f64(static_cast<double>(x));
+  if (pr.ec != std::errc() || std::memcmp(&narrowed, &x, sizeof x) != 0)
+    return format_f64(static_cast<double>(x));
   mark_float(s);
   return s;
 }
@@ -135,7 +136,8 @@ std::string base64_encode(std::span<const std::byte> bytes) {
   std::size_t i = 0;
   for (; i + 3 <= bytes.size(); i += 3) {
     std::uint32_t v = (std::to_integer<std::uint32_t>(bytes[i]) << 16) |
-                      (std::to_integer<std::uint32_t>(bytes[i + 1]) << 8) | std::to_integer<std::uint32_t>(bytes[i + 2]);
+                      (std::to_integer<std::uint32_t>(bytes[i + 1]) << 8) |
+                      std::to_integer<std::uint32_t>(bytes[i + 2]);
     out += kB64[(v >> 18) & 63];
     out += kB64[(v >> 12) & 63];
     out += kB64[(v >> 6) & 63];
@@ -148,7 +150,8 @@ std::string base64_encode(std::span<const std::byte> bytes) {
     out += kB64[(v >> 12) & 63];
     out += "==";
   } else if (rest == 2) {
-    std::uint32_t v = (std::to_integer<std::uint32_t>(bytes[i]) << 16) | (std::to_integer<std::uint32_t>(bytes[i + 1]) << 8);
+    std::uint32_t v = (std::to_integer<std::uint32_t>(bytes[i]) << 16) |
+                      (std::to_integer<std::uint32_t>(bytes[i + 1]) << 8);
     out += kB64[(v >> 18) & 63];
     out += kB64[(v >> 12) & 63];
     out += kB64[(v >> 6) & 63];
@@ -178,7 +181,8 @@ Result<std::vector<std::byte>> base64_decode(std::string_view text) {
       char c = text[i + k];
       int s = (k >= 4 - pad) ? 0 : sextet(c);
       if (s < 0)
-        return invalid_argument("base64 text has an invalid character at position " + std::to_string(i + k + 1));
+        return invalid_argument("base64 text has an invalid character at position " +
+                                std::to_string(i + k + 1));
       v = (v << 6) | static_cast<std::uint32_t>(s);
     }
     // Non-canonical padding bits are refused so that every byte string has one text.
@@ -206,9 +210,13 @@ std::string type_of(const Json& j) {
   return "a binary value";
 }
 
-std::string idx(const std::string& path, std::size_t i) { return path + "[" + std::to_string(i) + "]"; }
+std::string idx(const std::string& path, std::size_t i) {
+  return path + "[" + std::to_string(i) + "]";
+}
 
-Status bad(const std::string& path, const std::string& why) { return invalid_argument(path + ": " + why); }
+Status bad(const std::string& path, const std::string& why) {
+  return invalid_argument(path + ": " + why);
+}
 
 constexpr std::uint64_t kNaRealBitsLocal = kNaRealBits;
 
@@ -251,7 +259,8 @@ Result<String> Reader::string_elem(const Json& e, const std::string& path) {
     std::string s(reinterpret_cast<const char*>(bytes->data()), bytes->size());
     return String{std::move(s), enc, false};
   }
-  return bad(path, "expected a string, null, {\"latin1\": base64} or {\"bytes\": base64}, found " + type_of(e));
+  return bad(path,
+             "expected a string, null, {\"latin1\": base64} or {\"bytes\": base64}, found " + type_of(e));
 }
 
 Result<std::vector<String>> Reader::string_array(const Json& a, const std::string& path) {
@@ -305,11 +314,13 @@ Result<double> Reader::floating(Dtype d, const Json& e, const std::string& path,
     if (s == "NaN") return std::numeric_limits<double>::quiet_NaN();
     if (s == "Inf") return std::numeric_limits<double>::infinity();
     if (s == "-Inf") return -std::numeric_limits<double>::infinity();
-    return bad(path, "the string \"" + s + "\" is not a number; expected a number, \"NaN\", \"Inf\" or \"-Inf\"");
+    return bad(path,
+               "the string \"" + s + "\" is not a number; expected a number, \"NaN\", \"Inf\" or \"-Inf\"");
   }
   if (e.is_null()) {
     if (allow_null) return na_real();
-    return bad(path, "null (NA) is not allowed in an " + std::string(dtype_name(d)) + " array (only f64 and c128 have NA)");
+    return bad(path, "null (NA) is not allowed in an " + std::string(dtype_name(d)) +
+                         " array (only f64 and c128 have NA)");
   }
   return bad(path, "expected a number for " + std::string(dtype_name(d)) + ", found " + type_of(e));
 }
@@ -330,7 +341,8 @@ Result<Value> Reader::array(Dtype d, const Json& values, const std::string& path
       for (std::size_t i = 0; i < values.size(); ++i) {
         KURA_ASSIGN_OR_RETURN(double x, floating(d, values[i], idx(path, i), false));
         float f = static_cast<float>(x);
-        if (std::isfinite(x) && !std::isfinite(f)) return bad(idx(path, i), format_f64(x) + " does not fit in f32");
+        if (std::isfinite(x) && !std::isfinite(f))
+          return bad(idx(path, i), format_f64(x) + " does not fit in f32");
         xs.push_back(f);
       }
       return Value::array<Dtype::kF32>(std::span<const float>(xs));
@@ -350,7 +362,8 @@ Result<Value> Reader::array(Dtype d, const Json& values, const std::string& path
       for (std::size_t i = 0; i < values.size(); ++i) {
         const Json& e = values[i];
         const std::string p = idx(path, i);
-        if (!e.is_array() || e.size() != 2) return bad(p, "expected a [re, im] pair for c128, found " + type_of(e));
+        if (!e.is_array() || e.size() != 2)
+          return bad(p, "expected a [re, im] pair for c128, found " + type_of(e));
         KURA_ASSIGN_OR_RETURN(double re, floating(d, e[0], idx(p, 0), true));
         KURA_ASSIGN_OR_RETURN(double im, floating(d, e[1], idx(p, 1), true));
         xs.emplace_back(re, im);
@@ -378,7 +391,9 @@ Result<Value> Reader::array(Dtype d, const Json& values, const std::string& path
 
 Result<Value> Reader::node(const Json& j, const std::string& path, unsigned depth) {
   if (depth > kMaxDepth) return bad(path, "nested deeper than " + std::to_string(kMaxDepth) + " levels");
-  if (!j.is_object()) return bad(path, "expected a node object such as {\"type\": \"f64\", \"values\": [...]}, found " + type_of(j));
+  if (!j.is_object())
+    return bad(path,
+               "expected a node object such as {\"type\": \"f64\", \"values\": [...]}, found " + type_of(j));
   auto t = j.find("type");
   if (t == j.end()) return bad(path, "a node needs a \"type\"");
   if (!t->is_string()) return bad(path + ".type", "expected a string, found " + type_of(*t));
@@ -431,9 +446,9 @@ Result<Value> Reader::node(const Json& j, const std::string& path, unsigned dept
     KURA_ASSIGN_OR_RETURN(const Json* values, values_of());
     KURA_ASSIGN_OR_RETURN(v, array(*d, *values, path + ".values"));
   } else {
-    return bad(path + ".type",
-               "unknown type \"" + type +
-                   "\"; expected null, list, strings, bytes or a dtype (u8 i8 u16 i16 u32 i32 u64 i64 f32 f64 c128 lgl)");
+    return bad(path + ".type", "unknown type \"" + type +
+                                   "\"; expected null, list, strings, bytes or a dtype (u8 i8 u16 i16 u32 "
+                                   "i32 u64 i64 f32 f64 c128 lgl)");
   }
 
   for (const auto& [key, val] : j.items()) {
@@ -446,7 +461,8 @@ Result<Value> Reader::node(const Json& j, const std::string& path, unsigned dept
   if (auto it = j.find("names"); it != j.end()) {
     KURA_ASSIGN_OR_RETURN(auto names, string_array(*it, path + ".names"));
     if (names.size() != v.length)
-      return bad(path + ".names", std::to_string(names.size()) + " names for " + std::to_string(v.length) + " elements");
+      return bad(path + ".names",
+                 std::to_string(names.size()) + " names for " + std::to_string(v.length) + " elements");
     v.names = std::move(names);
   }
   if (auto it = j.find("attrs"); it != j.end()) {
@@ -479,7 +495,8 @@ Result<Value> parse_typed_json(std::string_view text) noexcept {
   } catch (const nlohmann::json::exception& e) {
     std::string what = e.what();
     // Drop the "[json.exception.parse_error.101] " prefix.
-    if (auto p = what.find("] "); what.rfind("[json.exception", 0) == 0 && p != std::string::npos) what = what.substr(p + 2);
+    if (auto p = what.find("] "); what.rfind("[json.exception", 0) == 0 && p != std::string::npos)
+      what = what.substr(p + 2);
     return invalid_argument("not valid JSON: " + what);
   } catch (const std::exception& e) {
     return invalid_argument(std::string("cannot read typed JSON: ") + e.what());
@@ -594,7 +611,8 @@ Status Emitter::array_values(const NodeView& n) {
       return each<Dtype::kLgl>(n, [&](std::int32_t x, bool first) {
         ++i;
         if (x != 0 && x != 1 && x != kNaInt)
-          return corrupt("lgl element " + std::to_string(i) + " holds " + std::to_string(x) + ", not 0, 1 or NA");
+          return corrupt("lgl element " + std::to_string(i) + " holds " + std::to_string(x) +
+                         ", not 0, 1 or NA");
         sep(first);
         out_ << (x == kNaInt ? "null" : x ? "true" : "false");
         return Status::ok();
@@ -628,9 +646,7 @@ Status Emitter::string_values(const NodeView& n) {
 Status Emitter::node(const NodeView& n, unsigned indent) {
   KURA_RETURN_IF_ERROR(enter());
   switch (n.kind()) {
-    case Kind::kNull:
-      out_ << "{\"type\": \"null\"";
-      break;
+    case Kind::kNull: out_ << "{\"type\": \"null\""; break;
     case Kind::kArray:
       out_ << "{\"type\": \"" << dtype_name(n.dtype()) << "\", \"values\": [";
       KURA_RETURN_IF_ERROR(array_values(n));
@@ -642,8 +658,8 @@ Status Emitter::node(const NodeView& n, unsigned indent) {
       out_ << ']';
       break;
     case Kind::kBytes: {
-      out_ << "{\"type\": \"bytes\", \"tag\": " << json_quote(n.tag()) << ", \"base64\": \"" << base64_encode(n.data())
-           << '"';
+      out_ << "{\"type\": \"bytes\", \"tag\": " << json_quote(n.tag()) << ", \"base64\": \""
+           << base64_encode(n.data()) << '"';
       break;
     }
     case Kind::kList:
