@@ -8,13 +8,14 @@
 int main(int argc, char** argv) {
   using namespace kura::tool;
   install_sigbus_handler();
+  std::ios::sync_with_stdio(false);  // output goes through std::cout only
 
   CLI::App app{"kura: share values between processes through shared memory, by name"};
   app.set_version_flag("--version", "kura 0.1.0");
   app.require_subcommand(1);
   app.footer(
       "Exit codes: 0 ok, 1 other error, 2 usage or invalid name, 3 not found,\n"
-      "4 corrupt region (including a failed verify), 5 out of range or not a list, 6 no space.");
+      "4 corrupt region (including a failed verify), 5 out of range or not a list, 6 no space.\n");
 
   std::string file, name;
   bool keep = false, json = false, all = false;
