@@ -80,6 +80,23 @@ std::uint64_t now_ns() {
           .count());
 }
 
+std::uint64_t strings_bytes(const std::vector<String>& xs) {
+  std::uint64_t n = 0;
+  for (const String& s : xs) n += s.na ? 0 : s.bytes.size();
+  return n;
+}
+
+// What Writer::write copies out of `v`'s tree into the region.
+std::uint64_t copied_bytes(const Value& v) {
+  std::uint64_t n = 0;
+  if ((v.kind == Kind::kArray || v.kind == Kind::kBytes) && v.source != Source::kInPlace) n += v.payload().size();
+  if (v.kind == Kind::kStrings) n += strings_bytes(v.strings);
+  if (v.names) n += strings_bytes(*v.names);
+  for (const auto& [key, attr] : v.attrs) n += key.size() + copied_bytes(attr);
+  for (const Value& c : v.children) n += copied_bytes(c);
+  return n;
+}
+
 Status no_space(std::uint64_t asked) {
   return Status(Code::kNoSpace,
                 "cannot create region of " + detail::human_bytes(asked) + ": /dev/shm has " +
@@ -230,6 +247,7 @@ struct Pending::State {
   std::uint64_t counter = 0;
   std::string temp_path;  // empty once published
   pid_t pid = 0;
+  std::uint64_t bytes_copied = 0;
 
   ~State() {
     writer.reset();
@@ -262,6 +280,7 @@ Result<Pending> Pending::create(const Value& value, const ShareOptions& options)
     state->layout = std::move(layout);
     state->owner = owner;
     state->pid = ::getpid();
+    state->bytes_copied = copied_bytes(value);
 
     // Exclusive create under a private temporary name with a random counter:
     // a name someone planted is never opened for writing.
@@ -304,6 +323,11 @@ Result<Pending> Pending::create(const Value& value, const ShareOptions& options)
 std::span<std::byte> Pending::block(const Value& v) const noexcept {
   KURA_CHECK(state_ != nullptr && state_->writer.has_value());
   return state_->writer->block(v);
+}
+
+std::uint64_t Pending::bytes_copied() const noexcept {
+  KURA_CHECK(state_ != nullptr);
+  return state_->bytes_copied;
 }
 
 Result<Shared> Pending::publish() && noexcept {

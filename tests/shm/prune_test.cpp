@@ -109,7 +109,7 @@ TEST_CASE("prune removes exactly a SIGKILLed owner's regions and lease", "[shm][
   REQUIRE(shm::remove(kept->name()).is_ok());
 }
 
-TEST_CASE("a writer killed before publishing exposes nothing; prune removes its temporary", "[shm][multiprocess]") {
+TEST_CASE("a writer killed before publishing exposes nothing and prune removes its temporary", "[shm][multiprocess]") {
   test::ShmGuard guard;
   auto w = test::Child::helper({"pending"});
   std::string owner_line = w.read_line();

@@ -85,7 +85,7 @@ TEST_CASE("share without hashes", "[shm]") {
   CHECK(!m->region().hashed());
 }
 
-TEST_CASE("map of a path walks to the element; path errors are distinct", "[shm]") {
+TEST_CASE("map of a path walks to the element and path errors are distinct", "[shm]") {
   test::ShmGuard guard;
   Value v = test::sample_value();
   auto s = shm::share(v);
@@ -179,6 +179,7 @@ TEST_CASE("Pending fills arrays in place, then publishes atomically", "[shm]") {
                              String{"label", Encoding::kUtf8, false}});
   auto p = shm::Pending::create(v);
   REQUIRE(p.is_ok());
+  CHECK(p->bytes_copied() == 6 + 2 + 2 + 5);  // "copied" and the three names; no array bytes
   // Nothing is visible under a region name yet: only a temporary file.
   auto owner = shm::process_owner();
   REQUIRE(owner.is_ok());
@@ -238,6 +239,7 @@ TEST_CASE("a Pending dropped unpublished removes its temporary file", "[shm]") {
   {
     auto p = shm::Pending::create(v);
     REQUIRE(p.is_ok());
+    CHECK(p->bytes_copied() == 0);
     CHECK(guard.new_entries().size() == 1);
     shm::Pending moved = std::move(p).value();
     CHECK(guard.new_entries().size() == 1);

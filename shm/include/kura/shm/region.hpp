@@ -115,6 +115,11 @@ class Pending {
     return {reinterpret_cast<T*>(b.data()), b.size() / sizeof(T)};
   }
 
+  // Bytes that create() copied from the caller's memory into the region:
+  // array and bytes payloads not built in place, and string bytes (names and
+  // attributes included). 0 when every array is filled in place.
+  std::uint64_t bytes_copied() const noexcept;
+
   // Seals (hashing when asked), drops the writable mapping, makes the file
   // 0400 and links it to its final name. Errors: Io; on error nothing is
   // published and the temporary file is removed.
