@@ -54,9 +54,9 @@ void round_trip_dtype(std::initializer_list<typename DtypeTraits<D>::type> xs) {
   auto span = root->template array<D>();
   REQUIRE(span.is_ok());
   REQUIRE(span->size() == xs.size());
+  if (xs.size() == 0) return;
   CHECK(std::memcmp(span->data(), xs.begin(), xs.size() * sizeof(*xs.begin())) == 0);
   // Zero copy: the span points into the image.
-  if (!xs.size()) return;
   CHECK(reinterpret_cast<const std::byte*>(span->data()) >= b.data());
   CHECK(reinterpret_cast<const std::byte*>(span->data()) < b.data() + b.size());
 }

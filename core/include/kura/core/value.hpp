@@ -54,6 +54,12 @@ enum class Source : std::uint8_t {
 };
 
 struct Value {
+  // Declared here and defaulted below the class: an implicit (or in-class
+  // defaulted) constructor makes clang check, while Value is still
+  // incomplete, whether the std::pair<std::string, Value> of `attrs` is
+  // default-constructible, and reject the header.
+  Value() noexcept;
+
   Kind kind = Kind::kNull;
   Dtype dtype = Dtype::kNone;        // arrays only
   std::uint64_t length = 0;          // elements, strings, children or bytes
@@ -107,6 +113,8 @@ struct Value {
   // how a payload is held (owned, borrowed) does not matter.
   bool operator==(const Value& other) const;
 };
+
+inline Value::Value() noexcept = default;
 
 // The tag of a bytes node as text (up to 8 characters, without the padding).
 std::string_view tag_text(const std::array<char, 8>& tag) noexcept;
