@@ -29,7 +29,7 @@ for target in name region; do
   if "$bin/kura_${target}_fuzz" -max_total_time="$seconds" -print_final_stats=1 \
       -artifact_prefix="$build/fuzz-artifacts/$target-" \
       "$work/corpus-$target" "$work/seeds/$target" >"$log" 2>&1; then
-    grep -E '^#[0-9]+ +DONE' "$log" | tail -n 1 || true
+    grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true
     grep -E 'Done [0-9]+ runs|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb' "$log" || true
     echo "corpus: $(ls "$work/corpus-$target" | wc -l) units"
   else
