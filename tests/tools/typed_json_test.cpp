@@ -203,7 +203,7 @@ TEST_CASE("typed JSON: c128 pairs with NA in either part", "[tools]") {
         std::string::npos);
 }
 
-TEST_CASE("typed JSON: lgl is true, false and null; other values in a region are corrupt", "[tools]") {
+TEST_CASE("typed JSON: lgl is true, false and null, other values in a region are corrupt", "[tools]") {
   const char* doc = R"({"type": "lgl", "values": [true, false, null]})";
   Value v = parse_ok(doc);
   CHECK(elements<std::int32_t>(v) == std::vector<std::int32_t>{1, 0, kura::kNaInt});
@@ -219,7 +219,7 @@ TEST_CASE("typed JSON: lgl is true, false and null; other values in a region are
   CHECK(s.status().message().find("lgl element 2 holds 2") != std::string::npos);
 }
 
-TEST_CASE("typed JSON: strings in every encoding; invalid UTF-8 prints as bytes", "[tools]") {
+TEST_CASE("typed JSON: strings in every encoding, invalid UTF-8 printed as bytes", "[tools]") {
   const char* doc =
       R"({"type": "strings", "values": ["a", null, "", "caf\u00e9 \u65e5\u672c \ud83c\udf89", "q\"\\\n\u0001", {"latin1": "6Q=="}, {"bytes": "AP8="}]})";
   Value v = parse_ok(doc);
