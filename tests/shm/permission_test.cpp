@@ -110,5 +110,21 @@ TEST_CASE("another user's region is refused and never removed", "[shm]") {
   auto l = shm::list();
   REQUIRE(l.is_ok());
   CHECK(std::none_of(l->begin(), l->end(), [&](const shm::RegionInfo& r) { return r.name == name; }));
+  // Its lease, owned by another user, can never be proved dead.
+  const std::string lease = "/dev/shm/kura_dead0001.lock";
+  {
+    int fd = ::open(lease.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+  }
+  REQUIRE(::chown(lease.c_str(), 65534, 65534) == 0);
+  CHECK(shm::owner_alive(0xdead0001));
+  auto held = shm::Lease::hold(0xdead0001);
+  REQUIRE(!held.is_ok());
+  CHECK(held.status().code() == Code::kPermission);
+  auto again = shm::prune();
+  REQUIRE(again.is_ok());
+  CHECK(exists(lease));
+  ::unlink(lease.c_str());
   ::unlink(shm_path(name).c_str());
 }
