@@ -104,6 +104,10 @@ TEST_CASE("a forked child that drops an inherited Shared leaves the parent's reg
   std::string child_owner = answer.substr(3, answer.find('\n') - 3);
   auto report = shm::prune();
   REQUIRE(report.is_ok());
-  CHECK(report->removed == std::vector<std::string>{"/kura_" + child_owner + ".lock"});
+  std::vector<std::string> ours;  // other programs' orphans pruned meanwhile do not count
+  for (const auto& r : report->removed)
+    if (r.rfind("/kura_" + child_owner, 0) == 0 || r.rfind("/kura_" + test::hex(*parent_owner), 0) == 0)
+      ours.push_back(r);
+  CHECK(ours == std::vector<std::string>{"/kura_" + child_owner + ".lock"});
   CHECK(exists(shm_path(s->name())));
 }
