@@ -135,7 +135,12 @@ int cmd_get(const std::string& name, bool json, bool all) {
       json ? write_typed_json(m->node(), std::cout) : print_value(m->node(), std::cout, PrintOptions{all});
   if (json && s) std::cout << '\n';
   std::cout.flush();
-  if (!s) return fail(s, "get " + name);
+  if (!s) {
+    // InvalidArgument here is a value typed JSON cannot hold (an attribute
+    // key that is not UTF-8), not a usage error.
+    int code = fail(s, "get " + name);
+    return s.code() == Code::kInvalidArgument ? kExitError : code;
+  }
   if (!std::cout) return fail(Status(Code::kIo, "cannot write to standard output"), "get");
   return kExitOk;
 }
