@@ -1,11 +1,13 @@
 #include "kura/core/builder.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <limits>
 #include <set>
 #include <string>
 
+#include "hash_internal.hpp"
 #include "kura/core/hash.hpp"
 
 namespace kura {
@@ -237,7 +239,17 @@ void write_strings(std::byte* block, const std::vector<String>& xs) {
 
 }  // namespace
 
-Result<Writer> Writer::write(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp) noexcept {
+Result<Writer> Writer::write(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp,
+                             const WriteOptions& options) noexcept {
+  try {
+    return write_impl(layout, dest, stamp, options);
+  } catch (const std::bad_alloc&) {
+    return invalid_argument("out of memory while writing a region");
+  }
+}
+
+Result<Writer> Writer::write_impl(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp,
+                                  const WriteOptions& options) {
   if (dest.size() != layout.size())
     return invalid_argument("destination is " + std::to_string(dest.size()) + " bytes, layout needs " +
                             std::to_string(layout.size()));
@@ -245,6 +257,10 @@ Result<Writer> Writer::write(const Layout& layout, std::span<std::byte> dest, co
     return invalid_argument("destination is not 64-byte aligned");
   std::byte* base = dest.data();
   Writer writer(&layout, dest);
+  if (options.hash_copies) {
+    writer.copy_hashes_.assign(layout.nodes_.size(), 0);
+    writer.copy_hashed_.assign(layout.nodes_.size(), false);
+  }
 
   RegionHeader rh{};
   std::memcpy(rh.magic, "KURA", 4);
@@ -257,7 +273,8 @@ Result<Writer> Writer::write(const Layout& layout, std::span<std::byte> dest, co
   rh.creator_pid = stamp.creator_pid;
   std::memcpy(base, &rh, sizeof rh);
 
-  for (const Layout::Slot& s : layout.nodes_) {
+  for (std::size_t i = 0; i < layout.nodes_.size(); ++i) {
+    const Layout::Slot& s = layout.nodes_[i];
     NodeHeader h{};
     std::memcpy(h.magic, "KNOD", 4);
     h.kind = static_cast<std::uint8_t>(s.kind);
@@ -276,15 +293,39 @@ Result<Writer> Writer::write(const Layout& layout, std::span<std::byte> dest, co
     std::uint64_t padded = align64(s.data_size);
     if (s.kind == Kind::kStrings) {
       write_strings(block, s.strings ? *s.strings : s.value->strings);
+      writer.bytes_copied_ += s.data_size - align64(16 * s.length);
     } else if (s.kind == Kind::kList) {
       std::memcpy(block, s.children.data(), 8 * s.children.size());
     } else if (s.value->source != Source::kInPlace) {
-      std::memcpy(block, s.value->payload().data(), s.data_size);
-      writer.bytes_copied_ += s.data_size;
+      KURA_RETURN_IF_ERROR(writer.copy_payload(i, h, s.value->payload(), options));
     }
     std::memset(block + s.data_size, 0, padded - s.data_size);
   }
   return writer;
+}
+
+Status Writer::copy_payload(std::size_t slot, const NodeHeader& header, std::span<const std::byte> payload,
+                            const WriteOptions& options) {
+  // Chunks small enough to stay in cache between the copy and the hash.
+  constexpr std::size_t kChunk = std::size_t{1} << 20;
+  const Layout::Slot& s = layout_->nodes_[slot];
+  XXH3_state_t state;
+  if (options.hash_copies) node_hash_begin(state, header);
+  for (std::size_t done = 0; done < payload.size(); done += kChunk) {
+    auto chunk = payload.subspan(done, std::min(kChunk, payload.size() - done));
+    if (options.copy) {
+      KURA_RETURN_IF_ERROR(options.copy(s.data_offset + done, chunk));
+    } else {
+      std::memcpy(dest_.data() + s.data_offset + done, chunk.data(), chunk.size());
+    }
+    if (options.hash_copies) node_hash_update(state, chunk);
+  }
+  if (options.hash_copies) {
+    copy_hashes_[slot] = node_hash_end(state);
+    copy_hashed_[slot] = true;
+  }
+  bytes_copied_ += payload.size();
+  return Status::ok();
 }
 
 std::span<std::byte> Writer::block(const Value& v) const noexcept {
@@ -302,7 +343,12 @@ std::span<std::byte> Writer::block(const Value& v) const noexcept {
 void Writer::seal(bool hashed) noexcept {
   std::byte* base = dest_.data();
   if (hashed) {
-    for (const Layout::Slot& s : layout_->nodes_) {
+    for (std::size_t i = 0; i < layout_->nodes_.size(); ++i) {
+      const Layout::Slot& s = layout_->nodes_[i];
+      if (i < copy_hashed_.size() && copy_hashed_[i]) {
+        std::memcpy(base + s.offset + offsetof(NodeHeader, hash), &copy_hashes_[i], sizeof(std::uint64_t));
+        continue;
+      }
       std::span<const std::byte> header(base + s.offset, kHeaderSize);
       std::span<const std::byte> data;
       if (s.data_size) data = {base + s.data_offset, s.data_size};

@@ -1,11 +1,8 @@
 #include "kura/core/hash.hpp"
 
-#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
-#include <xxhash.h>
-
 #include <cstring>
 
-#include "kura/core/layout.hpp"
+#include "hash_internal.hpp"
 #include "kura/core/status.hpp"
 
 namespace kura {
@@ -15,16 +12,21 @@ std::uint64_t region_header_hash(std::span<const std::byte> header) noexcept {
   return XXH3_64bits(header.data(), 56);
 }
 
+void node_hash_begin(XXH3_state_t& state, const NodeHeader& header) noexcept {
+  NodeHeader copy = header;
+  copy.hash = 0;
+  XXH3_64bits_reset(&state);
+  XXH3_64bits_update(&state, &copy, sizeof copy);
+}
+
 std::uint64_t node_hash(std::span<const std::byte> header, std::span<const std::byte> data) noexcept {
   KURA_CHECK(header.size() == kHeaderSize);
-  unsigned char copy[kHeaderSize];
-  std::memcpy(copy, header.data(), kHeaderSize);
-  std::memset(copy + offsetof(NodeHeader, hash), 0, sizeof(std::uint64_t));
+  NodeHeader h;
+  std::memcpy(&h, header.data(), sizeof h);
   XXH3_state_t state;
-  XXH3_64bits_reset(&state);
-  XXH3_64bits_update(&state, copy, kHeaderSize);
-  if (!data.empty()) XXH3_64bits_update(&state, data.data(), data.size());
-  return XXH3_64bits_digest(&state);
+  node_hash_begin(state, h);
+  node_hash_update(state, data);
+  return node_hash_end(state);
 }
 
 }  // namespace kura

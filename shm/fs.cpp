@@ -172,4 +172,18 @@ Status check_own_file(int fd, const std::string& what) {
   return Status::ok();
 }
 
+Status pwrite_all(int fd, std::span<const std::byte> bytes, std::uint64_t offset) noexcept {
+  while (!bytes.empty()) {
+    ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ENOSPC) return Status(Code::kNoSpace, "/dev/shm is full while writing a region", errno);
+      return os_error("cannot write a region", errno);
+    }
+    bytes = bytes.subspan(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return Status::ok();
+}
+
 }  // namespace kura::shm::detail

@@ -15,6 +15,7 @@
 #include <exception>
 #include <new>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -50,6 +51,10 @@ Result<std::uint64_t> random_u64() noexcept;
 // A Status for a failed OS call: `what` names the operation and the file,
 // the message appends strerror(err) and the code follows errno.
 Status os_error(const std::string& what, int err);
+
+// Writes all of `bytes` at `offset` of `fd`, retrying on EINTR and short
+// writes. Errors: NoSpace (ENOSPC), Io.
+Status pwrite_all(int fd, std::span<const std::byte> bytes, std::uint64_t offset) noexcept;
 
 // "2.0 MiB".
 std::string human_bytes(std::uint64_t n);

@@ -80,23 +80,6 @@ std::uint64_t now_ns() {
           .count());
 }
 
-std::uint64_t strings_bytes(const std::vector<String>& xs) {
-  std::uint64_t n = 0;
-  for (const String& s : xs) n += s.na ? 0 : s.bytes.size();
-  return n;
-}
-
-// What Writer::write copies out of `v`'s tree into the region.
-std::uint64_t copied_bytes(const Value& v) {
-  std::uint64_t n = 0;
-  if ((v.kind == Kind::kArray || v.kind == Kind::kBytes) && v.source != Source::kInPlace) n += v.payload().size();
-  if (v.kind == Kind::kStrings) n += strings_bytes(v.strings);
-  if (v.names) n += strings_bytes(*v.names);
-  for (const auto& [key, attr] : v.attrs) n += key.size() + copied_bytes(attr);
-  for (const Value& c : v.children) n += copied_bytes(c);
-  return n;
-}
-
 Status no_space(std::uint64_t asked) {
   return Status(Code::kNoSpace,
                 "cannot create region of " + detail::human_bytes(asked) + ": /dev/shm has " +
@@ -247,7 +230,6 @@ struct Pending::State {
   std::uint64_t counter = 0;
   std::string temp_path;  // empty once published
   pid_t pid = 0;
-  std::uint64_t bytes_copied = 0;
 
   ~State() {
     writer.reset();
@@ -280,7 +262,6 @@ Result<Pending> Pending::create(const Value& value, const ShareOptions& options)
     state->layout = std::move(layout);
     state->owner = owner;
     state->pid = ::getpid();
-    state->bytes_copied = copied_bytes(value);
 
     // Exclusive create under a private temporary name with a random counter:
     // a name someone planted is never opened for writing.
@@ -313,7 +294,16 @@ Result<Pending> Pending::create(const Value& value, const ShareOptions& options)
     state->mapping = bip::mapped_region(FdMappable(state->fd), bip::read_write, 0, static_cast<std::size_t>(size));
     auto dest = std::span<std::byte>(static_cast<std::byte*>(state->mapping.get_address()),
                                      static_cast<std::size_t>(size));
-    auto writer = Writer::write(state->layout, dest, Stamp{now_ns(), static_cast<std::uint32_t>(::getpid())});
+    // Copied payloads go in with pwrite(2): the kernel fills the pages
+    // directly, where a memcpy through the mapping would take a page fault
+    // per page. Each chunk is hashed while it is still in cache.
+    WriteOptions write_options;
+    write_options.hash_copies = state->options.hashed;
+    write_options.copy = [fd = state->fd](std::uint64_t offset, std::span<const std::byte> bytes) -> Status {
+      return detail::pwrite_all(fd, bytes, offset);
+    };
+    auto writer = Writer::write(state->layout, dest, Stamp{now_ns(), static_cast<std::uint32_t>(::getpid())},
+                                write_options);
     if (!writer) return writer.status();
     state->writer.emplace(std::move(writer).value());
     return Pending(std::move(state));
@@ -327,7 +317,8 @@ std::span<std::byte> Pending::block(const Value& v) const noexcept {
 
 std::uint64_t Pending::bytes_copied() const noexcept {
   KURA_CHECK(state_ != nullptr);
-  return state_->bytes_copied;
+  KURA_CHECK(state_->writer.has_value());
+  return state_->writer->bytes_copied();
 }
 
 Result<Shared> Pending::publish() && noexcept {

@@ -474,3 +474,62 @@ TEST_CASE("Layout::plan refuses values it cannot lay out", "[core]") {
   refused(Value::list({Value::list({short_payload})}));
   refused(Value::null().with_attr("k", Value::null().with_attr("", Value::null())));
 }
+
+TEST_CASE("a copy hook and hashing while copying give the same bytes as a plain build", "[core]") {
+  // Three 1.5 MiB arrays: more than one copy chunk each.
+  std::vector<double> big(3 << 17);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<double>(i) * 0.5;
+  Value v = Value::list({Value::array_borrowed(Dtype::kF64, big.data(), big.size()),
+                         Value::strings_utf8({"a", "bc"}), Value::array_in_place(Dtype::kI32, 3),
+                         Value::bytes("json", std::as_bytes(std::span<const double>(big)))})
+                .with_names({String{"x"}, String{"s"}, String{"filled"}, String{"raw"}})
+                .with_attr("unit", Value::array_borrowed(Dtype::kF64, big.data(), 7));
+  auto layout = Layout::plan(v);
+  REQUIRE(layout.is_ok());
+
+  auto make = [&](const WriteOptions& options, std::uint64_t* copied) {
+    Bytes out(layout->size());
+    auto w = Writer::write(*layout, out, Stamp{1, 2}, options);
+    REQUIRE(w.is_ok());
+    auto filled = w->array<std::int32_t>(v.children[2]);
+    filled[0] = 7, filled[1] = 8, filled[2] = 9;
+    *copied = w->bytes_copied();
+    w->seal(true);
+    return out;
+  };
+  std::uint64_t plain_copied = 0, hooked_copied = 0;
+  Bytes plain = make({}, &plain_copied);
+
+  Bytes* target = nullptr;
+  std::uint64_t hook_bytes = 0;
+  WriteOptions hooked;
+  hooked.hash_copies = true;
+  hooked.copy = [&](std::uint64_t offset, std::span<const std::byte> bytes) {
+    std::memcpy(target->data() + offset, bytes.data(), bytes.size());
+    hook_bytes += bytes.size();
+    return Status::ok();
+  };
+  Bytes out(layout->size());
+  target = &out;
+  {
+    auto w = Writer::write(*layout, out, Stamp{1, 2}, hooked);
+    REQUIRE(w.is_ok());
+    auto filled = w->array<std::int32_t>(v.children[2]);
+    filled[0] = 7, filled[1] = 8, filled[2] = 9;
+    hooked_copied = w->bytes_copied();
+    w->seal(true);
+  }
+  CHECK(out == plain);
+  CHECK(hook_bytes == 2 * big.size() * sizeof(double) + 7 * sizeof(double));
+  CHECK(plain_copied == hooked_copied);
+  // Plus the string bytes with their terminators: "a", "bc", the four names
+  // and the key "unit".
+  CHECK(hooked_copied == hook_bytes + (2 + 3) + (2 + 2 + 7 + 4) + 5);
+
+  WriteOptions failing;
+  failing.copy = [](std::uint64_t, std::span<const std::byte>) { return Status(Code::kNoSpace, "full"); };
+  Bytes scratch(layout->size());
+  auto w = Writer::write(*layout, scratch, Stamp{}, failing);
+  REQUIRE_FALSE(w.is_ok());
+  CHECK(w.status().code() == Code::kNoSpace);
+}

@@ -179,7 +179,8 @@ TEST_CASE("Pending fills arrays in place, then publishes atomically", "[shm]") {
                              String{"label", Encoding::kUtf8, false}});
   auto p = shm::Pending::create(v);
   REQUIRE(p.is_ok());
-  CHECK(p->bytes_copied() == 6 + 2 + 2 + 5);  // "copied" and the three names; no array bytes
+  // "copied" and the three names, each with its terminating zero; no array bytes.
+  CHECK(p->bytes_copied() == 7 + 3 + 3 + 6);
   // Nothing is visible under a region name yet: only a temporary file.
   auto owner = shm::process_owner();
   REQUIRE(owner.is_ok());

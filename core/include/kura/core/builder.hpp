@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -71,6 +72,20 @@ struct Stamp {
   std::uint32_t creator_pid = 0;
 };
 
+// How Writer::write places the payloads it copies.
+struct WriteOptions {
+  // Hash each copied array or bytes payload while it is being copied (from
+  // the source, while it is in cache), so that seal(true) need not read it
+  // again. Only worth it when the region will be sealed hashed.
+  bool hash_copies = false;
+  // When set, payloads of array and bytes nodes are handed to this function
+  // (the offset in the region, the bytes) instead of being copied into the
+  // destination span, in chunks; a non-ok status stops the write. The shm
+  // layer writes them with pwrite(2), which spares a page fault per page of
+  // the mapping.
+  std::function<Status(std::uint64_t offset, std::span<const std::byte> bytes)> copy;
+};
+
 // Writes a planned value into memory and seals it. Move-only; borrows the
 // destination span and the Value tree.
 class Writer {
@@ -79,8 +94,9 @@ class Writer {
   // `layout` into `dest`, which must be exactly layout.size() bytes and
   // 64-byte aligned (InvalidArgument otherwise). Blocks of kInPlace arrays are
   // left as they are for the caller to fill. The region is not sealed yet.
-  static Result<Writer> write(const Layout& layout, std::span<std::byte> dest,
-                              const Stamp& stamp) noexcept;
+  // Errors: InvalidArgument, or what `options.copy` returned.
+  static Result<Writer> write(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp,
+                              const WriteOptions& options = {}) noexcept;
 
   // The writable data block of `v`, an array or bytes node of the planned
   // tree (by identity). Aborts if `v` is not part of the layout.
@@ -93,19 +109,28 @@ class Writer {
     return {reinterpret_cast<T*>(b.data()), b.size() / sizeof(T)};
   }
 
-  // Payload bytes that write() copied from owned or borrowed arrays and bytes
-  // nodes (0 when every array was built in place).
+  // Payload bytes that write() copied from the Value tree: arrays and bytes
+  // not built in place, and strings (0 when the value is only arrays built in
+  // place).
   std::uint64_t bytes_copied() const noexcept { return bytes_copied_; }
 
-  // Computes node hashes when `hashed`, then the header hash, and sets the
-  // flags last. After this the bytes are a complete region.
+  // Computes node hashes when `hashed` (reusing those computed while
+  // copying), then the header hash, and sets the flags last. After this the
+  // bytes are a complete region.
   void seal(bool hashed) noexcept;
 
  private:
   Writer(const Layout* layout, std::span<std::byte> dest) : layout_(layout), dest_(dest) {}
+  static Result<Writer> write_impl(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp,
+                                   const WriteOptions& options);
+  Status copy_payload(std::size_t slot, const NodeHeader& header, std::span<const std::byte> payload,
+                      const WriteOptions& options);
   const Layout* layout_;
   std::span<std::byte> dest_;
   std::uint64_t bytes_copied_ = 0;
+  // Per slot of the layout: the node hash computed while copying, if any.
+  std::vector<std::uint64_t> copy_hashes_;
+  std::vector<bool> copy_hashed_;
 };
 
 // Convenience: plans, writes and seals `root` into a new aligned buffer.
