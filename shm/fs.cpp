@@ -133,20 +133,6 @@ Status os_error(const std::string& what, int err) {
   return Status(code, what + ": " + std::strerror(err) + hint, err);
 }
 
-std::string human_bytes(std::uint64_t n) {
-  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  if (n < 1024) return std::to_string(n) + " B";
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024.0 && u < 6) {
-    v /= 1024.0;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
-  return buf;
-}
-
 std::uint64_t shm_free_bytes() noexcept {
   struct statvfs st;
   if (::statvfs(kShmDir, &st) != 0) return 0;

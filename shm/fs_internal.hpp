@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "kura/core/bytes.hpp"
 #include "kura/core/status.hpp"
 
 namespace kura::shm::detail {
@@ -56,8 +57,7 @@ Status os_error(const std::string& what, int err);
 // writes. Errors: NoSpace (ENOSPC), Io.
 Status pwrite_all(int fd, std::span<const std::byte> bytes, std::uint64_t offset) noexcept;
 
-// "2.0 MiB".
-std::string human_bytes(std::uint64_t n);
+using kura::human_bytes;
 
 // Free bytes in /dev/shm for this user (0 when statvfs fails).
 std::uint64_t shm_free_bytes() noexcept;

@@ -5,7 +5,8 @@
 set -euo pipefail
 kura=${1:?usage: tools/demo.sh PATH/TO/kura}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+name=
+trap 'rm -rf "$work"; [[ -z $name ]] || "$kura" rm "$name" 2>/dev/null; true' EXIT
 
 # A small data frame (names, class and row.names attributes) next to a long
 # measurement series, in the typed JSON of DESIGN.md section 5.
@@ -31,6 +32,17 @@ run() {
   "$kura" "$@"
 }
 
+# Runs kura and checks that it exits with the code given first.
+expect_exit() {
+  local want=$1 code=0
+  shift
+  echo
+  echo "\$ kura $*   # expect exit code $want"
+  "$kura" "$@" || code=$?
+  echo "(exit $code)"
+  [[ $code -eq $want ]]
+}
+
 name=$("$kura" put --keep "$work/sample.json" | tail -n 1)
 echo "\$ kura put --keep sample.json"
 echo "$name"
@@ -40,20 +52,6 @@ run get "$name[1,2]" --json
 run get "$name[2]"
 run inspect "$name[1]"
 run verify "$name"
-echo
-echo "\$ kura get '$name[3]'   # out of range: exit code 5"
-set +e
-"$kura" get "$name[3]"
-code=$?
-set -e
-echo "(exit $code)"
-[[ $code -eq 5 ]]
+expect_exit 5 get "$name[3]"   # out of range
 run rm "$name"
-echo
-echo "\$ kura get $name   # removed: exit code 3"
-set +e
-"$kura" get "$name"
-code=$?
-set -e
-echo "(exit $code)"
-[[ $code -eq 3 ]]
+expect_exit 3 get "$name"      # removed: not found

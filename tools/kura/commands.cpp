@@ -208,12 +208,12 @@ int cmd_ls(bool json) {
   for (const auto& r : *regions) {
     std::string state = r.owner == shm::kKeptOwner ? "kept" : r.alive ? "alive" : "orphan";
     std::cout << std::left << std::setw(static_cast<int>(w)) << r.name << "  " << std::right << std::setw(10)
-              << human_size(r.size) << "  " << std::left << std::setw(16) << hex(r.owner) << "  " << state
+              << human_bytes(r.size) << "  " << std::left << std::setw(16) << hex(r.owner) << "  " << state
               << '\n';
   }
   std::cout << regions->size() << (regions->size() == 1 ? " region" : " regions")
-            << "; /dev/shm: " << human_size(used) << " used, " << human_size(space->free) << " free of "
-            << human_size(space->total) << std::endl;
+            << "; /dev/shm: " << human_bytes(used) << " used, " << human_bytes(space->free) << " free of "
+            << human_bytes(space->total) << std::endl;
   return kExitOk;
 }
 

@@ -360,7 +360,7 @@ Status print_tree(const NodeView& node, std::ostream& out, const PrintOptions& o
 }
 
 void print_region_header(const RegionHeader& h, std::ostream& out) {
-  out << "region " << human_size(h.region_size) << " (" << h.region_size << " bytes), format v" << h.version
+  out << "region " << human_bytes(h.region_size) << " (" << h.region_size << " bytes), format v" << h.version
       << ", " << ((h.flags & kRegionSealed) ? "sealed" : "unsealed") << ", "
       << ((h.flags & kRegionHashed) ? "hashed" : "not hashed") << ", " << h.node_count << " nodes, root @"
       << h.root_offset;
@@ -373,20 +373,6 @@ void print_region_header(const RegionHeader& h, std::ostream& out) {
   }
   if (h.creator_pid) out << " by pid " << h.creator_pid;
   out << '\n';
-}
-
-std::string human_size(std::uint64_t bytes) {
-  if (bytes < 1024) return std::to_string(bytes) + " B";
-  static const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  double v = static_cast<double>(bytes);
-  int u = -1;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
-  return buf;
 }
 
 }  // namespace kura::tool

@@ -7,6 +7,7 @@
 #include <ostream>
 #include <string>
 
+#include "kura/core/bytes.hpp"
 #include "kura/core/status.hpp"
 #include "kura/core/view.hpp"
 
@@ -37,8 +38,5 @@ Status print_tree(const NodeView& node, std::ostream& out, const PrintOptions& o
 // Prints the region header: size, version, flags, node count, creation time
 // and creator process.
 void print_region_header(const RegionHeader& header, std::ostream& out);
-
-// "704 B", "1.5 KiB", "2.0 GiB".
-std::string human_size(std::uint64_t bytes);
 
 }  // namespace kura::tool

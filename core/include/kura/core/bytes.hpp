@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <new>
+#include <string>
 #include <vector>
 
 namespace kura {
@@ -24,5 +26,8 @@ struct Aligned64Allocator {
 };
 
 using Bytes = std::vector<std::byte, Aligned64Allocator<std::byte>>;
+
+// A size for people: "704 B", "1.3 KiB", "2.0 GiB" (binary units).
+std::string human_bytes(std::uint64_t n);
 
 }  // namespace kura
