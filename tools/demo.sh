@@ -6,7 +6,8 @@ set -euo pipefail
 kura=${1:?usage: tools/demo.sh PATH/TO/kura}
 work=$(mktemp -d)
 name=
-trap 'rm -rf "$work"; [[ -z $name ]] || "$kura" rm "$name" 2>/dev/null; true' EXIT
+# On any failure, remove the region too.
+trap 'rm -rf "$work"; if [[ -n $name ]]; then "$kura" rm "$name" >/dev/null 2>&1 || true; fi' EXIT
 
 # A small data frame (names, class and row.names attributes) next to a long
 # measurement series, in the typed JSON of DESIGN.md section 5.
@@ -54,4 +55,6 @@ run inspect "$name[1]"
 run verify "$name"
 expect_exit 5 get "$name[3]"   # out of range
 run rm "$name"
-expect_exit 3 get "$name"      # removed: not found
+removed=$name
+name=
+expect_exit 3 get "$removed"   # removed: not found
