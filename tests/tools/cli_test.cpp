@@ -19,7 +19,9 @@
 #include "kura/core/hash.hpp"
 #include "kura/core/layout.hpp"
 #include "kura/core/name.hpp"
+#include "kura/shm/region.hpp"
 #include "process.hpp"
+#include "sample.hpp"
 #include "typed_json.hpp"
 
 using kura::tool::Json;
@@ -465,4 +467,28 @@ TEST_CASE("kura exits 4 when a region is truncated while it reads it (SIGBUS)", 
   CHECK(get.err().find("SIGBUS") != std::string::npos);
   CHECK(kura_run({"rm", name}).code == 0);
   scope.check_clean();
+}
+
+TEST_CASE("kura reads a region that a C++ process shared, whole and by path", "[tools][multiprocess]") {
+  kura::Value sample = kura::test::sample_value();
+  auto shared = kura::shm::share(sample);
+  REQUIRE(shared.is_ok());
+  const std::string name = shared->name();
+
+  auto whole = kura_run({"get", "--json", name});
+  REQUIRE(whole.code == 0);
+  auto value = kura::tool::parse_typed_json(whole.out);
+  REQUIRE(value.is_ok());
+  CHECK(*value == sample);
+
+  auto part = kura_run({"get", "--json", name + kura::test::kSamplePath});
+  REQUIRE(part.code == 0);
+  auto part_value = kura::tool::parse_typed_json(part.out);
+  REQUIRE(part_value.is_ok());
+  CHECK(*part_value == kura::test::sample_at_path());
+
+  auto verify = kura_run({"verify", name});
+  CHECK(verify.code == 0);
+  REQUIRE(shared->release().is_ok());
+  CHECK(kura_run({"get", name}).code == 3);
 }
