@@ -41,6 +41,9 @@ Status strings_size(const std::vector<String>& xs, std::uint64_t& out) {
     out = 0;
     return Status::ok();
   }
+  for (const String& s : xs)
+    if (static_cast<std::uint8_t>(s.encoding) > static_cast<std::uint8_t>(Encoding::kBytes))
+      return invalid_argument("a string has unknown encoding " + std::to_string(static_cast<int>(s.encoding)));
   std::uint64_t size = align64(16 * static_cast<std::uint64_t>(xs.size()));
   for (const String& s : xs) {
     if (s.na) continue;
@@ -255,6 +258,7 @@ Result<Writer> Writer::write_impl(const Layout& layout, std::span<std::byte> des
                             std::to_string(layout.size()));
   if (reinterpret_cast<std::uintptr_t>(dest.data()) % kAlign != 0)
     return invalid_argument("destination is not 64-byte aligned");
+  if (layout.nodes_.empty()) return invalid_argument("the layout is empty (not made by Layout::plan)");
   std::byte* base = dest.data();
   Writer writer(&layout, dest);
   if (options.hash_copies) {
@@ -331,7 +335,7 @@ Status Writer::copy_payload(std::size_t slot, const NodeHeader& header, std::spa
 std::span<std::byte> Writer::block(const Value& v) const noexcept {
   for (const Layout::Slot& s : layout_->nodes_) {
     if (s.value == &v) {
-      KURA_CHECK(s.kind == Kind::kArray || s.kind == Kind::kBytes);
+      KURA_CHECK(s.kind == Kind::kArray && v.source == Source::kInPlace);
       if (s.data_size == 0) return {};
       return dest_.subspan(s.data_offset, s.data_size);
     }

@@ -69,7 +69,9 @@ Result<Region> Region::open(std::span<const std::byte> bytes) noexcept {
   if (h.version != kFormatVersion)
     return corrupt("unsupported format version " + num(h.version) + " (this reader knows version " +
                    num(kFormatVersion) + ")");
-  if (region_header_hash(bytes.first(kHeaderSize)) != h.header_hash) return corrupt("region header hash mismatch");
+  // Hash the private copy: the shared bytes may change under us.
+  if (region_header_hash(std::as_bytes(std::span(&r.header_, 1))) != h.header_hash)
+    return corrupt("region header hash mismatch");
   if ((h.flags & kRegionSealed) == 0) return corrupt("region is not sealed (its writer did not finish)");
   if ((h.flags & ~kRegionKnownFlags) != 0) return corrupt("unknown region flags " + num(h.flags));
   if (h.region_size != bytes.size())
@@ -231,13 +233,35 @@ Result<std::optional<NodeView>> NodeView::attr(std::string_view key) const noexc
 
 namespace {
 
+// What a whole-value walk may spend (FORMAT.md 5.3): no more nodes than the
+// region's node_count, and no more header and data bytes than the region
+// holds. In a valid tree every piece is met once, so neither runs out; a
+// region whose links share a node or a block runs out instead of making the
+// walk do more than O(region size) work.
+struct Budget {
+  std::uint64_t nodes;
+  std::uint64_t bytes;
+
+  explicit Budget(const NodeView& start)
+      : nodes(start.region_node_count()), bytes(start.region_size()) {}
+
+  Status take(const NodeView& n) {
+    const std::uint64_t cost = kHeaderSize + align64(n.header().data_size);
+    if (nodes == 0 || cost > bytes)
+      return corrupt("the value reaches more nodes or bytes than the region holds (a shared link) at offset " +
+                     num(n.offset()));
+    --nodes;
+    bytes -= cost;
+    return Status::ok();
+  }
+};
+
 struct Walker {
   const std::function<Status(const NodeView&)>& visit;
-  std::uint64_t budget;
+  Budget budget;
 
   Status node(const NodeView& n) {
-    if (budget == 0) return corrupt("walk met more nodes than the region's node_count (a shared or cyclic link)");
-    --budget;
+    KURA_RETURN_IF_ERROR(budget.take(n));
     KURA_RETURN_IF_ERROR(visit(n));
     KURA_ASSIGN_OR_RETURN(auto names, n.names());
     if (names) KURA_RETURN_IF_ERROR(node(*names));
@@ -254,16 +278,10 @@ struct Walker {
 };
 
 struct Copier {
-  std::uint64_t budget;
-
-  Status take() {
-    if (budget == 0) return corrupt("value has more nodes than the region's node_count (a shared or cyclic link)");
-    --budget;
-    return Status::ok();
-  }
+  Budget budget;
 
   Result<std::vector<String>> strings(const NodeView& n) {
-    KURA_RETURN_IF_ERROR(take());
+    KURA_RETURN_IF_ERROR(budget.take(n));
     std::vector<String> out;
     out.reserve(n.length());
     for (std::uint64_t i = 0; i < n.length(); ++i) {
@@ -274,7 +292,7 @@ struct Copier {
   }
 
   Result<Value> value(const NodeView& n) {
-    KURA_RETURN_IF_ERROR(take());
+    if (n.kind() != Kind::kStrings) KURA_RETURN_IF_ERROR(budget.take(n));  // strings() takes its own
     Value v;
     v.kind = n.kind();
     v.dtype = n.dtype();
@@ -289,7 +307,6 @@ struct Copier {
         break;
       }
       case Kind::kStrings: {
-        ++budget;  // counted above
         KURA_ASSIGN_OR_RETURN(v.strings, strings(n));
         break;
       }
@@ -308,7 +325,7 @@ struct Copier {
     }
     KURA_ASSIGN_OR_RETURN(auto attrs, n.attrs());
     if (attrs) {
-      KURA_RETURN_IF_ERROR(take());
+      KURA_RETURN_IF_ERROR(budget.take(*attrs));
       KURA_ASSIGN_OR_RETURN(auto keys_node, attrs->names());
       KURA_ASSIGN_OR_RETURN(std::vector<String> keys, strings(*keys_node));
       for (std::uint64_t i = 0; i < attrs->length(); ++i) {
@@ -326,7 +343,7 @@ struct Copier {
 
 Status walk(const NodeView& node, const std::function<Status(const NodeView&)>& visit) noexcept {
   try {
-    Walker w{visit, node.region_node_count()};
+    Walker w{visit, Budget(node)};
     return w.node(node);
   } catch (const std::bad_alloc&) {
     return Status(Code::kIo, "out of memory while walking a region");
@@ -335,7 +352,7 @@ Status walk(const NodeView& node, const std::function<Status(const NodeView&)>& 
 
 Result<Value> to_value(const NodeView& node) noexcept {
   try {
-    Copier c{node.region_node_count()};
+    Copier c{Budget(node)};
     return c.value(node);
   } catch (const std::bad_alloc&) {
     return Status(Code::kIo, "out of memory while copying a value out of a region");

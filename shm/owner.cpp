@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <mutex>
+#include <new>
 #include <string>
 
 #include "fs_internal.hpp"
@@ -71,6 +73,20 @@ void clean_up_at_exit() noexcept {
   s.owner = 0;
 }
 
+// In a forked child, right after fork(): the inherited lease descriptor
+// shares the parent's lock, and would keep the parent's owner alive after
+// the parent died. Close it; the child makes an owner of its own when it
+// needs one. The mutex is made anew: another thread may have held it at the
+// fork, and that thread does not exist in the child.
+void forget_owner_in_child() noexcept {
+  OwnerState& s = owner_state();
+  new (&s.mu) std::mutex();
+  if (s.fd >= 0) ::close(s.fd);
+  s.fd = -1;
+  s.owner = 0;
+  s.pid = 0;
+}
+
 // Creates a new owner and its lease, born locked: the lease is made under a
 // private temporary name, locked, and only then linked into place, so no
 // other process ever sees it unlocked.
@@ -95,8 +111,14 @@ Status create_owner(std::uint64_t& owner_out, int& fd_out) {
     // 0600 whatever the umask.
     if (::fchmod(fd, 0600) != 0) return fail("cannot set mode 0600 on lease file " + temp);
     if (flock_retry(fd, LOCK_SH) != 0) return fail("cannot lock lease file " + temp);
+    // A concurrent prune may have found the temporary before the lock and
+    // removed it: then start again with a new one.
+    if (!detail::same_file(fd, temp)) {
+      ::close(fd);
+      continue;
+    }
     if (::link(temp.c_str(), path.c_str()) != 0) {
-      if (errno == EEXIST) {
+      if (errno == EEXIST || errno == ENOENT) {
         ::unlink(temp.c_str());
         ::close(fd);
         continue;
@@ -167,6 +189,7 @@ Result<std::uint64_t> process_owner() noexcept {
     if (!s.at_exit_registered) {
       s.at_exit_registered = true;
       std::atexit([] { clean_up_at_exit(); });
+      ::pthread_atfork(nullptr, nullptr, forget_owner_in_child);
     }
     return owner;
   });

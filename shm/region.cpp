@@ -350,7 +350,10 @@ Result<Shared> Pending::publish() && noexcept {
     }
     ::unlink(state->temp_path.c_str());
     state->temp_path.clear();
-    return SharedAccess::make(format_region_name(owner, counter), state->layout.size(), !keep);
+    // A region written for another owner is theirs from now on: this handle
+    // never unlinks it (the recipient adopts it).
+    return SharedAccess::make(format_region_name(owner, counter), state->layout.size(),
+                              !keep && state->options.on_behalf_of == 0);
   });
 }
 

@@ -533,3 +533,20 @@ TEST_CASE("a copy hook and hashing while copying give the same bytes as a plain 
   REQUIRE_FALSE(w.is_ok());
   CHECK(w.status().code() == Code::kNoSpace);
 }
+
+TEST_CASE("layouts are move-only and the writer refuses an empty one", "[core]") {
+  static_assert(!std::is_copy_constructible_v<Layout>);
+  static_assert(std::is_move_constructible_v<Layout>);
+  Layout empty;
+  Bytes none;
+  auto w = Writer::write(empty, none, Stamp{});
+  REQUIRE_FALSE(w.is_ok());
+  CHECK(w.status().code() == Code::kInvalidArgument);
+}
+
+TEST_CASE("strings of an unknown encoding are refused when planned", "[core]") {
+  Value v = Value::strings_of({String{"x", static_cast<Encoding>(3), false}});
+  auto layout = Layout::plan(v);
+  REQUIRE_FALSE(layout.is_ok());
+  CHECK(layout.status().code() == Code::kInvalidArgument);
+}

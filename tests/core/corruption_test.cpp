@@ -651,3 +651,28 @@ TEST_CASE("every single-byte flip of a small image is handled", "[core]") {
     }
   }
 }
+
+TEST_CASE("links that share one node cannot make a walk do more than O(region size) work", "[core]") {
+  // list(<32 KiB f64 array>, <1-element f64 array>), then the second child
+  // offset is pointed at the first child: a DAG, not a tree. Its node count
+  // (3) stays within node_count, but the walk would read the big block twice.
+  std::vector<double> big(4096, 1.0);
+  Value v = Value::list({Value::array_borrowed(Dtype::kF64, big.data(), big.size()), Value::f64({2.0})});
+  Bytes b = build_ok(v, /*hashed=*/false);
+  auto region = Region::open(b);
+  REQUIRE(region.is_ok());
+  const NodeHeader list = node_at(b, region->header().root_offset);
+  const auto first = get<std::uint64_t>(b, list.data_offset);
+  put<std::uint64_t>(b, list.data_offset + 8, first);
+
+  auto root = region->root();
+  REQUIRE(root.is_ok());
+  auto second = root->child(1);  // a single step is fine: it is no ancestor
+  REQUIRE(second.is_ok());
+  CHECK(second->length() == 4096);
+
+  Status walked = walk(*root, [](const NodeView&) { return Status::ok(); });
+  CHECK(walked.code() == Code::kCorrupt);
+  CHECK(to_value(*root).status().code() == Code::kCorrupt);
+  CHECK(verify(*root).status().code() == Code::kCorrupt);
+}

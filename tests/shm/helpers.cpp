@@ -114,6 +114,23 @@ int pending() {
   return 0;
 }
 
+// Makes an owner, then forks a child that never touches kura and outlives
+// us: it says its pid and waits for its stdin to close.
+int fork_heir() {
+  auto owner = shm::process_owner();
+  if (!owner) return fail(owner.status().to_string());
+  pid_t child = ::fork();
+  if (child < 0) return fail("fork failed");
+  if (child == 0) {
+    wait_input();
+    std::_Exit(0);
+  }
+  say("owner " + hex(*owner));
+  say("heir " + std::to_string(child));
+  wait_input();  // killed here
+  return 0;
+}
+
 // Maps `name` (an f64 array of `n` elements, element i == i), loops over it,
 // keeps looping after the test says the region is unlinked, then checks that
 // the name is gone.
@@ -204,6 +221,7 @@ int run_helper(int argc, char** argv) {
   if (name == "check-sample" && argc == 2) return check_sample_at(argv[1]);
   if (name == "hold" && argc == 2) return hold(std::atoi(argv[1]));
   if (name == "pending") return pending();
+  if (name == "fork-heir") return fork_heir();
   if (name == "reader" && argc == 3) return reader(argv[1], std::strtoull(argv[2], nullptr, 10));
   if (name == "modes") return modes();
   if (name == "nospace") return nospace();

@@ -1,4 +1,5 @@
 #include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -6,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 
+#include "child.hpp"
 #include "kura/shm/owner.hpp"
 #include "kura/shm/region.hpp"
 #include "shm_guard.hpp"
@@ -110,4 +112,26 @@ TEST_CASE("a forked child that drops an inherited Shared leaves the parent's reg
       ours.push_back(r);
   CHECK(ours == std::vector<std::string>{"/kura_" + child_owner + ".lock"});
   CHECK(exists(shm_path(s->name())));
+}
+
+TEST_CASE("a forked child does not keep its dead parent's owner alive", "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  auto parent = test::Child::helper({"fork-heir"});
+  const std::string owner_line = parent.read_line();
+  REQUIRE(owner_line.rfind("owner ", 0) == 0);
+  const std::uint64_t owner = std::stoull(owner_line.substr(6), nullptr, 16);
+  const std::string heir_line = parent.read_line();
+  REQUIRE(heir_line.rfind("heir ", 0) == 0);
+  const pid_t heir = static_cast<pid_t>(std::stol(heir_line.substr(5)));
+  CHECK(shm::owner_alive(owner));
+
+  parent.kill_and_wait(SIGKILL);
+  // The heir still runs, with a copy of every descriptor the parent had at
+  // the fork, but not the lease's lock.
+  REQUIRE(::kill(heir, 0) == 0);
+  CHECK_FALSE(shm::owner_alive(owner));
+  auto pruned = shm::prune();
+  REQUIRE(pruned.is_ok());
+  CHECK_FALSE(exists("/dev/shm/kura_" + owner_line.substr(6) + ".lock"));
+  ::kill(heir, SIGKILL);
 }

@@ -340,3 +340,21 @@ TEST_CASE("space reports the size of /dev/shm", "[shm]") {
   CHECK(sp->total > 0);
   CHECK(sp->free <= sp->total);
 }
+
+TEST_CASE("a region written on behalf of an owner is left for that owner to adopt", "[shm]") {
+  test::ShmGuard guard;
+  auto owner = shm::process_owner();
+  REQUIRE(owner.is_ok());
+  Value v = Value::f64({1.0, 2.0});
+  std::string name;
+  {
+    auto s = shm::share(v, {.on_behalf_of = *owner});
+    REQUIRE(s.is_ok());
+    name = s->name();
+  }  // the writer's handle goes: the region stays, it is the owner's
+  CHECK(exists(shm_path(name)));
+  auto adopted = shm::adopt(name);
+  REQUIRE(adopted.is_ok());
+  REQUIRE(adopted->release().is_ok());
+  CHECK_FALSE(exists(shm_path(name)));
+}

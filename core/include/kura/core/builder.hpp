@@ -28,9 +28,16 @@
 namespace kura {
 
 // Where each node of a value goes. Computing it touches every node of the
-// Value tree but none of the array data.
+// Value tree but none of the array data. Move-only, and must neither move nor
+// die while a Writer made from it is in use.
 class Layout {
  public:
+  Layout() = default;  // empty: only plan() makes a layout Writer accepts
+  Layout(Layout&&) noexcept = default;
+  Layout& operator=(Layout&&) noexcept = default;
+  Layout(const Layout&) = delete;
+  Layout& operator=(const Layout&) = delete;
+
   // Plans the layout of `root`. Errors (InvalidArgument): a node deeper than
   // 64 links (FORMAT.md section 4), an array whose payload does not match its
   // length and dtype, an unknown dtype, names of the wrong count, empty or
@@ -98,8 +105,10 @@ class Writer {
   static Result<Writer> write(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp,
                               const WriteOptions& options = {}) noexcept;
 
-  // The writable data block of `v`, an array or bytes node of the planned
-  // tree (by identity). Aborts if `v` is not part of the layout.
+  // The writable data block of `v`, an array built with
+  // Value::array_in_place in the planned tree (by identity). Aborts if `v` is
+  // not part of the layout or not built in place (writing into a copied
+  // block would leave its hash stale).
   std::span<std::byte> block(const Value& v) const noexcept;
   // block(v) as elements of type T. REQUIRES: sizeof(T) is v's dtype width.
   template <class T>

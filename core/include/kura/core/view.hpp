@@ -49,6 +49,7 @@ class NodeView {
   std::string_view tag() const noexcept;
   bool region_hashed() const noexcept { return hashed_; }
   std::uint64_t region_node_count() const noexcept { return node_count_; }
+  std::uint64_t region_size() const noexcept { return region_.size(); }
 
   // The data block (arrays, bytes, and the raw block of any kind), in place.
   std::span<const std::byte> data() const noexcept;
@@ -129,9 +130,10 @@ class Region {
 
 // Calls `visit` on `node` and on every node below it in canonical order
 // (the node, its names, its attribute list and what it holds, its
-// children), checking each. Stops with Corrupt once more nodes than the
-// region's node_count have been met, so no region can make it loop or do
-// more than O(region size) work. A non-ok status from `visit` stops the walk
+// children), checking each. Stops with Corrupt once it has met more nodes
+// than the region's node_count, or more header and data bytes than the
+// region holds (links that share a node), so no region can make it loop or
+// do more than O(region size) work. A non-ok status from `visit` stops the walk
 // and is returned.
 Status walk(const NodeView& node, const std::function<Status(const NodeView&)>& visit) noexcept;
 

@@ -52,7 +52,8 @@ struct ShareOptions {
   bool hashed = true;  // compute node hashes (kura verify can then check them)
   bool keep = false;   // publish under owner 0: lives until removed by name
   // Write on behalf of this owner (its lease must be held, see Lease), or 0
-  // for the calling process's own owner.
+  // for the calling process's own owner. The returned handle then never
+  // unlinks the region: it belongs to that owner, who adopt()s it.
   std::uint64_t on_behalf_of = 0;
 };
 
