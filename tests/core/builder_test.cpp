@@ -257,7 +257,7 @@ TEST_CASE("padding and reserved bytes are zero", "[core]") {
   CHECK(get<std::uint64_t>(b, 48) == 0);
 }
 
-TEST_CASE("a leaf at depth 64 builds and reads; depth 65 is refused", "[core]") {
+TEST_CASE("a leaf at depth 64 builds and reads, and depth 65 is refused", "[core]") {
   Value v64 = nest(Value::f64({42.0}), 64);
   Bytes b = build_ok(v64);
   auto region = Region::open(b);
