@@ -487,38 +487,28 @@ TEST_CASE("a copy hook and hashing while copying give the same bytes as a plain 
   auto layout = Layout::plan(v);
   REQUIRE(layout.is_ok());
 
-  auto make = [&](const WriteOptions& options, std::uint64_t* copied) {
-    Bytes out(layout->size());
+  // Writes into `out`, fills the in-place array, seals; returns bytes_copied.
+  auto write_into = [&](Bytes& out, const WriteOptions& options) {
     auto w = Writer::write(*layout, out, Stamp{1, 2}, options);
     REQUIRE(w.is_ok());
     auto filled = w->array<std::int32_t>(v.children[2]);
     filled[0] = 7, filled[1] = 8, filled[2] = 9;
-    *copied = w->bytes_copied();
     w->seal(true);
-    return out;
+    return w->bytes_copied();
   };
-  std::uint64_t plain_copied = 0, hooked_copied = 0;
-  Bytes plain = make({}, &plain_copied);
+  Bytes plain(layout->size());
+  const std::uint64_t plain_copied = write_into(plain, {});
 
-  Bytes* target = nullptr;
+  Bytes out(layout->size());
   std::uint64_t hook_bytes = 0;
   WriteOptions hooked;
   hooked.hash_copies = true;
   hooked.copy = [&](std::uint64_t offset, std::span<const std::byte> bytes) {
-    std::memcpy(target->data() + offset, bytes.data(), bytes.size());
+    std::memcpy(out.data() + offset, bytes.data(), bytes.size());
     hook_bytes += bytes.size();
     return Status::ok();
   };
-  Bytes out(layout->size());
-  target = &out;
-  {
-    auto w = Writer::write(*layout, out, Stamp{1, 2}, hooked);
-    REQUIRE(w.is_ok());
-    auto filled = w->array<std::int32_t>(v.children[2]);
-    filled[0] = 7, filled[1] = 8, filled[2] = 9;
-    hooked_copied = w->bytes_copied();
-    w->seal(true);
-  }
+  const std::uint64_t hooked_copied = write_into(out, hooked);
   CHECK(out == plain);
   CHECK(hook_bytes == 2 * big.size() * sizeof(double) + 7 * sizeof(double));
   CHECK(plain_copied == hooked_copied);
