@@ -231,34 +231,21 @@ Result<std::optional<NodeView>> NodeView::attr(std::string_view key) const noexc
   return std::optional<NodeView>();
 }
 
+Status WalkBudget::take(const NodeView& n) {
+  const std::uint64_t cost = kHeaderSize + align64(n.header().data_size);
+  if (nodes_ == 0 || cost > bytes_)
+    return corrupt("the value reaches more nodes or bytes than the region holds (a shared link) at offset " +
+                   num(n.offset()));
+  --nodes_;
+  bytes_ -= cost;
+  return Status::ok();
+}
+
 namespace {
-
-// What a whole-value walk may spend (FORMAT.md 5.3): no more nodes than the
-// region's node_count, and no more header and data bytes than the region
-// holds. In a valid tree every piece is met once, so neither runs out; a
-// region whose links share a node or a block runs out instead of making the
-// walk do more than O(region size) work.
-struct Budget {
-  std::uint64_t nodes;
-  std::uint64_t bytes;
-
-  explicit Budget(const NodeView& start)
-      : nodes(start.region_node_count()), bytes(start.region_size()) {}
-
-  Status take(const NodeView& n) {
-    const std::uint64_t cost = kHeaderSize + align64(n.header().data_size);
-    if (nodes == 0 || cost > bytes)
-      return corrupt("the value reaches more nodes or bytes than the region holds (a shared link) at offset " +
-                     num(n.offset()));
-    --nodes;
-    bytes -= cost;
-    return Status::ok();
-  }
-};
 
 struct Walker {
   const std::function<Status(const NodeView&)>& visit;
-  Budget budget;
+  WalkBudget budget;
 
   Status node(const NodeView& n) {
     KURA_RETURN_IF_ERROR(budget.take(n));
@@ -278,7 +265,7 @@ struct Walker {
 };
 
 struct Copier {
-  Budget budget;
+  WalkBudget budget;
 
   Result<std::vector<String>> strings(const NodeView& n) {
     KURA_RETURN_IF_ERROR(budget.take(n));
@@ -343,7 +330,7 @@ struct Copier {
 
 Status walk(const NodeView& node, const std::function<Status(const NodeView&)>& visit) noexcept {
   try {
-    Walker w{visit, Budget(node)};
+    Walker w{visit, WalkBudget(node)};
     return w.node(node);
   } catch (const std::bad_alloc&) {
     return Status(Code::kIo, "out of memory while walking a region");
@@ -352,7 +339,7 @@ Status walk(const NodeView& node, const std::function<Status(const NodeView&)>& 
 
 Result<Value> to_value(const NodeView& node) noexcept {
   try {
-    Copier c{Budget(node)};
+    Copier c{WalkBudget(node)};
     return c.value(node);
   } catch (const std::bad_alloc&) {
     return Status(Code::kIo, "out of memory while copying a value out of a region");

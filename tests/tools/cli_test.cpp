@@ -370,6 +370,26 @@ TEST_CASE("kura on corrupt regions exits 4", "[tools][multiprocess]") {
     CHECK(kura_run({"verify", name + "[1]"}).code == 4);
     CHECK(kura_run({"rm", name}).code == 0);
   }
+  SECTION("two links to one node (a DAG, not a tree)") {
+    std::string values;
+    for (int i = 0; i < 512; ++i) values += (i ? ",1" : "1");
+    kura::Bytes image = image_of(R"({"type": "list", "values": [{"type": "f64", "values": [)" + values +
+                                 R"(]}, {"type": "f64", "values": [2]}]})");
+    // The second child offset of the root (at 64) is made to repeat the first.
+    std::uint64_t block = 0, first = 0;
+    std::memcpy(&block, image.data() + 64 + 16, 8);
+    std::memcpy(&first, image.data() + block, 8);
+    std::memcpy(image.data() + block + 8, &first, 8);
+    const std::string name = write_region_file(image);
+    scope.track(name);
+    CHECK(kura_run({"get", name + "[2]"}).code == 0);  // one step is fine
+    auto json = kura_run({"get", "--json", name});
+    CHECK(json.code == 4);
+    CHECK(json.err.find("shared link") != std::string::npos);
+    CHECK(kura_run({"get", name}).code == 4);
+    CHECK(kura_run({"inspect", name}).code == 4);
+    CHECK(kura_run({"rm", name}).code == 0);
+  }
   SECTION("an unsupported version") {
     kura::Bytes image = image_of(R"({"type": "null"})");
     image[4] = std::byte{2};

@@ -12,21 +12,6 @@ namespace kura::tool {
 
 namespace {
 
-// Counts nodes met on a walk; past the region's node_count the region is
-// Corrupt (FORMAT.md 5.3).
-class Budget {
- public:
-  explicit Budget(std::uint64_t n) : left_(n) {}
-  Status take() {
-    if (left_ == 0) return corrupt("the value has more nodes than the region's node_count");
-    --left_;
-    return Status::ok();
-  }
-
- private:
-  std::uint64_t left_;
-};
-
 template <class T>
 std::string int_text(T x) {
   char buf[32];
@@ -193,11 +178,11 @@ Result<std::string> child_label(const std::optional<NodeView>& names, std::uint6
 
 class ValuePrinter {
  public:
-  ValuePrinter(std::ostream& out, const PrintOptions& o, std::uint64_t budget)
-      : out_(out), o_(o), budget_(budget) {}
+  ValuePrinter(std::ostream& out, const PrintOptions& o, const NodeView& start)
+      : out_(out), o_(o), budget_(start) {}
 
   Status node(const NodeView& n, unsigned indent, const std::string& label) {
-    KURA_RETURN_IF_ERROR(budget_.take());
+    KURA_RETURN_IF_ERROR(budget_.take(n));
     out_ << indent_text(indent);
     if (!label.empty()) out_ << label << ' ';
     KURA_ASSIGN_OR_RETURN(auto names, n.names());
@@ -219,7 +204,7 @@ class ValuePrinter {
       }
       case Kind::kList: {
         out_ << "list[" << n.length() << "]\n";
-        if (names) KURA_RETURN_IF_ERROR(budget_.take());
+        if (names) KURA_RETURN_IF_ERROR(budget_.take(*names));
         KURA_RETURN_IF_ERROR(shown(
             n.length(), o_.all,
             [&](std::uint64_t i) -> Status {
@@ -234,7 +219,7 @@ class ValuePrinter {
       }
     }
     if (names && n.kind() != Kind::kList) {
-      KURA_RETURN_IF_ERROR(budget_.take());
+      KURA_RETURN_IF_ERROR(budget_.take(*names));
       KURA_ASSIGN_OR_RETURN(std::string line, elements_line(*names, o_.all));
       out_ << indent_text(indent + 1) << "names:" << line << '\n';
     }
@@ -245,10 +230,10 @@ class ValuePrinter {
   Status attrs(const NodeView& n, unsigned indent) {
     KURA_ASSIGN_OR_RETURN(auto a, n.attrs());
     if (!a) return Status::ok();
-    KURA_RETURN_IF_ERROR(budget_.take());
+    KURA_RETURN_IF_ERROR(budget_.take(*a));
     KURA_ASSIGN_OR_RETURN(auto keys, a->names());
     if (!keys) return corrupt("an attribute list without names");
-    KURA_RETURN_IF_ERROR(budget_.take());
+    KURA_RETURN_IF_ERROR(budget_.take(*keys));
     for (std::uint64_t i = 0; i < a->length(); ++i) {
       KURA_ASSIGN_OR_RETURN(StringRef k, keys->string(i));
       KURA_ASSIGN_OR_RETURN(NodeView c, a->child(i));
@@ -259,7 +244,7 @@ class ValuePrinter {
 
   std::ostream& out_;
   const PrintOptions& o_;
-  Budget budget_;
+  WalkBudget budget_;
 };
 
 std::string hex64(std::uint64_t x) {
@@ -270,11 +255,11 @@ std::string hex64(std::uint64_t x) {
 
 class TreePrinter {
  public:
-  TreePrinter(std::ostream& out, const PrintOptions& o, std::uint64_t budget)
-      : out_(out), o_(o), budget_(budget) {}
+  TreePrinter(std::ostream& out, const PrintOptions& o, const NodeView& start)
+      : out_(out), o_(o), budget_(start) {}
 
   Status node(const NodeView& n, unsigned indent, const std::string& label) {
-    KURA_RETURN_IF_ERROR(budget_.take());
+    KURA_RETURN_IF_ERROR(budget_.take(n));
     const NodeHeader& h = n.header();
     out_ << indent_text(indent);
     if (!label.empty()) out_ << label << ' ';
@@ -288,7 +273,7 @@ class TreePrinter {
 
     KURA_ASSIGN_OR_RETURN(auto names, n.names());
     if (names) {
-      KURA_RETURN_IF_ERROR(budget_.take());
+      KURA_RETURN_IF_ERROR(budget_.take(*names));
       const NodeHeader& nh = names->header();
       out_ << indent_text(indent + 1) << "names @" << names->offset()
            << " strings length=" << names->length();
@@ -298,10 +283,10 @@ class TreePrinter {
     }
     KURA_ASSIGN_OR_RETURN(auto a, n.attrs());
     if (a) {
-      KURA_RETURN_IF_ERROR(budget_.take());
+      KURA_RETURN_IF_ERROR(budget_.take(*a));
       KURA_ASSIGN_OR_RETURN(auto keys, a->names());
       if (!keys) return corrupt("an attribute list without names");
-      KURA_RETURN_IF_ERROR(budget_.take());
+      KURA_RETURN_IF_ERROR(budget_.take(*keys));
       const NodeHeader& ah = a->header();
       out_ << indent_text(indent + 1) << "attrs @" << a->offset() << " list length=" << a->length();
       if (ah.data_size) out_ << " data=@" << ah.data_offset << "+" << ah.data_size;
@@ -336,14 +321,14 @@ class TreePrinter {
  private:
   std::ostream& out_;
   const PrintOptions& o_;
-  Budget budget_;
+  WalkBudget budget_;
 };
 
 }  // namespace
 
 Status print_value(const NodeView& node, std::ostream& out, const PrintOptions& options) noexcept {
   try {
-    ValuePrinter p(out, options, node.region_node_count());
+    ValuePrinter p(out, options, node);
     return p.node(node, 0, "");
   } catch (const std::exception& e) {
     return Status(Code::kIo, std::string("cannot print: ") + e.what());
@@ -352,7 +337,7 @@ Status print_value(const NodeView& node, std::ostream& out, const PrintOptions& 
 
 Status print_tree(const NodeView& node, std::ostream& out, const PrintOptions& options) noexcept {
   try {
-    TreePrinter p(out, options, node.region_node_count());
+    TreePrinter p(out, options, node);
     return p.node(node, 0, "");
   } catch (const std::exception& e) {
     return Status(Code::kIo, std::string("cannot print: ") + e.what());

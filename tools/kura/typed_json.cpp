@@ -509,15 +509,10 @@ namespace {
 
 class Emitter {
  public:
-  Emitter(std::ostream& out, std::uint64_t budget) : out_(out), budget_(budget) {}
+  Emitter(std::ostream& out, const NodeView& start) : out_(out), budget_(start) {}
   Status node(const NodeView& n, unsigned indent);
 
  private:
-  Status enter() {
-    if (budget_ == 0) return corrupt("the value has more nodes than the region's node_count");
-    --budget_;
-    return Status::ok();
-  }
   void newline(unsigned indent) {
     out_ << '\n';
     for (unsigned i = 0; i < indent; ++i) out_ << "  ";
@@ -527,7 +522,7 @@ class Emitter {
   void string_elem(const StringRef& s);
 
   std::ostream& out_;
-  std::uint64_t budget_;
+  WalkBudget budget_;
 };
 
 template <class T>
@@ -644,7 +639,7 @@ Status Emitter::string_values(const NodeView& n) {
 }
 
 Status Emitter::node(const NodeView& n, unsigned indent) {
-  KURA_RETURN_IF_ERROR(enter());
+  KURA_RETURN_IF_ERROR(budget_.take(n));
   switch (n.kind()) {
     case Kind::kNull: out_ << "{\"type\": \"null\""; break;
     case Kind::kArray:
@@ -676,17 +671,17 @@ Status Emitter::node(const NodeView& n, unsigned indent) {
   }
   KURA_ASSIGN_OR_RETURN(auto names, n.names());
   if (names) {
-    KURA_RETURN_IF_ERROR(enter());
+    KURA_RETURN_IF_ERROR(budget_.take(*names));
     out_ << ", \"names\": [";
     KURA_RETURN_IF_ERROR(string_values(*names));
     out_ << ']';
   }
   KURA_ASSIGN_OR_RETURN(auto attrs, n.attrs());
   if (attrs) {
-    KURA_RETURN_IF_ERROR(enter());
+    KURA_RETURN_IF_ERROR(budget_.take(*attrs));
     KURA_ASSIGN_OR_RETURN(auto keys, attrs->names());
     if (!keys) return corrupt("an attribute list without names");
-    KURA_RETURN_IF_ERROR(enter());
+    KURA_RETURN_IF_ERROR(budget_.take(*keys));
     out_ << ", \"attrs\": {";
     for (std::uint64_t i = 0; i < attrs->length(); ++i) {
       KURA_ASSIGN_OR_RETURN(StringRef key, keys->string(i));
@@ -710,7 +705,7 @@ Status Emitter::node(const NodeView& n, unsigned indent) {
 
 Status write_typed_json(const NodeView& node, std::ostream& out) noexcept {
   try {
-    Emitter e(out, node.region_node_count());
+    Emitter e(out, node);
     return e.node(node, 0);
   } catch (const std::exception& e) {
     return Status(Code::kIo, std::string("cannot write typed JSON: ") + e.what());

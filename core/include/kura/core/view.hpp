@@ -128,6 +128,26 @@ class Region {
   RegionHeader header_{};
 };
 
+// What a walk over a whole value may spend (FORMAT.md 5.3): no more nodes
+// than the region's node_count, and no more header and data bytes than the
+// region holds. In a valid tree every piece is met once, so neither runs out;
+// links that share a node or a block make it run out instead of letting the
+// walk do more than O(region size) work. For walks of one's own (printers,
+// converters); walk() and to_value() use it already.
+class WalkBudget {
+ public:
+  // A budget for walking the region that `start` belongs to.
+  explicit WalkBudget(const NodeView& start) noexcept
+      : nodes_(start.region_node_count()), bytes_(start.region_size()) {}
+  // Charges the node `n` (its header and data block). Errors: Corrupt once
+  // the budget is spent.
+  Status take(const NodeView& n);
+
+ private:
+  std::uint64_t nodes_;
+  std::uint64_t bytes_;
+};
+
 // Calls `visit` on `node` and on every node below it in canonical order
 // (the node, its names, its attribute list and what it holds, its
 // children), checking each. Stops with Corrupt once it has met more nodes
