@@ -15,18 +15,14 @@ using kura::test::get;
 namespace {
 
 Value read_back(const Bytes& b) {
-  auto region = Region::open(b);
-  INFO((region.is_ok() ? std::string("ok") : region.status().to_string()));
-  REQUIRE(region.is_ok());
-  auto root = region->root();
-  REQUIRE(root.is_ok());
+  auto root = kura::test::root_of(b);
   auto v = to_value(*root);
   INFO((v.is_ok() ? std::string("ok") : v.status().to_string()));
   REQUIRE(v.is_ok());
   auto rep = verify(*root);
   INFO((rep.is_ok() ? std::string("ok") : rep.status().to_string()));
   REQUIRE(rep.is_ok());
-  CHECK(rep->nodes == region->header().node_count);
+  CHECK(rep->nodes == root->region_node_count());
   return std::move(v).value();
 }
 
@@ -45,10 +41,7 @@ void round_trip_dtype(std::initializer_list<typename DtypeTraits<D>::type> xs) {
   CHECK(v.length == xs.size());
   check_round_trip(v);
   Bytes b = build_ok(v);
-  auto region = Region::open(b);
-  REQUIRE(region.is_ok());
-  auto root = region->root();
-  REQUIRE(root.is_ok());
+  auto root = kura::test::root_of(b);
   CHECK(root->kind() == Kind::kArray);
   CHECK(root->dtype() == D);
   auto span = root->template array<D>();
@@ -112,10 +105,7 @@ TEST_CASE("strings with NA, empty strings and all three encodings round trip", "
                                String{std::string("a\0b", 3), Encoding::kBytes}, String{"\xe2\x82\xac"}, String{""}});
   check_round_trip(v);
   Bytes b = build_ok(v);
-  auto region = Region::open(b);
-  REQUIRE(region.is_ok());
-  auto root = region->root();
-  REQUIRE(root.is_ok());
+  auto root = kura::test::root_of(b);
   REQUIRE(root->length() == 7);
   auto s1 = root->string(1);
   REQUIRE(s1.is_ok());
@@ -165,10 +155,7 @@ TEST_CASE("bytes nodes keep their tag and payload", "[core]") {
   Value full = Value::bytes("12345678", kura::test::as_bytes_of(payload));
   check_round_trip(full);
   Bytes b = build_ok(full);
-  auto region = Region::open(b);
-  REQUIRE(region.is_ok());
-  auto root = region->root();
-  REQUIRE(root.is_ok());
+  auto root = kura::test::root_of(b);
   CHECK(root->kind() == Kind::kBytes);
   CHECK(root->tag() == "12345678");
   CHECK(root->length() == 7);
@@ -320,10 +307,7 @@ TEST_CASE("names and attributes count as links for the depth limit", "[core]") {
   // A depth-62 node with attributes builds and reads back, all 64 levels.
   Value v = nest(attributed, 62);
   Bytes b = build_ok(v);
-  auto region = Region::open(b);
-  REQUIRE(region.is_ok());
-  auto root = region->root();
-  REQUIRE(root.is_ok());
+  auto root = kura::test::root_of(b);
   auto rep = verify(*root);
   REQUIRE(rep.is_ok());
   auto back = to_value(*root);
@@ -357,19 +341,16 @@ TEST_CASE("Writer::array fills an in-place array with no copy", "[core]") {
   CHECK(unsealed.status().code() == Code::kCorrupt);
   w->seal(/*hashed=*/true);
 
-  auto region = Region::open(dest);
-  REQUIRE(region.is_ok());
-  auto root = region->root();
-  REQUIRE(root.is_ok());
+  auto root = kura::test::root_of(dest);
   REQUIRE(verify(*root).is_ok());
-  auto a = region->at(std::vector<std::uint64_t>{1});
+  auto a = root->child(0);
   REQUIRE(a.is_ok());
   auto as = a->array<Dtype::kF64>();
   REQUIRE(as.is_ok());
   REQUIRE(as->size() == 1000);
   CHECK((*as)[999] == 499.5);
   CHECK(as->data() == xs.data());
-  auto b = region->at(std::vector<std::uint64_t>{2});
+  auto b = root->child(1);
   REQUIRE(b.is_ok());
   CHECK((*b->array<Dtype::kI32>())[1] == kNaInt);
   // Padding after the in-place block was zeroed by write() even though the
@@ -383,10 +364,7 @@ TEST_CASE("borrowed arrays are copied into the region", "[core]") {
   Value v = Value::array_borrowed(Dtype::kI64, src.data(), src.size());
   Bytes b = build_ok(v);
   src[0] = 99;  // the region holds its own copy
-  auto region = Region::open(b);
-  REQUIRE(region.is_ok());
-  auto root = region->root();
-  REQUIRE(root.is_ok());
+  auto root = kura::test::root_of(b);
   CHECK((*root->array<Dtype::kI64>())[0] == 5);
   auto back = to_value(*root);
   REQUIRE(back.is_ok());

@@ -85,6 +85,17 @@ inline std::vector<std::uint64_t> node_offsets(const Bytes& b) {
 // Opens `b` and runs every reader over it: root, walk, to_value, verify,
 // names/attrs of the root, and a few paths. Returns the first failure, or ok
 // when everything succeeded. Never crashes on any input (that is the point).
+// The root of an image that must open; fails the test otherwise. The result
+// is always ok; it stays a Result so that `root->` reads as elsewhere.
+inline Result<NodeView> root_of(const Bytes& b) {
+  auto region = Region::open(b);
+  INFO((region.is_ok() ? std::string("ok") : region.status().to_string()));
+  REQUIRE(region.is_ok());
+  auto root = region->root();
+  REQUIRE(root.is_ok());
+  return root;
+}
+
 inline Status read_everything(const Bytes& b, std::vector<std::vector<std::uint64_t>> paths = {}) {
   auto region = Region::open(b);
   if (!region) return region.status();
