@@ -43,9 +43,9 @@ const std::string& scalar_region_name(std::size_t bytes) {
   auto it = names.find(bytes);
   if (it != names.end()) return it->second;
   ScalarRegion& r = regions[bytes];
-  r.value = kura::Value::list({kura::Value::array_in_place(kura::Dtype::kF64, bytes / sizeof(double)),
-                               kura::Value::list({kura::Value::i32({1}), kura::Value::i32({2}),
-                                                  kura::Value::f64({42.0})})});
+  r.value = kura::Value::list(
+      {kura::Value::array_in_place(kura::Dtype::kF64, bytes / sizeof(double)),
+       kura::Value::list({kura::Value::i32({1}), kura::Value::i32({2}), kura::Value::f64({42.0})})});
   auto pending = kura::shm::Pending::create(r.value, {.hashed = false});
   if (!pending) die(pending.status());
   auto xs = pending->array<double>(r.value.children[0]);

@@ -21,17 +21,17 @@ bool mul_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
   return __builtin_mul_overflow(a, b, &out);
 }
 
+// FORMAT.md 4.4 and 5.2: a tag is up to 8 printable ASCII characters
+// (0x21-0x7E), on bytes nodes only.
 Status check_tag(const Value& v) {
-  bool seen_zero = false;
-  for (char c : v.tag) {
-    if (c == '\0') {
-      seen_zero = true;
-    } else if (seen_zero || v.kind != Kind::kBytes) {
-      return invalid_argument(v.kind == Kind::kBytes
-                                  ? "a bytes tag must be zero padded, with no zero byte inside"
-                                  : "only bytes nodes carry a tag");
-    }
-  }
+  if (v.tag.empty()) return Status::ok();
+  if (v.kind != Kind::kBytes) return invalid_argument("only bytes nodes carry a tag");
+  if (v.tag.size() > 8)
+    return invalid_argument("the bytes tag \"" + v.tag + "\" is longer than 8 characters");
+  for (char c : v.tag)
+    if (c < 0x21 || c > 0x7E)
+      return invalid_argument("a bytes tag holds only printable ASCII characters (0x21-0x7E), not byte " +
+                              std::to_string(static_cast<unsigned char>(c)));
   return Status::ok();
 }
 
@@ -43,7 +43,8 @@ Status strings_size(const std::vector<String>& xs, std::uint64_t& out) {
   }
   for (const String& s : xs)
     if (static_cast<std::uint8_t>(s.encoding) > static_cast<std::uint8_t>(Encoding::kBytes))
-      return invalid_argument("a string has unknown encoding " + std::to_string(static_cast<int>(s.encoding)));
+      return invalid_argument("a string has unknown encoding " +
+                              std::to_string(static_cast<int>(s.encoding)));
   std::uint64_t size = align64(16 * static_cast<std::uint64_t>(xs.size()));
   for (const String& s : xs) {
     if (s.na) continue;
@@ -147,8 +148,8 @@ struct Planner {
           return invalid_argument("array too large for a region");
         if (v.source == Source::kOwned && v.data.size() != slot.data_size)
           return invalid_argument("payload of " + std::to_string(v.data.size()) +
-                                  " bytes does not match length " + std::to_string(v.length) +
-                                  " of " + std::string(v.kind == Kind::kBytes ? "bytes" : dtype_name(v.dtype)));
+                                  " bytes does not match length " + std::to_string(v.length) + " of " +
+                                  std::string(v.kind == Kind::kBytes ? "bytes" : dtype_name(v.dtype)));
         if (v.source == Source::kBorrowed && v.borrowed == nullptr && v.length != 0)
           return invalid_argument("borrowed array with a null pointer");
         break;
@@ -165,8 +166,7 @@ struct Planner {
         slot.length = v.children.size();
         slot.data_size = 8 * slot.length;
         break;
-      default:
-        return invalid_argument("unknown node kind " + std::to_string(static_cast<int>(v.kind)));
+      default: return invalid_argument("unknown node kind " + std::to_string(static_cast<int>(v.kind)));
     }
     if (v.kind != Kind::kArray && v.dtype != Dtype::kNone)
       return invalid_argument("only arrays have a dtype");
@@ -217,7 +217,9 @@ Result<Layout> Layout::plan(const Value& root) noexcept {
 
 namespace {
 
-void put_header(std::byte* at, const NodeHeader& h) { std::memcpy(at, &h, sizeof h); }
+void put_header(std::byte* at, const NodeHeader& h) {
+  std::memcpy(at, &h, sizeof h);
+}
 
 void write_strings(std::byte* block, const std::vector<String>& xs) {
   std::byte* packed = block + align64(16 * static_cast<std::uint64_t>(xs.size()));
@@ -289,7 +291,7 @@ Result<Writer> Writer::write_impl(const Layout& layout, std::span<std::byte> des
     h.attrs_offset = s.attrs_offset;
     if (s.value) {
       h.dtype = static_cast<std::uint8_t>(s.value->dtype);
-      std::memcpy(h.tag, s.value->tag.data(), 8);
+      std::memcpy(h.tag, s.value->tag.data(), s.value->tag.size());  // checked: at most 8
     }
     put_header(base + s.offset, h);
     if (s.data_size == 0) continue;
@@ -335,7 +337,7 @@ Status Writer::copy_payload(std::size_t slot, const NodeHeader& header, std::spa
 std::span<std::byte> Writer::block(const Value& v) const noexcept {
   for (const Layout::Slot& s : layout_->nodes_) {
     if (s.value == &v) {
-      KURA_CHECK(s.kind == Kind::kArray && v.source == Source::kInPlace);
+      KURA_CHECK((s.kind == Kind::kArray || s.kind == Kind::kBytes) && v.source == Source::kInPlace);
       if (s.data_size == 0) return {};
       return dest_.subspan(s.data_offset, s.data_size);
     }

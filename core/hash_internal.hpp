@@ -19,6 +19,8 @@ void node_hash_begin(XXH3_state_t& state, const NodeHeader& header) noexcept;
 inline void node_hash_update(XXH3_state_t& state, std::span<const std::byte> data) noexcept {
   if (!data.empty()) XXH3_64bits_update(&state, data.data(), data.size());
 }
-inline std::uint64_t node_hash_end(XXH3_state_t& state) noexcept { return XXH3_64bits_digest(&state); }
+inline std::uint64_t node_hash_end(XXH3_state_t& state) noexcept {
+  return XXH3_64bits_digest(&state);
+}
 
 }  // namespace kura

@@ -7,9 +7,15 @@ namespace {
 
 constexpr std::string_view kPrefix = "/kura_";
 
-bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-int hex_value(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+bool is_hex(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+int hex_value(char c) {
+  return c <= '9' ? c - '0' : c - 'a' + 10;
+}
 
 // Parses one hex field starting at `pos`; advances `pos` past it.
 Status parse_hex(std::string_view s, std::size_t& pos, const char* what, std::uint64_t& out) {
@@ -20,8 +26,7 @@ Status parse_hex(std::string_view s, std::size_t& pos, const char* what, std::ui
     return invalid_name(std::string("expected lowercase hex ") + what + " at position " +
                         std::to_string(start));
   if (n > 16) return invalid_name(std::string(what) + " has more than 16 hex digits");
-  if (n > 1 && s[start] == '0')
-    return invalid_name(std::string(what) + " has a leading zero");
+  if (n > 1 && s[start] == '0') return invalid_name(std::string(what) + " has a leading zero");
   std::uint64_t v = 0;
   for (std::size_t i = start; i < pos; ++i) v = (v << 4) | static_cast<std::uint64_t>(hex_value(s[i]));
   out = v;
@@ -34,8 +39,7 @@ Result<Name> parse_name(std::string_view s) noexcept {
   if (s.empty()) return invalid_name("empty name");
   if (s.size() > kMaxNameLength)
     return invalid_name("name longer than " + std::to_string(kMaxNameLength) + " characters");
-  if (s.substr(0, kPrefix.size()) != kPrefix)
-    return invalid_name("name must start with \"/kura_\"");
+  if (s.substr(0, kPrefix.size()) != kPrefix) return invalid_name("name must start with \"/kura_\"");
   Name name;
   std::size_t pos = kPrefix.size();
   KURA_RETURN_IF_ERROR(parse_hex(s, pos, "owner id", name.owner));

@@ -17,6 +17,7 @@ std::string_view code_name(Code code) noexcept {
     case Code::kExists: return "exists";
     case Code::kPermission: return "permission denied";
     case Code::kIo: return "i/o error";
+    case Code::kOutOfMemory: return "out of memory";
   }
   return "unknown";
 }
@@ -24,6 +25,7 @@ std::string_view code_name(Code code) noexcept {
 std::string Status::to_string() const {
   if (is_ok()) return "ok";
   std::string s(code_name(code_));
+  if (message_ == s) return s;  // Status::out_of_memory()
   s += ": ";
   s += message_;
   return s;

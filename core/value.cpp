@@ -61,7 +61,16 @@ Value Value::bytes(std::string_view tag, std::span<const std::byte> bytes) {
   v.kind = Kind::kBytes;
   v.length = bytes.size();
   v.data.assign(bytes.begin(), bytes.end());
-  std::memcpy(v.tag.data(), tag.data(), std::min(tag.size(), v.tag.size()));
+  v.tag = std::string(tag);
+  return v;
+}
+
+Value Value::bytes_in_place(std::string_view tag, std::uint64_t length) {
+  Value v;
+  v.kind = Kind::kBytes;
+  v.length = length;
+  v.source = Source::kInPlace;
+  v.tag = std::string(tag);
   return v;
 }
 
@@ -80,15 +89,16 @@ std::span<const std::byte> Value::payload() const {
   switch (source) {
     case Source::kOwned: return data;
     case Source::kBorrowed:
-      return {borrowed, static_cast<std::size_t>(length * dtype_width(kind == Kind::kArray ? dtype : Dtype::kU8))};
+      return {borrowed,
+              static_cast<std::size_t>(length * dtype_width(kind == Kind::kArray ? dtype : Dtype::kU8))};
     case Source::kInPlace: return {};
   }
   return {};
 }
 
 bool Value::operator==(const Value& o) const {
-  if (kind != o.kind || dtype != o.dtype || length != o.length || tag != o.tag ||
-      names != o.names || attrs != o.attrs)
+  if (kind != o.kind || dtype != o.dtype || length != o.length || tag != o.tag || names != o.names ||
+      attrs != o.attrs)
     return false;
   switch (kind) {
     case Kind::kNull: return true;
@@ -101,12 +111,6 @@ bool Value::operator==(const Value& o) const {
     case Kind::kList: return children == o.children;
   }
   return false;
-}
-
-std::string_view tag_text(const std::array<char, 8>& tag) noexcept {
-  std::size_t n = 0;
-  while (n < tag.size() && tag[n] != '\0') ++n;
-  return {tag.data(), n};
 }
 
 }  // namespace kura

@@ -22,7 +22,8 @@ Result<VerifyReport> verify(const NodeView& node) noexcept {
       std::byte header[kHeaderSize];
       std::memcpy(header, &n.header(), kHeaderSize);
       if (node_hash(header, n.data()) != n.header().hash)
-        return corrupt("hash mismatch in the " + n.describe() + " node at offset " + std::to_string(n.offset()));
+        return corrupt("hash mismatch in the " + n.describe() + " node at offset " +
+                       std::to_string(n.offset()));
     }
     return Status::ok();
   });

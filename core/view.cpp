@@ -8,7 +8,9 @@
 namespace kura {
 namespace {
 
-std::string num(std::uint64_t v) { return std::to_string(v); }
+std::string num(std::uint64_t v) {
+  return std::to_string(v);
+}
 
 bool valid_header_offset(std::uint64_t offset, std::uint64_t size) {
   return offset % kAlign == 0 && offset >= kHeaderSize && size >= kHeaderSize && offset <= size - kHeaderSize;
@@ -56,13 +58,15 @@ Status check_data_size(const NodeHeader& h) {
 
 }  // namespace
 
-Result<Region> Region::open(std::span<const std::byte> bytes) noexcept {
+Result<Region> Region::open(std::span<const std::byte> bytes,
+                            std::shared_ptr<const void> keep_alive) noexcept {
   if (reinterpret_cast<std::uintptr_t>(bytes.data()) % kAlign != 0)
     return invalid_argument("region memory is not 64-byte aligned");
   if (bytes.size() < kHeaderSize)
     return corrupt("region of " + num(bytes.size()) + " bytes is smaller than its 64-byte header");
   Region r;
   r.bytes_ = bytes;
+  r.keep_ = std::move(keep_alive);
   std::memcpy(&r.header_, bytes.data(), sizeof r.header_);
   const RegionHeader& h = r.header_;
   if (std::memcmp(h.magic, "KURA", 4) != 0) return corrupt("bad region magic (not a kura region)");
@@ -75,15 +79,17 @@ Result<Region> Region::open(std::span<const std::byte> bytes) noexcept {
   if ((h.flags & kRegionSealed) == 0) return corrupt("region is not sealed (its writer did not finish)");
   if ((h.flags & ~kRegionKnownFlags) != 0) return corrupt("unknown region flags " + num(h.flags));
   if (h.region_size != bytes.size())
-    return corrupt("region_size " + num(h.region_size) + " differs from the object's size " + num(bytes.size()));
-  if (!valid_header_offset(h.root_offset, bytes.size())) return corrupt("invalid root offset " + num(h.root_offset));
+    return corrupt("region_size " + num(h.region_size) + " differs from the object's size " +
+                   num(bytes.size()));
+  if (!valid_header_offset(h.root_offset, bytes.size()))
+    return corrupt("invalid root offset " + num(h.root_offset));
   if (h.node_count > bytes.size() / kHeaderSize)
     return corrupt("node_count " + num(h.node_count) + " is more than the region can hold");
   return r;
 }
 
 Result<NodeView> Region::root() const noexcept {
-  return NodeView::open(bytes_, hashed(), header_.node_count, header_.root_offset, nullptr);
+  return NodeView::open(bytes_, keep_, hashed(), header_.node_count, header_.root_offset, nullptr);
 }
 
 Result<NodeView> Region::at(std::span<const std::uint64_t> path) const noexcept {
@@ -95,13 +101,15 @@ Result<NodeView> Region::at(std::span<const std::uint64_t> path) const noexcept 
   return node;
 }
 
-Result<NodeView> NodeView::open(std::span<const std::byte> region, bool hashed, std::uint64_t node_count,
-                                std::uint64_t offset, const NodeView* parent) noexcept {
+Result<NodeView> NodeView::open(std::span<const std::byte> region, const std::shared_ptr<const void>& keep,
+                                bool hashed, std::uint64_t node_count, std::uint64_t offset,
+                                const NodeView* parent) noexcept {
   const std::uint64_t size = region.size();
   if (!valid_header_offset(offset, size))
     return corrupt("node offset " + num(offset) + " is not a 64-aligned header inside the region");
   NodeView n;
   n.region_ = region;
+  n.keep_ = keep;
   n.hashed_ = hashed;
   n.node_count_ = node_count;
   n.offset_ = offset;
@@ -111,7 +119,8 @@ Result<NodeView> NodeView::open(std::span<const std::byte> region, bool hashed, 
     n.ancestors_ = parent->ancestors_;
     n.ancestors_[parent->depth_] = parent->offset_;
     for (unsigned i = 0; i < n.depth_; ++i)
-      if (n.ancestors_[i] == offset) return corrupt("link at offset " + num(offset) + " points at an ancestor");
+      if (n.ancestors_[i] == offset)
+        return corrupt("link at offset " + num(offset) + " points at an ancestor");
   }
   std::memcpy(&n.h_, region.data() + offset, sizeof n.h_);
   const NodeHeader& h = n.h_;
@@ -120,17 +129,27 @@ Result<NodeView> NodeView::open(std::span<const std::byte> region, bool hashed, 
     return corrupt("unknown node kind " + num(h.kind) + " at offset " + num(offset));
   Kind kind = static_cast<Kind>(h.kind);
   if (kind == Kind::kArray ? (h.dtype == 0 || h.dtype > kMaxDtype) : h.dtype != 0)
-    return corrupt("dtype " + num(h.dtype) + " invalid for a " + std::string(kind_name(kind)) + " node at offset " +
-                   num(offset));
+    return corrupt("dtype " + num(h.dtype) + " invalid for a " + std::string(kind_name(kind)) +
+                   " node at offset " + num(offset));
   if (h.flags != 0) return corrupt("unknown node flags at offset " + num(offset));
   if (kind != Kind::kBytes) {
     for (char c : h.tag)
-      if (c != 0) return corrupt("tag set on a " + std::string(kind_name(kind)) + " node at offset " + num(offset));
+      if (c != 0)
+        return corrupt("tag set on a " + std::string(kind_name(kind)) + " node at offset " + num(offset));
+  } else {
+    // Printable ASCII (0x21-0x7E), then only zero bytes.
+    std::size_t i = 0;
+    while (i < sizeof h.tag && h.tag[i] >= 0x21 && h.tag[i] <= 0x7E) ++i;
+    for (; i < sizeof h.tag; ++i)
+      if (h.tag[i] != 0)
+        return corrupt("bytes tag is not printable ASCII padded with zeros at offset " + num(offset));
   }
   if (h.data_offset % kAlign != 0) return corrupt("data_offset " + num(h.data_offset) + " is not 64-aligned");
-  if (h.data_offset == 0 && h.data_size != 0) return corrupt("data_offset 0 with data_size " + num(h.data_size));
+  if (h.data_offset == 0 && h.data_size != 0)
+    return corrupt("data_offset 0 with data_size " + num(h.data_size));
   if (h.data_offset > size || h.data_size > size - h.data_offset)
-    return corrupt("data block at " + num(h.data_offset) + " of " + num(h.data_size) + " bytes runs past the region");
+    return corrupt("data block at " + num(h.data_offset) + " of " + num(h.data_size) +
+                   " bytes runs past the region");
   Status s = check_data_size(h);
   if (!s) return Status(Code::kCorrupt, s.message() + " at offset " + num(offset));
   return n;
@@ -138,7 +157,7 @@ Result<NodeView> NodeView::open(std::span<const std::byte> region, bool hashed, 
 
 Result<NodeView> NodeView::open_linked(std::uint64_t offset, const char* link) const noexcept {
   if (offset == 0) return corrupt(std::string(link) + " offset is 0");
-  return open(region_, hashed_, node_count_, offset, this);
+  return open(region_, keep_, hashed_, node_count_, offset, this);
 }
 
 std::string_view NodeView::tag() const noexcept {
@@ -165,7 +184,8 @@ std::string NodeView::describe() const {
 
 Result<StringRef> NodeView::string(std::uint64_t i) const noexcept {
   if (kind() != Kind::kStrings) return invalid_argument("node is " + describe() + ", not strings");
-  if (i >= length()) return Status(Code::kOutOfRange, "string " + num(i + 1) + " past the end of " + describe());
+  if (i >= length())
+    return Status(Code::kOutOfRange, "string " + num(i + 1) + " past the end of " + describe());
   StringEntry e;
   std::memcpy(&e, region_.data() + h_.data_offset + 16 * i, sizeof e);
   if (e.nbytes < -1) return corrupt("string entry with nbytes " + num(static_cast<std::uint64_t>(e.nbytes)));
@@ -182,16 +202,19 @@ Result<StringRef> NodeView::string(std::uint64_t i) const noexcept {
 }
 
 Result<NodeView> NodeView::child(std::uint64_t i) const noexcept {
-  if (kind() != Kind::kList) return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
+  if (kind() != Kind::kList)
+    return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
   if (i >= length())
     return Status(Code::kOutOfRange, "index " + num(i + 1) + " past the end of a list of " + num(length()));
   return open_linked(load<std::uint64_t>(region_, h_.data_offset + 8 * i), "child");
 }
 
 Result<NodeView> NodeView::child(std::string_view name) const noexcept {
-  if (kind() != Kind::kList) return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
+  if (kind() != Kind::kList)
+    return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
   KURA_ASSIGN_OR_RETURN(auto names_node, names());
-  if (!names_node) return Status(Code::kOutOfRange, "list has no names, so no element \"" + std::string(name) + "\"");
+  if (!names_node)
+    return Status(Code::kOutOfRange, "list has no names, so no element \"" + std::string(name) + "\"");
   for (std::uint64_t i = 0; i < names_node->length(); ++i) {
     KURA_ASSIGN_OR_RETURN(StringRef s, names_node->string(i));
     if (!s.na && s.bytes == name) return child(i);
@@ -290,7 +313,7 @@ struct Copier {
       case Kind::kBytes: {
         auto d = n.data();
         v.data.assign(d.begin(), d.end());
-        std::memcpy(v.tag.data(), n.header().tag, 8);
+        v.tag = std::string(n.tag());
         break;
       }
       case Kind::kStrings: {

@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <boost/interprocess/mapped_region.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -14,78 +13,50 @@
 
 #include "fs_internal.hpp"
 #include "kura/shm/owner.hpp"
+#include "owner_internal.hpp"
 
 namespace kura::shm {
 
-namespace bip = boost::interprocess;
-using detail::kOpenFlags;
+using detail::Mapping;
+using detail::OwnedFd;
 
 namespace {
 
-// Boost.Interprocess maps a descriptor that we opened ourselves: its own
-// shared_memory_object cannot open with O_NOFOLLOW, create exclusively under
-// a temporary name, reserve space or link, so only the mapping is Boost's.
-class FdMappable {
- public:
-  explicit FdMappable(int fd) noexcept {
-    handle_.handle = fd;
-    handle_.is_xsi = false;
-  }
-  bip::mapping_handle_t get_mapping_handle() const noexcept { return handle_; }
-
- private:
-  bip::mapping_handle_t handle_;
-};
-
-// Closes a descriptor on scope exit.
-struct FdCloser {
-  int fd;
-  ~FdCloser() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
 Status with_context(const Status& s, const std::string& context) {
+  if (s.code() == Code::kOutOfMemory) return s;
   return Status(s.code(), context + ": " + s.message(), s.sys_errno());
 }
 
 // Opens the published region `region_name` ("/kura_<o>_<c>") read-only and
 // checks it is this user's private regular file.
 Result<int> open_region(const std::string& region_name) {
-  const std::string path = std::string(detail::kShmDir) + region_name;
-  int fd = ::open(path.c_str(), O_RDONLY | kOpenFlags);
-  if (fd < 0) {
-    const int e = errno;
-    if (e == ENOENT)
-      return Status(Code::kNotFound,
-                    "region " + region_name +
-                        " does not exist (released by its owner, pruned, or never published; see `kura ls`)",
-                    e);
-    if (e == ELOOP)
-      return Status(Code::kPermission, "region " + region_name + " is a symbolic link; refusing it (remove it)",
-                    e);
-    return detail::os_error("cannot open region " + region_name, e);
-  }
-  Status s = detail::check_own_file(fd, "region " + region_name);
-  if (!s) {
-    ::close(fd);
-    return s;
-  }
+  auto fd = detail::open_own_file(detail::dir_path(region_name), O_RDONLY, "region " + region_name);
+  if (!fd && fd.status().code() == Code::kNotFound)
+    return Status(Code::kNotFound,
+                  "region " + region_name +
+                      " does not exist (released by its owner, pruned, or never published; see `kura ls`)",
+                  ENOENT);
   return fd;
 }
 
 std::uint64_t now_ns() {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
 }
 
 Status no_space(std::uint64_t asked) {
   return Status(Code::kNoSpace,
-                "cannot create region of " + detail::human_bytes(asked) + ": /dev/shm has " +
+                "cannot create region of " + detail::human_bytes(asked) + ": " + detail::shm_dir() + " has " +
                     detail::human_bytes(detail::shm_free_bytes()) +
                     " free (raise the container's --shm-size, or run `kura prune` to remove orphans)",
                 ENOSPC);
+}
+
+Status owner_gone(std::uint64_t owner) {
+  return Status(Code::kNotFound,
+                "owner " + detail::hex(owner) +
+                    " exited while a region was being written for it; nothing was published");
 }
 
 }  // namespace
@@ -93,14 +64,12 @@ Status no_space(std::uint64_t asked) {
 // --- Mapped -----------------------------------------------------------------
 
 struct Mapped::State {
-  bip::mapped_region mapping;
-  Region region;
+  Region region;  // holds the mapping (its keep-alive), as every view does
   NodeView node;
   std::string name;
 };
 
 struct MappedAccess {
-  using State = Mapped::State;
   static Mapped make(std::shared_ptr<const Mapped::State> state) {
     Mapped m;
     m.state_ = std::move(state);
@@ -127,21 +96,24 @@ Result<Mapped> map(std::string_view name) noexcept {
   return detail::boundary("map", [&]() -> Result<Mapped> {
     KURA_ASSIGN_OR_RETURN(Name n, parse_name(name));
     const std::string region_name = format_region_name(n.owner, n.counter);
-    KURA_ASSIGN_OR_RETURN(int fd, open_region(region_name));
-    FdCloser closer{fd};
+    KURA_ASSIGN_OR_RETURN(int raw_fd, open_region(region_name));
+    KURA_ASSIGN_OR_RETURN(OwnedFd fd, OwnedFd::adopt(raw_fd, false));
     struct stat st;
-    if (::fstat(fd, &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);
+    if (::fstat(fd.get(), &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);
     const auto size = static_cast<std::uint64_t>(st.st_size);
     if (size < kHeaderSize)
       return corrupt("region " + region_name + " is " + std::to_string(size) +
                      " bytes, smaller than a region header");
-    auto state = std::make_shared<MappedAccess::State>();
-    // PROT_READ, MAP_SHARED, no MAP_POPULATE: mapping is O(1) in the size.
-    state->mapping = bip::mapped_region(FdMappable(fd), bip::read_only, 0, static_cast<std::size_t>(size));
-    auto bytes = std::span<const std::byte>(static_cast<const std::byte*>(state->mapping.get_address()),
-                                            static_cast<std::size_t>(size));
-    auto region = Region::open(bytes);
+    if (size > std::numeric_limits<std::size_t>::max())
+      return corrupt("region " + region_name + " is too large");
+    // PROT_READ, MAP_SHARED, no prefaulting: mapping is O(1) in the size.
+    KURA_ASSIGN_OR_RETURN(Mapping mapping,
+                          Mapping::map(fd.get(), static_cast<std::size_t>(size), false, false));
+    auto owned = std::make_shared<Mapping>(std::move(mapping));
+    auto bytes = std::span<const std::byte>(owned->data(), owned->size());
+    auto region = Region::open(bytes, std::shared_ptr<const void>(owned));
     if (!region) return with_context(region.status(), "region " + region_name);
+    auto state = std::make_shared<Mapped::State>();
     state->region = std::move(region).value();
     auto node = state->region.at(n.path);
     if (!node) return with_context(node.status(), std::string(name));
@@ -160,7 +132,10 @@ struct SharedAccess {
 };
 
 Shared::Shared(std::string name, std::uint64_t size, bool unlink_on_release) noexcept
-    : name_(std::move(name)), size_(size), creator_pid_(static_cast<int>(::getpid())), unlink_(unlink_on_release) {}
+    : name_(std::move(name)),
+      size_(size),
+      creator_pid_(static_cast<int>(::getpid())),
+      unlink_(unlink_on_release) {}
 
 Shared::Shared(Shared&& other) noexcept
     : name_(std::move(other.name_)),
@@ -186,7 +161,9 @@ Shared& Shared::operator=(Shared&& other) noexcept {
   return *this;
 }
 
-Shared::~Shared() { (void)release(); }
+Shared::~Shared() {
+  (void)release();
+}
 
 Result<Mapped> Shared::map() const noexcept {
   if (name_.empty()) return invalid_argument("map of an empty Shared handle (released or disowned)");
@@ -201,8 +178,8 @@ Status Shared::release() noexcept {
     size_ = 0;
     const bool unlink = unlink_ && creator_pid_ == static_cast<int>(::getpid());
     unlink_ = false;
-    if (!unlink) return Status::ok();  // kept, disowned, or inherited through fork()
-    const std::string path = std::string(detail::kShmDir) + name;
+    if (!unlink) return Status::ok();  // kept, disowned, written for another owner, or inherited by fork()
+    const std::string path = detail::dir_path(name);
     if (::unlink(path.c_str()) != 0 && errno != ENOENT)
       return detail::os_error("cannot unlink region " + name, errno);
     return Status::ok();
@@ -213,6 +190,7 @@ std::string Shared::disown() noexcept {
   std::string name = std::move(name_);
   name_.clear();
   size_ = 0;
+  if (unlink_ && creator_pid_ == static_cast<int>(::getpid())) detail::disowned(name);
   unlink_ = false;
   return name;
 }
@@ -224,17 +202,27 @@ struct Pending::State {
   ShareOptions options;
   Layout layout;
   std::optional<Writer> writer;  // borrows `layout` and `mapping`
-  bip::mapped_region mapping;    // writable, until publish
-  int fd = -1;
+  Mapping mapping;               // writable, fork-private, until publish
+  OwnedFd fd;                    // read-write, fork-private, until publish
+  OwnedFd lease;                 // a copy of the Lease written for, if any
   std::uint64_t owner = 0;
   std::uint64_t counter = 0;
   std::string temp_path;  // empty once published
   pid_t pid = 0;
 
+  bool for_other() const { return static_cast<bool>(lease); }
+  // The owner written for still lives and its lease is still in place.
+  bool owner_alive() const {
+    return !for_other() || (detail::locked_by_other(lease.get(), detail::kAliveByte) &&
+                            detail::same_file(lease.get(), detail::lease_path(owner)));
+  }
+
   ~State() {
     writer.reset();
-    mapping = bip::mapped_region();
-    if (fd >= 0) ::close(fd);
+    mapping.reset();
+    fd.reset();
+    // The temporary file is the creating process's to remove, never a
+    // forked child's.
     if (!temp_path.empty() && pid == ::getpid()) ::unlink(temp_path.c_str());
   }
 };
@@ -244,95 +232,127 @@ Pending::Pending(Pending&& other) noexcept = default;
 Pending& Pending::operator=(Pending&& other) noexcept = default;
 Pending::~Pending() = default;
 
+// The body of both Pending::create overloads: `lease` is null for the
+// calling process's own owner.
+struct PendingAccess {
+  using State = Pending::State;
+  static Result<std::unique_ptr<State>> create(const Lease* lease, const Value& value,
+                                               const ShareOptions& options);
+  static Pending make(std::unique_ptr<State> state) noexcept { return Pending(std::move(state)); }
+};
+
+Result<std::unique_ptr<Pending::State>> PendingAccess::create(const Lease* lease, const Value& value,
+                                                              const ShareOptions& options) {
+  KURA_ASSIGN_OR_RETURN(Layout layout, Layout::plan(value));
+  const std::uint64_t size = layout.size();
+  if (size > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) ||
+      size > std::numeric_limits<std::size_t>::max())
+    return invalid_argument("value of " + detail::human_bytes(size) + " is too large for a region");
+
+  auto state = std::make_unique<Pending::State>();
+  state->value = &value;
+  state->options = options;
+  state->layout = std::move(layout);
+  state->pid = ::getpid();
+  if (lease != nullptr) {
+    // A copy of the lease's descriptor shares its lock: the Pending keeps the
+    // owner's files safe from prune however long the caller's Lease lives.
+    const int src = detail::lease_fd(*lease);
+    if (src < 0) return invalid_argument("a Lease that was moved from, or inherited through fork()");
+    int copy = ::fcntl(src, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0)
+      return detail::os_error("cannot duplicate the lease of owner " + detail::hex(lease->owner()), errno);
+    KURA_ASSIGN_OR_RETURN(state->lease, OwnedFd::adopt(copy, true));
+    state->owner = lease->owner();
+    if (!state->owner_alive()) return owner_gone(state->owner);
+  } else {
+    KURA_ASSIGN_OR_RETURN(state->owner, process_owner());
+  }
+
+  // Exclusive create under a private temporary name with a random counter:
+  // a name someone planted is never opened for writing.
+  for (int attempt = 0;; ++attempt) {
+    if (attempt == 16)
+      return Status(Code::kExists,
+                    "cannot create a region: 16 random counters were all taken in " + detail::shm_dir());
+    KURA_ASSIGN_OR_RETURN(std::uint64_t counter, detail::random_u64());
+    std::string temp = detail::region_temp_path(state->owner, counter);
+    int raw = ::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | detail::kOpenFlags, 0600);
+    if (raw < 0) {
+      if (errno == EEXIST) continue;
+      if (errno == ENOSPC) return no_space(size);
+      return detail::os_error("cannot create temporary region " + temp, errno);
+    }
+    state->counter = counter;
+    state->temp_path = std::move(temp);  // from here on ~State removes it on every error
+    KURA_ASSIGN_OR_RETURN(state->fd, OwnedFd::adopt(raw, true));
+    break;
+  }
+  const int fd = state->fd.get();
+  if (::fchmod(fd, 0600) != 0)  // 0600 whatever the umask
+    return detail::os_error("cannot set mode 0600 on " + state->temp_path, errno);
+  int rc;
+  do {
+    rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+  } while (rc == EINTR);
+  if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT) return no_space(size);
+  if (rc != 0) return detail::os_error("cannot reserve " + detail::human_bytes(size) + " for a region", rc);
+
+  KURA_ASSIGN_OR_RETURN(state->mapping, Mapping::map(fd, static_cast<std::size_t>(size), true, true));
+  auto dest = std::span<std::byte>(state->mapping.data(), state->mapping.size());
+  // Copied payloads go in with pwrite(2): the kernel fills the pages
+  // directly, where a memcpy through the mapping would take a page fault
+  // per page. Each chunk is hashed while it is still in cache.
+  WriteOptions write_options;
+  write_options.hash_copies = state->options.hashed;
+  write_options.copy = [fd](std::uint64_t offset, std::span<const std::byte> bytes) -> Status {
+    return detail::pwrite_all(fd, bytes, offset);
+  };
+  auto writer = Writer::write(state->layout, dest, Stamp{now_ns(), static_cast<std::uint32_t>(::getpid())},
+                              write_options);
+  if (!writer) return writer.status();
+  state->writer.emplace(std::move(writer).value());
+  return state;
+}
+
 Result<Pending> Pending::create(const Value& value, const ShareOptions& options) noexcept {
   return detail::boundary("create region", [&]() -> Result<Pending> {
-    KURA_ASSIGN_OR_RETURN(Layout layout, Layout::plan(value));
-    std::uint64_t owner = options.on_behalf_of;
-    if (owner == kKeptOwner) {
-      KURA_ASSIGN_OR_RETURN(owner, process_owner());
-    }
-    const std::uint64_t size = layout.size();
-    if (size > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) ||
-        size > std::numeric_limits<std::size_t>::max())
-      return invalid_argument("value of " + detail::human_bytes(size) + " is too large for a region");
+    KURA_ASSIGN_OR_RETURN(auto state, PendingAccess::create(nullptr, value, options));
+    return PendingAccess::make(std::move(state));
+  });
+}
 
-    auto state = std::make_unique<State>();
-    state->value = &value;
-    state->options = options;
-    state->layout = std::move(layout);
-    state->owner = owner;
-    state->pid = ::getpid();
-
-    // Exclusive create under a private temporary name with a random counter:
-    // a name someone planted is never opened for writing.
-    for (int attempt = 0;; ++attempt) {
-      if (attempt == 16)
-        return Status(Code::kExists, "cannot create a region: 16 random counters were all taken in /dev/shm");
-      KURA_ASSIGN_OR_RETURN(std::uint64_t counter, detail::random_u64());
-      std::string temp = detail::region_temp_path(owner, counter);
-      int fd = ::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | kOpenFlags, 0600);
-      if (fd < 0) {
-        if (errno == EEXIST) continue;
-        if (errno == ENOSPC) return no_space(size);
-        return detail::os_error("cannot create temporary region " + temp, errno);
-      }
-      state->fd = fd;
-      state->counter = counter;
-      state->temp_path = std::move(temp);
-      break;
-    }
-    // From here on, ~State removes the temporary file on every error.
-    if (::fchmod(state->fd, 0600) != 0)  // 0600 whatever the umask
-      return detail::os_error("cannot set mode 0600 on " + state->temp_path, errno);
-    int rc;
-    do {
-      rc = ::posix_fallocate(state->fd, 0, static_cast<off_t>(size));
-    } while (rc == EINTR);
-    if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT) return no_space(size);
-    if (rc != 0) return detail::os_error("cannot reserve " + detail::human_bytes(size) + " for a region", rc);
-
-    state->mapping = bip::mapped_region(FdMappable(state->fd), bip::read_write, 0, static_cast<std::size_t>(size));
-    auto dest = std::span<std::byte>(static_cast<std::byte*>(state->mapping.get_address()),
-                                     static_cast<std::size_t>(size));
-    // Copied payloads go in with pwrite(2): the kernel fills the pages
-    // directly, where a memcpy through the mapping would take a page fault
-    // per page. Each chunk is hashed while it is still in cache.
-    WriteOptions write_options;
-    write_options.hash_copies = state->options.hashed;
-    write_options.copy = [fd = state->fd](std::uint64_t offset, std::span<const std::byte> bytes) -> Status {
-      return detail::pwrite_all(fd, bytes, offset);
-    };
-    auto writer = Writer::write(state->layout, dest, Stamp{now_ns(), static_cast<std::uint32_t>(::getpid())},
-                                write_options);
-    if (!writer) return writer.status();
-    state->writer.emplace(std::move(writer).value());
-    return Pending(std::move(state));
+Result<Pending> Pending::create(const Lease& lease, const Value& value,
+                                const ShareOptions& options) noexcept {
+  return detail::boundary("create region", [&]() -> Result<Pending> {
+    KURA_ASSIGN_OR_RETURN(auto state, PendingAccess::create(&lease, value, options));
+    return PendingAccess::make(std::move(state));
   });
 }
 
 std::span<std::byte> Pending::block(const Value& v) const noexcept {
   KURA_CHECK(state_ != nullptr && state_->writer.has_value());
+  KURA_CHECK(state_->pid == ::getpid());  // a Pending inherited through fork() is not the child's
   return state_->writer->block(v);
 }
 
 std::uint64_t Pending::bytes_copied() const noexcept {
-  KURA_CHECK(state_ != nullptr);
-  KURA_CHECK(state_->writer.has_value());
+  KURA_CHECK(state_ != nullptr && state_->writer.has_value());
   return state_->writer->bytes_copied();
 }
 
 Result<Shared> Pending::publish() && noexcept {
   KURA_CHECK(state_ != nullptr && state_->writer.has_value());
+  KURA_CHECK(state_->pid == ::getpid());  // a Pending inherited through fork() is not the child's
   // The state dies with this call: on any error ~State removes the temporary.
   std::unique_ptr<State> state = std::move(state_);
   return detail::boundary("publish region", [&]() -> Result<Shared> {
     state->writer->seal(state->options.hashed);
     state->writer.reset();
-    state->mapping = bip::mapped_region();  // drop the writable mapping
-    if (::fchmod(state->fd, 0400) != 0)
+    state->mapping.reset();  // drop the writable mapping
+    if (::fchmod(state->fd.get(), 0400) != 0)
       return detail::os_error("cannot make " + state->temp_path + " read-only", errno);
-    ::close(state->fd);
-    state->fd = -1;
+    state->fd.reset();
 
     const bool keep = state->options.keep;
     const std::uint64_t owner = keep ? kKeptOwner : state->owner;
@@ -340,25 +360,41 @@ Result<Shared> Pending::publish() && noexcept {
     if (keep) {
       KURA_ASSIGN_OR_RETURN(counter, detail::random_u64());
     }
+    std::string path;
     for (int attempt = 0;; ++attempt) {
       if (attempt == 16)
-        return Status(Code::kExists, "cannot publish a region: 16 random names were all taken in /dev/shm");
-      const std::string path = detail::region_path(owner, counter);
+        return Status(Code::kExists,
+                      "cannot publish a region: 16 random names were all taken in " + detail::shm_dir());
+      path = detail::region_path(owner, counter);
       if (::link(state->temp_path.c_str(), path.c_str()) == 0) break;
+      // The owner written for exited cleanly and removed our temporary file.
+      if (errno == ENOENT && state->for_other()) return owner_gone(state->owner);
       if (errno != EEXIST) return detail::os_error("cannot link " + state->temp_path + " to " + path, errno);
       KURA_ASSIGN_OR_RETURN(counter, detail::random_u64());
     }
     ::unlink(state->temp_path.c_str());
     state->temp_path.clear();
+    // Written for an owner that exited meanwhile: its clean exit may have
+    // missed the new name, and nobody would ever release it.
+    if (!keep && !state->owner_alive()) {
+      ::unlink(path.c_str());
+      return owner_gone(state->owner);
+    }
     // A region written for another owner is theirs from now on: this handle
     // never unlinks it (the recipient adopts it).
     return SharedAccess::make(format_region_name(owner, counter), state->layout.size(),
-                              !keep && state->options.on_behalf_of == 0);
+                              !keep && !state->for_other());
   });
 }
 
 Result<Shared> share(const Value& value, const ShareOptions& options) noexcept {
   auto pending = Pending::create(value, options);
+  if (!pending) return std::move(pending).status();
+  return std::move(pending).value().publish();
+}
+
+Result<Shared> share(const Lease& lease, const Value& value, const ShareOptions& options) noexcept {
+  auto pending = Pending::create(lease, value, options);
   if (!pending) return std::move(pending).status();
   return std::move(pending).value().publish();
 }
@@ -376,10 +412,10 @@ Result<Shared> adopt(std::string_view name) noexcept {
       return Status(Code::kPermission, "region " + region_name + " belongs to owner " + detail::hex(n.owner) +
                                            ", not to this process's owner " + detail::hex(me) +
                                            "; only regions written for this process can be adopted");
-    KURA_ASSIGN_OR_RETURN(int fd, open_region(region_name));
-    FdCloser closer{fd};
+    KURA_ASSIGN_OR_RETURN(int raw_fd, open_region(region_name));
+    KURA_ASSIGN_OR_RETURN(OwnedFd fd, OwnedFd::adopt(raw_fd, false));
     struct stat st;
-    if (::fstat(fd, &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);
+    if (::fstat(fd.get(), &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);
     return SharedAccess::make(region_name, static_cast<std::uint64_t>(st.st_size), true);
   });
 }
@@ -391,17 +427,20 @@ Status remove(std::string_view name) noexcept {
     if (!n->path.empty())
       return invalid_name("remove takes a region name without a path, not " + std::string(name));
     const std::string region_name = format_region_name(n->owner, n->counter);
-    const std::string path = std::string(detail::kShmDir) + region_name;
+    const std::string path = detail::dir_path(region_name);
     struct stat st;
     if (::lstat(path.c_str(), &st) != 0) {
-      if (errno == ENOENT) return Status(Code::kNotFound, "region " + region_name + " does not exist", ENOENT);
+      if (errno == ENOENT)
+        return Status(Code::kNotFound, "region " + region_name + " does not exist", ENOENT);
       return detail::os_error("cannot stat region " + region_name, errno);
     }
     if (st.st_uid != ::geteuid())
-      return Status(Code::kPermission, "region " + region_name + " belongs to user " + std::to_string(st.st_uid) +
+      return Status(Code::kPermission, "region " + region_name + " belongs to user " +
+                                           std::to_string(st.st_uid) +
                                            "; kura never removes another user's files");
     if (::unlink(path.c_str()) != 0) {
-      if (errno == ENOENT) return Status(Code::kNotFound, "region " + region_name + " does not exist", ENOENT);
+      if (errno == ENOENT)
+        return Status(Code::kNotFound, "region " + region_name + " does not exist", ENOENT);
       return detail::os_error("cannot remove region " + region_name, errno);
     }
     return Status::ok();

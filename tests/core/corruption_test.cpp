@@ -4,7 +4,6 @@
 // reaches the damage; never a crash or a read outside the image (run under
 // ASan to see the latter).
 #include <catch2/catch.hpp>
-
 #include <functional>
 #include <string>
 
@@ -24,8 +23,8 @@ using Path = std::vector<std::uint64_t>;
 constexpr std::uint64_t kHuge = std::uint64_t{1} << 63;
 
 const std::vector<Path>& probe_paths() {
-  static const std::vector<Path> paths = {{1},    {2},    {3},    {4},       {5},    {6},
-                                          {3, 1}, {3, 2}, {3, 3}, {3, 1, 1}, {1, 1}, {9223372036854775807ull}};
+  static const std::vector<Path> paths = {
+      {1}, {2}, {3}, {4}, {5}, {6}, {3, 1}, {3, 2}, {3, 3}, {3, 1, 1}, {1, 1}, {9223372036854775807ull}};
   return paths;
 }
 
@@ -33,7 +32,9 @@ bool allowed_path_code(Code c) {
   return c == Code::kOk || c == Code::kCorrupt || c == Code::kOutOfRange || c == Code::kNotAList;
 }
 
-std::string describe(const Status& s) { return s.is_ok() ? "ok" : s.to_string(); }
+std::string describe(const Status& s) {
+  return s.is_ok() ? "ok" : s.to_string();
+}
 
 // Runs every reader over `b`. Region::at on the probe paths and the lookup
 // functions on each visited node must each succeed or fail with an allowed
@@ -198,7 +199,8 @@ TEST_CASE("region header: magic, version, flags", "[core]") {
     Bytes b = good;
     put<std::uint16_t>(b, 4, version);
     rehash_region(b);
-    CHECK(expect_open_corrupt(b, "version " + std::to_string(version)).find("unsupported") != std::string::npos);
+    CHECK(expect_open_corrupt(b, "version " + std::to_string(version)).find("unsupported") !=
+          std::string::npos);
   }
   for (std::uint16_t flags : {0x0, 0x2, 0x4, 0x5, 0x7, 0x8003, 0xFFFF}) {
     Bytes b = good;
@@ -221,15 +223,16 @@ TEST_CASE("region header: magic, version, flags", "[core]") {
 TEST_CASE("region header: sizes, root offset, node count", "[core]") {
   Bytes good = build_ok(kura::test::rich_value(), /*hashed=*/true);
   const std::uint64_t size = good.size();
-  for (std::uint64_t rs : {std::uint64_t{0}, std::uint64_t{64}, size - 64, size - 1, size + 1, size + 64, kHuge,
-                           UINT64_MAX}) {
+  for (std::uint64_t rs :
+       {std::uint64_t{0}, std::uint64_t{64}, size - 64, size - 1, size + 1, size + 64, kHuge, UINT64_MAX}) {
     Bytes b = good;
     put<std::uint64_t>(b, 8, rs);
     rehash_region(b);
     expect_open_corrupt(b, "region_size " + std::to_string(rs));
   }
-  for (std::uint64_t ro : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{32}, std::uint64_t{65},
-                           std::uint64_t{100}, size, size - 32, size + 64, kHuge, UINT64_MAX - 63, UINT64_MAX}) {
+  for (std::uint64_t ro :
+       {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{32}, std::uint64_t{65}, std::uint64_t{100}, size,
+        size - 32, size + 64, kHuge, UINT64_MAX - 63, UINT64_MAX}) {
     Bytes b = good;
     put<std::uint64_t>(b, 16, ro);
     rehash_region(b);
@@ -309,10 +312,11 @@ TEST_CASE("node header: magic, kind, dtype, flags, tag", "[core]") {
   Fixture f;
   for (std::uint64_t off : f.nodes) {
     const NodeHeader h = f.header(off);
-    const std::string at = " of the " + std::string(kind_name(static_cast<Kind>(h.kind))) + " node at " +
-                           std::to_string(off);
+    const std::string at =
+        " of the " + std::string(kind_name(static_cast<Kind>(h.kind))) + " node at " + std::to_string(off);
     for (int i = 0; i < 4; ++i)
-      expect_corrupt(f.with([&](Bytes& b) { b[off + i] ^= std::byte{0x01}; }), "magic byte " + std::to_string(i) + at);
+      expect_corrupt(f.with([&](Bytes& b) { b[off + i] ^= std::byte{0x01}; }),
+                     "magic byte " + std::to_string(i) + at);
     for (std::uint8_t kind : {5, 6, 128, 255})
       expect_corrupt(f.with([&](Bytes& b) { put<std::uint8_t>(b, off + kKind, kind); }),
                      "kind " + std::to_string(kind) + at);
@@ -322,7 +326,8 @@ TEST_CASE("node header: magic, kind, dtype, flags, tag", "[core]") {
                        "dtype " + std::to_string(dtype) + at);
       // A dtype of another width no longer matches data_size.
       std::uint8_t other = dtype_width(static_cast<Dtype>(h.dtype)) == 8 ? 6 : 7;
-      expect_corrupt(f.with([&](Bytes& b) { put<std::uint8_t>(b, off + kDtype, other); }), "dtype width" + at);
+      expect_corrupt(f.with([&](Bytes& b) { put<std::uint8_t>(b, off + kDtype, other); }),
+                     "dtype width" + at);
     } else {
       for (std::uint8_t dtype : {1, 10, 12, 13, 255})
         expect_corrupt(f.with([&](Bytes& b) { put<std::uint8_t>(b, off + kDtype, dtype); }),
@@ -333,10 +338,12 @@ TEST_CASE("node header: magic, kind, dtype, flags, tag", "[core]") {
                      "flags " + std::to_string(flags) + at);
     if (h.kind != static_cast<std::uint8_t>(Kind::kBytes)) {
       for (int i : {0, 3, 7})
-        expect_corrupt(f.with([&](Bytes& b) { put<char>(b, off + kTag + i, 'x'); }), "tag byte " + std::to_string(i) + at);
+        expect_corrupt(f.with([&](Bytes& b) { put<char>(b, off + kTag + i, 'x'); }),
+                       "tag byte " + std::to_string(i) + at);
     } else {
       // Any tag is fine on a bytes node.
-      expect_clean(f.with([&](Bytes& b) { std::memcpy(b.data() + off + kTag, "arrowzzz", 8); }), "new tag" + at);
+      expect_clean(f.with([&](Bytes& b) { std::memcpy(b.data() + off + kTag, "arrowzzz", 8); }),
+                   "new tag" + at);
     }
   }
 }
@@ -365,7 +372,8 @@ TEST_CASE("node header: length and data_size", "[core]") {
       expect_corrupt(set(kDataSize, 0), "data_size 0" + at);
       expect_corrupt(set(kDataSize, f.size), "data_size = region size" + at);
       expect_corrupt(set(kDataSize, UINT64_MAX), "data_size 2^64-1" + at);
-      expect_corrupt(set(kDataSize, UINT64_MAX - h.data_offset + 1), "data_offset + data_size wraps to 0" + at);
+      expect_corrupt(set(kDataSize, UINT64_MAX - h.data_offset + 1),
+                     "data_offset + data_size wraps to 0" + at);
     } else {
       expect_corrupt(set(kDataSize, 8), "data_size 8 with data_offset 0" + at);
     }
@@ -376,15 +384,18 @@ TEST_CASE("node header: data_offset", "[core]") {
   Fixture f;
   for (std::uint64_t off : f.nodes) {
     const NodeHeader h = f.header(off);
-    const std::string at = " of the " + std::string(kind_name(static_cast<Kind>(h.kind))) + " node at " +
-                           std::to_string(off);
-    auto set = [&](std::uint64_t v) { return f.with([&](Bytes& b) { put<std::uint64_t>(b, off + kDataOffset, v); }); };
+    const std::string at =
+        " of the " + std::string(kind_name(static_cast<Kind>(h.kind))) + " node at " + std::to_string(off);
+    auto set = [&](std::uint64_t v) {
+      return f.with([&](Bytes& b) { put<std::uint64_t>(b, off + kDataOffset, v); });
+    };
     if (h.data_size) {
       for (std::uint64_t d : {h.data_offset + 1, h.data_offset + 8, h.data_offset + 32, h.data_offset - 1})
         expect_corrupt(set(d), "data_offset unaligned " + std::to_string(d) + at);
       // The last aligned offset whose block runs past the end, and beyond.
       const std::uint64_t last = (f.size - h.data_size + 64) & ~std::uint64_t{63};
-      for (std::uint64_t d : {last, f.size, f.size + 64, kHuge, UINT64_MAX - 63, UINT64_MAX & ~std::uint64_t{63}})
+      for (std::uint64_t d :
+           {last, f.size, f.size + 64, kHuge, UINT64_MAX - 63, UINT64_MAX & ~std::uint64_t{63}})
         expect_corrupt(set(d), "data_offset past the end " + std::to_string(d) + at);
       expect_corrupt(set(0), "data_offset 0 with data_size > 0" + at);
     } else {
@@ -402,15 +413,17 @@ TEST_CASE("node header: names_offset and attrs_offset", "[core]") {
   const std::uint64_t a_null = f.first_of_kind(Kind::kNull);
   for (std::uint64_t off : f.nodes) {
     const NodeHeader h = f.header(off);
-    const std::string at = " of the " + std::string(kind_name(static_cast<Kind>(h.kind))) + " node at " +
-                           std::to_string(off);
+    const std::string at =
+        " of the " + std::string(kind_name(static_cast<Kind>(h.kind))) + " node at " + std::to_string(off);
     const bool copy = !f.is_names_node(off);
     for (std::uint64_t field : {kNamesOffset, kAttrsOffset}) {
       const std::string which = field == kNamesOffset ? "names_offset " : "attrs_offset ";
-      auto set = [&](std::uint64_t v) { return f.with([&](Bytes& b) { put<std::uint64_t>(b, off + field, v); }); };
-      for (std::uint64_t v : {std::uint64_t{1}, std::uint64_t{32}, std::uint64_t{63}, std::uint64_t{100},
-                              std::uint64_t{64 + 8}, f.size, f.size - 32, f.size + 64, kHuge, UINT64_MAX,
-                              UINT64_MAX & ~std::uint64_t{63}})
+      auto set = [&](std::uint64_t v) {
+        return f.with([&](Bytes& b) { put<std::uint64_t>(b, off + field, v); });
+      };
+      for (std::uint64_t v :
+           {std::uint64_t{1}, std::uint64_t{32}, std::uint64_t{63}, std::uint64_t{100}, std::uint64_t{64 + 8},
+            f.size, f.size - 32, f.size + 64, kHuge, UINT64_MAX, UINT64_MAX & ~std::uint64_t{63}})
         expect_corrupt(set(v), which + std::to_string(v) + at, copy);
       expect_corrupt(set(off), which + "pointing at the node itself" + at, copy);
       if (off != 64) expect_corrupt(set(64), which + "pointing at the root (an ancestor)" + at, copy);
@@ -495,8 +508,8 @@ TEST_CASE("list child offsets", "[core]") {
       const std::uint64_t child = get<std::uint64_t>(f.image, slot);
       const std::string at = " in child " + std::to_string(i + 1) + " of the list at " + std::to_string(off);
       auto set = [&](std::uint64_t v) { return f.with([&](Bytes& b) { put<std::uint64_t>(b, slot, v); }); };
-      for (std::uint64_t v : {std::uint64_t{0}, child + 1, child + 8, child + 32, child - 1, f.size, f.size - 32,
-                              f.size + 64, kHuge, UINT64_MAX, UINT64_MAX & ~std::uint64_t{63}})
+      for (std::uint64_t v : {std::uint64_t{0}, child + 1, child + 8, child + 32, child - 1, f.size,
+                              f.size - 32, f.size + 64, kHuge, UINT64_MAX, UINT64_MAX & ~std::uint64_t{63}})
         expect_corrupt(set(v), "child offset " + std::to_string(v) + at);
       expect_corrupt(set(off), "child offset pointing at its own list" + at);
       expect_corrupt(set(64), "child offset pointing at the root" + at);
@@ -540,9 +553,11 @@ TEST_CASE("string entries", "[core]") {
       const std::uint64_t e = h.data_offset + 16 * i;
       const auto entry_offset = get<std::uint64_t>(f.image, e);
       const auto nbytes = get<std::int32_t>(f.image, e + 8);
-      const std::string at = " in entry " + std::to_string(i + 1) + " of the strings node at " + std::to_string(off);
+      const std::string at =
+          " in entry " + std::to_string(i + 1) + " of the strings node at " + std::to_string(off);
       for (std::int32_t nb : {-2, -100, INT32_MIN})
-        expect_corrupt(f.with([&](Bytes& b) { put<std::int32_t>(b, e + 8, nb); }), "nbytes " + std::to_string(nb) + at);
+        expect_corrupt(f.with([&](Bytes& b) { put<std::int32_t>(b, e + 8, nb); }),
+                       "nbytes " + std::to_string(nb) + at);
       for (std::uint8_t enc : {3, 4, 255})
         expect_corrupt(f.with([&](Bytes& b) { put<std::uint8_t>(b, e + 12, enc); }),
                        "encoding " + std::to_string(enc) + at);
@@ -550,15 +565,18 @@ TEST_CASE("string entries", "[core]") {
       expect_clean(f.with([&](Bytes& b) { put<std::uint8_t>(b, e + 13, 0xFF); }), "entry padding set" + at);
       if (nbytes == -1) continue;
       ++checked;
-      for (std::uint64_t o : {packed_size, packed_size - static_cast<std::uint64_t>(nbytes), packed_size + 1000,
-                              kHuge, UINT64_MAX, UINT64_MAX - static_cast<std::uint64_t>(nbytes)})
+      for (std::uint64_t o :
+           {packed_size, packed_size - static_cast<std::uint64_t>(nbytes), packed_size + 1000, kHuge,
+            UINT64_MAX, UINT64_MAX - static_cast<std::uint64_t>(nbytes)})
         expect_corrupt(f.with([&](Bytes& b) { put<std::uint64_t>(b, e, o); }),
                        "entry offset " + std::to_string(o) + at);
-      for (std::int32_t nb : {static_cast<std::int32_t>(packed_size), static_cast<std::int32_t>(packed_size) + 1000,
-                              INT32_MAX})
-        expect_corrupt(f.with([&](Bytes& b) { put<std::int32_t>(b, e + 8, nb); }), "nbytes " + std::to_string(nb) + at);
+      for (std::int32_t nb :
+           {static_cast<std::int32_t>(packed_size), static_cast<std::int32_t>(packed_size) + 1000, INT32_MAX})
+        expect_corrupt(f.with([&](Bytes& b) { put<std::int32_t>(b, e + 8, nb); }),
+                       "nbytes " + std::to_string(nb) + at);
       // The terminator overwritten.
-      const std::uint64_t term = h.data_offset + packed_start + entry_offset + static_cast<std::uint64_t>(nbytes);
+      const std::uint64_t term =
+          h.data_offset + packed_start + entry_offset + static_cast<std::uint64_t>(nbytes);
       expect_corrupt(f.with([&](Bytes& b) { put<char>(b, term, 'Z'); }), "terminator missing" + at);
     }
   }
@@ -569,10 +587,10 @@ TEST_CASE("lengths whose byte size overflows 64 bits", "[core]") {
   Fixture f;
   auto region = Region::open(f.image);
   REQUIRE(region.is_ok());
-  const std::uint64_t x = region->at(Path{1})->offset();  // f64 array of 3
-  const std::uint64_t root = 64;                          // list of 5
-  const std::uint64_t s = region->at(Path{2})->offset();  // strings of 5
-  const std::uint64_t by = region->at(Path{4})->offset(); // bytes of 5
+  const std::uint64_t x = region->at(Path{1})->offset();   // f64 array of 3
+  const std::uint64_t root = 64;                           // list of 5
+  const std::uint64_t s = region->at(Path{2})->offset();   // strings of 5
+  const std::uint64_t by = region->at(Path{4})->offset();  // bytes of 5
   struct Case {
     std::uint64_t node;
     std::uint64_t length;

@@ -1,7 +1,6 @@
 // The example of FORMAT.md section 6, built and compared byte for byte with
 // the golden file, and the golden file read back.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 #include <iterator>
 

@@ -1,10 +1,9 @@
 // The dtype table of FORMAT.md 4.1 and the alignment helper. Struct sizes
 // and field offsets are static_assert'ed in layout.hpp itself.
-#include <catch2/catch.hpp>
-
-#include <string_view>
-
 #include "kura/core/layout.hpp"
+
+#include <catch2/catch.hpp>
+#include <string_view>
 
 using namespace kura;
 
@@ -18,8 +17,8 @@ struct Row {
 
 // FORMAT.md table 4.1, copied by hand.
 constexpr Row kTable[] = {
-    {"u8", 1, 1},   {"i8", 2, 1},   {"u16", 3, 2},  {"i16", 4, 2},   {"u32", 5, 4},   {"i32", 6, 4},
-    {"u64", 7, 8},  {"i64", 8, 8},  {"f32", 9, 4},  {"f64", 10, 8},  {"c128", 11, 16}, {"lgl", 12, 4},
+    {"u8", 1, 1},  {"i8", 2, 1},  {"u16", 3, 2}, {"i16", 4, 2},  {"u32", 5, 4},    {"i32", 6, 4},
+    {"u64", 7, 8}, {"i64", 8, 8}, {"f32", 9, 4}, {"f64", 10, 8}, {"c128", 11, 16}, {"lgl", 12, 4},
 };
 
 }  // namespace

@@ -1,11 +1,10 @@
 // Names (FORMAT.md section 1): every valid name round trips through
 // parse_name and format_name; everything off the grammar is InvalidName.
-#include <catch2/catch.hpp>
+#include "kura/core/name.hpp"
 
+#include <catch2/catch.hpp>
 #include <string>
 #include <vector>
-
-#include "kura/core/name.hpp"
 
 using namespace kura;
 
@@ -182,9 +181,9 @@ TEST_CASE("index 2^63-1 is the largest accepted index", "[core]") {
   auto ok = parse_name("/kura_1_2[9223372036854775807]");
   REQUIRE(ok.is_ok());
   CHECK(ok->path[0] == 9223372036854775807ull);
-  for (const char* s : {"/kura_1_2[9223372036854775808]", "/kura_1_2[9223372036854775809]",
-                        "/kura_1_2[10000000000000000000]", "/kura_1_2[18446744073709551616]",
-                        "/kura_1_2[92233720368547758070]"}) {
+  for (const char* s :
+       {"/kura_1_2[9223372036854775808]", "/kura_1_2[9223372036854775809]", "/kura_1_2[10000000000000000000]",
+        "/kura_1_2[18446744073709551616]", "/kura_1_2[92233720368547758070]"}) {
     check_invalid(s);
   }
 }

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <catch2/catch.hpp>
-
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -23,8 +22,9 @@ inline std::span<const std::byte> as_bytes_of(const std::string& s) {
 // NA and "", names, attributes (one of them decorated itself), bytes, null.
 inline Value rich_value() {
   Value inner = Value::list({Value::i32({1, 2, 3}), Value::null()}).with_names({String{"a"}, String::NA()});
-  Value strs = Value::strings_of({String{"utf8 \xc3\xa9"}, String::NA(), String{""},
-                                  String{"latin1 \xe9", Encoding::kLatin1}, String{"\x01\x02", Encoding::kBytes}});
+  Value strs =
+      Value::strings_of({String{"utf8 \xc3\xa9"}, String::NA(), String{""},
+                         String{"latin1 \xe9", Encoding::kLatin1}, String{"\x01\x02", Encoding::kBytes}});
   Value arr = Value::f64({1.5, -2.0, 0.0});
   arr.with_attr("dim", Value::i32({3, 1}))
       .with_attr("class", Value::strings_utf8({"matrix", "array"}).with_attr("note", Value::f64({7})));
@@ -57,7 +57,9 @@ void put(Bytes& b, std::uint64_t off, T v) {
 
 // Recomputes the region header hash after a header field was changed, so
 // that the check under test (not the hash) is what fails.
-inline void rehash_region(Bytes& b) { put<std::uint64_t>(b, 56, region_header_hash(std::span<const std::byte>(b).first(56))); }
+inline void rehash_region(Bytes& b) {
+  put<std::uint64_t>(b, 56, region_header_hash(std::span<const std::byte>(b).first(56)));
+}
 
 inline NodeHeader node_at(const Bytes& b, std::uint64_t off) {
   NodeHeader h;

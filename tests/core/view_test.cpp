@@ -134,9 +134,9 @@ TEST_CASE("out of range, not a list and index 0 are distinct errors", "[core]") 
   auto into_array = region.at(Path{1, 1});
   REQUIRE_FALSE(into_array.is_ok());
   CHECK(into_array.status().code() == Code::kNotAList);
-  CHECK(region.at(Path{2, 1}).status().code() == Code::kNotAList);   // strings
-  CHECK(region.at(Path{4, 1}).status().code() == Code::kNotAList);   // bytes
-  CHECK(region.at(Path{5, 1}).status().code() == Code::kNotAList);   // null
+  CHECK(region.at(Path{2, 1}).status().code() == Code::kNotAList);  // strings
+  CHECK(region.at(Path{4, 1}).status().code() == Code::kNotAList);  // bytes
+  CHECK(region.at(Path{5, 1}).status().code() == Code::kNotAList);  // null
   CHECK(region.at(Path{3, 2, 1}).status().code() == Code::kNotAList);
   // A path that goes past the end before reaching a non-list.
   CHECK(region.at(Path{9, 1}).status().code() == Code::kOutOfRange);

@@ -31,18 +31,12 @@ std::vector<std::pair<std::string, Value>> regions() {
   out.emplace_back("golden", Value::list({Value::f64({1.5, 2.5}), Value::strings_utf8({"a"})})
                                  .with_names({String{"x"}, String{"tag"}}));
   std::vector<Value> dtypes = {
-      Value::array<Dtype::kU8>({0, 1, 255}),
-      Value::array<Dtype::kI8>({-1, 2}),
-      Value::array<Dtype::kU16>({65535}),
-      Value::array<Dtype::kI16>({-32768, 5}),
-      Value::array<Dtype::kU32>({7, 8}),
-      Value::i32({1, INT32_MIN, 3}),
-      Value::array<Dtype::kU64>({UINT64_MAX}),
-      Value::array<Dtype::kI64>({INT64_MIN, 0}),
-      Value::array<Dtype::kF32>({1.5f}),
-      Value::f64({std::bit_cast<double>(kNaRealBits), -0.0}),
-      Value::array<Dtype::kC128>({{1.0, 2.0}}),
-      Value::array<Dtype::kLgl>({0, 1, kNaInt}),
+      Value::array<Dtype::kU8>({0, 1, 255}),    Value::array<Dtype::kI8>({-1, 2}),
+      Value::array<Dtype::kU16>({65535}),       Value::array<Dtype::kI16>({-32768, 5}),
+      Value::array<Dtype::kU32>({7, 8}),        Value::i32({1, INT32_MIN, 3}),
+      Value::array<Dtype::kU64>({UINT64_MAX}),  Value::array<Dtype::kI64>({INT64_MIN, 0}),
+      Value::array<Dtype::kF32>({1.5f}),        Value::f64({std::bit_cast<double>(kNaRealBits), -0.0}),
+      Value::array<Dtype::kC128>({{1.0, 2.0}}), Value::array<Dtype::kLgl>({0, 1, kNaInt}),
   };
   out.emplace_back("dtypes", Value::list(dtypes));
   for (std::size_t i = 0; i < dtypes.size(); ++i) out.emplace_back("dtype" + std::to_string(i), dtypes[i]);
@@ -53,12 +47,13 @@ std::vector<std::pair<std::string, Value>> regions() {
   arr.with_attr("dim", Value::i32({2, 3}))
       .with_attr("class", Value::strings_utf8({"matrix"}).with_attr("note", Value::null()));
   out.emplace_back("attrs", arr);
-  out.emplace_back("nested",
-                   Value::list({Value::list({Value::i32({1}), Value::list({Value::null(), Value::strings_utf8({"deep"})})})
-                                    .with_names({String{"a"}, String{"b"}}),
-                                Value::bytes("json", as_bytes_of("{\"k\":1}")), Value::null()})
-                       .with_names({String{"x"}, String::NA(), String{"n"}})
-                       .with_attr("class", Value::strings_utf8({"data.frame"})));
+  out.emplace_back(
+      "nested",
+      Value::list({Value::list({Value::i32({1}), Value::list({Value::null(), Value::strings_utf8({"deep"})})})
+                       .with_names({String{"a"}, String{"b"}}),
+                   Value::bytes("json", as_bytes_of("{\"k\":1}")), Value::null()})
+          .with_names({String{"x"}, String::NA(), String{"n"}})
+          .with_attr("class", Value::strings_utf8({"data.frame"})));
   out.emplace_back("empty", Value::list({Value::list({}), Value::strings_of({}), Value::f64({}),
                                          Value::bytes("", {}), Value::null()}));
   out.emplace_back("null", Value::null());
@@ -69,8 +64,13 @@ std::vector<std::pair<std::string, Value>> regions() {
 }
 
 const char* const kNames[] = {
-    "/kura_0_0", "/kura_1f_2a", "/kura_1f_2a[2,3]", "/kura_ffffffffffffffff_1[9223372036854775807]",
-    "/kura_a_b[1,1,1,1,1,1,1,1]", "/kura_1_2[", "/kura_1_2[1,]",
+    "/kura_0_0",
+    "/kura_1f_2a",
+    "/kura_1f_2a[2,3]",
+    "/kura_ffffffffffffffff_1[9223372036854775807]",
+    "/kura_a_b[1,1,1,1,1,1,1,1]",
+    "/kura_1_2[",
+    "/kura_1_2[1,]",
 };
 
 }  // namespace

@@ -23,8 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (text.size() > kura::kMaxNameLength || parsed->path.size() > kura::kMaxPathIndices) std::abort();
   std::string formatted = kura::format_name(*parsed);
   if (formatted != text) {
-    std::fprintf(stderr, "round trip: \"%.*s\" formats as \"%s\"\n", static_cast<int>(text.size()), text.data(),
-                 formatted.c_str());
+    std::fprintf(stderr, "round trip: \"%.*s\" formats as \"%s\"\n", static_cast<int>(text.size()),
+                 text.data(), formatted.c_str());
     std::abort();
   }
   auto again = kura::parse_name(formatted);

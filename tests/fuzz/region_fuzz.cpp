@@ -63,7 +63,8 @@ Status poke(const kura::NodeView& n) {
   if (!c) require(path_code_ok(c.status().code()), "child(name) failed with an unexpected code");
   if (n.kind() == kura::Kind::kList && n.length() > 0) {
     auto last = n.child(n.length() - 1);
-    if (!last) require(last.status().code() == Code::kCorrupt, "child(i) failed with a code other than Corrupt");
+    if (!last)
+      require(last.status().code() == Code::kCorrupt, "child(i) failed with a code other than Corrupt");
   }
   return Status::ok();
 }
@@ -105,7 +106,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!walked) require(walked.code() == Code::kCorrupt, "walk failed with a code other than Corrupt");
 
   auto report = kura::verify(*root);
-  if (!report) require(report.status().code() == Code::kCorrupt, "verify failed with a code other than Corrupt");
+  if (!report)
+    require(report.status().code() == Code::kCorrupt, "verify failed with a code other than Corrupt");
 
   auto value = kura::to_value(*root);
   if (!value) {
@@ -117,7 +119,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // attribute keys), and it reads back the same.
   auto rebuilt = kura::build(*value, kura::Stamp{}, /*hashed=*/true);
   if (!rebuilt) {
-    require(rebuilt.status().code() == Code::kInvalidArgument, "build failed with a code other than InvalidArgument");
+    require(rebuilt.status().code() == Code::kInvalidArgument,
+            "build failed with a code other than InvalidArgument");
     return 0;
   }
   auto region2 = kura::Region::open(*rebuilt);

@@ -17,8 +17,12 @@ namespace {
 std::string g_self_exe;  // NOLINT: set once by main
 }
 
-const std::string& self_exe() { return g_self_exe; }
-void set_self_exe(std::string path) { g_self_exe = std::move(path); }
+const std::string& self_exe() {
+  return g_self_exe;
+}
+void set_self_exe(std::string path) {
+  g_self_exe = std::move(path);
+}
 
 Child Child::helper(const std::vector<std::string>& args) {
   std::vector<std::string> argv{self_exe(), "--helper"};
@@ -52,7 +56,12 @@ Child Child::spawn(const std::vector<std::string>& argv) {
 }
 
 Child::Child(Child&& o) noexcept
-    : what_(std::move(o.what_)), pid_(o.pid_), in_(o.in_), out_(o.out_), buffer_(std::move(o.buffer_)), eof_(o.eof_) {
+    : what_(std::move(o.what_)),
+      pid_(o.pid_),
+      in_(o.in_),
+      out_(o.out_),
+      buffer_(std::move(o.buffer_)),
+      eof_(o.eof_) {
   o.pid_ = -1;
   o.in_ = -1;
   o.out_ = -1;
@@ -96,7 +105,8 @@ std::string Child::read_line(int timeout_ms) {
     if (eof_)
       throw std::runtime_error("helper `" + what_ + "` exited before writing a line (partial output: '" +
                                buffer_ + "'); see its stderr above");
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0 || !fill(static_cast<int>(left.count())))
       throw std::runtime_error("helper `" + what_ + "` wrote no line within " + std::to_string(timeout_ms) +
                                " ms (partial output: '" + buffer_ + "')");
@@ -129,9 +139,11 @@ void Child::close_input() {
 int Child::wait(int timeout_ms) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (!eof_) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0 || !fill(static_cast<int>(left.count())))
-      throw std::runtime_error("helper `" + what_ + "` did not exit within " + std::to_string(timeout_ms) + " ms");
+      throw std::runtime_error("helper `" + what_ + "` did not exit within " + std::to_string(timeout_ms) +
+                               " ms");
   }
   int status = 0;
   ::waitpid(pid_, &status, 0);

@@ -16,6 +16,7 @@
 #include "kura/core/value.hpp"
 #include "kura/shm/owner.hpp"
 #include "kura/shm/region.hpp"
+#include "private_shm_dir.hpp"
 #include "sample.hpp"
 
 namespace kura::test {
@@ -169,18 +170,17 @@ int modes() {
   ::umask(0);
   auto owner = shm::process_owner();
   if (!owner) return fail(owner.status().to_string());
-  char lease[64];
-  std::snprintf(lease, sizeof lease, "/dev/shm/kura_%s.lock", hex(*owner).c_str());
+  const std::string lease = shm_path("kura_" + hex(*owner) + ".lock");
   Value v = Value::f64({1, 2, 3});
   auto p = shm::Pending::create(v);
   if (!p) return fail(p.status().to_string());
   unsigned temp_mode = 07777;
-  if (DIR* d = ::opendir("/dev/shm")) {
+  if (DIR* d = ::opendir(shm_dir().c_str())) {
     std::string prefix = "kura_" + hex(*owner) + "_";
     while (dirent* de = ::readdir(d)) {
       std::string f = de->d_name;
       if (f.rfind(prefix, 0) == 0 && f.size() > 4 && f.substr(f.size() - 4) == ".tmp")
-        temp_mode = mode_of("/dev/shm/" + f);
+        temp_mode = mode_of(shm_path(f));
     }
     ::closedir(d);
   }
@@ -188,24 +188,25 @@ int modes() {
   if (!s) return fail(s.status().to_string());
   char line[128];
   std::snprintf(line, sizeof line, "lease %o temp %o region %o", mode_of(lease), temp_mode,
-                mode_of("/dev/shm" + s->name()));
+                mode_of(shm_path(s->name())));
   say(line);
   return 0;
 }
 
-// Run inside a private mount namespace with a 1 MiB tmpfs on /dev/shm.
+// Run inside a private mount namespace with a 1 MiB tmpfs on the region directory.
 int nospace() {
   auto sp = shm::space();
-  if (!sp || sp->total > 4 * 1024 * 1024) return fail("/dev/shm is not the small tmpfs this helper expects");
+  if (!sp || sp->total > 4 * 1024 * 1024)
+    return fail("the region directory is not the small tmpfs this helper expects");
   Value v = Value::array_in_place(Dtype::kU8, 2 * 1024 * 1024);
   auto s = shm::share(v);
-  if (s) return fail("a 2 MiB region was created in a 1 MiB /dev/shm");
+  if (s) return fail("a 2 MiB region was created in a 1 MiB region directory");
   if (s.status().code() != Code::kNoSpace) return fail("expected NoSpace, got " + s.status().to_string());
   std::string lease = "kura_" + hex(*shm::process_owner()) + ".lock";
-  if (DIR* d = ::opendir("/dev/shm")) {
+  if (DIR* d = ::opendir(shm_dir().c_str())) {
     while (dirent* de = ::readdir(d)) {
       std::string f = de->d_name;
-      if (f.rfind("kura_", 0) == 0 && f != lease) return fail("left behind /dev/shm/" + f);
+      if (f.rfind("kura_", 0) == 0 && f != lease) return fail("left behind " + shm_path(f));
     }
     ::closedir(d);
   }

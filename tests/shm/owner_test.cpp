@@ -1,3 +1,5 @@
+#include "kura/shm/owner.hpp"
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -8,7 +10,6 @@
 #include <cstring>
 
 #include "child.hpp"
-#include "kura/shm/owner.hpp"
 #include "kura/shm/region.hpp"
 #include "shm_guard.hpp"
 #include "test_util.hpp"
@@ -25,7 +26,7 @@ TEST_CASE("the process owner is random, stable and backed by a held lease", "[sh
   REQUIRE(b.is_ok());
   CHECK(*a != 0);
   CHECK(*a == *b);
-  const std::string lease = "/dev/shm/kura_" + test::hex(*a) + ".lock";
+  const std::string lease = shm_path("kura_" + test::hex(*a) + ".lock");
   CHECK(exists(lease));
   CHECK(test::mode_of(lease) == 0600);
   CHECK(shm::owner_alive(*a));
@@ -132,6 +133,6 @@ TEST_CASE("a forked child does not keep its dead parent's owner alive", "[shm][m
   CHECK_FALSE(shm::owner_alive(owner));
   auto pruned = shm::prune();
   REQUIRE(pruned.is_ok());
-  CHECK_FALSE(exists("/dev/shm/kura_" + owner_line.substr(6) + ".lock"));
+  CHECK_FALSE(exists(shm_path("kura_" + owner_line.substr(6) + ".lock")));
   ::kill(heir, SIGKILL);
 }

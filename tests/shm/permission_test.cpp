@@ -111,7 +111,7 @@ TEST_CASE("another user's region is refused and never removed", "[shm]") {
   REQUIRE(l.is_ok());
   CHECK(std::none_of(l->begin(), l->end(), [&](const shm::RegionInfo& r) { return r.name == name; }));
   // Its lease, owned by another user, can never be proved dead.
-  const std::string lease = "/dev/shm/kura_dead0001.lock";
+  const std::string lease = shm_path("kura_dead0001.lock");
   {
     int fd = ::open(lease.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
     REQUIRE(fd >= 0);

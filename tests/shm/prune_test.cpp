@@ -38,7 +38,9 @@ Held read_held(test::Child& c) {
   }
 }
 
-std::uint64_t parse_hex(const std::string& s) { return std::stoull(s, nullptr, 16); }
+std::uint64_t parse_hex(const std::string& s) {
+  return std::stoull(s, nullptr, 16);
+}
 
 // The entries of a prune report that belong to one of `owners` (hex) or to
 // owner 0: other programs' orphans pruned at the same time do not count.
@@ -104,7 +106,7 @@ TEST_CASE("prune removes exactly a SIGKILLed owner's regions and lease", "[shm][
     CHECK(shm::map(n).is_ok());
   }
   CHECK(exists(shm_path(kept->name())));
-  CHECK(exists("/dev/shm/kura_" + l.owner + ".lock"));
+  CHECK(exists(shm_path("kura_" + l.owner + ".lock")));
 
   // A second prune finds nothing.
   auto again = shm::prune();
@@ -117,11 +119,12 @@ TEST_CASE("prune removes exactly a SIGKILLed owner's regions and lease", "[shm][
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   for (const auto& n : l.names) CHECK(!exists(shm_path(n)));
-  CHECK(!exists("/dev/shm/kura_" + l.owner + ".lock"));
+  CHECK(!exists(shm_path("kura_" + l.owner + ".lock")));
   REQUIRE(shm::remove(kept->name()).is_ok());
 }
 
-TEST_CASE("a writer killed before publishing exposes nothing and prune removes its temporary", "[shm][multiprocess]") {
+TEST_CASE("a writer killed before publishing exposes nothing and prune removes its temporary",
+          "[shm][multiprocess]") {
   test::ShmGuard guard;
   auto w = test::Child::helper({"pending"});
   std::string owner_line = w.read_line();
@@ -151,18 +154,20 @@ TEST_CASE("a writer killed before publishing exposes nothing and prune removes i
   std::vector<std::string> expected{"/" + temp, "/kura_" + owner + ".lock"};
   std::sort(expected.begin(), expected.end());
   CHECK(of_owners(report->removed, {owner, test::hex(*shm::process_owner())}) == expected);
-  CHECK(!exists("/dev/shm/" + temp));
+  CHECK(!exists(shm_path(temp)));
 }
 
-TEST_CASE("a full /dev/shm is NoSpace at create time and leaves no file", "[shm][multiprocess]") {
+TEST_CASE("a full region directory is NoSpace at create time and leaves no file", "[shm][multiprocess]") {
   test::ShmGuard guard;
-  // A private mount namespace with a 1 MiB tmpfs on /dev/shm, so the real
-  // /dev/shm is never filled.
+  // A private mount namespace with a 1 MiB tmpfs on the region directory, so
+  // the real /dev/shm is never filled.
   const std::string script =
-      "mount -t tmpfs -o size=1m tmpfs /dev/shm || { echo 'cannot-mount'; exit 0; }; exec \"$0\" --helper nospace";
+      "mount -t tmpfs -o size=1m tmpfs \"$KURA_SHM_DIR\" || { echo 'cannot-mount'; exit 0; }; "
+      "exec \"$0\" --helper nospace";
   std::unique_ptr<test::Child> c;
   try {
-    c = std::make_unique<test::Child>(test::Child::spawn({"unshare", "-m", "sh", "-c", script, test::self_exe()}));
+    c = std::make_unique<test::Child>(
+        test::Child::spawn({"unshare", "-m", "sh", "-c", script, test::self_exe()}));
   } catch (const std::exception& e) {
     WARN("SKIPPED: cannot start unshare: " << e.what());
     return;
@@ -170,8 +175,9 @@ TEST_CASE("a full /dev/shm is NoSpace at create time and leaves no file", "[shm]
   std::vector<std::string> lines = c->read_all();
   int status = c->wait();
   if (lines.empty() || lines[0] == "cannot-mount") {
-    WARN("SKIPPED: this machine does not allow a private mount namespace with its own /dev/shm "
-         "(unshare -m / mount tmpfs failed: needs root or CAP_SYS_ADMIN); the NoSpace path was NOT tested");
+    WARN(
+        "SKIPPED: this machine does not allow a private mount namespace with its own tmpfs "
+        "(unshare -m / mount tmpfs failed: needs root or CAP_SYS_ADMIN); the NoSpace path was NOT tested");
     return;
   }
   INFO("helper said: " << lines[0]);
@@ -180,6 +186,6 @@ TEST_CASE("a full /dev/shm is NoSpace at create time and leaves no file", "[shm]
   CHECK(WEXITSTATUS(status) == 0);
   const std::string msg = lines[0].substr(8);
   CHECK(msg.find("cannot create region of 2.0 MiB") != std::string::npos);
-  CHECK(msg.find("/dev/shm has 1.0 MiB free") != std::string::npos);
+  CHECK(msg.find(test::shm_dir() + " has 1.0 MiB free") != std::string::npos);
   CHECK(msg.find("--shm-size") != std::string::npos);
 }

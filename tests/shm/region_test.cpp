@@ -1,3 +1,5 @@
+#include "kura/shm/region.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -7,7 +9,6 @@
 #include "kura/core/builder.hpp"
 #include "kura/core/verify.hpp"
 #include "kura/shm/owner.hpp"
-#include "kura/shm/region.hpp"
 #include "sample.hpp"
 #include "shm_guard.hpp"
 #include "test_util.hpp"
@@ -189,7 +190,7 @@ TEST_CASE("Pending fills arrays in place, then publishes atomically", "[shm]") {
     if (e.rfind("kura_" + test::hex(*owner) + "_", 0) == 0) temp = e;
   REQUIRE(temp.size() > 4);
   CHECK(temp.substr(temp.size() - 4) == ".tmp");
-  CHECK(test::mode_of("/dev/shm/" + temp) == 0600);
+  CHECK(test::mode_of(shm_path(temp)) == 0600);
   auto hidden = shm::map("/" + temp.substr(0, temp.size() - 4));
   REQUIRE(!hidden.is_ok());
   CHECK(hidden.status().code() == Code::kNotFound);
@@ -209,7 +210,7 @@ TEST_CASE("Pending fills arrays in place, then publishes atomically", "[shm]") {
   ys[2] = 30;
   auto s = std::move(p).value().publish();
   REQUIRE(s.is_ok());
-  CHECK(!exists("/dev/shm/" + temp));
+  CHECK(!exists(shm_path(temp)));
   CHECK(test::mode_of(shm_path(s->name())) == 0400);
 
   auto m = shm::map(s->name() + "[1]");
@@ -333,7 +334,7 @@ TEST_CASE("kept regions outlive their handle until removed by name", "[shm]") {
   CHECK(shm::remove(name).code() == Code::kNotFound);
 }
 
-TEST_CASE("space reports the size of /dev/shm", "[shm]") {
+TEST_CASE("space reports the size of the region directory", "[shm]") {
   test::ShmGuard guard;
   auto sp = shm::space();
   REQUIRE(sp.is_ok());
@@ -348,7 +349,9 @@ TEST_CASE("a region written on behalf of an owner is left for that owner to adop
   Value v = Value::f64({1.0, 2.0});
   std::string name;
   {
-    auto s = shm::share(v, {.on_behalf_of = *owner});
+    auto lease = shm::Lease::hold(*owner);
+    REQUIRE(lease.is_ok());
+    auto s = shm::share(*lease, v);
     REQUIRE(s.is_ok());
     name = s->name();
   }  // the writer's handle goes: the region stays, it is the owner's

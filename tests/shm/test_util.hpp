@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <string>
 
+#include "private_shm_dir.hpp"
+
 namespace kura::test {
 
 inline std::string hex(std::uint64_t v) {
@@ -26,7 +28,6 @@ inline unsigned mode_of(const std::string& path) {
   return st.st_mode & 07777;
 }
 
-// "/dev/shm" + a region name.
-inline std::string shm_path(const std::string& name) { return "/dev/shm" + name; }
+using kura::test::shm_path;  // the region directory + a region or file name
 
 }  // namespace kura::test

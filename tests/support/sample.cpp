@@ -10,7 +10,9 @@ namespace kura::test {
 
 namespace {
 
-double na_real() { return std::bit_cast<double>(kNaRealBits); }
+double na_real() {
+  return std::bit_cast<double>(kNaRealBits);
+}
 
 Value deep_list() {
   return Value::list({Value::f64({0.25, -0.0, std::numeric_limits<double>::infinity()}),
@@ -20,23 +22,25 @@ Value deep_list() {
 
 }  // namespace
 
-Value sample_at_path() { return Value::f64({0.25, -0.0, std::numeric_limits<double>::infinity()}); }
+Value sample_at_path() {
+  return Value::f64({0.25, -0.0, std::numeric_limits<double>::infinity()});
+}
 
 Value sample_value() {
   using L = std::numeric_limits<double>;
   std::vector<Value> xs;
-  xs.push_back(Value::array<Dtype::kU8>({0, 1, 255}));                                     // 1
-  xs.push_back(Value::array<Dtype::kI8>({-128, 0, 127}));                                  // 2
-  xs.push_back(Value::array<Dtype::kU16>({0, 65535}));                                     // 3
-  xs.push_back(Value::array<Dtype::kI16>({-32768, 32767}));                                // 4
-  xs.push_back(Value::array<Dtype::kU32>({0, 4294967295u}));                               // 5
-  xs.push_back(Value::i32({kNaInt, -1, 0, 2147483647}));                                   // 6
-  xs.push_back(Value::array<Dtype::kU64>({0, std::numeric_limits<std::uint64_t>::max()}));  // 7
-  xs.push_back(Value::array<Dtype::kI64>({std::numeric_limits<std::int64_t>::min(), 42}));  // 8
-  xs.push_back(Value::array<Dtype::kF32>({1.5f, -std::numeric_limits<float>::infinity()}));  // 9
+  xs.push_back(Value::array<Dtype::kU8>({0, 1, 255}));                                                // 1
+  xs.push_back(Value::array<Dtype::kI8>({-128, 0, 127}));                                             // 2
+  xs.push_back(Value::array<Dtype::kU16>({0, 65535}));                                                // 3
+  xs.push_back(Value::array<Dtype::kI16>({-32768, 32767}));                                           // 4
+  xs.push_back(Value::array<Dtype::kU32>({0, 4294967295u}));                                          // 5
+  xs.push_back(Value::i32({kNaInt, -1, 0, 2147483647}));                                              // 6
+  xs.push_back(Value::array<Dtype::kU64>({0, std::numeric_limits<std::uint64_t>::max()}));            // 7
+  xs.push_back(Value::array<Dtype::kI64>({std::numeric_limits<std::int64_t>::min(), 42}));            // 8
+  xs.push_back(Value::array<Dtype::kF32>({1.5f, -std::numeric_limits<float>::infinity()}));           // 9
   xs.push_back(Value::f64({1.5, na_real(), L::quiet_NaN(), L::infinity(), -L::infinity(), 1e-310}));  // 10
-  xs.push_back(Value::array<Dtype::kC128>({{1.0, -2.0}, {na_real(), 0.5}}));  // 11
-  xs.push_back(Value::array<Dtype::kLgl>({1, 0, kNaInt}));                  // 12
+  xs.push_back(Value::array<Dtype::kC128>({{1.0, -2.0}, {na_real(), 0.5}}));                          // 11
+  xs.push_back(Value::array<Dtype::kLgl>({1, 0, kNaInt}));                                            // 12
   xs.push_back(Value::strings_of({String{"utf8 \xc3\xbc", Encoding::kUtf8, false}, String::NA(),
                                   String{"caf\xe9", Encoding::kLatin1, false},
                                   String{std::string("\x00\xff", 2), Encoding::kBytes, false},
@@ -44,8 +48,9 @@ Value sample_value() {
   xs.push_back(Value::list({Value::i32({1, 2, 3}), Value::null(), deep_list(),
                             Value::bytes("json", std::as_bytes(std::span<const char>("{\"a\":1}", 7)))})
                    .with_names({String{"ints", Encoding::kUtf8, false}, String::NA(),
-                                String{"deep", Encoding::kUtf8, false}, String{"blob", Encoding::kUtf8, false}}));  // 14
-  xs.push_back(Value::null());  // 15
+                                String{"deep", Encoding::kUtf8, false},
+                                String{"blob", Encoding::kUtf8, false}}));  // 14
+  xs.push_back(Value::null());                                              // 15
   std::vector<String> names;
   for (int i = 1; i <= 15; ++i) names.push_back(String{"x" + std::to_string(i), Encoding::kUtf8, false});
   return Value::list(std::move(xs))
@@ -54,8 +59,8 @@ Value sample_value() {
       .with_attr("dim", Value::i32({3, 5}));
 }
 
-#define SAMPLE_EXPECT(cond)                                            \
-  do {                                                                 \
+#define SAMPLE_EXPECT(cond)                                           \
+  do {                                                                \
     if (!(cond)) return std::string("sample check failed: ") + #cond; \
   } while (0)
 
@@ -94,7 +99,8 @@ std::string check_sample(const NodeView& root) {
     SAMPLE_EXPECT(s0.is_ok() && s0->bytes == "utf8 \xc3\xbc" && s0->encoding == Encoding::kUtf8 && !s0->na);
     SAMPLE_EXPECT(s1.is_ok() && s1->na);
     SAMPLE_EXPECT(s2.is_ok() && s2->bytes == "caf\xe9" && s2->encoding == Encoding::kLatin1);
-    SAMPLE_EXPECT(s3.is_ok() && s3->bytes == std::string_view("\x00\xff", 2) && s3->encoding == Encoding::kBytes);
+    SAMPLE_EXPECT(s3.is_ok() && s3->bytes == std::string_view("\x00\xff", 2) &&
+                  s3->encoding == Encoding::kBytes);
   }
   {
     auto l = root.child(std::string_view("x14"));

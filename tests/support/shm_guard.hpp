@@ -1,5 +1,6 @@
 // ShmGuard: a test fixture that fails the test if it leaves anything behind
-// in /dev/shm.
+// in the region directory (the test process's private one, see
+// private_shm_dir.hpp).
 //
 //   TEST_CASE("...", "[shm]") {
 //     kura::test::ShmGuard guard;   // first, so it is checked last
@@ -8,10 +9,9 @@
 //
 // The constructor makes sure the test process's own owner and lease exist
 // (they live as long as the process) and snapshots every kura_* entry of
-// /dev/shm. The destructor fails the test for every kura_* entry that was not
+// the region directory. The destructor fails the test for every kura_* entry that was not
 // there before, names it, and removes it so one leak does not fail the next
-// test too. Tests that use it must not run concurrently with other programs
-// that create kura files (CTest: RESOURCE_LOCK dev_shm).
+// test too.
 #pragma once
 
 #include <dirent.h>
@@ -25,13 +25,14 @@
 #include <vector>
 
 #include "kura/shm/owner.hpp"
+#include "private_shm_dir.hpp"
 
 namespace kura::test {
 
-// The names of every kura_* entry in /dev/shm.
+// The names of every kura_* entry in the region directory.
 inline std::set<std::string> shm_entries() {
   std::set<std::string> out;
-  if (DIR* dir = ::opendir("/dev/shm")) {
+  if (DIR* dir = ::opendir(shm_dir().c_str())) {
     while (dirent* de = ::readdir(dir)) {
       std::string n = de->d_name;
       if (n.rfind("kura_", 0) == 0) out.insert(n);
@@ -63,14 +64,15 @@ class ShmGuard {
     const std::vector<std::string> left = new_entries();
     if (left.empty()) return;
     std::string list;
-    for (const std::string& n : left) list += " /dev/shm/" + n;
+    for (const std::string& n : left) list += " " + shm_path(n);
     if (std::uncaught_exceptions() > 0) {
       // The test already failed; say what it left and tidy up.
-      std::fprintf(stderr, "ShmGuard: the failed test also left in /dev/shm:%s (removed)\n", list.c_str());
+      std::fprintf(stderr, "ShmGuard: the failed test also left in the region directory:%s (removed)\n",
+                   list.c_str());
     } else {
-      FAIL_CHECK("the test left files in /dev/shm:" << list << " (removed now)");
+      FAIL_CHECK("the test left files in the region directory:" << list << " (removed now)");
     }
-    for (const std::string& n : left) ::unlink(("/dev/shm/" + n).c_str());
+    for (const std::string& n : left) ::unlink(shm_path(n).c_str());
   }
 
  private:

@@ -1,6 +1,7 @@
 // The real `kura` binary, run as a child process: put/get round trips,
 // holding a region until a signal, exit codes, corrupt regions, ls, rm and
-// prune. Every test removes what it created and checks /dev/shm for leaks.
+// prune. Every test removes what it created and checks the region directory
+// for leaks.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -19,11 +20,14 @@
 #include "kura/core/hash.hpp"
 #include "kura/core/layout.hpp"
 #include "kura/core/name.hpp"
+#include "kura/shm/owner.hpp"
 #include "kura/shm/region.hpp"
+#include "private_shm_dir.hpp"
 #include "process.hpp"
 #include "sample.hpp"
 #include "typed_json.hpp"
 
+using kura::test::shm_path;
 using kura::tool::Json;
 using namespace std::chrono_literals;
 
@@ -36,9 +40,6 @@ kura::test::RunResult kura_run(std::vector<std::string> args, std::string_view i
   return kura::test::run(args, input);
 }
 
-std::string shm_path(const std::string& name) {
-  return "/dev/shm" + name;
-}
 bool region_exists(const std::string& name) {
   struct stat st;
   return ::lstat(shm_path(name).c_str(), &st) == 0;
@@ -53,7 +54,7 @@ std::string last_line(const std::string& out) {
 
 std::set<std::string> shm_entries() {
   std::set<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+  for (const auto& e : std::filesystem::directory_iterator(kura::test::shm_dir())) {
     auto f = e.path().filename().string();
     if (f.rfind("kura_", 0) == 0) out.insert(f);
   }
@@ -63,15 +64,12 @@ std::set<std::string> shm_entries() {
 // A lease file that nobody holds: what a process that leaked its lease leaves.
 bool orphan_lease(const std::string& file) {
   if (file.size() < 5 || file.substr(file.size() - 5) != ".lock") return false;
-  int fd = ::open(("/dev/shm/" + file).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return false;
-  bool free = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
-  ::close(fd);
-  return free;
+  auto owner = kura::parse_name("/" + file.substr(0, file.size() - 5) + "_0");
+  return owner.is_ok() && !kura::shm::owner_alive(owner->owner);
 }
 
 // Removes the regions a test created even when it fails half way, and at the
-// end checks that /dev/shm holds nothing new of ours: every region named
+// end checks that the region directory holds nothing new of ours: every region named
 // here is gone, and no new lease is left unheld.
 class ShmScope {
  public:
@@ -87,7 +85,7 @@ class ShmScope {
     }
     for (const auto& f : shm_entries()) {
       if (before_.count(f)) continue;
-      INFO("lease left behind: /dev/shm/" << f);
+      INFO("lease left behind: " << shm_path(f));
       CHECK_FALSE(orphan_lease(f));
     }
   }
@@ -223,10 +221,11 @@ TEST_CASE("kura put --keep and get --json round-trip every dtype", "[tools][mult
     CHECK(r["size"] == static_cast<std::uint64_t>(st.st_size));
   }
   CHECK(listed);
-  CHECK(Json::parse(ls.out)["dev_shm"]["total"].get<std::uint64_t>() > 0);
+  CHECK(Json::parse(ls.out)["space"]["total"].get<std::uint64_t>() > 0);
+  CHECK(Json::parse(ls.out)["space"]["directory"] == kura::test::shm_dir());
   auto ls_plain = kura_run({"ls"});
   CHECK(ls_plain.out.find(name) != std::string::npos);
-  CHECK(ls_plain.out.find("/dev/shm:") != std::string::npos);
+  CHECK(ls_plain.out.find(kura::test::shm_dir() + ":") != std::string::npos);
 
   CHECK(kura_run({"rm", name}).code == 0);
   CHECK_FALSE(region_exists(name));
@@ -249,7 +248,7 @@ TEST_CASE("kura put holds its region until SIGINT or SIGTERM", "[tools][multipro
   const auto owner = owner_of(name);
   REQUIRE(owner);
   REQUIRE(*owner != 0);
-  const std::string lease = "/dev/shm/" + lease_file(*owner);
+  const std::string lease = shm_path(lease_file(*owner));
   CHECK(region_exists(name));
 
   auto get = kura_run({"get", name + "[2]"});
@@ -458,7 +457,7 @@ TEST_CASE("kura prune removes the regions of a dead owner", "[tools][multiproces
   CHECK(prune.code == 0);
   CHECK(prune.out.find(name) != std::string::npos);
   CHECK_FALSE(region_exists(name));
-  CHECK_FALSE(std::filesystem::exists("/dev/shm/" + lease));
+  CHECK_FALSE(std::filesystem::exists(shm_path(lease)));
   scope.check_clean();
 }
 

@@ -263,7 +263,7 @@ TEST_CASE("typed JSON: lists, names with NA, attributes, bytes and null keep the
   REQUIRE(v.kind == Kind::kList);
   REQUIRE(v.children.size() == 6);
   CHECK(v.children[2].kind == Kind::kBytes);
-  CHECK(kura::tag_text(v.children[2].tag) == "json");
+  CHECK(v.children[2].tag == "json");
   REQUIRE(v.attrs.size() == 3);
   CHECK(v.attrs[1].first == "zzz");  // order kept, not sorted
   CHECK(v.children[0].names->at(1).na);

@@ -33,7 +33,8 @@ int exit_code_for(Code code) noexcept {
     case Code::kNoSpace: return kExitNoSpace;
     case Code::kExists:
     case Code::kPermission:
-    case Code::kIo: return kExitError;
+    case Code::kIo:
+    case Code::kOutOfMemory: return kExitError;
   }
   return kExitError;
 }
@@ -195,7 +196,8 @@ int cmd_ls(bool json) {
       e["alive"] = r.alive;
       out["regions"].push_back(std::move(e));
     }
-    out["dev_shm"] = {{"total", space->total}, {"used", used}, {"free", space->free}};
+    out["space"] = {
+        {"directory", shm::directory()}, {"total", space->total}, {"used", used}, {"free", space->free}};
     std::cout << out.dump(2) << std::endl;
     return kExitOk;
   }
@@ -211,8 +213,8 @@ int cmd_ls(bool json) {
               << human_bytes(r.size) << "  " << std::left << std::setw(16) << hex(r.owner) << "  " << state
               << '\n';
   }
-  std::cout << regions->size() << (regions->size() == 1 ? " region" : " regions")
-            << "; /dev/shm: " << human_bytes(used) << " used, " << human_bytes(space->free) << " free of "
+  std::cout << regions->size() << (regions->size() == 1 ? " region" : " regions") << "; " << shm::directory()
+            << ": " << human_bytes(used) << " used, " << human_bytes(space->free) << " free of "
             << human_bytes(space->total) << std::endl;
   return kExitOk;
 }

@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
       app.add_subcommand("verify", "Check the hashes of the node at a name and everything below it");
   verify->add_option("name", name, "region name, optionally with a path")->required();
 
-  auto* ls = app.add_subcommand("ls", "List regions and the space used and free in /dev/shm");
+  auto* ls = app.add_subcommand("ls", "List regions and the space used and free in the region directory");
   ls->add_flag("--json", json, "machine-readable output");
 
   auto* rm = app.add_subcommand("rm", "Remove one region by name, whoever owns it");

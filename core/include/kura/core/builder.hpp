@@ -41,8 +41,9 @@ class Layout {
   // Plans the layout of `root`. Errors (InvalidArgument): a node deeper than
   // 64 links (FORMAT.md section 4), an array whose payload does not match its
   // length and dtype, an unknown dtype, names of the wrong count, empty or
-  // duplicate attribute keys, a string longer than 2^31-2 bytes, a tag longer
-  // than 8 bytes or holding a zero byte, or a total size past 2^63.
+  // duplicate attribute keys, a string longer than 2^31-1 bytes, a tag longer
+  // than 8 characters or holding anything but printable ASCII (0x21-0x7E),
+  // a tag on a node that is not bytes, or a total size past 2^62 bytes.
   static Result<Layout> plan(const Value& root) noexcept;
 
   // Exact size of the region in bytes (a multiple of 64).
@@ -62,12 +63,12 @@ class Layout {
     std::uint64_t data_size = 0;
     std::uint64_t names_offset = 0;
     std::uint64_t attrs_offset = 0;
-    const Value* value = nullptr;               // a node of the tree
+    const Value* value = nullptr;                  // a node of the tree
     const std::vector<String>* strings = nullptr;  // a names node
-    const Value* attrs_of = nullptr;            // the attribute list of this value
-    std::vector<std::uint64_t> children;        // list child offsets
+    const Value* attrs_of = nullptr;               // the attribute list of this value
+    std::vector<std::uint64_t> children;           // list child offsets
   };
-  std::vector<Slot> nodes_;  // in pre-order, nodes_[0] is the root
+  std::vector<Slot> nodes_;                    // in pre-order, nodes_[0] is the root
   std::deque<std::vector<String>> attr_keys_;  // names of attribute lists
   std::uint64_t size_ = 0;
   friend struct Planner;
@@ -105,16 +106,17 @@ class Writer {
   static Result<Writer> write(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp,
                               const WriteOptions& options = {}) noexcept;
 
-  // The writable data block of `v`, an array built with
-  // Value::array_in_place in the planned tree (by identity). Aborts if `v` is
-  // not part of the layout or not built in place (writing into a copied
-  // block would leave its hash stale).
+  // The writable data block of `v`, an array or bytes node built with
+  // Value::array_in_place or Value::bytes_in_place in the planned tree (by
+  // identity). Aborts if `v` is not part of the layout or not built in place
+  // (writing into a copied block would leave its hash stale).
   std::span<std::byte> block(const Value& v) const noexcept;
-  // block(v) as elements of type T. REQUIRES: sizeof(T) is v's dtype width.
+  // block(v) as elements of type T. Aborts unless sizeof(T) is the width of
+  // v's dtype (1 for bytes).
   template <class T>
   std::span<T> array(const Value& v) const noexcept {
+    KURA_CHECK(sizeof(T) == (v.kind == Kind::kBytes ? 1 : dtype_width(v.dtype)));
     auto b = block(v);
-    KURA_CHECK(b.size() % sizeof(T) == 0);
     return {reinterpret_cast<T*>(b.data()), b.size() / sizeof(T)};
   }
 

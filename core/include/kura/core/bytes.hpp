@@ -17,12 +17,12 @@ struct Aligned64Allocator {
   Aligned64Allocator() noexcept = default;
   template <class U>
   Aligned64Allocator(const Aligned64Allocator<U>&) noexcept {}  // NOLINT: rebinding
-  T* allocate(std::size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
-  }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t{64}); }
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete (p, std::align_val_t{64}); }
   template <class U>
-  bool operator==(const Aligned64Allocator<U>&) const noexcept { return true; }
+  bool operator==(const Aligned64Allocator<U>&) const noexcept {
+    return true;
+  }
 };
 
 using Bytes = std::vector<std::byte, Aligned64Allocator<std::byte>>;

@@ -62,7 +62,9 @@ std::optional<Dtype> dtype_from_name(std::string_view name) noexcept;
 std::string_view kind_name(Kind k) noexcept;
 
 // Rounds `n` up to a multiple of 64. REQUIRES: n <= UINT64_MAX - 63.
-constexpr std::uint64_t align64(std::uint64_t n) noexcept { return (n + 63) & ~std::uint64_t{63}; }
+constexpr std::uint64_t align64(std::uint64_t n) noexcept {
+  return (n + 63) & ~std::uint64_t{63};
+}
 
 struct RegionHeader {
   char magic[4];  // "KURA"

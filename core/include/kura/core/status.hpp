@@ -25,6 +25,7 @@ enum class Code : int {
   kExists,           // an exclusive create hit an existing name
   kPermission,       // refused by the OS or by kura's own checks
   kIo,               // any other OS failure
+  kOutOfMemory,      // an allocation failed; nothing was changed
 };
 
 // Returns a short stable word for `code`, such as "corrupt".
@@ -37,6 +38,9 @@ class [[nodiscard]] Status {
       : code_(code), message_(std::move(message)), errno_(sys_errno) {}
 
   static Status ok() noexcept { return Status(); }
+  // Out of memory. Allocates nothing (the message fits the string's own
+  // buffer), so it can be made while memory is exhausted.
+  static Status out_of_memory() noexcept { return Status(Code::kOutOfMemory, "out of memory"); }
 
   bool is_ok() const noexcept { return code_ == Code::kOk; }
   explicit operator bool() const noexcept { return is_ok(); }
@@ -54,14 +58,20 @@ class [[nodiscard]] Status {
 };
 
 // Shorthands for the common codes.
-inline Status invalid_name(std::string m) { return {Code::kInvalidName, std::move(m)}; }
-inline Status corrupt(std::string m) { return {Code::kCorrupt, std::move(m)}; }
-inline Status invalid_argument(std::string m) { return {Code::kInvalidArgument, std::move(m)}; }
+inline Status invalid_name(std::string m) {
+  return {Code::kInvalidName, std::move(m)};
+}
+inline Status corrupt(std::string m) {
+  return {Code::kCorrupt, std::move(m)};
+}
+inline Status invalid_argument(std::string m) {
+  return {Code::kInvalidArgument, std::move(m)};
+}
 
 // Aborts with a message when a programming error is detected (a broken
 // invariant of kura's own, never bad input from another process).
-#define KURA_CHECK(cond)                                             \
-  do {                                                               \
+#define KURA_CHECK(cond)                                                  \
+  do {                                                                    \
     if (!(cond)) ::kura::detail::check_failed(#cond, __FILE__, __LINE__); \
   } while (0)
 
@@ -73,7 +83,7 @@ namespace detail {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
     KURA_CHECK(!std::get<Status>(v_).is_ok());
   }
@@ -99,7 +109,9 @@ class [[nodiscard]] Result {
     KURA_CHECK(is_ok());
     return std::get<T>(v_);
   }
-  T&& value() && {
+  // On an rvalue the value is moved out and returned by value, so that a
+  // reference into a temporary Result never outlives it.
+  T value() && {
     KURA_CHECK(is_ok());
     return std::get<T>(std::move(v_));
   }
@@ -107,7 +119,7 @@ class [[nodiscard]] Result {
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
-  T&& operator*() && { return std::move(*this).value(); }
+  T operator*() && { return std::move(*this).value(); }
 
  private:
   std::variant<T, Status> v_;
@@ -116,19 +128,18 @@ class [[nodiscard]] Result {
 }  // namespace kura
 
 // Returns the Status of `expr` from the enclosing function when it fails.
-#define KURA_RETURN_IF_ERROR(expr)            \
-  do {                                        \
-    ::kura::Status kura_s_ = (expr);          \
-    if (!kura_s_.is_ok()) return kura_s_;     \
+#define KURA_RETURN_IF_ERROR(expr)        \
+  do {                                    \
+    ::kura::Status kura_s_ = (expr);      \
+    if (!kura_s_.is_ok()) return kura_s_; \
   } while (0)
 
 #define KURA_CONCAT_INNER(a, b) a##b
 #define KURA_CONCAT(a, b) KURA_CONCAT_INNER(a, b)
 // `KURA_ASSIGN_OR_RETURN(auto x, f());` binds the value of a Result or
 // returns its Status from the enclosing function.
-#define KURA_ASSIGN_OR_RETURN(lhs, expr) \
-  KURA_ASSIGN_OR_RETURN_IMPL(KURA_CONCAT(kura_r_, __LINE__), lhs, expr)
-#define KURA_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                               \
+#define KURA_ASSIGN_OR_RETURN(lhs, expr) KURA_ASSIGN_OR_RETURN_IMPL(KURA_CONCAT(kura_r_, __LINE__), lhs, expr)
+#define KURA_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr)  \
+  auto tmp = (expr);                                \
   if (!tmp.is_ok()) return std::move(tmp).status(); \
   lhs = std::move(tmp).value()

@@ -32,19 +32,56 @@ struct String {
 };
 
 // The C++ type of each dtype's elements (FORMAT.md table 4.1).
-template <Dtype D> struct DtypeTraits;
-template <> struct DtypeTraits<Dtype::kU8> { using type = std::uint8_t; };
-template <> struct DtypeTraits<Dtype::kI8> { using type = std::int8_t; };
-template <> struct DtypeTraits<Dtype::kU16> { using type = std::uint16_t; };
-template <> struct DtypeTraits<Dtype::kI16> { using type = std::int16_t; };
-template <> struct DtypeTraits<Dtype::kU32> { using type = std::uint32_t; };
-template <> struct DtypeTraits<Dtype::kI32> { using type = std::int32_t; };
-template <> struct DtypeTraits<Dtype::kU64> { using type = std::uint64_t; };
-template <> struct DtypeTraits<Dtype::kI64> { using type = std::int64_t; };
-template <> struct DtypeTraits<Dtype::kF32> { using type = float; };
-template <> struct DtypeTraits<Dtype::kF64> { using type = double; };
-template <> struct DtypeTraits<Dtype::kC128> { using type = std::complex<double>; };
-template <> struct DtypeTraits<Dtype::kLgl> { using type = std::int32_t; };
+template <Dtype D>
+struct DtypeTraits;
+template <>
+struct DtypeTraits<Dtype::kU8> {
+  using type = std::uint8_t;
+};
+template <>
+struct DtypeTraits<Dtype::kI8> {
+  using type = std::int8_t;
+};
+template <>
+struct DtypeTraits<Dtype::kU16> {
+  using type = std::uint16_t;
+};
+template <>
+struct DtypeTraits<Dtype::kI16> {
+  using type = std::int16_t;
+};
+template <>
+struct DtypeTraits<Dtype::kU32> {
+  using type = std::uint32_t;
+};
+template <>
+struct DtypeTraits<Dtype::kI32> {
+  using type = std::int32_t;
+};
+template <>
+struct DtypeTraits<Dtype::kU64> {
+  using type = std::uint64_t;
+};
+template <>
+struct DtypeTraits<Dtype::kI64> {
+  using type = std::int64_t;
+};
+template <>
+struct DtypeTraits<Dtype::kF32> {
+  using type = float;
+};
+template <>
+struct DtypeTraits<Dtype::kF64> {
+  using type = double;
+};
+template <>
+struct DtypeTraits<Dtype::kC128> {
+  using type = std::complex<double>;
+};
+template <>
+struct DtypeTraits<Dtype::kLgl> {
+  using type = std::int32_t;
+};
 
 // How an array's elements reach the region when it is built.
 enum class Source : std::uint8_t {
@@ -61,14 +98,14 @@ struct Value {
   Value() noexcept;
 
   Kind kind = Kind::kNull;
-  Dtype dtype = Dtype::kNone;        // arrays only
-  std::uint64_t length = 0;          // elements, strings, children or bytes
-  Source source = Source::kOwned;    // arrays and bytes
-  std::vector<std::byte> data;       // array elements or bytes, when kOwned
-  const std::byte* borrowed = nullptr;  // when kBorrowed; must outlive the build
-  std::vector<String> strings;       // strings nodes
-  std::vector<Value> children;       // list nodes
-  std::array<char, 8> tag{};         // bytes nodes: format tag, zero padded
+  Dtype dtype = Dtype::kNone;                // arrays only
+  std::uint64_t length = 0;                  // elements, strings, children or bytes
+  Source source = Source::kOwned;            // arrays and bytes
+  std::vector<std::byte> data;               // array elements or bytes, when kOwned
+  const std::byte* borrowed = nullptr;       // when kBorrowed; must outlive the build
+  std::vector<String> strings;               // strings nodes
+  std::vector<Value> children;               // list nodes
+  std::string tag;                           // bytes nodes: format tag, up to 8 printable ASCII characters
   std::optional<std::vector<String>> names;  // one per element, when present
   std::vector<std::pair<std::string, Value>> attrs;  // keys unique, in order
 
@@ -97,13 +134,20 @@ struct Value {
   // UTF-8 strings, none NA.
   static Value strings_utf8(std::initializer_list<std::string_view> xs);
   static Value list(std::vector<Value> children);
+  // A bytes node tagged `tag` (FORMAT.md 4.4: up to 8 characters 0x21-0x7E,
+  // such as "rds3"; Layout::plan rejects any other tag).
   static Value bytes(std::string_view tag, std::span<const std::byte> bytes);
+  // A bytes node of `length` bytes that the caller fills inside the
+  // destination after Writer::write (Writer::block), with no copy at all.
+  static Value bytes_in_place(std::string_view tag, std::uint64_t length);
 
   // --- Decoration (chainable) -------------------------------------------
   Value& with_names(std::vector<String> n) &;
   Value&& with_names(std::vector<String> n) && { return std::move(with_names(std::move(n))); }
   Value& with_attr(std::string key, Value v) &;
-  Value&& with_attr(std::string key, Value v) && { return std::move(with_attr(std::move(key), std::move(v))); }
+  Value&& with_attr(std::string key, Value v) && {
+    return std::move(with_attr(std::move(key), std::move(v)));
+  }
 
   // The element bytes of an array or bytes node (owned or borrowed; empty
   // for kInPlace).
@@ -115,8 +159,5 @@ struct Value {
 };
 
 inline Value::Value() noexcept = default;
-
-// The tag of a bytes node as text (up to 8 characters, without the padding).
-std::string_view tag_text(const std::array<char, 8>& tag) noexcept;
 
 }  // namespace kura

@@ -7,15 +7,19 @@
 // outside the span or trusts a value it has not checked; a violation is a
 // Corrupt status, never a crash.
 //
-// Views borrow the bytes: they are valid while the memory stays mapped (the
-// shm layer's handles keep it so). Views are small values, safe to copy and to
-// use from several threads at once.
+// Views borrow the bytes, or share ownership of them: a Region opened with a
+// `keep_alive` owner (the shm layer passes its mapping) hands a reference to
+// it to every view taken from it, so a view keeps the memory alive; without
+// one the caller keeps the memory alive. Spans and string_views taken from a
+// view borrow from it. Views are values, safe to copy and to use from
+// several threads at once.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -87,11 +91,13 @@ class NodeView {
 
  private:
   friend class Region;
-  static Result<NodeView> open(std::span<const std::byte> region, bool hashed, std::uint64_t node_count,
-                               std::uint64_t offset, const NodeView* parent) noexcept;
+  static Result<NodeView> open(std::span<const std::byte> region, const std::shared_ptr<const void>& keep,
+                               bool hashed, std::uint64_t node_count, std::uint64_t offset,
+                               const NodeView* parent) noexcept;
   Result<NodeView> open_linked(std::uint64_t offset, const char* link) const noexcept;
 
   std::span<const std::byte> region_;
+  std::shared_ptr<const void> keep_;  // the owner of region_'s memory, if any
   NodeHeader h_{};
   std::uint64_t offset_ = 0;
   std::uint64_t node_count_ = 0;
@@ -107,8 +113,10 @@ class Region {
   // version, header hash, sealed, flags, region_size == bytes.size(), root
   // offset and node count. Errors: Corrupt (an unsupported version is Corrupt
   // with its own message); InvalidArgument when `bytes` is not 64-byte
-  // aligned. Reads 64 bytes.
-  static Result<Region> open(std::span<const std::byte> bytes) noexcept;
+  // aligned. Reads 64 bytes. When `keep_alive` is given, the Region and every
+  // view taken from it hold a reference to it, which keeps `bytes` valid.
+  static Result<Region> open(std::span<const std::byte> bytes,
+                             std::shared_ptr<const void> keep_alive = nullptr) noexcept;
 
   // A copy of the checked header.
   const RegionHeader& header() const noexcept { return header_; }
@@ -125,6 +133,7 @@ class Region {
 
  private:
   std::span<const std::byte> bytes_;
+  std::shared_ptr<const void> keep_;
   RegionHeader header_{};
 };
 

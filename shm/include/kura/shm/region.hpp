@@ -1,10 +1,11 @@
 // Regions in POSIX shared memory: share a value, map it back by name from any
 // process, release, adopt, list and prune (DESIGN.md sections 2 and 3).
 //
-// Linux only. A region is the file /dev/shm/kura_<owner>_<counter>. It is
-// created at its exact size with its space reserved up front, written under
-// a private temporary name, sealed, made read-only (0400) and only then
-// link()ed to its name, so no process can ever open a half-written region.
+// Linux only. A region is the file kura_<owner>_<counter> in the region
+// directory (directory() below). It is created at its exact size with its
+// space reserved up front, written under a private temporary name, sealed,
+// made read-only (0400) and only then link()ed to its name, so no process can
+// ever open a half-written region.
 #pragma once
 
 #include <cstdint>
@@ -19,14 +20,24 @@
 #include "kura/core/status.hpp"
 #include "kura/core/value.hpp"
 #include "kura/core/view.hpp"
+#include "kura/shm/owner.hpp"
 
 namespace kura::shm {
 
+// The directory regions and leases live in: $KURA_SHM_DIR when it is set and
+// not empty, else /dev/shm. Read once, at the first use of any function of
+// kura::shm. It is configuration, not part of a name: every process that
+// exchanges names must use the same one.
+const std::string& directory() noexcept;
+
 // A read-only mapping of a whole region and the node a name points at.
 // Copies share the mapping; it stays mapped until the last copy is gone,
-// even after the region is unlinked. Views taken from node() or region()
-// borrow the mapping: keep a Mapped alive while you use them. Thread-safe
-// for concurrent readers.
+// even after the region is unlinked. The Region and every NodeView taken from
+// it (children, names, attributes, views copied out of a temporary Mapped)
+// hold a reference to the mapping too, so a view never outlives it. Spans
+// and string_views taken from a view borrow from that view: keep the view
+// (or the Mapped) alive while you use them. Thread-safe for concurrent
+// readers.
 class Mapped {
  public:
   const Region& region() const noexcept;
@@ -37,6 +48,7 @@ class Mapped {
 
  private:
   friend struct MappedAccess;
+  friend Result<Mapped> map(std::string_view name) noexcept;
   struct State;
   std::shared_ptr<const State> state_;
 };
@@ -51,16 +63,13 @@ Result<Mapped> map(std::string_view name) noexcept;
 struct ShareOptions {
   bool hashed = true;  // compute node hashes (kura verify can then check them)
   bool keep = false;   // publish under owner 0: lives until removed by name
-  // Write on behalf of this owner (its lease must be held, see Lease), or 0
-  // for the calling process's own owner. The returned handle then never
-  // unlinks the region: it belongs to that owner, who adopt()s it.
-  std::uint64_t on_behalf_of = 0;
 };
 
 // An owning handle to a region this process published (or adopted). Its
 // destructor, or release(), unlinks the region, unless the handle was
 // created in another process (a forked child never unlinks its parent's
-// regions) or the region is kept (owner 0). Move-only.
+// regions), the region is kept (owner 0), or it was written for another
+// owner (see Pending::create with a Lease). Move-only.
 class Shared {
  public:
   Shared(Shared&& other) noexcept;
@@ -78,7 +87,10 @@ class Shared {
   // Mappings that exist stay valid. Errors: Io.
   Status release() noexcept;
   // Gives up ownership without unlinking and returns the name; the handle is
-  // empty afterwards.
+  // empty afterwards. The region survives this process's clean exit; once
+  // the process is gone it is an orphan that prune() removes, unless someone
+  // removes it by name first. (To outlive its writer for good, a region is
+  // shared with `keep`.)
   std::string disown() noexcept;
 
  private:
@@ -92,15 +104,29 @@ class Shared {
 
 // A region being written in place: created under a private temporary name at
 // its exact size with space reserved, mapped writable, with every header
-// already written. The producer fills the arrays built with
-// Value::array_in_place directly in shared memory (no copy at all), then
-// publishes. Dropping it unpublished removes the temporary file. Move-only.
+// already written. The producer fills the arrays and bytes built in place
+// (Value::array_in_place, Value::bytes_in_place) directly in shared memory
+// (no copy at all), then publishes. Dropping it unpublished removes the
+// temporary file. Move-only.
+//
+// Across fork(): the writable mapping and descriptor are not inherited (the
+// child could otherwise write into the region after it is published). A
+// forked child must not use a Pending it inherited: block() and publish()
+// abort there, and dropping it does nothing.
 class Pending {
  public:
-  // Plans `value` and creates the temporary region. `value` must outlive the
-  // Pending and not change. Errors: InvalidArgument (the value cannot be laid
-  // out), NoSpace (with the size asked and the space free), Permission, Io.
+  // Plans `value` and creates the temporary region under this process's
+  // owner. `value` must outlive the Pending and not change. Errors:
+  // InvalidArgument (the value cannot be laid out), NoSpace (with the size
+  // asked and the space free), Permission, Io, OutOfMemory.
   static Result<Pending> create(const Value& value, const ShareOptions& options = {}) noexcept;
+  // The same, written for the owner of `lease` (a worker writing a result for
+  // its client, DESIGN.md section 3). The Pending keeps the lease held until
+  // it is published or dropped, so prune leaves the temporary file alone; the
+  // published handle never unlinks the region, which belongs to that owner.
+  // Errors: as above, and NotFound when the owner has exited.
+  static Result<Pending> create(const Lease& lease, const Value& value,
+                                const ShareOptions& options = {}) noexcept;
 
   Pending(Pending&& other) noexcept;
   Pending& operator=(Pending&& other) noexcept;
@@ -108,10 +134,15 @@ class Pending {
   Pending& operator=(const Pending&) = delete;
   ~Pending();
 
-  // The writable data block of `v` (an array or bytes node of the value).
+  // The writable data block of `v`, an array or bytes node of the value built
+  // in place (by identity). Aborts when `v` is not one (a copied block would
+  // leave its hash stale), or in a forked child.
   std::span<std::byte> block(const Value& v) const noexcept;
+  // block(v) as elements of type T. Aborts unless sizeof(T) is the width of
+  // v's dtype (1 for bytes).
   template <class T>
   std::span<T> array(const Value& v) const noexcept {
+    KURA_CHECK(sizeof(T) == (v.kind == Kind::kBytes ? 1 : dtype_width(v.dtype)));
     auto b = block(v);
     return {reinterpret_cast<T*>(b.data()), b.size() / sizeof(T)};
   }
@@ -122,11 +153,14 @@ class Pending {
   std::uint64_t bytes_copied() const noexcept;
 
   // Seals (hashing when asked), drops the writable mapping, makes the file
-  // 0400 and links it to its final name. Errors: Io; on error nothing is
-  // published and the temporary file is removed.
+  // 0400 and links it to its final name. Errors: Io, NotFound (written for an
+  // owner that exited meanwhile: its clean exit removed the temporary file),
+  // OutOfMemory; on error nothing is published and the temporary file is
+  // removed.
   Result<Shared> publish() && noexcept;
 
  private:
+  friend struct PendingAccess;
   struct State;
   explicit Pending(std::unique_ptr<State> state) noexcept;
   std::unique_ptr<State> state_;
@@ -135,6 +169,8 @@ class Pending {
 // Copies `value` into a new region (one copy of each array) and publishes it.
 // Errors: as Pending::create and Pending::publish.
 Result<Shared> share(const Value& value, const ShareOptions& options = {}) noexcept;
+// The same, written for the owner of `lease` (see Pending::create).
+Result<Shared> share(const Lease& lease, const Value& value, const ShareOptions& options = {}) noexcept;
 
 // Takes ownership of a region written for this process (its owner id must be
 // this process's owner): the returned handle unlinks it on release. Errors:
@@ -149,11 +185,11 @@ struct RegionInfo {
   std::string name;        // "/kura_<owner>_<counter>"
   std::uint64_t size = 0;  // bytes
   std::uint64_t owner = 0;
-  bool alive = true;       // false: the owner's lease is not held (an orphan)
+  bool alive = true;  // false: the owner's lease is not held (an orphan)
 };
 
-// Every kura region in /dev/shm that this user can see, sorted by name.
-// Errors: Io.
+// Every kura region in the region directory that this user can see, sorted
+// by name. Errors: Io.
 Result<std::vector<RegionInfo>> list() noexcept;
 
 struct PruneReport {
@@ -161,16 +197,20 @@ struct PruneReport {
 };
 
 // Removes every region, temporary file and lease file of this user whose
-// owner is provably dead (its lease is not held). Never touches a live
-// owner's files, kept regions, or other users' files. Errors: Io.
+// owner is provably dead (its lease is not held) and for whom nobody writes
+// (no Lease is held on it). Never touches a live owner's files, kept
+// regions, or other users' files. Never blocks on what it finds (a FIFO
+// planted as a lease counts as alive). Errors: Io.
 Result<PruneReport> prune() noexcept;
+// The same, for the files of one owner only.
+Result<PruneReport> prune(std::uint64_t owner) noexcept;
 
 struct Space {
-  std::uint64_t total = 0;  // bytes in the /dev/shm file system
+  std::uint64_t total = 0;  // bytes in the region directory's file system
   std::uint64_t free = 0;   // bytes available to this user
 };
 
-// Size and free space of /dev/shm. Errors: Io.
+// Size and free space of the region directory's file system. Errors: Io.
 Result<Space> space() noexcept;
 
 }  // namespace kura::shm
