@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kura/core/name.hpp"
 #include "kura/core/value.hpp"
 #include "kura/shm/owner.hpp"
 #include "kura/shm/region.hpp"
@@ -116,19 +117,95 @@ int pending() {
 }
 
 // Makes an owner, then forks a child that never touches kura and outlives
-// us: it says its pid and waits for its stdin to close.
+// us. The child says its pid itself, after fork() has returned in it (so
+// after the fork handlers dropped the lease there), and waits for its stdin
+// to close.
 int fork_heir() {
   auto owner = shm::process_owner();
   if (!owner) return fail(owner.status().to_string());
+  say("owner " + hex(*owner));
   pid_t child = ::fork();
   if (child < 0) return fail("fork failed");
   if (child == 0) {
+    say("heir " + std::to_string(::getpid()));
     wait_input();
     std::_Exit(0);
   }
-  say("owner " + hex(*owner));
-  say("heir " + std::to_string(child));
   wait_input();  // killed here
+  return 0;
+}
+
+// Makes an owner, says it, and exits cleanly (through exit(), so the clean-up
+// handler runs) when the test writes a line.
+int owner_then_exit() {
+  auto owner = shm::process_owner();
+  if (!owner) return fail(owner.status().to_string());
+  say("owner " + hex(*owner));
+  wait_input();
+  return 0;
+}
+
+// Shares two regions, disown()s the first, says both names, and exits
+// cleanly.
+int disown_and_exit() {
+  Value v = Value::i32({1, 2, 3});
+  auto kept = shm::share(v);
+  auto dropped = shm::share(v);
+  if (!kept || !dropped) return fail("share failed");
+  say("disowned " + kept->disown());
+  say("held " + dropped->name());
+  say("owner " + hex(*shm::process_owner()));
+  wait_input();
+  return 0;
+}
+
+// Asks about `owner` without end until stdin closes: owner_alive() and
+// list(), the probes that must never be mistaken for a holder.
+int probe_loop(std::uint64_t owner) {
+  say("looping");
+  long probes = 0;
+  while (!input_ready()) {
+    (void)shm::owner_alive(owner);
+    if (probes % 16 == 0) (void)shm::list();
+    ++probes;
+  }
+  say("probes " + std::to_string(probes));
+  return 0;
+}
+
+// Tries Lease::hold(owner) without end until stdin closes; says how many
+// holds succeeded.
+int hold_loop(std::uint64_t owner) {
+  say("looping");
+  long held = 0, tries = 0;
+  while (!input_ready()) {
+    if (shm::Lease::hold(owner).is_ok()) ++held;
+    ++tries;
+  }
+  say("held " + std::to_string(held) + " of " + std::to_string(tries));
+  return 0;
+}
+
+// Runs every shm entry point that touches the files of region `name` and of
+// its owner's lease, saying each result. The test gives it a bounded time:
+// a FIFO planted at any of them must not make it block.
+int touch_all(const std::string& name) {
+  auto n = parse_name(name);
+  if (!n) return fail(n.status().to_string());
+  auto m = shm::map(name);
+  say("map " + std::string(code_name(m.is_ok() ? Code::kOk : m.status().code())));
+  auto a = shm::adopt(name);
+  say("adopt " + std::string(code_name(a.is_ok() ? Code::kOk : a.status().code())));
+  say(std::string("alive ") + (shm::owner_alive(n->owner) ? "yes" : "no"));
+  auto l = shm::Lease::hold(n->owner);
+  say("hold " + std::string(code_name(l.is_ok() ? Code::kOk : l.status().code())));
+  auto ls = shm::list();
+  say("list " + std::string(code_name(ls.is_ok() ? Code::kOk : ls.status().code())));
+  auto p = shm::prune(n->owner);
+  say("prune-owner " + std::string(code_name(p.is_ok() ? Code::kOk : p.status().code())) + " " +
+      std::to_string(p.is_ok() ? p->removed.size() : 0));
+  auto all = shm::prune();
+  say("prune " + std::string(code_name(all.is_ok() ? Code::kOk : all.status().code())));
   return 0;
 }
 
@@ -223,6 +300,11 @@ int run_helper(int argc, char** argv) {
   if (name == "hold" && argc == 2) return hold(std::atoi(argv[1]));
   if (name == "pending") return pending();
   if (name == "fork-heir") return fork_heir();
+  if (name == "owner-then-exit") return owner_then_exit();
+  if (name == "disown-and-exit") return disown_and_exit();
+  if (name == "probe-loop" && argc == 2) return probe_loop(std::strtoull(argv[1], nullptr, 16));
+  if (name == "hold-loop" && argc == 2) return hold_loop(std::strtoull(argv[1], nullptr, 16));
+  if (name == "touch-all" && argc == 2) return touch_all(argv[1]);
   if (name == "reader" && argc == 3) return reader(argv[1], std::strtoull(argv[2], nullptr, 10));
   if (name == "modes") return modes();
   if (name == "nospace") return nospace();

@@ -107,11 +107,7 @@ TEST_CASE("a forked child that drops an inherited Shared leaves the parent's reg
   std::string child_owner = answer.substr(3, answer.find('\n') - 3);
   auto report = shm::prune();
   REQUIRE(report.is_ok());
-  std::vector<std::string> ours;  // other programs' orphans pruned meanwhile do not count
-  for (const auto& r : report->removed)
-    if (r.rfind("/kura_" + child_owner, 0) == 0 || r.rfind("/kura_" + test::hex(*parent_owner), 0) == 0)
-      ours.push_back(r);
-  CHECK(ours == std::vector<std::string>{"/kura_" + child_owner + ".lock"});
+  CHECK(report->removed == std::vector<std::string>{"/kura_" + child_owner + ".lock"});
   CHECK(exists(shm_path(s->name())));
 }
 
@@ -128,11 +124,34 @@ TEST_CASE("a forked child does not keep its dead parent's owner alive", "[shm][m
 
   parent.kill_and_wait(SIGKILL);
   // The heir still runs, with a copy of every descriptor the parent had at
-  // the fork, but not the lease's lock.
+  // the fork, but not the lease's lock (it said its pid only after fork()
+  // returned in it, so after the fork handlers ran).
   REQUIRE(::kill(heir, 0) == 0);
   CHECK_FALSE(shm::owner_alive(owner));
-  auto pruned = shm::prune();
+  auto pruned = shm::prune(owner);
   REQUIRE(pruned.is_ok());
+  CHECK(pruned->removed == std::vector<std::string>{"/kura_" + owner_line.substr(6) + ".lock"});
   CHECK_FALSE(exists(shm_path("kura_" + owner_line.substr(6) + ".lock")));
   ::kill(heir, SIGKILL);
+}
+
+TEST_CASE("a disowned region survives its process's clean exit, then prune takes it", "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  auto c = test::Child::helper({"disown-and-exit"});
+  const std::string disowned = c.read_line();
+  const std::string held = c.read_line();
+  const std::string owner_line = c.read_line();
+  REQUIRE(disowned.rfind("disowned /kura_", 0) == 0);
+  REQUIRE(held.rfind("held /kura_", 0) == 0);
+  REQUIRE(owner_line.rfind("owner ", 0) == 0);
+  c.close_input();
+  CHECK(WEXITSTATUS(c.wait()) == 0);
+  const std::string kept_name = disowned.substr(9);
+  CHECK(exists(shm_path(kept_name)));         // disowned: left by the clean exit
+  CHECK_FALSE(exists(shm_path(held.substr(5))));  // still owned: removed at exit
+  CHECK(shm::map(kept_name).is_ok());
+  // Its owner is gone, so it is an orphan now.
+  auto p = shm::prune(std::stoull(owner_line.substr(6), nullptr, 16));
+  REQUIRE(p.is_ok());
+  CHECK(p->removed == std::vector<std::string>{kept_name});
 }

@@ -128,3 +128,43 @@ TEST_CASE("another user's region is refused and never removed", "[shm]") {
   ::unlink(lease.c_str());
   ::unlink(shm_path(name).c_str());
 }
+
+TEST_CASE("a FIFO planted at a region name or a lease path never blocks a reader", "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  // An owner id nobody uses, with a region of it and a FIFO as its lease; and
+  // a FIFO under a region-shaped name.
+  const std::string owner = "f1f0f1f0";
+  Value v = Value::i32({1});
+  auto image = build(v, Stamp{}, true);
+  REQUIRE(image.is_ok());
+  const std::string region = "/kura_" + owner + "_1";
+  plant(region, v, 0400);
+  const std::string fifo_lease = shm_path("kura_" + owner + ".lock");
+  REQUIRE(::mkfifo(fifo_lease.c_str(), 0600) == 0);
+  const std::string fifo_region = "/kura_" + owner + "_2";
+  REQUIRE(::mkfifo(shm_path(fifo_region).c_str(), 0600) == 0);
+
+  // Each helper runs every entry point on one name; a blocking open would
+  // leave it silent and read_line would fail after its bounded wait.
+  for (const std::string& name : {region, fifo_region}) {
+    INFO("name " << name);
+    auto c = test::Child::helper({"touch-all", name});
+    const bool is_fifo = name == fifo_region;
+    CHECK(c.read_line(10000) == (is_fifo ? "map permission denied" : "map ok"));
+    CHECK(c.read_line(10000) == "adopt permission denied");  // another owner's region, or a FIFO
+    CHECK(c.read_line(10000) == "alive yes");                // a FIFO lease proves nothing
+    CHECK(c.read_line(10000) == "hold permission denied");
+    CHECK(c.read_line(10000) == "list ok");
+    CHECK(c.read_line(10000) == "prune-owner ok 0");
+    CHECK(c.read_line(10000) == "prune ok");
+    CHECK(WEXITSTATUS(c.wait()) == 0);
+  }
+  // Nothing was removed: the FIFOs and the region stay for their owner (or
+  // the user) to deal with.
+  CHECK(exists(shm_path(region)));
+  CHECK(exists(fifo_lease));
+  CHECK(exists(shm_path(fifo_region)));
+  ::unlink(shm_path(region).c_str());
+  ::unlink(fifo_lease.c_str());
+  ::unlink(shm_path(fifo_region).c_str());
+}

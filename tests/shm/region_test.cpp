@@ -361,3 +361,26 @@ TEST_CASE("a region written on behalf of an owner is left for that owner to adop
   REQUIRE(adopted->release().is_ok());
   CHECK_FALSE(exists(shm_path(name)));
 }
+
+TEST_CASE("a view taken from a temporary Mapped keeps the region mapped", "[shm]") {
+  test::ShmGuard guard;
+  Value v = Value::list({Value::f64({1.5, 2.5}), Value::strings_utf8({"a", "b"})});
+  auto s = shm::share(v);
+  REQUIRE(s.is_ok());
+  // The Mapped (and the Result holding it) die at the end of each
+  // full-expression; the views do not dangle.
+  NodeView root = shm::map(s->name()).value().node();
+  NodeView strings = (*shm::map(s->name() + "[2]")).node();
+  Region region = shm::map(s->name())->region();
+  // Released and unlinked: only the views hold the mappings now.
+  REQUIRE(s->release().is_ok());
+  auto first = root.child(0);
+  REQUIRE(first.is_ok());
+  CHECK((*first->array<Dtype::kF64>())[1] == 2.5);
+  auto b = strings.string(1);
+  REQUIRE(b.is_ok());
+  CHECK(b->bytes == "b");
+  auto again = region.at(std::vector<std::uint64_t>{1});
+  REQUIRE(again.is_ok());
+  CHECK(again->length() == 2);
+}
