@@ -186,6 +186,28 @@ Status Shared::release() noexcept {
   });
 }
 
+Result<std::string> Shared::keep() noexcept {
+  return detail::boundary("keep region", [&]() -> Result<std::string> {
+    if (name_.empty()) return invalid_argument("keep of an empty Shared handle (released or disowned)");
+    const std::string from = detail::dir_path(name_);
+    for (int attempt = 0; attempt < 16; ++attempt) {
+      KURA_ASSIGN_OR_RETURN(std::uint64_t counter, detail::random_u64());
+      const std::string kept = format_region_name(kKeptOwner, counter);
+      if (::link(from.c_str(), detail::dir_path(kept).c_str()) != 0) {
+        if (errno == EEXIST) continue;
+        return detail::os_error("cannot link " + name_ + " to a kept name", errno);
+      }
+      ::unlink(from.c_str());
+      name_.clear();
+      size_ = 0;
+      unlink_ = false;
+      return kept;
+    }
+    return Status(Code::kExists,
+                  "cannot keep a region: 16 random names were all taken in " + detail::shm_dir());
+  });
+}
+
 std::string Shared::disown() noexcept {
   std::string name = std::move(name_);
   name_.clear();

@@ -28,7 +28,9 @@ std::pair<test::Child, std::string> start_owner() {
   return {std::move(c), line.substr(6)};
 }
 
-std::uint64_t parse_hex(const std::string& s) { return std::stoull(s, nullptr, 16); }
+std::uint64_t parse_hex(const std::string& s) {
+  return std::stoull(s, nullptr, 16);
+}
 
 }  // namespace
 
@@ -70,7 +72,8 @@ TEST_CASE("Lease::hold on a dead owner fails every time while others probe it", 
   CHECK_FALSE(exists(shm_path("kura_" + owner_hex + ".lock")));
 }
 
-TEST_CASE("a probe takes no lock: a live owner stays alive and holdable under probes", "[shm][multiprocess]") {
+TEST_CASE("a probe takes no lock: a live owner stays alive and holdable under probes",
+          "[shm][multiprocess]") {
   test::ShmGuard guard;
   auto [owner_proc, owner_hex] = start_owner();
   const std::uint64_t owner = parse_hex(owner_hex);

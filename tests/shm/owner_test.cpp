@@ -147,7 +147,7 @@ TEST_CASE("a disowned region survives its process's clean exit, then prune takes
   c.close_input();
   CHECK(WEXITSTATUS(c.wait()) == 0);
   const std::string kept_name = disowned.substr(9);
-  CHECK(exists(shm_path(kept_name)));         // disowned: left by the clean exit
+  CHECK(exists(shm_path(kept_name)));             // disowned: left by the clean exit
   CHECK_FALSE(exists(shm_path(held.substr(5))));  // still owned: removed at exit
   CHECK(shm::map(kept_name).is_ok());
   // Its owner is gone, so it is an orphan now.

@@ -2,7 +2,9 @@
 // process exit code and reports errors on stderr as "kura: <message>".
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kura/core/status.hpp"
 
@@ -36,5 +38,25 @@ int cmd_verify(const std::string& name);
 int cmd_ls(bool json);
 int cmd_rm(const std::string& name);
 int cmd_prune();
+
+// The dispatcher subcommands (ipc_commands.cpp).
+struct DispatcherArgs {
+  std::string socket;
+  unsigned workers = 0;
+  std::uint64_t memory = 0;
+  std::uint32_t frame_limit = 0;  // 0: the default
+};
+struct SubmitArgs {
+  std::string socket;
+  std::string fn;
+  std::vector<std::string> args;
+  std::uint64_t timeout_ms = 0;
+  bool json = false;
+  bool keep = false;
+};
+int cmd_dispatcher(const DispatcherArgs& args);
+int cmd_worker(const std::string& socket, const std::vector<std::string>& plugins);
+int cmd_status(const std::string& socket, bool json);
+int cmd_submit(const SubmitArgs& args);
 
 }  // namespace kura::tool

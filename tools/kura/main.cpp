@@ -49,6 +49,37 @@ int main(int argc, char** argv) {
   auto* prune =
       app.add_subcommand("prune", "Remove every region whose owner is dead; print what was removed");
 
+  DispatcherArgs dispatcher_args;
+  auto* dispatcher =
+      app.add_subcommand("dispatcher", "Run a dispatcher that hands tasks to worker processes");
+  dispatcher->add_option("--socket", dispatcher_args.socket,
+                         "socket to listen on (default: per-user socket)");
+  dispatcher->add_option("--workers", dispatcher_args.workers, "local workers to start and keep running");
+  dispatcher->add_option("--memory", dispatcher_args.memory, "cap on queued task bytes (e.g. 64MiB); 0: none")
+      ->transform(CLI::AsSizeValue(false));
+  dispatcher
+      ->add_option("--frame-limit", dispatcher_args.frame_limit, "largest frame accepted (default 1 MiB)")
+      ->transform(CLI::AsSizeValue(false));
+
+  std::string socket;
+  std::vector<std::string> plugins;
+  auto* worker = app.add_subcommand("worker", "Run tasks for a dispatcher until it goes away");
+  worker->add_option("--connect", socket, "the dispatcher's socket")->required();
+  worker->add_option("--plugin", plugins, "a shared library that registers functions");
+
+  auto* status = app.add_subcommand("status", "Print a dispatcher's counters and workers");
+  status->add_option("--socket", socket, "the dispatcher's socket (default: per-user socket)");
+  status->add_flag("--json", json, "machine-readable output");
+
+  SubmitArgs submit_args;
+  auto* submit = app.add_subcommand("submit", "Run one task and print its result");
+  submit->add_option("--socket", submit_args.socket, "the dispatcher's socket (default: per-user socket)");
+  submit->add_option("--timeout", submit_args.timeout_ms, "give up after this many milliseconds");
+  submit->add_flag("--json", submit_args.json, "print the result as typed JSON");
+  submit->add_flag("--keep", submit_args.keep, "keep the result under an owner-0 name and print that name");
+  submit->add_option("fn", submit_args.fn, "function name, such as sum")->required();
+  submit->add_option("args", submit_args.args, "arguments: kura names, numbers, true/false/NA, or strings");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -64,6 +95,10 @@ int main(int argc, char** argv) {
   if (ls->parsed()) return cmd_ls(json);
   if (rm->parsed()) return cmd_rm(name);
   if (prune->parsed()) return cmd_prune();
+  if (dispatcher->parsed()) return cmd_dispatcher(dispatcher_args);
+  if (worker->parsed()) return cmd_worker(socket, plugins);
+  if (status->parsed()) return cmd_status(socket, json);
+  if (submit->parsed()) return cmd_submit(submit_args);
   std::cerr << "kura: no command given (run `kura --help`)" << std::endl;
   return kExitUsage;
 }

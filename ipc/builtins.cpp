@@ -1,0 +1,116 @@
+// The built-in functions of every worker (worker.hpp lists them).
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "kura/ipc/worker.hpp"
+
+namespace kura::ipc {
+
+namespace {
+
+Status wrong_args(const char* fn, const std::string& what) { return invalid_argument(std::string(fn) + ": " + what); }
+
+Result<std::span<const double>> f64_arg(const char* fn, const TaskContext& ctx, std::size_t i) {
+  if (ctx.args().size() <= i) return wrong_args(fn, "argument " + std::to_string(i + 1) + " is missing");
+  auto xs = ctx.args()[i].array<Dtype::kF64>();
+  if (!xs) return wrong_args(fn, "argument " + std::to_string(i + 1) + " is " + ctx.args()[i].describe() + ", not f64");
+  return *xs;
+}
+
+Result<double> scalar_arg(const char* fn, const TaskContext& ctx, std::size_t i) {
+  KURA_ASSIGN_OR_RETURN(auto xs, f64_arg(fn, ctx, i));
+  if (xs.size() != 1) return wrong_args(fn, "argument " + std::to_string(i + 1) + " is not a single number");
+  return xs[0];
+}
+
+Result<Output> echo(TaskContext& ctx) {
+  auto args = ctx.args();
+  if (args.empty()) return Output(Value::null());
+  if (args.size() == 1) {
+    KURA_ASSIGN_OR_RETURN(Value v, to_value(args[0]));
+    return Output(std::move(v));
+  }
+  std::vector<Value> out;
+  for (const NodeView& a : args) {
+    KURA_ASSIGN_OR_RETURN(Value v, to_value(a));
+    out.push_back(std::move(v));
+  }
+  return Output(Value::list(std::move(out)));
+}
+
+Result<Output> sum(TaskContext& ctx) {
+  KURA_ASSIGN_OR_RETURN(auto xs, f64_arg("sum", ctx, 0));
+  double total = 0;
+  for (double x : xs) total += x;
+  return Output(Value::f64({total}));
+}
+
+Result<Output> colmeans(TaskContext& ctx) {
+  if (ctx.args().size() != 1) return wrong_args("colmeans", "takes one list of f64 columns");
+  const NodeView& list = ctx.args()[0];
+  if (list.kind() != Kind::kList) return wrong_args("colmeans", "argument 1 is " + list.describe() + ", not a list");
+  std::vector<double> means;
+  for (std::uint64_t i = 0; i < list.length(); ++i) {
+    KURA_ASSIGN_OR_RETURN(NodeView col, list.child(i));
+    auto xs = col.array<Dtype::kF64>();
+    if (!xs) return wrong_args("colmeans", "column " + std::to_string(i + 1) + " is " + col.describe());
+    double total = 0;
+    for (double x : *xs) total += x;
+    means.push_back(xs->empty() ? std::nan("") : total / static_cast<double>(xs->size()));
+  }
+  Value out = Value::array<Dtype::kF64>(std::span<const double>(means));
+  KURA_ASSIGN_OR_RETURN(auto names, list.names());
+  if (names) {
+    KURA_ASSIGN_OR_RETURN(Value n, to_value(*names));
+    out.names = std::move(n.strings);
+  }
+  return Output(std::move(out));
+}
+
+Result<Output> scale(TaskContext& ctx) {
+  KURA_ASSIGN_OR_RETURN(auto xs, f64_arg("scale", ctx, 0));
+  KURA_ASSIGN_OR_RETURN(double k, scalar_arg("scale", ctx, 1));
+  Value layout = Value::array_in_place(Dtype::kF64, xs.size());
+  KURA_ASSIGN_OR_RETURN(shm::Pending p, ctx.result_region(layout));
+  auto out = p.array<double>(layout);
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    if ((i & 0xFFFFF) == 0 && ctx.cancelled()) return Status(Code::kIo, "cancelled");
+    out[i] = xs[i] * k;
+  }
+  KURA_ASSIGN_OR_RETURN(shm::Shared s, std::move(p).publish());
+  return Output(std::move(s));
+}
+
+Result<Output> sleep(TaskContext& ctx) {
+  KURA_ASSIGN_OR_RETURN(double seconds, scalar_arg("sleep", ctx, 0));
+  if (!(seconds >= 0) || seconds > 86400) return wrong_args("sleep", "seconds must be in 0..86400");
+  if (ctx.sleep_for(std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000))))
+    return Status(Code::kIo, "cancelled");
+  return Output(Value::null());
+}
+
+Result<Output> fail(TaskContext& ctx) {
+  std::string message = "failed on purpose";
+  if (!ctx.args().empty()) {
+    auto s = ctx.args()[0].string(0);
+    if (s && !s->na) message = std::string(s->bytes);
+  }
+  return Status(Code::kInvalidArgument, message);
+}
+
+Result<Output> crash(TaskContext&) { std::abort(); }
+
+}  // namespace
+
+void register_builtins(Registry& registry) {
+  registry.add("echo", echo);
+  registry.add("sum", sum);
+  registry.add("colmeans", colmeans);
+  registry.add("scale", scale);
+  registry.add("sleep", sleep);
+  registry.add("fail", fail);
+  registry.add("crash", crash);
+}
+
+}  // namespace kura::ipc

@@ -1,0 +1,113 @@
+// Tasks: what a client asks of a worker, and the one result each task ends in
+// (DESIGN.md section 4).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kura/core/value.hpp"
+#include "kura/core/view.hpp"
+#include "kura/shm/region.hpp"
+
+namespace kura::ipc {
+
+namespace detail {
+struct TaskResultAccess;
+}
+
+// One argument of a task: the name of a value in shared memory (zero-copy:
+// only the name travels, and the worker maps it), or a small value copied
+// inline into the task's frame.
+struct Arg {
+  std::string name;            // a kura name such as /kura_1f_2a[3], or empty
+  std::optional<Value> value;  // the inline value, when `name` is empty
+
+  static Arg ref(std::string kura_name) { return Arg{std::move(kura_name), std::nullopt}; }
+  static Arg copy(Value v) { return Arg{{}, std::move(v)}; }
+};
+
+// A function of the workers' registry and its arguments.
+struct Call {
+  std::string fn;
+  std::vector<Arg> args;
+};
+
+struct TaskOptions {
+  // Resolve as kTimeout when the task has not finished this long after it was
+  // submitted (queued time included); 0: no timeout.
+  std::chrono::milliseconds timeout{0};
+  // How many times a task whose worker died is queued again before it
+  // resolves as kWorkerLost.
+  unsigned retries = 0;
+};
+
+// How a task ended. Every submitted task ends in exactly one of these.
+enum class Outcome : std::uint8_t {
+  kOk = 0,            // the function returned a value
+  kError = 1,         // the function returned an error, or could not run
+  kTimeout = 2,       // TaskOptions::timeout passed
+  kCancelled = 3,     // Client::cancel
+  kWorkerLost = 4,    // the worker died running it, and no retry was left
+  kDisconnected = 5,  // the connection to the dispatcher was lost first
+};
+inline constexpr std::uint8_t kMaxOutcome = 5;
+
+// "ok", "error", "timeout", "cancelled", "worker-lost", "disconnected".
+std::string_view outcome_name(Outcome o) noexcept;
+
+// The result of a task. For kOk it holds the value: in a region that this
+// client owns (it came by name, and is unlinked when the TaskResult goes,
+// unless taken with take_region()), or in a small inline image. Move-only.
+class TaskResult {
+ public:
+  TaskResult() = default;
+  TaskResult(Outcome outcome, std::string message) : outcome_(outcome), message_(std::move(message)) {}
+
+  Outcome outcome() const noexcept { return outcome_; }
+  bool ok() const noexcept { return outcome_ == Outcome::kOk; }
+  // What went wrong (empty for kOk).
+  const std::string& message() const noexcept { return message_; }
+  // The value; it keeps its memory mapped while any copy of the view lives.
+  // REQUIRES: ok().
+  const NodeView& value() const noexcept;
+  // The region the value came in, "" when it came inline.
+  const std::string& name() const noexcept;
+  // Takes over the result region (empty when the value came inline): the
+  // returned handle unlinks it on release.
+  std::optional<shm::Shared> take_region() noexcept;
+  // "error: division by zero", "ok", ...
+  std::string describe() const;
+
+ private:
+  friend struct detail::TaskResultAccess;
+  Outcome outcome_ = Outcome::kError;
+  std::string message_;
+  std::optional<NodeView> value_;
+  std::optional<shm::Shared> region_;
+};
+
+// One row of DispatcherStatus::workers.
+struct WorkerStatus {
+  std::int64_t pid = 0;
+  std::string state;  // "idle", "busy", "setup" (running everywhere() calls)
+  std::uint64_t tasks_done = 0;
+};
+
+// What Client::status() reports (DESIGN.md section 4).
+struct DispatcherStatus {
+  std::uint64_t connections = 0;  // clients and workers connected now
+  std::uint64_t cumulative = 0;   // workers that ever connected
+  std::uint64_t awaiting = 0;     // tasks queued or waiting for room
+  std::uint64_t executing = 0;    // tasks running on a worker
+  std::uint64_t completed = 0;    // tasks resolved, whatever the outcome
+  std::uint64_t queued_bytes = 0;  // payload bytes in the queue now
+  std::uint64_t queued_peak = 0;   // the most there ever were
+  std::uint64_t queued_cap = 0;    // the cap (0: none)
+  std::vector<WorkerStatus> workers;
+};
+
+}  // namespace kura::ipc

@@ -1,0 +1,125 @@
+// Workers: processes that run functions from a registry for the dispatcher
+// (DESIGN.md section 4). A function receives mapped views of its arguments
+// (a name argument is mapped read-only, nothing copied) and returns a value,
+// which the worker writes as a region owned by the client, holding the
+// client's lease while it writes (DESIGN.md section 3), or sends inline when
+// it is small.
+//
+// Built-in functions (for tests, the demo and benchmarks):
+//   echo(x...)         the arguments, copied (one: itself; none: null)
+//   sum(x)             the sum of an f64 array, as an f64 of length 1
+//   colmeans(list)     the mean of each f64 column of a list, as an f64 array
+//   scale(x, k)        a new region holding the f64 array x times k
+//   sleep(seconds)     waits, returning early when cancelled
+//   fail([message])    returns an error
+//   crash()            aborts the worker process
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "kura/core/status.hpp"
+#include "kura/core/value.hpp"
+#include "kura/core/view.hpp"
+#include "kura/shm/region.hpp"
+
+namespace kura::ipc {
+
+// What a function returns: a value (the worker writes it inline when small,
+// else as a region for the client), or a region the function wrote in place
+// itself (TaskContext::result_region).
+class Output {
+ public:
+  Output(Value value) : v_(std::move(value)) {}           // NOLINT: implicit by design
+  Output(shm::Shared region) : v_(std::move(region)) {}  // NOLINT: implicit by design
+  bool is_region() const noexcept { return v_.index() == 1; }
+  Value& value() { return std::get<0>(v_); }
+  shm::Shared& region() { return std::get<1>(v_); }
+
+ private:
+  std::variant<Value, shm::Shared> v_;
+};
+
+// A function's view of its task, valid while the function runs, on the
+// thread that runs it.
+class TaskContext {
+ public:
+  // The arguments in order: the mapped value of each name argument, or the
+  // inline value. Each view keeps its memory alive.
+  std::span<const NodeView> args() const noexcept { return args_; }
+  // The owner the results belong to.
+  std::uint64_t client_owner() const noexcept { return owner_; }
+  // True once the task was cancelled or timed out; a long function checks it
+  // and returns (its result is discarded).
+  bool cancelled() const noexcept;
+  // Waits `d`, or less when the task is cancelled meanwhile; true if cancelled.
+  bool sleep_for(std::chrono::milliseconds d) const noexcept;
+  // A region for the result, written in place (no copy): `layout` is planned
+  // (arrays built in place are left for the function to fill) and created
+  // for the client, holding its lease. Publish it and return the Shared.
+  // `layout` must outlive the Pending. Errors: as shm::Pending::create,
+  // NotFound (the client exited).
+  Result<shm::Pending> result_region(const Value& layout) noexcept;
+
+  struct Internals;  // how the worker makes one
+
+ private:
+  friend struct Internals;
+  std::vector<NodeView> args_;
+  std::uint64_t owner_ = 0;
+  const Internals* in_ = nullptr;
+};
+
+using Function = std::function<Result<Output>(TaskContext& ctx)>;
+
+// The registry a plugin adds its functions to.
+class Registry {
+ public:
+  virtual ~Registry() = default;
+  virtual void add(std::string name, Function fn) = 0;
+};
+
+// A plugin is a shared library that exports
+//   extern "C" void kura_register_functions(kura::ipc::Registry& registry);
+// which `kura worker --plugin lib.so` (WorkerOptions::plugins) calls once.
+inline constexpr const char* kPluginEntry = "kura_register_functions";
+
+struct WorkerOptions {
+  std::string socket_path;
+  std::vector<std::string> plugins;
+  // Results whose image is at most this many bytes are sent inline; larger
+  // ones are written as regions for the client.
+  std::uint64_t inline_limit = 64 * 1024;
+  // Where log lines go. Empty: standard error, prefixed "kura worker: ".
+  std::function<void(const std::string&)> log;
+};
+
+class Worker {
+ public:
+  // Adds `fn` under `name` to this process's registry (replacing any).
+  // Thread-safe. Errors: InvalidArgument (empty name), OutOfMemory.
+  static Status add(std::string name, Function fn) noexcept;
+
+  // Loads the plugins, connects to the dispatcher and runs its tasks, one at
+  // a time, until the dispatcher goes away; returns ok then. If a function is
+  // still running when the dispatcher goes away, the process exits at once
+  // (_exit(0)): a worker never outlives its dispatcher. Errors: NotFound
+  // (nobody listens at the socket), Permission, Io, InvalidArgument (a
+  // plugin that cannot be loaded).
+  static Status run(const WorkerOptions& options) noexcept;
+
+  // For a program that is its own worker command (DispatcherOptions'
+  // default re-runs this executable as "<exe> worker --connect SOCKET"):
+  // call it first in main(); when the arguments are those it runs the
+  // worker and returns the exit code, otherwise it returns nullopt.
+  static std::optional<int> main(int argc, char** argv) noexcept;
+};
+
+}  // namespace kura::ipc
