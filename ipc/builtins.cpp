@@ -9,12 +9,16 @@ namespace kura::ipc {
 
 namespace {
 
-Status wrong_args(const char* fn, const std::string& what) { return invalid_argument(std::string(fn) + ": " + what); }
+Status wrong_args(const char* fn, const std::string& what) {
+  return invalid_argument(std::string(fn) + ": " + what);
+}
 
 Result<std::span<const double>> f64_arg(const char* fn, const TaskContext& ctx, std::size_t i) {
   if (ctx.args().size() <= i) return wrong_args(fn, "argument " + std::to_string(i + 1) + " is missing");
   auto xs = ctx.args()[i].array<Dtype::kF64>();
-  if (!xs) return wrong_args(fn, "argument " + std::to_string(i + 1) + " is " + ctx.args()[i].describe() + ", not f64");
+  if (!xs)
+    return wrong_args(fn,
+                      "argument " + std::to_string(i + 1) + " is " + ctx.args()[i].describe() + ", not f64");
   return *xs;
 }
 
@@ -49,7 +53,8 @@ Result<Output> sum(TaskContext& ctx) {
 Result<Output> colmeans(TaskContext& ctx) {
   if (ctx.args().size() != 1) return wrong_args("colmeans", "takes one list of f64 columns");
   const NodeView& list = ctx.args()[0];
-  if (list.kind() != Kind::kList) return wrong_args("colmeans", "argument 1 is " + list.describe() + ", not a list");
+  if (list.kind() != Kind::kList)
+    return wrong_args("colmeans", "argument 1 is " + list.describe() + ", not a list");
   std::vector<double> means;
   for (std::uint64_t i = 0; i < list.length(); ++i) {
     KURA_ASSIGN_OR_RETURN(NodeView col, list.child(i));
@@ -99,7 +104,9 @@ Result<Output> fail(TaskContext& ctx) {
   return Status(Code::kInvalidArgument, message);
 }
 
-Result<Output> crash(TaskContext&) { std::abort(); }
+Result<Output> crash(TaskContext&) {
+  std::abort();
+}
 
 }  // namespace
 

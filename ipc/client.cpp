@@ -75,12 +75,12 @@ struct Client::Impl {
     detail::connect_unix(&loop, path, [this](Result<uv_stream_t*> s) {
       if (!s) return closed_with(s.status());
       conn = detail::Connection::adopt(*s, kDefaultFrameLimit, UINT64_MAX);
-      Status started = conn->start(detail::Connection::Callbacks{
-          [this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
-          [this](detail::Connection&, const Status& why) {
-            conn = nullptr;
-            closed_with(why);
-          }});
+      Status started = conn->start(
+          detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
+                                        [this](detail::Connection&, const Status& why) {
+                                          conn = nullptr;
+                                          closed_with(why);
+                                        }});
       if (!started) return conn->close(started);
       auto hello = detail::encode_hello(detail::Hello{"client", ::getpid(), owner});
       if (!hello) return conn->close(hello.status());
@@ -107,7 +107,8 @@ struct Client::Impl {
     for (Outgoing& o : out) send_now(o.type, o.flags, o.id, std::move(o.payload));
     if (stop) {
       if (conn != nullptr) conn->close(Status(Code::kIo, "the client disconnected"));
-      if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&wake))) uv_close(reinterpret_cast<uv_handle_t*>(&wake), nullptr);
+      if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&wake)))
+        uv_close(reinterpret_cast<uv_handle_t*>(&wake), nullptr);
     }
   }
 
@@ -122,7 +123,8 @@ struct Client::Impl {
       for (auto& [id, t] : tasks) {
         if (t.state == State::kDone) continue;
         t.state = State::kDone;
-        t.result = TaskResult(Outcome::kDisconnected, "lost the connection to the dispatcher: " + close_reason);
+        t.result =
+            TaskResult(Outcome::kDisconnected, "lost the connection to the dispatcher: " + close_reason);
         if (!t.setup) arrived.push_back(id);
         ended.push_back(id);
       }
@@ -177,7 +179,8 @@ struct Client::Impl {
         {
           std::lock_guard<std::mutex> lock(mu);
           auto it = tasks.find(id);
-          if (it == tasks.end() || it->second.state == State::kDone) return;  // nobody asked: r drops its region
+          if (it == tasks.end() || it->second.state == State::kDone)
+            return;  // nobody asked: r drops its region
           it->second.state = State::kDone;
           it->second.result = std::move(r);
           if (!it->second.setup) arrived.push_back(id);
@@ -196,7 +199,9 @@ struct Client::Impl {
         cv.notify_all();
         return;
       }
-      default: return conn->close(corrupt("the dispatcher sent a frame of type " + std::to_string(int(f.header.type))));
+      default:
+        return conn->close(
+            corrupt("the dispatcher sent a frame of type " + std::to_string(int(f.header.type))));
     }
   }
 
@@ -213,10 +218,13 @@ struct Client::Impl {
     auto region = shm::adopt(msg->name);
     if (!region) {
       (void)shm::remove(msg->name);
-      return TaskResult(Outcome::kError, "cannot take the result region " + msg->name + ": " + region.status().message());
+      return TaskResult(Outcome::kError,
+                        "cannot take the result region " + msg->name + ": " + region.status().message());
     }
     auto mapped = region->map();
-    if (!mapped) return TaskResult(Outcome::kError, "cannot map the result " + msg->name + ": " + mapped.status().message());
+    if (!mapped)
+      return TaskResult(Outcome::kError,
+                        "cannot map the result " + msg->name + ": " + mapped.status().message());
     return detail::TaskResultAccess::make(mapped->node(), std::move(region).value());
   }
 
@@ -231,7 +239,8 @@ struct Client::Impl {
   Status disconnected() { return Status(Code::kIo, "not connected to the dispatcher: " + close_reason); }
 
   // Queues a submit without waiting for its answer. REQUIRES: mu held.
-  Result<TaskId> submit_locked(std::shared_ptr<const Bytes> payload, std::uint16_t flags, FrameType type, bool setup) {
+  Result<TaskId> submit_locked(std::shared_ptr<const Bytes> payload, std::uint16_t flags, FrameType type,
+                               bool setup) {
     if (closed) return disconnected();
     if (payload->size() > frame_limit)
       return invalid_argument("the task is " + human_bytes(payload->size()) + ", over the frame limit of " +
@@ -272,9 +281,11 @@ Result<std::unique_ptr<Client>> Client::connect(const std::string& socket_path) 
     KURA_ASSIGN_OR_RETURN(impl->owner, shm::process_owner());
     impl->efd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (impl->efd < 0) return Status(Code::kIo, "cannot create an eventfd for completions");
-    if (int rc = uv_loop_init(&impl->loop); rc != 0) return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
+    if (int rc = uv_loop_init(&impl->loop); rc != 0)
+      return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     impl->loop.data = impl.get();
-    uv_async_init(&impl->loop, &impl->wake, [](uv_async_t* a) { static_cast<Impl*>(a->loop->data)->on_wake(); });
+    uv_async_init(&impl->loop, &impl->wake,
+                  [](uv_async_t* a) { static_cast<Impl*>(a->loop->data)->on_wake(); });
     Impl* raw = impl.get();
     impl->io = std::thread([raw, path] { raw->loop_main(path); });
     std::unique_ptr<Client> client(new Client(std::move(impl)));
@@ -321,7 +332,8 @@ Result<std::optional<TaskId>> Client::try_submit(const Call& call, const TaskOpt
   try {
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, options));
     std::unique_lock<std::mutex> lock(impl_->mu);
-    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->submit_locked(std::move(payload), kFlagTry, FrameType::kSubmit, false));
+    KURA_ASSIGN_OR_RETURN(TaskId id,
+                          impl_->submit_locked(std::move(payload), kFlagTry, FrameType::kSubmit, false));
     impl_->kick();
     impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state != Impl::State::kSent; });
     if (impl_->tasks.at(id).state == Impl::State::kFull) {
@@ -337,7 +349,8 @@ Result<std::optional<TaskId>> Client::try_submit(const Call& call, const TaskOpt
 TaskResult Client::wait(TaskId id) noexcept {
   std::unique_lock<std::mutex> lock(impl_->mu);
   auto it = impl_->tasks.find(id);
-  if (it == impl_->tasks.end() || it->second.setup) return TaskResult(Outcome::kError, "no pending task " + std::to_string(id));
+  if (it == impl_->tasks.end() || it->second.setup)
+    return TaskResult(Outcome::kError, "no pending task " + std::to_string(id));
   impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state == Impl::State::kDone; });
   return impl_->take(id);
 }
@@ -345,7 +358,8 @@ TaskResult Client::wait(TaskId id) noexcept {
 std::optional<TaskResult> Client::wait_for(TaskId id, std::chrono::milliseconds timeout) noexcept {
   std::unique_lock<std::mutex> lock(impl_->mu);
   auto it = impl_->tasks.find(id);
-  if (it == impl_->tasks.end() || it->second.setup) return TaskResult(Outcome::kError, "no pending task " + std::to_string(id));
+  if (it == impl_->tasks.end() || it->second.setup)
+    return TaskResult(Outcome::kError, "no pending task " + std::to_string(id));
   if (!impl_->cv.wait_for(lock, timeout, [&] { return impl_->tasks.at(id).state == Impl::State::kDone; }))
     return std::nullopt;
   return impl_->take(id);
@@ -449,7 +463,8 @@ Result<MapResult> Client::map(const std::string& fn, std::span<const std::vector
         if (!out.results[i].ok() && !stop) {
           stop = true;
           out.failed = i;
-          for (const auto& [other, j] : index) impl_->push(Impl::Outgoing{FrameType::kCancel, 0, other, nullptr});
+          for (const auto& [other, j] : index)
+            impl_->push(Impl::Outgoing{FrameType::kCancel, 0, other, nullptr});
           impl_->kick();
         }
       }
@@ -469,7 +484,8 @@ Status Client::everywhere(const Call& call) noexcept {
   try {
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, TaskOptions{}));
     std::unique_lock<std::mutex> lock(impl_->mu);
-    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->submit_locked(std::move(payload), 0, FrameType::kEverywhere, true));
+    KURA_ASSIGN_OR_RETURN(TaskId id,
+                          impl_->submit_locked(std::move(payload), 0, FrameType::kEverywhere, true));
     impl_->kick();
     impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state == Impl::State::kDone; });
     TaskResult r = impl_->take(id);
@@ -502,9 +518,17 @@ void Client::on_complete(std::function<void(TaskId)> callback) noexcept {
   impl_->callback = std::move(callback);
 }
 
-int Client::completion_fd() const noexcept { return impl_->efd; }
-std::uint64_t Client::owner() const noexcept { return impl_->owner; }
-std::uint64_t Client::bytes_sent() const noexcept { return impl_->sent.load(); }
-std::uint64_t Client::bytes_received() const noexcept { return impl_->received.load(); }
+int Client::completion_fd() const noexcept {
+  return impl_->efd;
+}
+std::uint64_t Client::owner() const noexcept {
+  return impl_->owner;
+}
+std::uint64_t Client::bytes_sent() const noexcept {
+  return impl_->sent.load();
+}
+std::uint64_t Client::bytes_received() const noexcept {
+  return impl_->received.load();
+}
 
 }  // namespace kura::ipc

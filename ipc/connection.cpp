@@ -87,8 +87,8 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     return;
   }
   if (n == 0) return;
-  Status fed = c->reader_.feed(std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf->base),
-                                                          static_cast<std::size_t>(n)));
+  Status fed = c->reader_.feed(
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf->base), static_cast<std::size_t>(n)));
   if (!fed) {
     c->close(fed);
     return;
@@ -104,7 +104,8 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
   }
 }
 
-void Connection::send(FrameType type, std::uint16_t flags, std::uint64_t id, std::shared_ptr<const Bytes> payload) {
+void Connection::send(FrameType type, std::uint16_t flags, std::uint64_t id,
+                      std::shared_ptr<const Bytes> payload) {
   if (closed_) return;
   const std::uint64_t length = payload ? payload->size() : 0;
   if (length > UINT32_MAX) return close(invalid_argument("frame payload over 4 GiB"));
@@ -135,7 +136,8 @@ void Connection::send(FrameType type, std::uint16_t flags, std::uint64_t id, std
   }
   queued_ += w->bytes;
   if (queued_ > write_limit_)
-    close(Status(Code::kIo, "the peer stopped reading: " + std::to_string(queued_) + " bytes wait to be sent"));
+    close(
+        Status(Code::kIo, "the peer stopped reading: " + std::to_string(queued_) + " bytes wait to be sent"));
 }
 
 void Connection::on_written(uv_write_t* req, int status) {
@@ -143,7 +145,8 @@ void Connection::on_written(uv_write_t* req, int status) {
   Connection* c = w->conn;
   c->queued_ -= w->bytes;
   delete w;
-  if (status != 0 && status != UV_ECANCELED && !c->closed_) c->close(uv_status("writing to the connection failed", status));
+  if (status != 0 && status != UV_ECANCELED && !c->closed_)
+    c->close(uv_status("writing to the connection failed", status));
 }
 
 void Connection::close(const Status& why) {

@@ -28,8 +28,8 @@ namespace {
 // Submits of one client that may wait for room before the dispatcher stops
 // reading its socket (backpressure through the socket from there on).
 constexpr std::size_t kMaxParkedPerClient = 64;
-// A worker that lived shorter than this is restarted after a growing delay.
-constexpr auto kQuickDeath = std::chrono::seconds(1);
+// A managed worker that dies before it ever connected is restarted after a
+// delay that doubles up to this (a broken worker command must not spin).
 constexpr std::uint64_t kMaxRestartDelayMs = 5000;
 // How long stopping waits for managed workers before killing them.
 constexpr std::uint64_t kStopGraceMs = 5000;
@@ -48,7 +48,9 @@ std::string hex_of(std::uint64_t v) {
   return buf;
 }
 
-std::string default_log_prefix(const std::string& line) { return "kura dispatcher: " + line + "\n"; }
+std::string default_log_prefix(const std::string& line) {
+  return "kura dispatcher: " + line + "\n";
+}
 
 }  // namespace
 
@@ -104,7 +106,7 @@ struct Dispatcher::Core {
   struct ManagedWorker {
     uv_process_t process;
     Core* core;
-    std::chrono::steady_clock::time_point started;
+    bool connected = false;  // its hello arrived
   };
 
   DispatcherOptions options;
@@ -137,7 +139,8 @@ struct Dispatcher::Core {
   bool pumping = false;
 
   explicit Core(DispatcherOptions o) : options(std::move(o)) {
-    if (!options.log) options.log = [](const std::string& line) { std::fputs(default_log_prefix(line).c_str(), stderr); };
+    if (!options.log)
+      options.log = [](const std::string& line) { std::fputs(default_log_prefix(line).c_str(), stderr); };
   }
 
   void log(const std::string& line) { options.log(line); }
@@ -155,7 +158,8 @@ struct Dispatcher::Core {
       if (exe.empty()) return Status(Code::kIo, "cannot find this executable to start workers with");
       options.worker_command = {exe, "worker", "--connect", "{socket}"};
     }
-    if (int rc = uv_loop_init(&loop); rc != 0) return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
+    if (int rc = uv_loop_init(&loop); rc != 0)
+      return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop.data = this;
     uv_async_init(&loop, &stop_async, [](uv_async_t* a) { static_cast<Core*>(a->loop->data)->begin_stop(); });
     uv_timer_init(&loop, &restart_timer);
@@ -213,7 +217,8 @@ struct Dispatcher::Core {
 
   void close_all_handles() {
     auto close = [](auto* h) {
-      if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(h))) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+      if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(h)))
+        uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
     };
     close(&stop_async);
     close(&restart_timer);
@@ -254,7 +259,8 @@ struct Dispatcher::Core {
   void spawn_worker() {
     std::vector<std::string> argv = options.worker_command;
     for (std::string& a : argv) {
-      for (auto p = a.find("{socket}"); p != std::string::npos; p = a.find("{socket}", p + options.socket_path.size()))
+      for (auto p = a.find("{socket}"); p != std::string::npos;
+           p = a.find("{socket}", p + options.socket_path.size()))
         a.replace(p, 8, options.socket_path);
     }
     std::vector<char*> args;
@@ -262,7 +268,6 @@ struct Dispatcher::Core {
     args.push_back(nullptr);
     auto* w = new ManagedWorker;
     w->core = this;
-    w->started = std::chrono::steady_clock::now();
     w->process.data = w;
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_IGNORE;
@@ -290,7 +295,7 @@ struct Dispatcher::Core {
   }
 
   void on_worker_exit(ManagedWorker* w, int64_t status, int signal) {
-    const bool quick = std::chrono::steady_clock::now() - w->started < kQuickDeath;
+    const bool quick = !w->connected;
     if (!stopping)
       log("worker pid " + std::to_string(w->process.pid) + " exited" +
           (signal ? " on signal " + std::to_string(signal) : " with status " + std::to_string(status)) +
@@ -308,8 +313,8 @@ struct Dispatcher::Core {
     schedule_restart(quick);
   }
 
-  // Starts a replacement now, or after a delay that doubles while workers
-  // keep dying at once (a broken worker command must not spin).
+  // Starts a replacement now, or, when workers keep dying before they
+  // connect, after a delay that doubles each time.
   void schedule_restart(bool quick) {
     if (stopping) return;
     ++restarts_pending;
@@ -333,7 +338,8 @@ struct Dispatcher::Core {
 
   void on_accept(uv_stream_t* stream, std::int64_t pid) {
     if (stopping) {
-      uv_close(reinterpret_cast<uv_handle_t*>(stream), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+      uv_close(reinterpret_cast<uv_handle_t*>(stream),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
       return;
     }
     const std::uint64_t write_limit = std::max<std::uint64_t>(64u << 20, 4ull * options.frame_limit);
@@ -343,9 +349,9 @@ struct Dispatcher::Core {
     Peer& p = peers[id];
     p.conn = c;
     p.pid = pid;
-    Status s = c->start(Connection::Callbacks{
-        [this](Connection& conn, Frame&& f) { on_frame(conn.id, std::move(f)); },
-        [this](Connection& conn, const Status& why) { on_close(conn.id, why); }});
+    Status s = c->start(
+        Connection::Callbacks{[this](Connection& conn, Frame&& f) { on_frame(conn.id, std::move(f)); },
+                              [this](Connection& conn, const Status& why) { on_close(conn.id, why); }});
     if (!s) c->close(s);
   }
 
@@ -390,6 +396,8 @@ struct Dispatcher::Core {
     } else {
       p.role = Role::kWorker;
       ++cumulative;
+      for (ManagedWorker* m : managed)
+        if (m->process.pid == p.pid) m->connected = true;
       for (std::size_t i = 0; i < setups.size(); ++i) p.setups.push_back(i);
     }
     auto welcome = detail::encode_welcome(detail::Welcome{options.frame_limit, ::getpid()});
@@ -405,7 +413,8 @@ struct Dispatcher::Core {
     peers.erase(it);
     // A client that hangs up is business as usual; anything else is worth a line.
     const bool hung_up = why.message() == "the peer closed the connection";
-    if (!stopping && !(hung_up && p.role == Role::kClient)) log("closed connection of " + who(p) + ": " + why.message());
+    if (!stopping && !(hung_up && p.role == Role::kClient))
+      log("closed connection of " + who(p) + ": " + why.message());
     if (p.role == Role::kClient) {
       for (auto& [client_task, id] : p.tasks) forget_task(id);
       // If it died, its regions are orphans now.
@@ -469,7 +478,8 @@ struct Dispatcher::Core {
   void close_recheck(uv_timer_t* t) {
     recheck_timers.erase(t);
     delete static_cast<std::pair<std::uint64_t, unsigned>*>(t->data);
-    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(t),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   }
 
   // --- tasks ---------------------------------------------------------------------
@@ -483,8 +493,7 @@ struct Dispatcher::Core {
     if (client_task == 0 || p.tasks.count(client_task) != 0) return drop(p, "submit: task id 0 or reused");
     const std::uint64_t size = payload->size();
     if (options.memory > 0 && size > options.memory) {
-      send_result_to(p, client_task,
-                     Outcome::kError,
+      send_result_to(p, client_task, Outcome::kError,
                      "the task's payload of " + human_bytes(size) + " is larger than the queue's cap of " +
                          human_bytes(options.memory) + " (pass large values by name)");
       ++completed;
@@ -534,7 +543,8 @@ struct Dispatcher::Core {
   void close_timer(Task& t) {
     if (t.timer == nullptr) return;
     uv_timer_stop(t.timer);
-    uv_close(reinterpret_cast<uv_handle_t*>(t.timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(t.timer),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
     t.timer = nullptr;
   }
 
@@ -668,7 +678,9 @@ struct Dispatcher::Core {
 
   void send_result_to(Peer& p, std::uint64_t client_task, Outcome outcome, const std::string& message) {
     auto payload = detail::encode_result(outcome, message, "", nullptr);
-    if (payload) p.conn->send(FrameType::kResult, 0, client_task, std::make_shared<const Bytes>(std::move(payload).value()));
+    if (payload)
+      p.conn->send(FrameType::kResult, 0, client_task,
+                   std::make_shared<const Bytes>(std::move(payload).value()));
   }
 
   // Takes task `id` out of wherever it is and resolves it as `outcome`. A
@@ -829,6 +841,8 @@ void Dispatcher::stop() noexcept {
   if (thread_.joinable()) thread_.join();
 }
 
-Dispatcher::~Dispatcher() { stop(); }
+Dispatcher::~Dispatcher() {
+  stop();
+}
 
 }  // namespace kura::ipc

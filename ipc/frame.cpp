@@ -77,9 +77,9 @@ Result<std::optional<Frame>> FrameReader::next() noexcept {
   try {
     if (buffered() < kFrameHeaderSize) return std::optional<Frame>();
     const std::byte* at = buffer_.data() + start_;
-    KURA_ASSIGN_OR_RETURN(FrameHeader h,
-                          decode_frame_header(std::span<const std::byte, kFrameHeaderSize>(at, kFrameHeaderSize),
-                                              limit_));
+    KURA_ASSIGN_OR_RETURN(
+        FrameHeader h,
+        decode_frame_header(std::span<const std::byte, kFrameHeaderSize>(at, kFrameHeaderSize), limit_));
     if (buffered() - kFrameHeaderSize < h.length) {
       // Keep the partial frame at the front so the buffer never grows past
       // one frame plus one read.

@@ -9,10 +9,18 @@ namespace kura::ipc::detail {
 
 namespace {
 
-Value u64_of(std::uint64_t x) { return Value::array<Dtype::kU64>({x}); }
-Value i64_of(std::int64_t x) { return Value::array<Dtype::kI64>({x}); }
-Value u32_of(std::uint32_t x) { return Value::array<Dtype::kU32>({x}); }
-Value string_of(std::string_view s) { return Value::strings_of({String{std::string(s), Encoding::kUtf8, false}}); }
+Value u64_of(std::uint64_t x) {
+  return Value::array<Dtype::kU64>({x});
+}
+Value i64_of(std::int64_t x) {
+  return Value::array<Dtype::kI64>({x});
+}
+Value u32_of(std::uint32_t x) {
+  return Value::array<Dtype::kU32>({x});
+}
+Value string_of(std::string_view s) {
+  return Value::strings_of({String{std::string(s), Encoding::kUtf8, false}});
+}
 
 // A list whose elements are named by `keys`.
 Value record(std::vector<std::pair<const char*, Value>> fields) {
@@ -28,7 +36,9 @@ Value record(std::vector<std::pair<const char*, Value>> fields) {
 }
 
 // Messages are small and read once: no node hashes.
-Result<Bytes> image_of(const Value& v) noexcept { return build(v, Stamp{}, /*hashed=*/false); }
+Result<Bytes> image_of(const Value& v) noexcept {
+  return build(v, Stamp{}, /*hashed=*/false);
+}
 
 Status bad(const char* message, std::string_view what) {
   return corrupt(std::string(message) + ": " + std::string(what));
@@ -55,7 +65,8 @@ Result<NodeView> field(const NodeView& root, const char* message, std::string_vi
 }
 
 template <Dtype D>
-Result<typename DtypeTraits<D>::type> scalar(const NodeView& root, const char* message, std::string_view key) {
+Result<typename DtypeTraits<D>::type> scalar(const NodeView& root, const char* message,
+                                             std::string_view key) {
   KURA_ASSIGN_OR_RETURN(NodeView n, field(root, message, key));
   auto xs = n.array<D>();
   if (!xs || xs->size() != 1)
@@ -113,7 +124,8 @@ Value borrow_value(const Value& v) {
 
 Result<Bytes> encode_hello(const Hello& h) noexcept {
   return guard([&]() -> Result<Bytes> {
-    return image_of(record({{"role", string_of(h.role)}, {"pid", i64_of(h.pid)}, {"owner", u64_of(h.owner)}}));
+    return image_of(
+        record({{"role", string_of(h.role)}, {"pid", i64_of(h.pid)}, {"owner", u64_of(h.owner)}}));
   });
 }
 
@@ -157,7 +169,8 @@ Result<Bytes> encode_submit(const Call& call, std::uint64_t owner, const TaskOpt
       const Arg& a = call.args[i];
       if (!a.name.empty()) {
         auto parsed = parse_name(a.name);
-        if (!parsed) return invalid_argument("argument " + std::to_string(i + 1) + ": " + parsed.status().message());
+        if (!parsed)
+          return invalid_argument("argument " + std::to_string(i + 1) + ": " + parsed.status().message());
         kinds.push_back(1);
         args.push_back(string_of(a.name));
       } else if (a.value) {
@@ -167,7 +180,8 @@ Result<Bytes> encode_submit(const Call& call, std::uint64_t owner, const TaskOpt
         return invalid_argument("argument " + std::to_string(i + 1) + " has neither a name nor a value");
       }
     }
-    const auto timeout = options.timeout.count() > 0 ? static_cast<std::uint64_t>(options.timeout.count()) : 0;
+    const auto timeout =
+        options.timeout.count() > 0 ? static_cast<std::uint64_t>(options.timeout.count()) : 0;
     return image_of(record({{"fn", string_of(call.fn)},
                             {"owner", u64_of(owner)},
                             {"timeout_ms", u64_of(timeout)},
@@ -193,7 +207,8 @@ Result<Submit> decode_submit(std::shared_ptr<const Bytes> payload) noexcept {
     if (!kinds) return bad(kMsg, "field \"kinds\" is " + kinds_node.describe());
     KURA_ASSIGN_OR_RETURN(NodeView args, field(root, kMsg, "args"));
     if (args.kind() != Kind::kList || args.length() != kinds->size())
-      return bad(kMsg, "field \"args\" is " + args.describe() + " for " + std::to_string(kinds->size()) + " kinds");
+      return bad(kMsg,
+                 "field \"args\" is " + args.describe() + " for " + std::to_string(kinds->size()) + " kinds");
     s.args.reserve(kinds->size());
     for (std::size_t i = 0; i < kinds->size(); ++i) {
       auto a = args.child(i);
@@ -259,10 +274,11 @@ Result<Bytes> encode_status(const DispatcherStatus& s) noexcept {
       states.push_back(String{w.state, Encoding::kUtf8, false});
       done.push_back(w.tasks_done);
     }
-    return image_of(record({{"counters", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(counters))},
-                            {"worker_pid", Value::array<Dtype::kI64>(std::span<const std::int64_t>(pids))},
-                            {"worker_state", Value::strings_of(std::move(states))},
-                            {"worker_done", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(done))}}));
+    return image_of(
+        record({{"counters", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(counters))},
+                {"worker_pid", Value::array<Dtype::kI64>(std::span<const std::int64_t>(pids))},
+                {"worker_state", Value::strings_of(std::move(states))},
+                {"worker_done", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(done))}}));
   });
 }
 

@@ -87,7 +87,8 @@ class UnixListener final : public Listener {
     bound_ = true;
     // The directory is 0700 already; the socket itself is the user's only too.
     ::chmod(path_.c_str(), 0600);
-    if (int rc = uv_listen(reinterpret_cast<uv_stream_t*>(pipe_), 128, &UnixListener::on_connection); rc != 0) {
+    if (int rc = uv_listen(reinterpret_cast<uv_stream_t*>(pipe_), 128, &UnixListener::on_connection);
+        rc != 0) {
       Status s = uv_status("cannot listen on " + path_, rc);
       close();
       return s;
@@ -148,18 +149,20 @@ Status check_socket_dir(const std::string& dir) noexcept {
   try {
     struct stat st;
     if (::lstat(dir.c_str(), &st) != 0) {
-      if (errno == ENOENT) return Status(Code::kNotFound, "socket directory " + dir + " does not exist", ENOENT);
+      if (errno == ENOENT)
+        return Status(Code::kNotFound, "socket directory " + dir + " does not exist", ENOENT);
       return Status(Code::kIo, "cannot stat socket directory " + dir + ": " + std::strerror(errno), errno);
     }
     if (S_ISLNK(st.st_mode))
       return Status(Code::kPermission, "socket directory " + dir + " is a symbolic link; refusing it");
-    if (!S_ISDIR(st.st_mode)) return Status(Code::kPermission, "socket directory " + dir + " is not a directory");
+    if (!S_ISDIR(st.st_mode))
+      return Status(Code::kPermission, "socket directory " + dir + " is not a directory");
     if (st.st_uid != ::geteuid())
-      return Status(Code::kPermission, "socket directory " + dir + " belongs to user " + std::to_string(st.st_uid) +
-                                           ", not to this user; refusing it");
+      return Status(Code::kPermission, "socket directory " + dir + " belongs to user " +
+                                           std::to_string(st.st_uid) + ", not to this user; refusing it");
     if ((st.st_mode & 077) != 0)
-      return Status(Code::kPermission,
-                    "socket directory " + dir + " is open to group or other; it must be mode 0700 (chmod 700 it)");
+      return Status(Code::kPermission, "socket directory " + dir +
+                                           " is open to group or other; it must be mode 0700 (chmod 700 it)");
     return Status::ok();
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory();
@@ -189,7 +192,8 @@ Result<std::unique_ptr<Listener>> listen_unix(uv_loop_t* loop, const std::string
     KURA_RETURN_IF_ERROR(check_socket_dir(parent_of(path)));
     struct stat st;
     if (::lstat(path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) return Status(Code::kExists, path + " exists and is not a socket; refusing it");
+      if (!S_ISSOCK(st.st_mode))
+        return Status(Code::kExists, path + " exists and is not a socket; refusing it");
       if (someone_listens(path)) return Status(Code::kExists, "a dispatcher already listens on " + path);
       ::unlink(path.c_str());  // stale: left by a dispatcher that died
     }

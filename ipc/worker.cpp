@@ -82,7 +82,9 @@ struct TaskContext::Internals {
   }
 };
 
-bool TaskContext::cancelled() const noexcept { return in_ != nullptr && in_->cancel->load(); }
+bool TaskContext::cancelled() const noexcept {
+  return in_ != nullptr && in_->cancel->load();
+}
 
 bool TaskContext::sleep_for(std::chrono::milliseconds d) const noexcept {
   if (in_ == nullptr) {
@@ -122,9 +124,11 @@ class WorkerLoop {
   Status run() {
     detail::ignore_sigpipe();
     for (const std::string& p : options_.plugins) KURA_RETURN_IF_ERROR(load_plugin(p));
-    if (int rc = uv_loop_init(&loop_); rc != 0) return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
+    if (int rc = uv_loop_init(&loop_); rc != 0)
+      return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop_.data = this;
-    uv_async_init(&loop_, &wake_, [](uv_async_t* a) { static_cast<WorkerLoop*>(a->loop->data)->send_done(); });
+    uv_async_init(&loop_, &wake_,
+                  [](uv_async_t* a) { static_cast<WorkerLoop*>(a->loop->data)->send_done(); });
     Status connected = Status(Code::kIo, "not connected");
     detail::connect_unix(&loop_, options_.socket_path, [&](Result<uv_stream_t*> s) {
       if (!s) {
@@ -133,9 +137,9 @@ class WorkerLoop {
         return;
       }
       conn_ = detail::Connection::adopt(*s, kDefaultFrameLimit, UINT64_MAX);
-      connected = conn_->start(detail::Connection::Callbacks{
-          [this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
-          [this](detail::Connection&, const Status& why) { on_close(why); }});
+      connected = conn_->start(
+          detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
+                                        [this](detail::Connection&, const Status& why) { on_close(why); }});
       if (!connected) return;
       auto hello = detail::encode_hello(detail::Hello{"worker", ::getpid(), 0});
       if (!hello) {
@@ -162,6 +166,7 @@ class WorkerLoop {
     std::uint64_t id;
     std::uint16_t flags;
     std::shared_ptr<const Bytes> payload;
+    bool cancelled = false;
   };
   struct Done {
     std::uint64_t id;
@@ -174,7 +179,8 @@ class WorkerLoop {
     if (h == nullptr) return invalid_argument("cannot load plugin " + path + ": " + ::dlerror());
     auto* entry = reinterpret_cast<void (*)(Registry&)>(::dlsym(h, kPluginEntry));
     if (entry == nullptr)
-      return invalid_argument("plugin " + path + " has no " + kPluginEntry + "(kura::ipc::Registry&) function");
+      return invalid_argument("plugin " + path + " has no " + kPluginEntry +
+                              "(kura::ipc::Registry&) function");
     entry(registry());
     return Status::ok();
   }
@@ -191,18 +197,28 @@ class WorkerLoop {
       case FrameType::kTask: {
         {
           std::lock_guard<std::mutex> lock(mu_);
-          jobs_.push_back(Job{f.header.id, f.header.flags, std::make_shared<const Bytes>(std::move(f.payload))});
+          jobs_.push_back(
+              Job{f.header.id, f.header.flags, std::make_shared<const Bytes>(std::move(f.payload)), false});
         }
         cv_.notify_all();
         return;
       }
       case FrameType::kCancel: {
         std::lock_guard<std::mutex> lock(mu_);
-        if (running_ && running_id_ == f.header.id && (running_flags_ & kFlagSetup) == 0) cancel_.store(true);
+        if ((f.header.flags & kFlagSetup) != 0) return;  // set-up calls are not cancelled
+        if (running_ && running_id_ == f.header.id && (running_flags_ & kFlagSetup) == 0) {
+          cancel_.store(true);
+        } else {
+          // Received but not started yet: it will end as cancelled without running.
+          for (Job& j : jobs_)
+            if (j.id == f.header.id && (j.flags & kFlagSetup) == 0) j.cancelled = true;
+        }
         cv_.notify_all();
         return;
       }
-      default: return conn_->close(corrupt("the dispatcher sent a frame of type " + std::to_string(int(f.header.type))));
+      default:
+        return conn_->close(
+            corrupt("the dispatcher sent a frame of type " + std::to_string(int(f.header.type))));
     }
   }
 
@@ -234,9 +250,10 @@ class WorkerLoop {
         running_ = true;
         running_id_ = job.id;
         running_flags_ = job.flags;
-        cancel_.store(false);
+        cancel_.store(job.cancelled);
       }
-      std::shared_ptr<const Bytes> result = run_job(job);
+      std::shared_ptr<const Bytes> result =
+          job.cancelled ? error_result(Outcome::kCancelled, "cancelled") : run_job(job);
       {
         std::lock_guard<std::mutex> lock(mu_);
         running_ = false;
@@ -271,8 +288,8 @@ class WorkerLoop {
       if (!s) return error_result(Outcome::kError, "cannot read the task: " + s.status().message());
       Function fn = registry().find(s->fn);
       if (!fn)
-        return error_result(Outcome::kError, "no function \"" + s->fn + "\" in this worker (it has: " +
-                                                  registry().names() + ")");
+        return error_result(Outcome::kError, "no function \"" + s->fn +
+                                                 "\" in this worker (it has: " + registry().names() + ")");
       std::vector<NodeView> args;
       args.reserve(s->args.size());
       for (std::size_t i = 0; i < s->args.size(); ++i) {
@@ -282,7 +299,9 @@ class WorkerLoop {
           continue;
         }
         auto m = shm::map(a.name);
-        if (!m) return error_result(Outcome::kError, "argument " + std::to_string(i + 1) + ": " + m.status().to_string());
+        if (!m)
+          return error_result(Outcome::kError,
+                              "argument " + std::to_string(i + 1) + ": " + m.status().to_string());
         args.push_back(m->node());
       }
       std::optional<shm::Lease> lease;
@@ -306,20 +325,25 @@ class WorkerLoop {
       }
       const Value& v = out->value();
       auto layout = Layout::plan(v);
-      if (!layout) return error_result(Outcome::kError, "the result cannot be laid out: " + layout.status().message());
+      if (!layout)
+        return error_result(Outcome::kError, "the result cannot be laid out: " + layout.status().message());
       const std::uint64_t room = frame_limit_ > 4096 ? frame_limit_ - 4096 : 0;
-      if (layout->size() <= std::min<std::uint64_t>(options_.inline_limit, room)) return make_result("", "", &v);
+      if (layout->size() <= std::min<std::uint64_t>(options_.inline_limit, room))
+        return make_result("", "", &v);
       auto held = TaskContext::Internals::lease_of(ctx);
-      if (!held) return error_result(Outcome::kError, "cannot hold the client's lease: " + held.status().message());
+      if (!held)
+        return error_result(Outcome::kError, "cannot hold the client's lease: " + held.status().message());
       auto shared = shm::share(**held, v);
-      if (!shared) return error_result(Outcome::kError, "cannot write the result: " + shared.status().to_string());
+      if (!shared)
+        return error_result(Outcome::kError, "cannot write the result: " + shared.status().to_string());
       return make_result("", shared->disown(), nullptr);
     } catch (...) {
       return error_result(Outcome::kError, "out of memory");
     }
   }
 
-  static std::shared_ptr<const Bytes> make_result(const std::string& message, const std::string& name, const Value* v) {
+  static std::shared_ptr<const Bytes> make_result(const std::string& message, const std::string& name,
+                                                  const Value* v) {
     auto p = detail::encode_result(Outcome::kOk, message, name, v);
     if (!p) return error_result(Outcome::kError, "cannot encode the result: " + p.status().message());
     return std::make_shared<const Bytes>(std::move(p).value());

@@ -43,9 +43,8 @@ int cmd_dispatcher(const DispatcherArgs& a) {
   o.workers = a.workers;
   o.memory = a.memory;
   if (a.frame_limit > 0) o.frame_limit = a.frame_limit;
-  Status s = ipc::Dispatcher::run(std::move(o), [](const std::string& socket) {
-    std::cout << "listening on " << socket << std::endl;
-  });
+  Status s = ipc::Dispatcher::run(
+      std::move(o), [](const std::string& socket) { std::cout << "listening on " << socket << std::endl; });
   if (!s) return fail(s, "dispatcher");
   return kExitOk;
 }
@@ -81,11 +80,12 @@ int cmd_status(const std::string& socket, bool json) {
   std::cout << "connections " << st->connections << ", workers ever " << st->cumulative << "\n"
             << "tasks: " << st->awaiting << " awaiting, " << st->executing << " executing, " << st->completed
             << " completed\n"
-            << "queued: " << human_bytes(st->queued_bytes) << " (peak " << human_bytes(st->queued_peak) << ", cap "
-            << (st->queued_cap ? human_bytes(st->queued_cap) : std::string("none")) << ")\n"
+            << "queued: " << human_bytes(st->queued_bytes) << " (peak " << human_bytes(st->queued_peak)
+            << ", cap " << (st->queued_cap ? human_bytes(st->queued_cap) : std::string("none")) << ")\n"
             << std::left << std::setw(10) << "PID" << std::setw(8) << "STATE"
             << "TASKS\n";
-  for (const auto& w : st->workers) std::cout << std::setw(10) << w.pid << std::setw(8) << w.state << w.tasks_done << '\n';
+  for (const auto& w : st->workers)
+    std::cout << std::setw(10) << w.pid << std::setw(8) << w.state << w.tasks_done << '\n';
   std::cout.flush();
   return kExitOk;
 }
@@ -131,7 +131,8 @@ int cmd_submit(const SubmitArgs& a) {
     }
     return kExitOk;
   }
-  Status s = a.json ? write_typed_json(r.value(), std::cout) : print_value(r.value(), std::cout, PrintOptions{});
+  Status s =
+      a.json ? write_typed_json(r.value(), std::cout) : print_value(r.value(), std::cout, PrintOptions{});
   if (a.json && s) std::cout << '\n';
   std::cout.flush();
   if (!s) return fail(s, "submit " + a.fn);

@@ -75,9 +75,9 @@ class Client {
   // the first task that does not end ok: the remaining tasks are cancelled
   // and their results (kCancelled) returned too. `progress(done, total)` is
   // called as results arrive. Errors: as submit.
-  Result<MapResult> map(const std::string& fn, std::span<const std::vector<Arg>> inputs,
-                        const TaskOptions& options = {},
-                        const std::function<void(std::size_t done, std::size_t total)>& progress = {}) noexcept;
+  Result<MapResult> map(
+      const std::string& fn, std::span<const std::vector<Arg>> inputs, const TaskOptions& options = {},
+      const std::function<void(std::size_t done, std::size_t total)>& progress = {}) noexcept;
 
   // Runs `call` on every worker connected now and on every worker that
   // connects later (before it runs anything else), and waits until the ones

@@ -65,7 +65,8 @@ class Dispatcher {
   // Runs a dispatcher on the calling thread (the kura dispatcher command)
   // until SIGINT or SIGTERM arrives, which it handles when `handle_signals`.
   // `on_listening` is called once it listens. Errors: as start().
-  static Status run(DispatcherOptions options, std::function<void(const std::string& socket)> on_listening = {},
+  static Status run(DispatcherOptions options,
+                    std::function<void(const std::string& socket)> on_listening = {},
                     bool handle_signals = true) noexcept;
 
   Dispatcher(const Dispatcher&) = delete;

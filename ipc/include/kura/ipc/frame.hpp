@@ -34,18 +34,18 @@ inline constexpr std::uint8_t kProtocolVersion = 1;
 inline constexpr std::uint32_t kDefaultFrameLimit = 1u << 20;
 
 enum class FrameType : std::uint8_t {
-  kHello = 1,       // peer -> dispatcher: who it is (client or worker)
-  kWelcome = 2,     // dispatcher -> peer: accepted, and the frame limit
-  kSubmit = 3,      // client -> dispatcher: a task (id chosen by the client)
-  kQueued = 4,      // dispatcher -> client: the task is in the queue
-  kFull = 5,        // dispatcher -> client: try-submit refused, no room
-  kCancel = 6,      // client -> dispatcher, dispatcher -> worker: cancel task `id`
-  kResult = 7,      // dispatcher -> client: the one result of task `id`
-  kTask = 8,        // dispatcher -> worker: run task `id`
-  kDone = 9,        // worker -> dispatcher: task `id` finished
+  kHello = 1,         // peer -> dispatcher: who it is (client or worker)
+  kWelcome = 2,       // dispatcher -> peer: accepted, and the frame limit
+  kSubmit = 3,        // client -> dispatcher: a task (id chosen by the client)
+  kQueued = 4,        // dispatcher -> client: the task is in the queue
+  kFull = 5,          // dispatcher -> client: try-submit refused, no room
+  kCancel = 6,        // client -> dispatcher, dispatcher -> worker: cancel task `id`
+  kResult = 7,        // dispatcher -> client: the one result of task `id`
+  kTask = 8,          // dispatcher -> worker: run task `id`
+  kDone = 9,          // worker -> dispatcher: task `id` finished
   kStatusQuery = 10,  // client -> dispatcher
-  kStatus = 11,     // dispatcher -> client: counters and workers
-  kEverywhere = 12,  // client -> dispatcher: a set-up call for every worker, now and later
+  kStatus = 11,       // dispatcher -> client: counters and workers
+  kEverywhere = 12,   // client -> dispatcher: a set-up call for every worker, now and later
 };
 inline constexpr std::uint8_t kMaxFrameType = 12;
 

@@ -99,11 +99,11 @@ struct WorkerStatus {
 
 // What Client::status() reports (DESIGN.md section 4).
 struct DispatcherStatus {
-  std::uint64_t connections = 0;  // clients and workers connected now
-  std::uint64_t cumulative = 0;   // workers that ever connected
-  std::uint64_t awaiting = 0;     // tasks queued or waiting for room
-  std::uint64_t executing = 0;    // tasks running on a worker
-  std::uint64_t completed = 0;    // tasks resolved, whatever the outcome
+  std::uint64_t connections = 0;   // clients and workers connected now
+  std::uint64_t cumulative = 0;    // workers that ever connected
+  std::uint64_t awaiting = 0;      // tasks queued or waiting for room
+  std::uint64_t executing = 0;     // tasks running on a worker
+  std::uint64_t completed = 0;     // tasks resolved, whatever the outcome
   std::uint64_t queued_bytes = 0;  // payload bytes in the queue now
   std::uint64_t queued_peak = 0;   // the most there ever were
   std::uint64_t queued_cap = 0;    // the cap (0: none)

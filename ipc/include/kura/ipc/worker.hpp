@@ -37,7 +37,7 @@ namespace kura::ipc {
 // itself (TaskContext::result_region).
 class Output {
  public:
-  Output(Value value) : v_(std::move(value)) {}           // NOLINT: implicit by design
+  Output(Value value) : v_(std::move(value)) {}          // NOLINT: implicit by design
   Output(shm::Shared region) : v_(std::move(region)) {}  // NOLINT: implicit by design
   bool is_region() const noexcept { return v_.index() == 1; }
   Value& value() { return std::get<0>(v_); }
