@@ -39,11 +39,16 @@ class Raw {
   ~Raw() {
     if (fd_ >= 0) ::close(fd_);
   }
-  void write(const void* p, std::size_t n) { REQUIRE(::send(fd_, p, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n)); }
-  void frame(ipc::FrameType t, std::uint64_t id, const Bytes& payload, std::uint32_t claimed_length = UINT32_MAX) {
+  void write(const void* p, std::size_t n) {
+    REQUIRE(::send(fd_, p, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n));
+  }
+  void frame(ipc::FrameType t, std::uint64_t id, const Bytes& payload,
+             std::uint32_t claimed_length = UINT32_MAX) {
     std::byte h[ipc::kFrameHeaderSize];
-    const std::uint32_t len = claimed_length == UINT32_MAX ? static_cast<std::uint32_t>(payload.size()) : claimed_length;
-    ipc::encode_frame_header(ipc::FrameHeader{t, 0, id, len}, std::span<std::byte, ipc::kFrameHeaderSize>(h, sizeof h));
+    const std::uint32_t len =
+        claimed_length == UINT32_MAX ? static_cast<std::uint32_t>(payload.size()) : claimed_length;
+    ipc::encode_frame_header(ipc::FrameHeader{t, 0, id, len},
+                             std::span<std::byte, ipc::kFrameHeaderSize>(h, sizeof h));
     write(h, sizeof h);
     if (!payload.empty()) write(payload.data(), payload.size());
   }
@@ -121,11 +126,12 @@ TEST_CASE("abusive peers lose their own connection and nobody else notices", "[i
     Raw r(d.socket());
     r.hello_client();
     auto owner = shm::process_owner();
-    Value forged = Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({*owner}),
-                                Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
-                                Value::array<Dtype::kU8>({1}), Value::list({Value::strings_utf8({"/kura_../etc"})})})
-                       .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
-                                    String{"kinds"}, String{"args"}});
+    Value forged =
+        Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({*owner}),
+                     Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
+                     Value::array<Dtype::kU8>({1}), Value::list({Value::strings_utf8({"/kura_../etc"})})})
+            .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
+                         String{"kinds"}, String{"args"}});
     auto image = build(forged, Stamp{}, false);
     REQUIRE(image.is_ok());
     r.frame(ipc::FrameType::kSubmit, 1, *image);
@@ -211,7 +217,8 @@ TEST_CASE("a client killed holding result regions: the dispatcher removes them",
     ::close(from_child[0]);
     auto c = ipc::Client::connect(d.socket());
     if (!c) ::_exit(2);
-    ipc::TaskResult r = (*c)->wait((*c)->submit(call("scale", {ipc::Arg::ref(input->name()), num(3)})).value());
+    ipc::TaskResult r =
+        (*c)->wait((*c)->submit(call("scale", {ipc::Arg::ref(input->name()), num(3)})).value());
     std::string line = (r.ok() ? r.name() : "fail " + r.describe()) + "\n";
     (void)!::write(from_child[1], line.data(), line.size());
     char ch;

@@ -138,7 +138,8 @@ TEST_CASE("nothing is lost and nothing duplicated while workers are killed", "[i
   eventually(
       [&] {
         auto s = c->status();
-        if (!s || s->cumulative != 2 + static_cast<std::uint64_t>(kills) || s->workers.size() != 2) return false;
+        if (!s || s->cumulative != 2 + static_cast<std::uint64_t>(kills) || s->workers.size() != 2)
+          return false;
         for (const auto& w : s->workers)
           if (killed.count(w.pid) != 0 || w.state != "idle") return false;
         return true;
@@ -148,7 +149,8 @@ TEST_CASE("nothing is lost and nothing duplicated while workers are killed", "[i
   CHECK(s.awaiting == 0);
   CHECK(s.executing == 0);
   CHECK(shm_entries() == files_before);
-  eventually([&] { return fd_count(dp.pid()) == fds_before; }, 10s, "the dispatcher's descriptors back to their start");
+  eventually([&] { return fd_count(dp.pid()) == fds_before; }, 10s,
+             "the dispatcher's descriptors back to their start");
   dp.signal(SIGTERM);
   auto code = dp.wait(20s);
   REQUIRE(code);
@@ -210,7 +212,8 @@ TEST_CASE("the byte cap is exact: try_submit answers full and submit waits for r
   CHECK(after.queued_bytes == 0);
 }
 
-TEST_CASE("cancel: a queued task never runs, a running one stops and its worker survives", "[ipc][multiprocess]") {
+TEST_CASE("cancel: a queued task never runs, a running one stops and its worker survives",
+          "[ipc][multiprocess]") {
   ShmGuard guard;
   SocketDir dir;
   EmbeddedDispatcher d(dir, 1);
@@ -285,7 +288,8 @@ TEST_CASE("a dispatcher killed: workers exit and clients get an error, never a h
     CHECK(r->outcome() == ipc::Outcome::kDisconnected);
   }
   CHECK_FALSE(c->submit(call("echo")).is_ok());
-  for (pid_t w : workers) eventually([&] { return !process_alive(w); }, 10s, "worker " + std::to_string(w) + " to exit");
+  for (pid_t w : workers)
+    eventually([&] { return !process_alive(w); }, 10s, "worker " + std::to_string(w) + " to exit");
 }
 
 TEST_CASE("results by name: the worker maps arguments, the client owns and releases the result",

@@ -19,7 +19,8 @@ std::string tag_of(const ipc::TaskResult& r) {
 
 }  // namespace
 
-TEST_CASE("everywhere runs on every worker, and on a replacement before its first task", "[ipc][multiprocess]") {
+TEST_CASE("everywhere runs on every worker, and on a replacement before its first task",
+          "[ipc][multiprocess]") {
   ShmGuard guard;
   SocketDir dir;
   EmbeddedDispatcher d(dir, 2, 0, {"--plugin", KURA_TEST_PLUGIN});

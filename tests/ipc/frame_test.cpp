@@ -1,9 +1,9 @@
 // Frames: the header codec and the stream reader, fed whole, byte by byte and
 // with garbage.
+#include "kura/ipc/frame.hpp"
+
 #include <catch2/catch.hpp>
 #include <cstring>
-
-#include "kura/ipc/frame.hpp"
 
 using namespace kura;
 using namespace kura::ipc;
@@ -65,7 +65,8 @@ TEST_CASE("a bad frame header is refused with its reason", "[ipc]") {
 TEST_CASE("FrameReader cuts a stream fed byte by byte and in one piece", "[ipc]") {
   Bytes stream;
   for (int i = 1; i <= 3; ++i) {
-    Bytes f = frame_bytes(FrameType::kResult, 0, i, std::string(static_cast<std::size_t>(i * 50), char('a' + i)));
+    Bytes f =
+        frame_bytes(FrameType::kResult, 0, i, std::string(static_cast<std::size_t>(i * 50), char('a' + i)));
     stream.insert(stream.end(), f.begin(), f.end());
   }
   for (bool one_by_one : {true, false}) {
@@ -92,7 +93,8 @@ TEST_CASE("FrameReader cuts a stream fed byte by byte and in one piece", "[ipc]"
     for (int i = 0; i < 3; ++i) {
       CHECK(frames[i].header.id == static_cast<std::uint64_t>(i + 1));
       CHECK(frames[i].payload.size() == static_cast<std::size_t>((i + 1) * 50));
-      CHECK(reinterpret_cast<std::uintptr_t>(frames[i].payload.data()) % 64 == 0);  // Region::open reads it in place
+      CHECK(reinterpret_cast<std::uintptr_t>(frames[i].payload.data()) % 64 ==
+            0);  // Region::open reads it in place
     }
     CHECK(r.buffered() == 0);
   }

@@ -54,10 +54,12 @@ class SocketDir {
 // Calls `pred` until it holds or `timeout` passes (then FAILs saying `what`).
 // For conditions that no event announces (a process gone, a pool refilled);
 // each look is a cheap query, not a guess at how long something takes.
-inline void eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout, const std::string& what) {
+inline void eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout,
+                       const std::string& what) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) FAIL("timed out after " << timeout.count() << " ms waiting for " << what);
+    if (std::chrono::steady_clock::now() > deadline)
+      FAIL("timed out after " << timeout.count() << " ms waiting for " << what);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
@@ -138,8 +140,12 @@ inline void wait_workers(ipc::Client& c, std::size_t n) {
       std::chrono::seconds(20), std::to_string(n) + " idle workers");
 }
 
-inline ipc::Call call(std::string fn, std::vector<ipc::Arg> args = {}) { return ipc::Call{std::move(fn), std::move(args)}; }
-inline ipc::Arg num(double x) { return ipc::Arg::copy(Value::f64({x})); }
+inline ipc::Call call(std::string fn, std::vector<ipc::Arg> args = {}) {
+  return ipc::Call{std::move(fn), std::move(args)};
+}
+inline ipc::Arg num(double x) {
+  return ipc::Arg::copy(Value::f64({x}));
+}
 
 // The number of open descriptors of process `pid`.
 inline int fd_count(pid_t pid) {
@@ -152,6 +158,8 @@ inline int fd_count(pid_t pid) {
   return n;
 }
 
-inline bool process_alive(pid_t pid) { return ::kill(pid, 0) == 0; }
+inline bool process_alive(pid_t pid) {
+  return ::kill(pid, 0) == 0;
+}
 
 }  // namespace kura::test

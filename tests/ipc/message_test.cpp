@@ -19,7 +19,9 @@ std::shared_ptr<const Bytes> shared(Result<Bytes> b) {
 }  // namespace
 
 TEST_CASE("a submit round-trips names and inline values", "[ipc]") {
-  Call call{"scale", {Arg::ref("/kura_1f_2a[3]"), Arg::copy(Value::f64({2.5})), Arg::copy(Value::strings_utf8({"x"}))}};
+  Call call{
+      "scale",
+      {Arg::ref("/kura_1f_2a[3]"), Arg::copy(Value::f64({2.5})), Arg::copy(Value::strings_utf8({"x"}))}};
   TaskOptions o;
   o.timeout = std::chrono::milliseconds(1500);
   o.retries = 2;
@@ -44,11 +46,12 @@ TEST_CASE("a submit with a bad name is refused on both sides", "[ipc]") {
   REQUIRE_FALSE(e.is_ok());
   CHECK(e.status().code() == Code::kInvalidArgument);
   // A peer that sends one anyway: built by hand with the same layout.
-  Value forged = Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({1}), Value::array<Dtype::kU64>({0}),
-                              Value::array<Dtype::kU32>({0}), Value::array<Dtype::kU8>({1}),
-                              Value::list({Value::strings_utf8({"/kura_1f_2a[0]"})})})
-                     .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
-                                  String{"kinds"}, String{"args"}});
+  Value forged =
+      Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({1}),
+                   Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
+                   Value::array<Dtype::kU8>({1}), Value::list({Value::strings_utf8({"/kura_1f_2a[0]"})})})
+          .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
+                       String{"kinds"}, String{"args"}});
   auto d = decode_submit(shared(build(forged, Stamp{}, false)));
   REQUIRE_FALSE(d.is_ok());
   CHECK(d.status().code() == Code::kCorrupt);
@@ -99,8 +102,8 @@ TEST_CASE("results, hello, welcome and status round-trip", "[ipc]") {
 
 TEST_CASE("garbage payloads are Corrupt, never a crash", "[ipc]") {
   std::vector<Bytes> cases;
-  cases.emplace_back();                    // empty
-  cases.emplace_back(64, std::byte{0xff});  // not a region
+  cases.emplace_back();                                      // empty
+  cases.emplace_back(64, std::byte{0xff});                   // not a region
   auto not_record = build(Value::f64({1}), Stamp{}, false);  // a region, not a record
   REQUIRE(not_record.is_ok());
   cases.push_back(*not_record);

@@ -1,0 +1,57 @@
+// Writes seed inputs for kura_frame_fuzz into DIR: streams of well-formed
+// frames carrying each kind of message, as the fuzzer's first input byte
+// (the chunk size) followed by the stream.
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "kura/ipc/frame.hpp"
+#include "message_internal.hpp"
+
+namespace {
+
+using namespace kura;
+using namespace kura::ipc;
+namespace msg = kura::ipc::detail;
+
+void append(std::vector<char>& out, FrameType t, std::uint64_t id, const Result<Bytes>& payload) {
+  if (!payload) return;
+  std::byte h[kFrameHeaderSize];
+  encode_frame_header(FrameHeader{t, 0, id, static_cast<std::uint32_t>(payload->size())},
+                      std::span<std::byte, kFrameHeaderSize>(h, sizeof h));
+  out.insert(out.end(), reinterpret_cast<char*>(h), reinterpret_cast<char*>(h) + sizeof h);
+  out.insert(out.end(), reinterpret_cast<const char*>(payload->data()),
+             reinterpret_cast<const char*>(payload->data()) + payload->size());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    return 2;
+  }
+  const std::string dir = argv[1];
+  Value v = Value::list({Value::f64({1.5}), Value::strings_utf8({"a", "b"})});
+  Call call{"scale", {Arg::ref("/kura_1f_2a[2,1]"), Arg::copy(Value::f64({2}))}};
+  std::vector<std::vector<char>> seeds(4);
+  append(seeds[0], FrameType::kHello, 0, msg::encode_hello(msg::Hello{"client", 1, 7}));
+  append(seeds[0], FrameType::kSubmit, 1, msg::encode_submit(call, 7, {}));
+  append(seeds[1], FrameType::kResult, 1, msg::encode_result(Outcome::kOk, "", "", &v));
+  append(seeds[1], FrameType::kResult, 2, msg::encode_result(Outcome::kOk, "", "/kura_7_9", nullptr));
+  append(seeds[2], FrameType::kWelcome, 0, msg::encode_welcome(msg::Welcome{1u << 20, 5}));
+  DispatcherStatus s;
+  s.workers = {{10, "idle", 3}};
+  append(seeds[2], FrameType::kStatus, 3, msg::encode_status(s));
+  append(seeds[3], FrameType::kResult, 4, msg::encode_result(Outcome::kTimeout, "timed out", "", nullptr));
+  int n = 0;
+  for (const auto& stream : seeds) {
+    for (char chunk : {char(0), char(7), char(255)}) {
+      std::ofstream f(dir + "/seed-" + std::to_string(n++), std::ios::binary);
+      f.put(chunk);
+      f.write(stream.data(), static_cast<std::streamsize>(stream.size()));
+    }
+  }
+  return 0;
+}
