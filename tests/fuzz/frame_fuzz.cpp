@@ -25,7 +25,9 @@ void require(bool ok, const char* what) {
   }
 }
 
-bool decode_code_ok(Code c) { return c == Code::kCorrupt || c == Code::kOutOfMemory; }
+bool decode_code_ok(Code c) {
+  return c == Code::kCorrupt || c == Code::kOutOfMemory;
+}
 
 void submit_round_trip(const kura::ipc::detail::Submit& s) {
   kura::ipc::Call call{s.fn, {}};

@@ -1,9 +1,9 @@
 // The dispatcher subcommands of the kura tool, run as processes: dispatcher,
 // worker (through --workers), status and submit.
-#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "ipc_util.hpp"
 #include "private_shm_dir.hpp"
@@ -89,7 +89,8 @@ TEST_CASE("kura dispatcher, status and submit from the command line", "[ipc][mul
   CHECK(::lstat(dir.socket().c_str(), &st_sock) != 0);  // the socket file is removed
 }
 
-TEST_CASE("a second dispatcher on a live socket is refused; a stale socket is replaced", "[ipc][multiprocess]") {
+TEST_CASE("a second dispatcher on a live socket is refused; a stale socket is replaced",
+          "[ipc][multiprocess]") {
   SocketDir dir;
   Process first({kKura, "dispatcher", "--socket", dir.socket()});
   REQUIRE(first.read_line(20s));

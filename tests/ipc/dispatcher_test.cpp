@@ -13,6 +13,7 @@
 
 #include "ipc_util.hpp"
 #include "kura/core/name.hpp"
+#include "kura/ipc/worker.hpp"
 #include "kura/shm/region.hpp"
 #include "message_internal.hpp"
 #include "private_shm_dir.hpp"
@@ -386,4 +387,45 @@ TEST_CASE("completions reach a program's own event loop: callback and descriptor
     CHECK(called.front() == id);
   }
   CHECK(number(c->wait(id)) == 5);
+}
+
+TEST_CASE("a program's own functions: Worker::add, and a worker that connects by itself",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 0);  // no managed workers
+  REQUIRE(ipc::Worker::add("triple", [](ipc::TaskContext& ctx) -> Result<ipc::Output> {
+            if (ctx.args().empty()) return invalid_argument("triple takes one number");
+            auto xs = ctx.args()[0].array<Dtype::kF64>();
+            if (!xs || xs->empty()) return invalid_argument("triple takes one number");
+            const double tripled = 3 * (*xs)[0];
+            return ipc::Output(Value::f64({tripled}));
+          }).is_ok());
+  CHECK_FALSE(ipc::Worker::add("", nullptr).is_ok());
+  Status worker_status = Status(Code::kIo, "not run");
+  std::thread worker([&] {
+    worker_status =
+        ipc::Worker::run(ipc::WorkerOptions{d.socket(), {}, 64 * 1024, [](const std::string&) {}});
+  });
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  CHECK(number(c->wait(c->submit(call("triple", {num(14)})).value())) == 42);
+  d.stop();  // the worker's run() returns when its dispatcher goes away
+  worker.join();
+  CHECK(worker_status.is_ok());
+}
+
+TEST_CASE("the dispatcher prunes orphans when it starts", "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  Process put({kKura, "put", "-"});
+  put.send(R"({"type": "i32", "values": [1, 2, 3]})");
+  auto name = put.read_line(20s);
+  REQUIRE(name);
+  put.signal(SIGKILL);  // its region and lease are orphans now
+  REQUIRE(put.wait(20s));
+  REQUIRE(exists_region(*name));
+  EmbeddedDispatcher d(dir, 0);
+  CHECK(d.wait_log("pruned"));
+  CHECK_FALSE(exists_region(*name));
 }
