@@ -45,7 +45,9 @@ void die(const std::string& what) {
   std::exit(1);
 }
 
-double micros(Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
+double micros(Clock::duration d) {
+  return std::chrono::duration<double, std::micro>(d).count();
+}
 
 // Median and p99 of `samples` (microseconds) as counters.
 void report_latency(benchmark::State& state, std::vector<double>& samples) {
@@ -217,7 +219,8 @@ void BM_Handoff256MiB_ByName(benchmark::State& state) {
     if (!r.ok()) die(r.describe());
   }
   state.counters["bytes_through_sockets"] =
-      static_cast<double>(client.bytes_sent() + client.bytes_received()) / static_cast<double>(state.iterations());
+      static_cast<double>(client.bytes_sent() + client.bytes_received()) /
+      static_cast<double>(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(k256MiB));
 }
 
@@ -280,10 +283,11 @@ int main(int argc, char** argv) {
   if (raw > 0 && task > 0)
     std::printf("  round trip, median: task %.1f us / raw socket %.1f us = %.2fx\n", task, raw, task / raw);
   if (raw_tp > 0 && task_tp > 0)
-    std::printf("  throughput: tasks %.0f/s, raw socket %.0f msg/s (%.1f%%)\n", task_tp, raw_tp, 100 * task_tp / raw_tp);
+    std::printf("  throughput: tasks %.0f/s, raw socket %.0f msg/s (%.1f%%)\n", task_tp, raw_tp,
+                100 * task_tp / raw_tp);
   if (by_name > 0 && copied > 0)
-    std::printf("  256 MiB hand-off: by name %.1f ms, inline %.1f ms = %.1fx faster by name\n", by_name, copied,
-                copied / by_name);
+    std::printf("  256 MiB hand-off: by name %.1f ms, inline %.1f ms = %.1fx faster by name\n", by_name,
+                copied, copied / by_name);
   benchmark::Shutdown();
   return 0;
 }

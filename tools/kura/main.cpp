@@ -4,6 +4,8 @@
 #include <string>
 
 #include "commands.hpp"
+#include "kura/core/layout.hpp"
+#include "kura/version.hpp"
 
 int main(int argc, char** argv) {
   using namespace kura::tool;
@@ -11,7 +13,8 @@ int main(int argc, char** argv) {
   std::ios::sync_with_stdio(false);  // output goes through std::cout only
 
   CLI::App app{"kura: share values between processes through shared memory, by name"};
-  app.set_version_flag("--version", "kura 0.1.0");
+  app.set_version_flag("--version",
+                       "kura " KURA_VERSION " (format version " + std::to_string(kura::kFormatVersion) + ")");
   app.require_subcommand(1);
   app.footer(
       "Exit codes: 0 ok, 1 other error, 2 usage or invalid name, 3 not found,\n"
@@ -25,29 +28,40 @@ int main(int argc, char** argv) {
   put->add_flag("--keep", keep,
                 "publish under owner 0 (kept until `kura rm`) and exit; without it, hold the region until "
                 "SIGINT or SIGTERM, then release it");
+  put->footer(
+      "Examples:\n"
+      "  kura put --keep frame.json   # prints /kura_0_<counter> and exits\n"
+      "  echo '{\"type\": \"f64\", \"values\": [1.5, 2.5]}' | kura put -   # holds it until Ctrl-C");
 
   auto* get = app.add_subcommand("get", "Print the value at a name such as /kura_1f_2a[2,3]");
   get->add_option("name", name, "region name, optionally with a path")->required();
   get->add_flag("--json", json, "print typed JSON, every value");
   get->add_flag("--all", all, "do not summarise long arrays and lists");
+  get->footer("Example:\n  kura get '/kura_0_3fa2[2]' --json   # the 2nd element of a list, as typed JSON");
 
   auto* inspect =
       app.add_subcommand("inspect", "Print the node tree at a name: kinds, dtypes, offsets, sizes");
   inspect->add_option("name", name, "region name, optionally with a path")->required();
   inspect->add_flag("--all", all, "do not summarise long lists");
+  inspect->footer(
+      "Example:\n  kura inspect /kura_0_3fa2   # every node of the region, with offsets and hashes");
 
   auto* verify =
       app.add_subcommand("verify", "Check the hashes of the node at a name and everything below it");
   verify->add_option("name", name, "region name, optionally with a path")->required();
+  verify->footer("Example:\n  kura verify '/kura_0_3fa2[1]'   # exit 0: hashes match; exit 4: corrupt");
 
   auto* ls = app.add_subcommand("ls", "List regions and the space used and free in the region directory");
   ls->add_flag("--json", json, "machine-readable output");
+  ls->footer("Example:\n  kura ls --json   # one object per region, and the space used and free");
 
   auto* rm = app.add_subcommand("rm", "Remove one region by name, whoever owns it");
   rm->add_option("name", name, "region name, such as /kura_0_3fa2")->required();
+  rm->footer("Example:\n  kura rm /kura_0_3fa2   # a kept region (owner 0) lives until this");
 
   auto* prune =
       app.add_subcommand("prune", "Remove every region whose owner is dead; print what was removed");
+  prune->footer("Example:\n  kura prune   # after a producer was killed: removes what it left");
 
   DispatcherArgs dispatcher_args;
   auto* dispatcher =
@@ -71,6 +85,11 @@ int main(int argc, char** argv) {
   status->add_option("--socket", socket, "the dispatcher's socket (default: per-user socket)");
   status->add_flag("--json", json, "machine-readable output");
 
+  dispatcher->footer(
+      "Example:\n  kura dispatcher --workers 4 --memory 256MiB   # runs until SIGINT or SIGTERM");
+  worker->footer("Example:\n  kura worker --connect /tmp/kura.sock --plugin ./libmyfns.so");
+  status->footer("Example:\n  kura status --json   # of the dispatcher on the per-user socket");
+
   SubmitArgs submit_args;
   auto* submit = app.add_subcommand("submit", "Run one task and print its result");
   submit->add_option("--socket", submit_args.socket, "the dispatcher's socket (default: per-user socket)");
@@ -79,6 +98,7 @@ int main(int argc, char** argv) {
   submit->add_flag("--keep", submit_args.keep, "keep the result under an owner-0 name and print that name");
   submit->add_option("fn", submit_args.fn, "function name, such as sum")->required();
   submit->add_option("args", submit_args.args, "arguments: kura names, numbers, true/false/NA, or strings");
+  submit->footer("Example:\n  kura submit sum '/kura_0_3fa2[1]'   # prints the sum of an f64 array");
 
   try {
     app.parse(argc, argv);
