@@ -236,12 +236,12 @@ void BM_Handoff256MiB_Inline(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_RawPingPong)->Unit(benchmark::kMillisecond)->Iterations(3);
-BENCHMARK(BM_TaskRoundTrip)->Unit(benchmark::kMillisecond)->Iterations(3);
-BENCHMARK(BM_RawThroughput)->Unit(benchmark::kMillisecond)->Iterations(5);
-BENCHMARK(BM_TaskThroughput)->Unit(benchmark::kMillisecond)->Iterations(5);
-BENCHMARK(BM_Handoff256MiB_ByName)->Unit(benchmark::kMillisecond)->Iterations(5);
-BENCHMARK(BM_Handoff256MiB_Inline)->Unit(benchmark::kMillisecond)->Iterations(5);
+BENCHMARK(BM_RawPingPong)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_TaskRoundTrip)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_RawThroughput)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_TaskThroughput)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_Handoff256MiB_ByName)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+BENCHMARK(BM_Handoff256MiB_Inline)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 
 namespace {
 
@@ -273,12 +273,12 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   Recorder rec;
   benchmark::RunSpecifiedBenchmarks(&rec);
-  const double raw = get(rec, "BM_RawPingPong/iterations:3", "p50_us");
-  const double task = get(rec, "BM_TaskRoundTrip/iterations:3", "p50_us");
-  const double raw_tp = get(rec, "BM_RawThroughput/iterations:5", "items_per_second");
-  const double task_tp = get(rec, "BM_TaskThroughput/iterations:5", "items_per_second");
-  const double by_name = get(rec, "BM_Handoff256MiB_ByName/iterations:5", "ms_per_iteration");
-  const double copied = get(rec, "BM_Handoff256MiB_Inline/iterations:5", "ms_per_iteration");
+  const double raw = get(rec, "BM_RawPingPong/iterations:3/real_time", "p50_us");
+  const double task = get(rec, "BM_TaskRoundTrip/iterations:3/real_time", "p50_us");
+  const double raw_tp = get(rec, "BM_RawThroughput/iterations:5/real_time", "items_per_second");
+  const double task_tp = get(rec, "BM_TaskThroughput/iterations:5/real_time", "items_per_second");
+  const double by_name = get(rec, "BM_Handoff256MiB_ByName/iterations:5/real_time", "ms_per_iteration");
+  const double copied = get(rec, "BM_Handoff256MiB_Inline/iterations:5/real_time", "ms_per_iteration");
   std::printf("\nratios (this run):\n");
   if (raw > 0 && task > 0)
     std::printf("  round trip, median: task %.1f us / raw socket %.1f us = %.2fx\n", task, raw, task / raw);

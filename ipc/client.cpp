@@ -1,10 +1,14 @@
 #include "kura/ipc/client.hpp"
 
+#include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <new>
@@ -36,19 +40,17 @@ struct Client::Impl {
     bool setup = false;  // an everywhere() call, not handed out by wait_any
     TaskResult result;
   };
-  struct Outgoing {
-    FrameType type;
-    std::uint16_t flags;
-    std::uint64_t id;
-    std::shared_ptr<const Bytes> payload;
-  };
-
   uv_loop_t loop{};
   uv_async_t wake{};
   std::thread io;
-  detail::Connection* conn = nullptr;  // the loop thread's
+  detail::Connection* conn = nullptr;  // the loop thread's: it reads
   std::uint64_t owner = 0;
   int efd = -1;
+  // Calling threads write frames themselves, on a descriptor of their own
+  // for the socket (a dup, so that it stays valid whatever the loop does),
+  // one frame at a time.
+  int write_fd = -1;
+  std::mutex write_mu;
   std::atomic<std::uint64_t> sent{0}, received{0};
 
   std::mutex mu;
@@ -58,7 +60,7 @@ struct Client::Impl {
   std::string close_reason;
   bool stopping = false;
   std::uint32_t frame_limit = kDefaultFrameLimit;
-  std::deque<Outgoing> outbox;
+  std::uint64_t queue_cap = 0;
   TaskId next_id = 1;
   std::unordered_map<TaskId, Task> tasks;
   std::deque<TaskId> arrived;  // ended and not yet taken, in arrival order
@@ -67,6 +69,7 @@ struct Client::Impl {
 
   ~Impl() {
     if (efd >= 0) ::close(efd);
+    if (write_fd >= 0) ::close(write_fd);
   }
 
   // --- the loop thread ---------------------------------------------------------------
@@ -97,14 +100,11 @@ struct Client::Impl {
   }
 
   void on_wake() {
-    std::deque<Outgoing> out;
     bool stop;
     {
       std::lock_guard<std::mutex> lock(mu);
-      out.swap(outbox);
       stop = stopping;
     }
-    for (Outgoing& o : out) send_now(o.type, o.flags, o.id, std::move(o.payload));
     if (stop) {
       if (conn != nullptr) conn->close(Status(Code::kIo, "the client disconnected"));
       if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&wake)))
@@ -120,6 +120,8 @@ struct Client::Impl {
       if (closed) return;
       closed = true;
       close_reason = why.message();
+      // The write side goes too (the dup would keep the socket open).
+      if (write_fd >= 0) ::shutdown(write_fd, SHUT_RDWR);
       for (auto& [id, t] : tasks) {
         if (t.state == State::kDone) continue;
         t.state = State::kDone;
@@ -154,10 +156,14 @@ struct Client::Impl {
         auto w = detail::decode_welcome(f.payload);
         if (!w) return conn->close(w.status());
         conn->set_read_limit(std::max(w->frame_limit, kDefaultFrameLimit));
+        const int copy = ::fcntl(conn->fd(), F_DUPFD_CLOEXEC, 0);
+        if (copy < 0) return conn->close(Status(Code::kIo, "cannot duplicate the socket"));
         {
           std::lock_guard<std::mutex> lock(mu);
           welcomed = true;
           frame_limit = w->frame_limit;
+          queue_cap = w->queue_cap;
+          write_fd = copy;
         }
         cv.notify_all();
         return;
@@ -230,25 +236,71 @@ struct Client::Impl {
 
   // --- user threads ----------------------------------------------------------------------
 
-  void push(Outgoing o) {
-    outbox.push_back(std::move(o));  // REQUIRES: mu held
-  }
+  Status disconnected() { return Status(Code::kIo, "not connected to the dispatcher: " + close_reason); }
 
   void kick() { uv_async_send(&wake); }
 
-  Status disconnected() { return Status(Code::kIo, "not connected to the dispatcher: " + close_reason); }
+  // Writes one frame from the calling thread, waiting while the socket is
+  // full (the dispatcher reads a client's socket only while it has room for
+  // its tasks: that is the backpressure). Errors: Io.
+  Status write_frame(FrameType type, std::uint16_t flags, std::uint64_t id, const Bytes* payload) {
+    std::byte header[kFrameHeaderSize];
+    encode_frame_header(
+        FrameHeader{type, flags, id, payload ? static_cast<std::uint32_t>(payload->size()) : 0},
+        std::span<std::byte, kFrameHeaderSize>(header, sizeof header));
+    iovec iov[2] = {{header, sizeof header}, {nullptr, 0}};
+    int n = 1;
+    if (payload != nullptr && !payload->empty()) {
+      iov[1] = {const_cast<std::byte*>(payload->data()), payload->size()};
+      n = 2;
+    }
+    std::lock_guard<std::mutex> lock(write_mu);
+    std::size_t total = iov[0].iov_len + iov[1].iov_len;
+    while (total > 0) {
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<std::size_t>(n);
+      ssize_t w = ::sendmsg(write_fd, &msg, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+          pollfd p{write_fd, POLLOUT, 0};
+          ::poll(&p, 1, -1);
+          continue;
+        }
+        return Status(Code::kIo, std::string("cannot write to the dispatcher: ") + std::strerror(errno));
+      }
+      sent += static_cast<std::uint64_t>(w);
+      total -= static_cast<std::size_t>(w);
+      for (int i = 0; i < n && w > 0; ++i) {
+        const std::size_t take = std::min<std::size_t>(iov[i].iov_len, static_cast<std::size_t>(w));
+        iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + take;
+        iov[i].iov_len -= take;
+        w -= static_cast<ssize_t>(take);
+      }
+    }
+    return Status::ok();
+  }
 
-  // Queues a submit without waiting for its answer. REQUIRES: mu held.
-  Result<TaskId> submit_locked(std::shared_ptr<const Bytes> payload, std::uint16_t flags, FrameType type,
-                               bool setup) {
-    if (closed) return disconnected();
-    if (payload->size() > frame_limit)
-      return invalid_argument("the task is " + human_bytes(payload->size()) + ", over the frame limit of " +
-                              human_bytes(frame_limit) + ": share large values and pass their names");
-    const TaskId id = next_id++;
-    Task& t = tasks[id];
-    t.setup = setup;
-    push(Outgoing{type, flags, id, std::move(payload)});
+  // Registers a new task and writes its frame; returns its id. The frame is
+  // written outside `mu`, so results keep arriving meanwhile.
+  Result<TaskId> start(const Bytes& payload, std::uint16_t flags, FrameType type, bool setup) {
+    TaskId id;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (closed) return disconnected();
+      if (payload.size() > frame_limit)
+        return invalid_argument("the task is " + human_bytes(payload.size()) + ", over the frame limit of " +
+                                human_bytes(frame_limit) + ": share large values and pass their names");
+      id = next_id++;
+      tasks[id].setup = setup;
+    }
+    Status s = write_frame(type, flags, id, &payload);
+    if (!s) {
+      std::lock_guard<std::mutex> lock(mu);
+      tasks.erase(id);
+      return s;
+    }
     return id;
   }
 
@@ -310,6 +362,7 @@ Client::~Client() {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->stopping = true;
+    if (impl_->write_fd >= 0) ::shutdown(impl_->write_fd, SHUT_RDWR);
   }
   impl_->kick();
   if (impl_->io.joinable()) impl_->io.join();
@@ -318,10 +371,12 @@ Client::~Client() {
 Result<TaskId> Client::submit(const Call& call, const TaskOptions& options) noexcept {
   try {
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, options));
+    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(*payload, 0, FrameType::kSubmit, false));
     std::unique_lock<std::mutex> lock(impl_->mu);
-    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->submit_locked(std::move(payload), 0, FrameType::kSubmit, false));
-    impl_->kick();
-    impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state != Impl::State::kSent; });
+    // Without a cap every task is in the queue as soon as it arrives;
+    // with one, wait until the dispatcher says it is.
+    if (impl_->queue_cap > 0)
+      impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state != Impl::State::kSent; });
     return id;
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory();
@@ -331,10 +386,8 @@ Result<TaskId> Client::submit(const Call& call, const TaskOptions& options) noex
 Result<std::optional<TaskId>> Client::try_submit(const Call& call, const TaskOptions& options) noexcept {
   try {
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, options));
+    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(*payload, kFlagTry, FrameType::kSubmit, false));
     std::unique_lock<std::mutex> lock(impl_->mu);
-    KURA_ASSIGN_OR_RETURN(TaskId id,
-                          impl_->submit_locked(std::move(payload), kFlagTry, FrameType::kSubmit, false));
-    impl_->kick();
     impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state != Impl::State::kSent; });
     if (impl_->tasks.at(id).state == Impl::State::kFull) {
       impl_->tasks.erase(id);
@@ -386,17 +439,13 @@ std::vector<TaskResult> Client::wait_all(std::span<const TaskId> ids) noexcept {
 }
 
 Status Client::cancel(TaskId id) noexcept {
-  try {
+  {
     std::lock_guard<std::mutex> lock(impl_->mu);
     if (impl_->closed) return impl_->disconnected();
     auto it = impl_->tasks.find(id);
     if (it == impl_->tasks.end() || it->second.state == Impl::State::kDone) return Status::ok();
-    impl_->push(Impl::Outgoing{FrameType::kCancel, 0, id, nullptr});
-    impl_->kick();
-    return Status::ok();
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory();
   }
+  return impl_->write_frame(FrameType::kCancel, 0, id, nullptr);
 }
 
 Result<MapResult> Client::map(const std::string& fn, std::span<const std::vector<Arg>> inputs,
@@ -406,73 +455,66 @@ Result<MapResult> Client::map(const std::string& fn, std::span<const std::vector
     const std::size_t total = inputs.size();
     MapResult out;
     out.results.resize(total);
-    std::vector<TaskId> ids(total, 0);
-    std::unordered_map<TaskId, std::size_t> index;
+    std::unordered_map<TaskId, std::size_t> index;  // in flight
     std::size_t next = 0, done = 0;
     bool stop = false;
-    std::unique_lock<std::mutex> lock(impl_->mu);
+    auto fail_at = [&](std::size_t i, TaskResult r) {
+      out.results[i] = std::move(r);
+      ++done;
+      if (!stop) {
+        stop = true;
+        out.failed = i;
+        for (const auto& [other, j] : index) (void)impl_->write_frame(FrameType::kCancel, 0, other, nullptr);
+      }
+    };
     while (done < total) {
       // Keep the window full, unless a failure stopped the map.
       while (!stop && next < total && index.size() < kMapWindow) {
-        lock.unlock();
         auto payload = impl_->encode(Call{fn, inputs[next]}, options);
-        lock.lock();
         if (!payload) {
-          stop = true;
-          out.failed = next;
-          out.results[next] = TaskResult(Outcome::kError, payload.status().message());
-          ++done;
-          ++next;
+          fail_at(next++, TaskResult(Outcome::kError, payload.status().message()));
           break;
         }
-        auto id = impl_->submit_locked(std::move(payload).value(), 0, FrameType::kSubmit, false);
+        auto id = impl_->start(**payload, 0, FrameType::kSubmit, false);
         if (!id) return id.status();
-        ids[next] = *id;
-        index[*id] = next;
-        ++next;
+        index[*id] = next++;
       }
-      impl_->kick();
       if (stop && next < total) {
-        // Never submitted: they end as cancelled.
-        for (; next < total; ++next) {
+        for (; next < total; ++next, ++done)
           out.results[next] = TaskResult(Outcome::kCancelled, "not run: an earlier task failed");
-          ++done;
-        }
         continue;
       }
       if (index.empty()) break;
-      impl_->cv.wait(lock, [&] {
-        for (TaskId a : impl_->arrived)
-          if (index.count(a) != 0) return true;
-        return false;
-      });
-      for (auto a = impl_->arrived.begin(); a != impl_->arrived.end();) {
-        auto hit = index.find(*a);
-        if (hit == index.end()) {
-          ++a;
-          continue;
-        }
-        const TaskId id = *a;
-        const std::size_t i = hit->second;
-        index.erase(hit);
-        a = impl_->arrived.erase(a);
-        auto t = impl_->tasks.find(id);
-        out.results[i] = std::move(t->second.result);
-        impl_->tasks.erase(t);
-        ++done;
-        if (!out.results[i].ok() && !stop) {
-          stop = true;
-          out.failed = i;
-          for (const auto& [other, j] : index)
-            impl_->push(Impl::Outgoing{FrameType::kCancel, 0, other, nullptr});
-          impl_->kick();
+      std::vector<std::pair<std::size_t, TaskResult>> arrived;
+      {
+        std::unique_lock<std::mutex> lock(impl_->mu);
+        impl_->cv.wait(lock, [&] {
+          for (TaskId a : impl_->arrived)
+            if (index.count(a) != 0) return true;
+          return false;
+        });
+        for (auto a = impl_->arrived.begin(); a != impl_->arrived.end();) {
+          auto hit = index.find(*a);
+          if (hit == index.end()) {
+            ++a;
+            continue;
+          }
+          auto t = impl_->tasks.find(*a);
+          arrived.emplace_back(hit->second, std::move(t->second.result));
+          impl_->tasks.erase(t);
+          index.erase(hit);
+          a = impl_->arrived.erase(a);
         }
       }
-      if (progress) {
-        lock.unlock();
-        progress(done, total);
-        lock.lock();
+      for (auto& [i, r] : arrived) {
+        if (!r.ok()) {
+          fail_at(i, std::move(r));
+        } else {
+          out.results[i] = std::move(r);
+          ++done;
+        }
       }
+      if (progress) progress(done, total);
     }
     return out;
   } catch (const std::bad_alloc&) {
@@ -483,10 +525,8 @@ Result<MapResult> Client::map(const std::string& fn, std::span<const std::vector
 Status Client::everywhere(const Call& call) noexcept {
   try {
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, TaskOptions{}));
+    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(*payload, 0, FrameType::kEverywhere, true));
     std::unique_lock<std::mutex> lock(impl_->mu);
-    KURA_ASSIGN_OR_RETURN(TaskId id,
-                          impl_->submit_locked(std::move(payload), 0, FrameType::kEverywhere, true));
-    impl_->kick();
     impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state == Impl::State::kDone; });
     TaskResult r = impl_->take(id);
     if (r.ok()) return Status::ok();
@@ -498,16 +538,23 @@ Status Client::everywhere(const Call& call) noexcept {
 
 Result<DispatcherStatus> Client::status() noexcept {
   try {
+    std::uint64_t id;
+    {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      if (impl_->closed) return impl_->disconnected();
+      id = impl_->next_id++;
+      impl_->queries[id];
+    }
+    Status s = impl_->write_frame(FrameType::kStatusQuery, 0, id, nullptr);
     std::unique_lock<std::mutex> lock(impl_->mu);
-    if (impl_->closed) return impl_->disconnected();
-    const std::uint64_t id = impl_->next_id++;
-    impl_->queries[id];
-    impl_->push(Impl::Outgoing{FrameType::kStatusQuery, 0, id, nullptr});
-    impl_->kick();
+    if (!s) {
+      impl_->queries.erase(id);
+      return s;
+    }
     impl_->cv.wait(lock, [&] { return impl_->queries.at(id).has_value(); });
-    Result<DispatcherStatus> s = std::move(*impl_->queries.at(id));
+    Result<DispatcherStatus> r = std::move(*impl_->queries.at(id));
     impl_->queries.erase(id);
-    return s;
+    return r;
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory();
   }

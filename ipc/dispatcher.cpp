@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "kura/core/name.hpp"
+#include "kura/ipc/worker.hpp"
 #include "kura/shm/region.hpp"
 #include "message_internal.hpp"
 #include "transport_internal.hpp"
@@ -89,7 +90,8 @@ struct Dispatcher::Core {
     TaskState state = TaskState::kWaiting;
     std::uint64_t worker = 0;
     std::uint32_t retries_left = 0;
-    bool acked = false;  // the client was told it is queued
+    bool acked = false;  // admitted to the queue once (and told so, when it waits for that)
+    bool try_submit = false;
     std::uint64_t timeout_ms = 0;
     uv_timer_t* timer = nullptr;
   };
@@ -400,7 +402,7 @@ struct Dispatcher::Core {
         if (m->process.pid == p.pid) m->connected = true;
       for (std::size_t i = 0; i < setups.size(); ++i) p.setups.push_back(i);
     }
-    auto welcome = detail::encode_welcome(detail::Welcome{options.frame_limit, ::getpid()});
+    auto welcome = detail::encode_welcome(detail::Welcome{options.frame_limit, ::getpid(), options.memory});
     if (!welcome) return drop(p, "cannot encode welcome: " + welcome.status().message());
     p.conn->send(FrameType::kWelcome, 0, 0, std::make_shared<const Bytes>(std::move(welcome).value()));
     if (p.role == Role::kWorker && !p.conn->closed()) worker_ready(peer_id, p);
@@ -511,6 +513,7 @@ struct Dispatcher::Core {
     t.payload = std::move(payload);
     t.owner = s->owner;
     t.retries_left = s->retries;
+    t.try_submit = (f.header.flags & kFlagTry) != 0;
     p.tasks[client_task] = id;
     if (s->timeout_ms > 0) start_timer(id, t, s->timeout_ms);
     if (fits) {
@@ -555,8 +558,10 @@ struct Dispatcher::Core {
     queued_peak = std::max(queued_peak, queued_bytes);
     if (!t.acked) {
       t.acked = true;
+      // Only a client that waits for it is told (see Welcome::queue_cap).
       auto c = peers.find(t.client);
-      if (c != peers.end()) c->second.conn->send(FrameType::kQueued, 0, t.client_task, nullptr);
+      if (c != peers.end() && (t.try_submit || options.memory > 0))
+        c->second.conn->send(FrameType::kQueued, 0, t.client_task, nullptr);
     }
   }
 
@@ -711,7 +716,16 @@ struct Dispatcher::Core {
         break;
       case TaskState::kRunning: {
         auto w = peers.find(t.worker);
-        if (w != peers.end()) w->second.conn->send(FrameType::kCancel, 0, id, nullptr);
+        if (w != peers.end()) {
+          w->second.conn->send(FrameType::kCancel, 0, id, nullptr);
+          // The worker's thread is busy running the function: the signal
+          // reaches it there (worker.hpp, kCancelSignal).
+          if (w->second.pid > 0) {
+            sigval v{};
+            v.sival_ptr = reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
+            ::sigqueue(static_cast<pid_t>(w->second.pid), kCancelSignal, v);
+          }
+        }
         break;
       }
     }

@@ -144,7 +144,9 @@ Result<Hello> decode_hello(std::span<const std::byte> payload) noexcept {
 
 Result<Bytes> encode_welcome(const Welcome& w) noexcept {
   return guard([&]() -> Result<Bytes> {
-    return image_of(record({{"frame_limit", u32_of(w.frame_limit)}, {"pid", i64_of(w.pid)}}));
+    return image_of(record({{"frame_limit", u32_of(w.frame_limit)},
+                            {"pid", i64_of(w.pid)},
+                            {"queue_cap", u64_of(w.queue_cap)}}));
   });
 }
 
@@ -155,6 +157,7 @@ Result<Welcome> decode_welcome(std::span<const std::byte> payload) noexcept {
     Welcome w;
     KURA_ASSIGN_OR_RETURN(w.frame_limit, scalar<Dtype::kU32>(root, kMsg, "frame_limit"));
     KURA_ASSIGN_OR_RETURN(w.pid, scalar<Dtype::kI64>(root, kMsg, "pid"));
+    KURA_ASSIGN_OR_RETURN(w.queue_cap, scalar<Dtype::kU64>(root, kMsg, "queue_cap"));
     return w;
   });
 }

@@ -5,7 +5,7 @@
 // a crash. Decoders are pure and fuzzed (tests/fuzz/message_fuzz.cpp).
 //
 //   hello     role: strings[1] ("client" | "worker"), pid: i64[1], owner: u64[1]
-//   welcome   frame_limit: u32[1], pid: i64[1]
+//   welcome   frame_limit: u32[1], pid: i64[1], queue_cap: u64[1]
 //   submit    fn: strings[1], owner: u64[1], timeout_ms: u64[1], retries: u32[1],
 //             kinds: u8[n] (0 inline, 1 name), args: list[n] (the inline value,
 //             or strings[1] holding the name)
@@ -38,6 +38,10 @@ struct Hello {
 struct Welcome {
   std::uint32_t frame_limit = 0;
   std::int64_t pid = 0;
+  // The queue's byte cap (0: none). Only with a cap does a submit wait for
+  // kQueued: without one every task is admitted at once, and the dispatcher
+  // sends no kQueued (except to a try-submit).
+  std::uint64_t queue_cap = 0;
 };
 
 // A decoded submit: views into the payload, which it keeps alive.

@@ -1,9 +1,12 @@
 #include "kura/ipc/worker.hpp"
 
 #include <dlfcn.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <condition_variable>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -59,11 +62,29 @@ GlobalRegistry& registry() {
 
 }  // namespace
 
-// The cancellation state of the task a context belongs to.
+// Cancellation. The dispatcher cancels a running task with a signal
+// (kCancelSignal, its value the task id, sent with sigqueue) because the
+// worker's only thread is busy running the function; the handler marks the
+// task and wakes a sleeping TaskContext through an eventfd. One worker loop
+// per process at a time.
+namespace {
+
+std::atomic<std::uint64_t> g_running{0};    // the task running now, 0 when idle
+std::atomic<std::uint64_t> g_cancelled{0};  // the last task cancelled
+int g_cancel_fd = -1;                       // eventfd written when the running task is cancelled
+
+void on_cancel_signal(int, siginfo_t* info, void*) {
+  const auto id = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(info->si_value.sival_ptr));
+  g_cancelled.store(id);
+  if (id != 0 && id == g_running.load() && g_cancel_fd >= 0) {
+    const std::uint64_t one = 1;
+    (void)!::write(g_cancel_fd, &one, sizeof one);
+  }
+}
+
+}  // namespace
+
 struct TaskContext::Internals {
-  std::mutex* mu;
-  std::condition_variable* cv;
-  const std::atomic<bool>* cancel;
   std::optional<shm::Lease>* lease;  // held on first need
 
   static TaskContext make(std::vector<NodeView> args, std::uint64_t owner, const Internals* in) {
@@ -83,16 +104,24 @@ struct TaskContext::Internals {
 };
 
 bool TaskContext::cancelled() const noexcept {
-  return in_ != nullptr && in_->cancel->load();
+  const std::uint64_t running = g_running.load();
+  return in_ != nullptr && running != 0 && g_cancelled.load() == running;
 }
 
 bool TaskContext::sleep_for(std::chrono::milliseconds d) const noexcept {
-  if (in_ == nullptr) {
-    std::this_thread::sleep_for(d);
-    return false;
+  const auto deadline = std::chrono::steady_clock::now() + d;
+  while (!cancelled()) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    if (in_ == nullptr || g_cancel_fd < 0) {
+      std::this_thread::sleep_for(left);
+      return false;
+    }
+    pollfd p{g_cancel_fd, POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), INT_MAX)));
   }
-  std::unique_lock<std::mutex> lock(*in_->mu);
-  return in_->cv->wait_for(lock, d, [this] { return in_->cancel->load(); });
+  return true;
 }
 
 Result<shm::Pending> TaskContext::result_region(const Value& layout) noexcept {
@@ -113,7 +142,10 @@ Status Worker::add(std::string name, Function fn) noexcept {
 
 namespace {
 
-// One worker process's connection, loop and executor thread.
+// One worker process's connection and loop. Functions run on the loop's
+// thread, one at a time, straight from the frame that brought them: no
+// hand-over to another thread on the way in or out. A small watcher thread
+// only waits for the dispatcher to hang up while a function runs.
 class WorkerLoop {
  public:
   explicit WorkerLoop(const WorkerOptions& o) : options_(o) {
@@ -124,16 +156,14 @@ class WorkerLoop {
   Status run() {
     detail::ignore_sigpipe();
     for (const std::string& p : options_.plugins) KURA_RETURN_IF_ERROR(load_plugin(p));
+    KURA_RETURN_IF_ERROR(install_cancel_handler());
     if (int rc = uv_loop_init(&loop_); rc != 0)
       return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop_.data = this;
-    uv_async_init(&loop_, &wake_,
-                  [](uv_async_t* a) { static_cast<WorkerLoop*>(a->loop->data)->send_done(); });
     Status connected = Status(Code::kIo, "not connected");
     detail::connect_unix(&loop_, options_.socket_path, [&](Result<uv_stream_t*> s) {
       if (!s) {
         connected = s.status();
-        uv_close(reinterpret_cast<uv_handle_t*>(&wake_), nullptr);
         return;
       }
       conn_ = detail::Connection::adopt(*s, kDefaultFrameLimit, UINT64_MAX);
@@ -148,31 +178,60 @@ class WorkerLoop {
         return;
       }
       conn_->send(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(hello).value()));
+      start_watcher(conn_->fd());
     });
-    executor_ = std::thread([this] { execute(); });
     uv_run(&loop_, UV_RUN_DEFAULT);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      quit_ = true;
-    }
-    cv_.notify_all();
-    executor_.join();
+    stop_watcher();
     uv_loop_close(&loop_);
     return ended_well_ ? Status::ok() : connected;
   }
 
  private:
-  struct Job {
-    std::uint64_t id;
-    std::uint16_t flags;
-    std::shared_ptr<const Bytes> payload;
-    bool cancelled = false;
-  };
-  struct Done {
-    std::uint64_t id;
-    std::uint16_t flags;
-    std::shared_ptr<const Bytes> payload;
-  };
+  Status install_cancel_handler() {
+    if (g_cancel_fd < 0) {
+      g_cancel_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      if (g_cancel_fd < 0) return Status(Code::kIo, "cannot create an eventfd for cancellation");
+    }
+    struct sigaction sa {};
+    sa.sa_sigaction = on_cancel_signal;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (::sigaction(kCancelSignal, &sa, nullptr) != 0)
+      return Status(Code::kIo, "cannot install the cancel handler");
+    return Status::ok();
+  }
+
+  // The watcher: if the dispatcher hangs up while a function runs, nobody
+  // wants the result, and the worker must not outlive its dispatcher.
+  void start_watcher(int fd) {
+    quit_fd_ = ::eventfd(0, EFD_CLOEXEC);
+    if (fd < 0 || quit_fd_ < 0) return;
+    watcher_ = std::thread([this, fd] {
+      pollfd p[2] = {{fd, POLLRDHUP, 0}, {quit_fd_, POLLIN, 0}};
+      for (;;) {
+        if (::poll(p, 2, -1) < 0) continue;
+        if ((p[1].revents & POLLIN) != 0) return;
+        if ((p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+          if (g_running.load() != 0) {
+            options_.log("the dispatcher went away while a function ran; exiting");
+            std::fflush(stderr);
+            ::_exit(0);
+          }
+          return;  // idle: the loop sees the end and returns
+        }
+      }
+    });
+  }
+
+  void stop_watcher() {
+    if (watcher_.joinable()) {
+      const std::uint64_t one = 1;
+      (void)!::write(quit_fd_, &one, sizeof one);
+      watcher_.join();
+    }
+    if (quit_fd_ >= 0) ::close(quit_fd_);
+    quit_fd_ = -1;
+  }
 
   Status load_plugin(const std::string& path) {
     void* h = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -195,27 +254,29 @@ class WorkerLoop {
         return;
       }
       case FrameType::kTask: {
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          jobs_.push_back(
-              Job{f.header.id, f.header.flags, std::make_shared<const Bytes>(std::move(f.payload)), false});
-        }
-        cv_.notify_all();
-        return;
-      }
-      case FrameType::kCancel: {
-        std::lock_guard<std::mutex> lock(mu_);
-        if ((f.header.flags & kFlagSetup) != 0) return;  // set-up calls are not cancelled
-        if (running_ && running_id_ == f.header.id && (running_flags_ & kFlagSetup) == 0) {
-          cancel_.store(true);
+        const std::uint64_t id = f.header.id;
+        const bool setup = (f.header.flags & kFlagSetup) != 0;
+        auto payload = std::make_shared<const Bytes>(std::move(f.payload));
+        std::shared_ptr<const Bytes> result;
+        if (!setup && g_cancelled.load() == id) {
+          result = error_result(Outcome::kCancelled, "cancelled");  // before it started
         } else {
-          // Received but not started yet: it will end as cancelled without running.
-          for (Job& j : jobs_)
-            if (j.id == f.header.id && (j.flags & kFlagSetup) == 0) j.cancelled = true;
+          // Set-up calls are never cancelled: they run under id 0's mark.
+          uint64_t none = 0;
+          (void)!::read(g_cancel_fd, &none, sizeof none);  // a stale wake-up
+          g_running.store(setup ? 0 : id);
+          result = run_job(payload, setup);
+          g_running.store(0);
         }
-        cv_.notify_all();
+        conn_->send(FrameType::kDone, setup ? kFlagSetup : 0, id, std::move(result));
         return;
       }
+      case FrameType::kCancel:
+        // A task that has not arrived yet cannot be cancelled this way, and one
+        // that ran has finished: only the mark matters (tasks arrive before
+        // their cancel, in order, on this one connection).
+        if ((f.header.flags & kFlagSetup) == 0) g_cancelled.store(f.header.id);
+        return;
       default:
         return conn_->close(
             corrupt("the dispatcher sent a frame of type " + std::to_string(int(f.header.type))));
@@ -223,56 +284,8 @@ class WorkerLoop {
   }
 
   void on_close(const Status& why) {
-    bool busy;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      busy = running_;
-    }
-    if (busy) {
-      options_.log("the dispatcher went away (" + why.message() + ") while a function ran; exiting");
-      std::fflush(stderr);
-      ::_exit(0);
-    }
     ended_well_ = why.message() == "the peer closed the connection";
-    uv_close(reinterpret_cast<uv_handle_t*>(&wake_), nullptr);
-  }
-
-  // The executor thread: runs jobs one at a time.
-  void execute() {
-    for (;;) {
-      Job job;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [this] { return quit_ || !jobs_.empty(); });
-        if (quit_) return;
-        job = std::move(jobs_.front());
-        jobs_.pop_front();
-        running_ = true;
-        running_id_ = job.id;
-        running_flags_ = job.flags;
-        cancel_.store(job.cancelled);
-      }
-      std::shared_ptr<const Bytes> result =
-          job.cancelled ? error_result(Outcome::kCancelled, "cancelled") : run_job(job);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        running_ = false;
-        done_.push_back(Done{job.id, job.flags, std::move(result)});
-      }
-      uv_async_send(&wake_);
-    }
-  }
-
-  void send_done() {
-    std::deque<Done> done;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done.swap(done_);
-    }
-    for (Done& d : done) {
-      if (conn_ == nullptr || conn_->closed()) return;
-      conn_->send(FrameType::kDone, d.flags & kFlagSetup, d.id, std::move(d.payload));
-    }
+    if (!ended_well_) options_.log("connection to the dispatcher closed: " + why.message());
   }
 
   static std::shared_ptr<const Bytes> error_result(Outcome o, const std::string& message) {
@@ -282,9 +295,9 @@ class WorkerLoop {
   }
 
   // Runs one task and returns the result image for the dispatcher.
-  std::shared_ptr<const Bytes> run_job(const Job& job) noexcept {
+  std::shared_ptr<const Bytes> run_job(const std::shared_ptr<const Bytes>& payload, bool setup) noexcept {
     try {
-      auto s = detail::decode_submit(job.payload);
+      auto s = detail::decode_submit(payload);
       if (!s) return error_result(Outcome::kError, "cannot read the task: " + s.status().message());
       Function fn = registry().find(s->fn);
       if (!fn)
@@ -305,7 +318,7 @@ class WorkerLoop {
         args.push_back(m->node());
       }
       std::optional<shm::Lease> lease;
-      TaskContext::Internals in{&mu_, &cv_, &cancel_, &lease};
+      TaskContext::Internals in{&lease};
       TaskContext ctx = TaskContext::Internals::make(std::move(args), s->owner, &in);
       Result<Output> out = Status(Code::kIo, "not run");
       try {
@@ -317,55 +330,41 @@ class WorkerLoop {
       } catch (...) {
         out = Status(Code::kIo, "the function threw an exception of unknown type");
       }
-      if (cancel_.load()) return error_result(Outcome::kCancelled, "cancelled");  // nobody takes it
+      if (ctx.cancelled()) return error_result(Outcome::kCancelled, "cancelled");  // nobody takes it
       if (!out) return error_result(Outcome::kError, out.status().message());
-      if (out->is_region()) {
-        std::string name = out->region().disown();
-        return make_result("", name, nullptr);
-      }
+      if (out->is_region()) return make_result(out->region().disown(), nullptr);
       const Value& v = out->value();
+      if (setup) return make_result("", nullptr);  // a set-up call's value is not kept
       auto layout = Layout::plan(v);
       if (!layout)
         return error_result(Outcome::kError, "the result cannot be laid out: " + layout.status().message());
       const std::uint64_t room = frame_limit_ > 4096 ? frame_limit_ - 4096 : 0;
-      if (layout->size() <= std::min<std::uint64_t>(options_.inline_limit, room))
-        return make_result("", "", &v);
+      if (layout->size() <= std::min<std::uint64_t>(options_.inline_limit, room)) return make_result("", &v);
       auto held = TaskContext::Internals::lease_of(ctx);
       if (!held)
         return error_result(Outcome::kError, "cannot hold the client's lease: " + held.status().message());
       auto shared = shm::share(**held, v);
       if (!shared)
         return error_result(Outcome::kError, "cannot write the result: " + shared.status().to_string());
-      return make_result("", shared->disown(), nullptr);
+      return make_result(shared->disown(), nullptr);
     } catch (...) {
       return error_result(Outcome::kError, "out of memory");
     }
   }
 
-  static std::shared_ptr<const Bytes> make_result(const std::string& message, const std::string& name,
-                                                  const Value* v) {
-    auto p = detail::encode_result(Outcome::kOk, message, name, v);
+  static std::shared_ptr<const Bytes> make_result(const std::string& name, const Value* v) {
+    auto p = detail::encode_result(Outcome::kOk, "", name, v);
     if (!p) return error_result(Outcome::kError, "cannot encode the result: " + p.status().message());
     return std::make_shared<const Bytes>(std::move(p).value());
   }
 
   WorkerOptions options_;
   uv_loop_t loop_{};
-  uv_async_t wake_{};
   detail::Connection* conn_ = nullptr;
   std::uint32_t frame_limit_ = kDefaultFrameLimit;
   bool ended_well_ = false;
-  std::thread executor_;
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> jobs_;
-  std::deque<Done> done_;
-  bool quit_ = false;
-  bool running_ = false;
-  std::uint64_t running_id_ = 0;
-  std::uint16_t running_flags_ = 0;
-  std::atomic<bool> cancel_{false};
+  std::thread watcher_;
+  int quit_fd_ = -1;
 };
 
 }  // namespace

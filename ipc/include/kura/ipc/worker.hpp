@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -46,6 +47,11 @@ class Output {
  private:
   std::variant<Value, shm::Shared> v_;
 };
+
+// The signal the dispatcher sends a worker to cancel the task it runs (with
+// the task id as its value, through sigqueue). A worker process installs a
+// handler for it; its default action is to be ignored.
+inline constexpr int kCancelSignal = SIGURG;
 
 // A function's view of its task, valid while the function runs, on the
 // thread that runs it.
