@@ -108,6 +108,79 @@ Result<Output> crash(TaskContext&) {
   std::abort();
 }
 
+// Mean and sample standard deviation in one pass (Welford).
+struct Moments {
+  double mean = 0, m2 = 0, min = 0, max = 0;
+  std::uint64_t n = 0;
+  void add(double x) {
+    ++n;
+    const double d = x - mean;
+    mean += d / static_cast<double>(n);
+    m2 += d * (x - mean);
+    if (n == 1 || x < min) min = x;
+    if (n == 1 || x > max) max = x;
+  }
+  double sd() const { return n > 1 ? std::sqrt(m2 / static_cast<double>(n - 1)) : std::nan(""); }
+};
+
+Result<Moments> moments(const char* fn, const TaskContext& ctx, std::span<const double> xs) {
+  Moments m;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    if ((i & 0xFFFFF) == 0 && ctx.cancelled()) return Status(Code::kIo, "cancelled");
+    m.add(xs[i]);
+  }
+  if (m.n == 0) return wrong_args(fn, "an empty array has no mean");
+  return m;
+}
+
+// (x - mean) / sd, as a new region written in place.
+Result<Output> standardise(TaskContext& ctx) {
+  KURA_ASSIGN_OR_RETURN(auto xs, f64_arg("standardise", ctx, 0));
+  KURA_ASSIGN_OR_RETURN(Moments m, moments("standardise", ctx, xs));
+  const double sd = m.sd();
+  if (!(sd > 0)) return wrong_args("standardise", "the values do not vary (sd is 0 or undefined)");
+  Value layout = Value::array_in_place(Dtype::kF64, xs.size());
+  KURA_ASSIGN_OR_RETURN(shm::Pending p, ctx.result_region(layout));
+  auto out = p.array<double>(layout);
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    if ((i & 0xFFFFF) == 0 && ctx.cancelled()) return Status(Code::kIo, "cancelled");
+    out[i] = (xs[i] - m.mean) / sd;
+  }
+  KURA_ASSIGN_OR_RETURN(shm::Shared s, std::move(p).publish());
+  return Output(std::move(s));
+}
+
+constexpr const char* kSummaryNames[] = {"n", "mean", "sd", "min", "max"};
+
+// n, mean, sd, min, max of an f64 array, named.
+Result<Output> summary(TaskContext& ctx) {
+  KURA_ASSIGN_OR_RETURN(auto xs, f64_arg("summary", ctx, 0));
+  KURA_ASSIGN_OR_RETURN(Moments m, moments("summary", ctx, xs));
+  Value out = Value::f64({static_cast<double>(m.n), m.mean, m.sd(), m.min, m.max});
+  std::vector<String> names;
+  for (const char* n : kSummaryNames) names.push_back(String{n, Encoding::kUtf8, false});
+  return Output(std::move(out).with_names(std::move(names)));
+}
+
+// Summaries (one per argument) stacked into a table: a list of five f64
+// columns (n, mean, sd, min, max), one row per argument.
+Result<Output> combine(TaskContext& ctx) {
+  std::vector<std::vector<double>> cols(std::size(kSummaryNames));
+  for (std::size_t i = 0; i < ctx.args().size(); ++i) {
+    KURA_ASSIGN_OR_RETURN(auto s, f64_arg("combine", ctx, i));
+    if (s.size() != cols.size())
+      return wrong_args("combine", "argument " + std::to_string(i + 1) + " is not a summary");
+    for (std::size_t c = 0; c < cols.size(); ++c) cols[c].push_back(s[c]);
+  }
+  std::vector<Value> columns;
+  std::vector<String> names;
+  for (std::size_t c = 0; c < cols.size(); ++c) {
+    columns.push_back(Value::array<Dtype::kF64>(std::span<const double>(cols[c])));
+    names.push_back(String{kSummaryNames[c], Encoding::kUtf8, false});
+  }
+  return Output(Value::list(std::move(columns)).with_names(std::move(names)));
+}
+
 }  // namespace
 
 void register_builtins(Registry& registry) {
@@ -118,6 +191,9 @@ void register_builtins(Registry& registry) {
   registry.add("sleep", sleep);
   registry.add("fail", fail);
   registry.add("crash", crash);
+  registry.add("standardise", standardise);
+  registry.add("summary", summary);
+  registry.add("combine", combine);
 }
 
 }  // namespace kura::ipc

@@ -431,6 +431,37 @@ std::pair<TaskId, TaskResult> Client::wait_any() noexcept {
   return {id, impl_->take(id)};
 }
 
+std::pair<TaskId, TaskResult> Client::wait_any(std::span<const TaskId> ids) noexcept {
+  for (;;) {
+    auto got = wait_any_for(ids, std::chrono::hours(24));
+    if (got) return std::move(*got);
+  }
+}
+
+std::optional<std::pair<TaskId, TaskResult>> Client::wait_any_for(
+    std::span<const TaskId> ids, std::chrono::milliseconds timeout) noexcept {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  auto mine = [&](TaskId id) { return std::find(ids.begin(), ids.end(), id) != ids.end(); };
+  bool pending = false;
+  for (TaskId id : ids) {
+    auto it = impl_->tasks.find(id);
+    pending = pending || (it != impl_->tasks.end() && !it->second.setup);
+  }
+  if (!pending)
+    return std::pair<TaskId, TaskResult>{0, TaskResult(Outcome::kError, "none of the tasks is pending")};
+  TaskId found = 0;
+  const bool arrived = impl_->cv.wait_for(lock, timeout, [&] {
+    for (TaskId a : impl_->arrived)
+      if (mine(a)) {
+        found = a;
+        return true;
+      }
+    return false;
+  });
+  if (!arrived) return std::nullopt;
+  return std::pair<TaskId, TaskResult>{found, impl_->take(found)};
+}
+
 std::vector<TaskResult> Client::wait_all(std::span<const TaskId> ids) noexcept {
   std::vector<TaskResult> out;
   out.reserve(ids.size());

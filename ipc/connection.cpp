@@ -87,6 +87,7 @@ void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
     return;
   }
   if (n == 0) return;
+  c->bytes_in_ += static_cast<std::uint64_t>(n);
   Status fed = c->reader_.feed(
       std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf->base), static_cast<std::size_t>(n)));
   if (!fed) {
@@ -135,6 +136,7 @@ void Connection::send(FrameType type, std::uint16_t flags, std::uint64_t id,
     return close(uv_status("cannot write to the connection", rc));
   }
   queued_ += w->bytes;
+  bytes_out_ += w->bytes;
   if (queued_ > write_limit_)
     close(
         Status(Code::kIo, "the peer stopped reading: " + std::to_string(queued_) + " bytes wait to be sent"));

@@ -138,6 +138,8 @@ struct Dispatcher::Core {
   std::uint64_t completed = 0;
   std::uint64_t queued_bytes = 0;
   std::uint64_t queued_peak = 0;
+  std::uint64_t closed_bytes_in = 0;  // socket bytes of connections that are gone
+  std::uint64_t closed_bytes_out = 0;
   bool pumping = false;
 
   explicit Core(DispatcherOptions o) : options(std::move(o)) {
@@ -413,6 +415,8 @@ struct Dispatcher::Core {
     if (it == peers.end()) return;
     Peer p = std::move(it->second);
     peers.erase(it);
+    closed_bytes_in += p.conn->bytes_in();
+    closed_bytes_out += p.conn->bytes_out();
     // A client that hangs up is business as usual; anything else is worth a line.
     const bool hung_up = why.message() == "the peer closed the connection";
     if (!stopping && !(hung_up && p.role == Role::kClient))
@@ -796,6 +800,12 @@ struct Dispatcher::Core {
     s.queued_bytes = queued_bytes;
     s.queued_peak = queued_peak;
     s.queued_cap = options.memory;
+    s.bytes_in = closed_bytes_in;
+    s.bytes_out = closed_bytes_out;
+    for (auto& [id, peer] : peers) {
+      s.bytes_in += peer.conn->bytes_in();
+      s.bytes_out += peer.conn->bytes_out();
+    }
     for (auto& [id, w] : peers) {
       if (w.role != Role::kWorker) continue;
       const bool busy = w.running != 0 || w.running_setup;

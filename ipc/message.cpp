@@ -189,6 +189,7 @@ Result<Bytes> encode_submit(const Call& call, std::uint64_t owner, const TaskOpt
                             {"owner", u64_of(owner)},
                             {"timeout_ms", u64_of(timeout)},
                             {"retries", u32_of(options.retries)},
+                            {"inline_result", Value::array<Dtype::kLgl>({options.inline_result ? 1 : 0})},
                             {"kinds", Value::array<Dtype::kU8>(std::span<const std::uint8_t>(kinds))},
                             {"args", Value::list(std::move(args))}}));
   });
@@ -205,6 +206,9 @@ Result<Submit> decode_submit(std::shared_ptr<const Bytes> payload) noexcept {
     KURA_ASSIGN_OR_RETURN(s.owner, scalar<Dtype::kU64>(root, kMsg, "owner"));
     KURA_ASSIGN_OR_RETURN(s.timeout_ms, scalar<Dtype::kU64>(root, kMsg, "timeout_ms"));
     KURA_ASSIGN_OR_RETURN(s.retries, scalar<Dtype::kU32>(root, kMsg, "retries"));
+    KURA_ASSIGN_OR_RETURN(std::int32_t inline_result, scalar<Dtype::kLgl>(root, kMsg, "inline_result"));
+    if (inline_result != 0 && inline_result != 1) return bad(kMsg, "inline_result is not true or false");
+    s.inline_result = inline_result == 1;
     KURA_ASSIGN_OR_RETURN(NodeView kinds_node, field(root, kMsg, "kinds"));
     auto kinds = kinds_node.array<Dtype::kU8>();
     if (!kinds) return bad(kMsg, "field \"kinds\" is " + kinds_node.describe());
@@ -267,8 +271,8 @@ Result<ResultMsg> decode_result(std::shared_ptr<const Bytes> payload) noexcept {
 
 Result<Bytes> encode_status(const DispatcherStatus& s) noexcept {
   return guard([&]() -> Result<Bytes> {
-    const std::uint64_t counters[] = {s.connections, s.cumulative,   s.awaiting,    s.executing,
-                                      s.completed,   s.queued_bytes, s.queued_peak, s.queued_cap};
+    const std::uint64_t counters[] = {s.connections,  s.cumulative,  s.awaiting,   s.executing, s.completed,
+                                      s.queued_bytes, s.queued_peak, s.queued_cap, s.bytes_in,  s.bytes_out};
     std::vector<std::int64_t> pids;
     std::vector<String> states;
     std::vector<std::uint64_t> done;
@@ -291,7 +295,7 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
     KURA_ASSIGN_OR_RETURN(NodeView root, open_message(payload, nullptr, kMsg));
     KURA_ASSIGN_OR_RETURN(NodeView counters_node, field(root, kMsg, "counters"));
     auto counters = counters_node.array<Dtype::kU64>();
-    if (!counters || counters->size() != 8) return bad(kMsg, "counters are " + counters_node.describe());
+    if (!counters || counters->size() != 10) return bad(kMsg, "counters are " + counters_node.describe());
     DispatcherStatus s;
     const auto& c = *counters;
     s.connections = c[0];
@@ -302,6 +306,8 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
     s.queued_bytes = c[5];
     s.queued_peak = c[6];
     s.queued_cap = c[7];
+    s.bytes_in = c[8];
+    s.bytes_out = c[9];
     KURA_ASSIGN_OR_RETURN(NodeView pid_node, field(root, kMsg, "worker_pid"));
     KURA_ASSIGN_OR_RETURN(NodeView state_node, field(root, kMsg, "worker_state"));
     KURA_ASSIGN_OR_RETURN(NodeView done_node, field(root, kMsg, "worker_done"));

@@ -7,11 +7,11 @@
 //   hello     role: strings[1] ("client" | "worker"), pid: i64[1], owner: u64[1]
 //   welcome   frame_limit: u32[1], pid: i64[1], queue_cap: u64[1]
 //   submit    fn: strings[1], owner: u64[1], timeout_ms: u64[1], retries: u32[1],
-//             kinds: u8[n] (0 inline, 1 name), args: list[n] (the inline value,
-//             or strings[1] holding the name)
+//             inline_result: lgl[1], kinds: u8[n] (0 inline, 1 name),
+//             args: list[n] (the inline value, or strings[1] holding the name)
 //   result    outcome: u8[1], message: strings[1], name: strings[1] ("" when
 //             inline), value: the inline value, or null
-//   status    counters: u64[8], worker_pid: i64[w], worker_state: strings[w],
+//   status    counters: u64[10], worker_pid: i64[w], worker_state: strings[w],
 //             worker_done: u64[w]
 #pragma once
 
@@ -50,6 +50,7 @@ struct Submit {
   std::uint64_t owner = 0;
   std::uint64_t timeout_ms = 0;
   std::uint32_t retries = 0;
+  bool inline_result = false;
   struct ArgView {
     std::string name;               // a name argument (checked with parse_name), or empty
     std::optional<NodeView> value;  // an inline argument

@@ -63,6 +63,9 @@ class Connection {
   std::uint32_t read_limit() const noexcept { return reader_.limit(); }
   void set_read_limit(std::uint32_t limit) noexcept { reader_.set_limit(limit); }
   std::uint64_t write_queue_bytes() const noexcept { return queued_; }
+  // Bytes read from and queued to the socket so far.
+  std::uint64_t bytes_in() const noexcept { return bytes_in_; }
+  std::uint64_t bytes_out() const noexcept { return bytes_out_; }
   // The socket's descriptor (for peer credentials), or -1.
   int fd() const noexcept;
 
@@ -80,6 +83,8 @@ class Connection {
   FrameReader reader_;
   std::uint64_t write_limit_;
   std::uint64_t queued_ = 0;
+  std::uint64_t bytes_in_ = 0;
+  std::uint64_t bytes_out_ = 0;
   Callbacks cb_;
   bool closed_ = false;
   Status close_reason_;

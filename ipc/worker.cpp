@@ -339,7 +339,9 @@ class WorkerLoop {
       if (!layout)
         return error_result(Outcome::kError, "the result cannot be laid out: " + layout.status().message());
       const std::uint64_t room = frame_limit_ > 4096 ? frame_limit_ - 4096 : 0;
-      if (layout->size() <= std::min<std::uint64_t>(options_.inline_limit, room)) return make_result("", &v);
+      const std::uint64_t limit =
+          s->inline_result ? room : std::min<std::uint64_t>(options_.inline_limit, room);
+      if (layout->size() <= limit) return make_result("", &v);
       auto held = TaskContext::Internals::lease_of(ctx);
       if (!held)
         return error_result(Outcome::kError, "cannot hold the client's lease: " + held.status().message());

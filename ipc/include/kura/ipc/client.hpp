@@ -62,6 +62,12 @@ class Client {
   // Waits for the first of the pending tasks to end (results are handed out
   // in the order they arrived). With no task pending: {0, an error result}.
   std::pair<TaskId, TaskResult> wait_any() noexcept;
+  // The same among `ids` only (results of other tasks stay for whoever waits
+  // for them). With none of `ids` pending: {0, an error result}.
+  std::pair<TaskId, TaskResult> wait_any(std::span<const TaskId> ids) noexcept;
+  // The same, giving up after `timeout` (nullopt).
+  std::optional<std::pair<TaskId, TaskResult>> wait_any_for(std::span<const TaskId> ids,
+                                                            std::chrono::milliseconds timeout) noexcept;
   // Waits for every task of `ids`; results in the order of `ids`.
   std::vector<TaskResult> wait_all(std::span<const TaskId> ids) noexcept;
 

@@ -43,6 +43,10 @@ struct TaskOptions {
   // How many times a task whose worker died is queued again before it
   // resolves as kWorkerLost.
   unsigned retries = 0;
+  // Send the result back inline, copied through the sockets, however large
+  // (up to the frame limit), instead of as a region when it is large: for
+  // measuring what copying costs.
+  bool inline_result = false;
 };
 
 // How a task ended. Every submitted task ends in exactly one of these.
@@ -76,6 +80,8 @@ class TaskResult {
   const NodeView& value() const noexcept;
   // The region the value came in, "" when it came inline.
   const std::string& name() const noexcept;
+  // The size of that region in bytes, 0 when the value came inline.
+  std::uint64_t region_size() const noexcept { return region_ ? region_->size() : 0; }
   // Takes over the result region (empty when the value came inline): the
   // returned handle unlinks it on release.
   std::optional<shm::Shared> take_region() noexcept;
@@ -107,6 +113,8 @@ struct DispatcherStatus {
   std::uint64_t queued_bytes = 0;  // payload bytes in the queue now
   std::uint64_t queued_peak = 0;   // the most there ever were
   std::uint64_t queued_cap = 0;    // the cap (0: none)
+  std::uint64_t bytes_in = 0;      // bytes the dispatcher read from all its sockets
+  std::uint64_t bytes_out = 0;     // bytes it wrote to them
   std::vector<WorkerStatus> workers;
 };
 

@@ -13,6 +13,10 @@
 //   sleep(seconds)     waits, returning early when cancelled
 //   fail([message])    returns an error
 //   crash()            aborts the worker process
+//   standardise(x)     (x - mean) / sd of an f64 array, as a new region
+//   summary(x)         n, mean, sd, min, max of an f64 array (named)
+//   combine(s...)      summaries stacked into a table: a list of five f64
+//                      columns n, mean, sd, min, max, one row per summary
 #pragma once
 
 #include <atomic>
