@@ -519,7 +519,7 @@ class Emitter {
   }
   Status array_values(const NodeView& n);
   Status string_values(const NodeView& n);
-  void string_elem(const StringRef& s);
+  void string_elem(const String& s);
 
   std::ostream& out_;
   WalkBudget budget_;
@@ -618,7 +618,9 @@ Status Emitter::array_values(const NodeView& n) {
   return corrupt("array of unknown dtype");
 }
 
-void Emitter::string_elem(const StringRef& s) {
+// `s` is a private copy (read_string): the bytes checked as UTF-8 are the
+// bytes written.
+void Emitter::string_elem(const String& s) {
   if (s.na) {
     out_ << "null";
   } else if (s.encoding == Encoding::kUtf8 && valid_utf8(s.bytes)) {
@@ -631,7 +633,7 @@ void Emitter::string_elem(const StringRef& s) {
 
 Status Emitter::string_values(const NodeView& n) {
   for (std::uint64_t i = 0; i < n.length(); ++i) {
-    KURA_ASSIGN_OR_RETURN(StringRef s, n.string(i));
+    KURA_ASSIGN_OR_RETURN(String s, read_string(n, i, budget_));
     if (i) out_ << ", ";
     string_elem(s);
   }
@@ -684,7 +686,7 @@ Status Emitter::node(const NodeView& n, unsigned indent) {
     KURA_RETURN_IF_ERROR(budget_.take(*keys));
     out_ << ", \"attrs\": {";
     for (std::uint64_t i = 0; i < attrs->length(); ++i) {
-      KURA_ASSIGN_OR_RETURN(StringRef key, keys->string(i));
+      KURA_ASSIGN_OR_RETURN(String key, read_string(*keys, i, budget_));
       if (key.na || key.encoding != Encoding::kUtf8 || !valid_utf8(key.bytes))
         return invalid_argument("attribute key " + std::to_string(i + 1) +
                                 " is NA or not valid UTF-8, which typed JSON cannot hold as a key");
@@ -704,25 +706,27 @@ Status Emitter::node(const NodeView& n, unsigned indent) {
 }  // namespace
 
 Status write_typed_json(const NodeView& node, std::ostream& out) noexcept {
-  try {
+  return guard_output("cannot write typed JSON", [&] {
     Emitter e(out, node);
     return e.node(node, 0);
-  } catch (const std::exception& e) {
-    return Status(Code::kIo, std::string("cannot write typed JSON: ") + e.what());
-  }
+  });
 }
 
 Result<std::string> to_typed_json(const Value& value) noexcept {
   KURA_ASSIGN_OR_RETURN(Bytes image, build(value, Stamp{}, /*hashed=*/true));
   KURA_ASSIGN_OR_RETURN(Region region, Region::open(std::span<const std::byte>(image.data(), image.size())));
   KURA_ASSIGN_OR_RETURN(NodeView root, region.root());
-  try {
+  std::string text;
+  Status s = guard_output("cannot write typed JSON", [&] {
     std::ostringstream out;
     KURA_RETURN_IF_ERROR(write_typed_json(root, out));
-    return out.str();
-  } catch (const std::exception& e) {
-    return Status(Code::kIo, std::string("cannot write typed JSON: ") + e.what());
-  }
+    // A string stream fails only when its buffer cannot grow.
+    if (!out) return Status::out_of_memory();
+    text = std::move(out).str();
+    return Status::ok();
+  });
+  if (!s) return s;
+  return text;
 }
 
 }  // namespace kura::tool

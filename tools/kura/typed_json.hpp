@@ -45,12 +45,15 @@ Result<Value> parse_typed_json(std::string_view text) noexcept;
 Result<Value> from_typed_json(const Json& json) noexcept;
 
 // Writes the value at `node` and everything below it as typed JSON to
-// `out`, streaming (no copy of the value is made). Lists are laid out one
-// child per line, indented; everything else on one line. Errors: Corrupt
-// (a bad node, an lgl value other than 0, 1 and NA, a walk past the
-// region's node count), InvalidArgument (an attribute key that is NA or not
-// valid UTF-8, which JSON cannot hold as a key). On error `out` holds a
-// partial document.
+// `out`, streaming (no copy of the value is made; each string is copied
+// once, checked and written from the copy). Lists are laid out one child
+// per line, indented; everything else on one line. Output is O(region
+// size): the walk spends a WalkBudget. Errors: Corrupt (a bad node, an lgl
+// value other than 0, 1 and NA, a spent budget: links that share a node or
+// string entries that share bytes), InvalidArgument (an attribute key that
+// is NA or not valid UTF-8, which JSON cannot hold as a key), OutOfMemory.
+// On error `out` holds a partial document; a failed stream is left for the
+// caller to see in `out`'s state.
 Status write_typed_json(const NodeView& node, std::ostream& out) noexcept;
 
 // The typed JSON of `value`, via a hashed region image built in memory
@@ -74,6 +77,24 @@ std::string format_f32(float x);
 
 // True when `x` is R's NA_real_ (a NaN whose low 32 bits are 1954).
 bool is_na_real(double x) noexcept;
+
+// Runs `f`, which writes output and returns a Status, so that no exception
+// leaves it: std::bad_alloc becomes OutOfMemory, any other std::exception
+// (an ostream set to throw) Io with `what` and its what().
+template <class F>
+Status guard_output(const char* what, F&& f) noexcept {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory();
+  } catch (const std::exception& e) {
+    try {
+      return Status(Code::kIo, std::string(what) + ": " + e.what());
+    } catch (const std::bad_alloc&) {
+      return Status::out_of_memory();
+    }
+  }
+}
 
 // RFC 4648 base64 with padding.
 std::string base64_encode(std::span<const std::byte> bytes);
