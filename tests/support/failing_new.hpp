@@ -17,6 +17,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstddef>
+#include <exception>
 #include <string>
 
 #include "kura/core/status.hpp"
@@ -38,14 +39,33 @@ Code code_of(const Result<T>& r) {
   return r.is_ok() ? Code::kOk : r.status().code();
 }
 
+// Calls `f` with allocations failing after `allowed`, and disarms again
+// however `f` ends. An exception from `f` fails the test.
+template <class F>
+auto call_failing_after(std::size_t allowed, F& f, bool& refused) -> decltype(f()) {
+  struct Disarm {
+    bool& refused;
+    ~Disarm() { refused = disarm_allocations(); }
+  } disarm{refused};
+  fail_allocations_after(allowed);
+  return f();
+}
+
 // See the file comment. `expected` is what the call returns when memory is
-// plentiful. Returns how many allocations the call needs.
+// plentiful. Returns how many allocations the call needs. `f` itself must
+// allocate nothing but through the call under test.
 template <class F>
 std::size_t exhaust(F&& f, Code expected) {
   for (std::size_t allowed = 0;; ++allowed) {
-    fail_allocations_after(allowed);
-    auto result = f();
-    const bool refused = disarm_allocations();
+    bool refused = false;
+    auto result = [&] {
+      try {
+        return call_failing_after(allowed, f, refused);
+      } catch (const std::exception& e) {
+        FAIL("with " << allowed << " allocations allowed, the call threw " << e.what());
+        throw;
+      }
+    }();
     const Code got = code_of(result);
     if (!refused) {
       INFO("with every allocation it asked for, the call returned " << code_name(got));

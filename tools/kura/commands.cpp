@@ -9,7 +9,6 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <iterator>
 #include <sstream>
 
 #include "kura/core/name.hpp"
@@ -65,20 +64,6 @@ bool print_line(const std::string& text) {
   return static_cast<bool>(std::cout);
 }
 
-Result<std::string> read_input(const std::string& file) {
-  std::string text;
-  if (file == "-") {
-    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-    if (std::cin.bad()) return Status(Code::kIo, "cannot read standard input");
-    return text;
-  }
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return Status(Code::kIo, "cannot open " + file + ": " + std::strerror(errno), errno);
-  text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  if (in.bad()) return Status(Code::kIo, "cannot read " + file);
-  return text;
-}
-
 }  // namespace
 
 void install_sigbus_handler() noexcept {
@@ -89,9 +74,14 @@ void install_sigbus_handler() noexcept {
 }
 
 int cmd_put(const std::string& file, bool keep) {
-  auto text = read_input(file);
-  if (!text) return fail(text.status(), "put");
-  auto value = parse_typed_json(*text);
+  std::ifstream file_in;
+  if (file != "-") {
+    file_in.open(file, std::ios::binary);
+    if (!file_in)
+      return fail(Status(Code::kIo, "cannot open " + file + ": " + std::strerror(errno), errno), "put");
+  }
+  std::istream& in = file == "-" ? std::cin : static_cast<std::istream&>(file_in);
+  auto value = parse_typed_json(in);
   if (!value) return fail(value.status(), "put: " + (file == "-" ? std::string("standard input") : file));
 
   // Block the signals that end the hold before the region exists, so that one

@@ -1,13 +1,17 @@
 // kura: the command-line tool (DESIGN.md section 5).
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <new>
 #include <string>
 
 #include "commands.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   using namespace kura::tool;
-  install_sigbus_handler();
   std::ios::sync_with_stdio(false);  // output goes through std::cout only
 
   CLI::App app{"kura: share values between processes through shared memory, by name"};
@@ -66,4 +70,21 @@ int main(int argc, char** argv) {
   if (prune->parsed()) return cmd_prune();
   std::cerr << "kura: no command given (run `kura --help`)" << std::endl;
   return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace kura::tool;
+  install_sigbus_handler();
+  try {
+    return run(argc, argv);
+  } catch (const std::bad_alloc&) {
+    // Anything that ran out of memory outside the calls that report it as a
+    // status (command-line parsing, output). No allocation here.
+    static const char msg[] = "kura: out of memory\n";
+    ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)n;
+    return kExitError;
+  }
 }
