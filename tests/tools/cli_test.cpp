@@ -561,7 +561,46 @@ void share_string_bytes(kura::Bytes& b, std::uint64_t strings, std::int32_t nbyt
   rehash(b, strings);
 }
 
+std::vector<std::string> put_argv(bool keep) {
+  std::vector<std::string> argv = {kTool, "put"};
+  if (keep) argv.push_back("--keep");
+  argv.push_back("-");
+  return argv;
+}
+
 }  // namespace
+
+TEST_CASE("kura put refuses to start when standard output is closed, and creates nothing",
+          "[tools][multiprocess]") {
+  for (bool keep : {true, false}) {
+    INFO("--keep " << keep);
+    const auto before = shm_entries();
+    kura::test::Process put(put_argv(keep), kura::test::Stdout::kClosed);
+    put.send(R"({"type": "i32", "values": [1, 2]})");
+    auto code = put.wait(20s);
+    REQUIRE(code);
+    INFO(put.err());
+    CHECK(*code == 1);
+    CHECK(put.err().find("standard output is closed") != std::string::npos);
+    CHECK(shm_entries() == before);
+  }
+}
+
+TEST_CASE("kura put removes the region whose name it cannot print (stdout on /dev/full)",
+          "[tools][multiprocess]") {
+  for (bool keep : {true, false}) {
+    INFO("--keep " << keep);
+    const auto before = shm_entries();
+    kura::test::Process put(put_argv(keep), kura::test::Stdout::kDevFull);
+    put.send(R"({"type": "i32", "values": [1, 2]})");
+    auto code = put.wait(20s);
+    REQUIRE(code);
+    INFO(put.err());
+    CHECK(*code == 1);
+    CHECK(put.err().find("cannot write the name") != std::string::npos);
+    CHECK(shm_entries() == before);
+  }
+}
 
 TEST_CASE("kura put of a document larger than its memory limit exits 1 saying out of memory",
           "[tools][multiprocess]") {

@@ -10,7 +10,7 @@
 
 namespace {
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, bool stdout_closed) {
   using namespace kura::tool;
   std::ios::sync_with_stdio(false);  // output goes through std::cout only
 
@@ -61,7 +61,7 @@ int run(int argc, char** argv) {
     return kExitUsage;
   }
 
-  if (put->parsed()) return cmd_put(file, keep);
+  if (put->parsed()) return cmd_put(file, keep, stdout_closed);
   if (get->parsed()) return cmd_get(name, json, all);
   if (inspect->parsed()) return cmd_inspect(name, all);
   if (verify->parsed()) return cmd_verify(name);
@@ -76,9 +76,10 @@ int run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   using namespace kura::tool;
+  const bool stdout_closed = reopen_closed_standard_descriptors();
   install_sigbus_handler();
   try {
-    return run(argc, argv);
+    return run(argc, argv, stdout_closed);
   } catch (const std::bad_alloc&) {
     // Anything that ran out of memory outside the calls that report it as a
     // status (command-line parsing, output). No allocation here.
