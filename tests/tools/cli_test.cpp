@@ -628,12 +628,14 @@ TEST_CASE("kura put of a document larger than its memory limit exits 1 saying ou
 TEST_CASE("kura on a bytes tag that is not printable ASCII exits 4 and prints no raw byte of it",
           "[tools][multiprocess]") {
   ShmScope scope;
-  for (const char* tag : {"js\xffn", "\xff", "js\0n"}) {
+  // Each replaces all four bytes of "json"; the other four stay zero.
+  for (const std::string tag :
+       {std::string("js\xffn"), std::string("\xff\0\0\0", 4), std::string("js\0n", 4)}) {
     kura::Bytes image =
         image_of(R"({"type": "list", "values": [{"type": "bytes", "tag": "json", "base64": "e30="}]})");
     std::uint64_t blob = 0;
     std::memcpy(&blob, image.data() + header_at(image, 64).data_offset, 8);  // the list's one child
-    std::memcpy(image.data() + blob + offsetof(kura::NodeHeader, tag), tag, 4);
+    std::memcpy(image.data() + blob + offsetof(kura::NodeHeader, tag), tag.data(), 4);
     const std::string name = write_region_file(image);
     scope.track(name);
     for (const auto& args : std::vector<std::vector<std::string>>{{"get", "--json", name},
