@@ -9,6 +9,7 @@
 
 #include "hash_internal.hpp"
 #include "kura/core/hash.hpp"
+#include "no_throw_internal.hpp"
 
 namespace kura {
 namespace {
@@ -51,7 +52,7 @@ Status strings_size(const std::vector<String>& xs, std::uint64_t& out) {
     if (s.bytes.size() > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()))
       return invalid_argument("a string is longer than 2^31-1 bytes");
     size += s.bytes.size() + 1;
-    if (size > kMaxRegionSize) return invalid_argument("strings too large for a region");
+    if (size > kMaxRegionSize) return invalid_argument("strings too large for a region (over 2^62 bytes)");
   }
   out = size;
   return Status::ok();
@@ -95,7 +96,7 @@ struct Planner {
   Status place_attrs(const Value& owner, unsigned depth, std::uint64_t& offset) {
     KURA_RETURN_IF_ERROR(check_depth(depth));
     std::set<std::string_view> keys;
-    auto& key_strings = out.attr_keys_.emplace_back();
+    auto& key_strings = *out.attr_keys_.emplace_back(std::make_unique<std::vector<String>>());
     for (const auto& [key, value] : owner.attrs) {
       if (key.empty()) return invalid_argument("an attribute key is empty");
       if (!keys.insert(key).second) return invalid_argument("duplicate attribute key \"" + key + "\"");
@@ -145,7 +146,7 @@ struct Planner {
           return invalid_argument("a bytes node has no dtype");
         slot.length = v.length;
         if (mul_overflows(v.length, width, slot.data_size) || slot.data_size > kMaxRegionSize)
-          return invalid_argument("array too large for a region");
+          return invalid_argument("array too large for a region (over 2^62 bytes)");
         if (v.source == Source::kOwned && v.data.size() != slot.data_size)
           return invalid_argument("payload of " + std::to_string(v.data.size()) +
                                   " bytes does not match length " + std::to_string(v.length) + " of " +
@@ -203,16 +204,14 @@ struct Planner {
 };
 
 Result<Layout> Layout::plan(const Value& root) noexcept {
-  try {
+  return detail::no_throw([&]() -> Result<Layout> {
     Layout layout;
     Planner p{layout};
     std::uint64_t root_offset = 0;
     KURA_RETURN_IF_ERROR(p.place_value(root, 0, root_offset));
     layout.size_ = p.cursor;
     return layout;
-  } catch (const std::bad_alloc&) {
-    return invalid_argument("out of memory while planning a layout");
-  }
+  });
 }
 
 namespace {
@@ -246,11 +245,7 @@ void write_strings(std::byte* block, const std::vector<String>& xs) {
 
 Result<Writer> Writer::write(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp,
                              const WriteOptions& options) noexcept {
-  try {
-    return write_impl(layout, dest, stamp, options);
-  } catch (const std::bad_alloc&) {
-    return invalid_argument("out of memory while writing a region");
-  }
+  return detail::no_throw([&] { return write_impl(layout, dest, stamp, options); });
 }
 
 Result<Writer> Writer::write_impl(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp,
@@ -320,7 +315,7 @@ Status Writer::copy_payload(std::size_t slot, const NodeHeader& header, std::spa
   for (std::size_t done = 0; done < payload.size(); done += kChunk) {
     auto chunk = payload.subspan(done, std::min(kChunk, payload.size() - done));
     if (options.copy) {
-      KURA_RETURN_IF_ERROR(options.copy(s.data_offset + done, chunk));
+      KURA_RETURN_IF_ERROR(detail::call_callback("the copy hook", options.copy, s.data_offset + done, chunk));
     } else {
       std::memcpy(dest_.data() + s.data_offset + done, chunk.data(), chunk.size());
     }
@@ -374,15 +369,13 @@ void Writer::seal(bool hashed) noexcept {
 }
 
 Result<Bytes> build(const Value& root, const Stamp& stamp, bool hashed) noexcept {
-  try {
+  return detail::no_throw([&]() -> Result<Bytes> {
     KURA_ASSIGN_OR_RETURN(Layout layout, Layout::plan(root));
     Bytes out(layout.size());
     KURA_ASSIGN_OR_RETURN(Writer w, Writer::write(layout, out, stamp));
     w.seal(hashed);
     return out;
-  } catch (const std::bad_alloc&) {
-    return invalid_argument("out of memory while building a region");
-  }
+  });
 }
 
 }  // namespace kura

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "no_throw_internal.hpp"
+
 namespace kura {
 namespace {
 
@@ -33,9 +35,8 @@ Status parse_hex(std::string_view s, std::size_t& pos, const char* what, std::ui
   return Status::ok();
 }
 
-}  // namespace
-
-Result<Name> parse_name(std::string_view s) noexcept {
+// parse_name, which may throw std::bad_alloc.
+Result<Name> parse_name_impl(std::string_view s) {
   if (s.empty()) return invalid_name("empty name");
   if (s.size() > kMaxNameLength)
     return invalid_name("name longer than " + std::to_string(kMaxNameLength) + " characters");
@@ -84,6 +85,12 @@ Result<Name> parse_name(std::string_view s) noexcept {
   if (pos != s.size())
     return invalid_name("trailing characters after ']' at position " + std::to_string(pos));
   return name;
+}
+
+}  // namespace
+
+Result<Name> parse_name(std::string_view s) noexcept {
+  return detail::no_throw([&] { return parse_name_impl(s); });
 }
 
 std::string format_region_name(std::uint64_t owner, std::uint64_t counter) {

@@ -1,6 +1,9 @@
 #include "kura/core/status.hpp"
 
 #include <cstdio>
+#include <exception>
+
+#include "no_throw_internal.hpp"
 
 namespace kura {
 
@@ -32,6 +35,21 @@ std::string Status::to_string() const {
 }
 
 namespace detail {
+
+Status callback_threw(const char* who) noexcept {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory();
+  } catch (const std::exception& e) {
+    return no_throw([&] { return invalid_argument(std::string(who) + " threw an exception: " + e.what()); });
+  } catch (...) {
+    return no_throw([&] {
+      return invalid_argument(std::string(who) + " threw an exception that is not a std::exception");
+    });
+  }
+}
+
 void check_failed(const char* what, const char* file, int line) noexcept {
   std::fprintf(stderr, "kura: check failed: %s at %s:%d\n", what, file, line);
   std::abort();

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kura/core/hash.hpp"
+#include "no_throw_internal.hpp"
 
 namespace kura {
 namespace {
@@ -60,6 +61,10 @@ Status check_data_size(const NodeHeader& h) {
 
 Result<Region> Region::open(std::span<const std::byte> bytes,
                             std::shared_ptr<const void> keep_alive) noexcept {
+  return detail::no_throw([&] { return open_impl(bytes, std::move(keep_alive)); });
+}
+
+Result<Region> Region::open_impl(std::span<const std::byte> bytes, std::shared_ptr<const void> keep_alive) {
   if (reinterpret_cast<std::uintptr_t>(bytes.data()) % kAlign != 0)
     return invalid_argument("region memory is not 64-byte aligned");
   if (bytes.size() < kHeaderSize)
@@ -93,17 +98,25 @@ Result<NodeView> Region::root() const noexcept {
 }
 
 Result<NodeView> Region::at(std::span<const std::uint64_t> path) const noexcept {
-  KURA_ASSIGN_OR_RETURN(NodeView node, root());
-  for (std::uint64_t index : path) {
-    if (index == 0) return Status(Code::kOutOfRange, "index 0 (indices are 1-based)");
-    KURA_ASSIGN_OR_RETURN(node, node.child(index - 1));
-  }
-  return node;
+  return detail::no_throw([&]() -> Result<NodeView> {
+    KURA_ASSIGN_OR_RETURN(NodeView node, root());
+    for (std::uint64_t index : path) {
+      if (index == 0) return Status(Code::kOutOfRange, "index 0 (indices are 1-based)");
+      KURA_ASSIGN_OR_RETURN(node, node.child(index - 1));
+    }
+    return node;
+  });
 }
 
 Result<NodeView> NodeView::open(std::span<const std::byte> region, const std::shared_ptr<const void>& keep,
                                 bool hashed, std::uint64_t node_count, std::uint64_t offset,
                                 const NodeView* parent) noexcept {
+  return detail::no_throw([&] { return open_impl(region, keep, hashed, node_count, offset, parent); });
+}
+
+Result<NodeView> NodeView::open_impl(std::span<const std::byte> region,
+                                     const std::shared_ptr<const void>& keep, bool hashed,
+                                     std::uint64_t node_count, std::uint64_t offset, const NodeView* parent) {
   const std::uint64_t size = region.size();
   if (!valid_header_offset(offset, size))
     return corrupt("node offset " + num(offset) + " is not a 64-aligned header inside the region");
@@ -156,8 +169,14 @@ Result<NodeView> NodeView::open(std::span<const std::byte> region, const std::sh
 }
 
 Result<NodeView> NodeView::open_linked(std::uint64_t offset, const char* link) const noexcept {
-  if (offset == 0) return corrupt(std::string(link) + " offset is 0");
+  if (offset == 0) return detail::no_throw([&] { return corrupt(std::string(link) + " offset is 0"); });
   return open(region_, keep_, hashed_, node_count_, offset, this);
+}
+
+Status NodeView::not_an_array_of(Dtype d) const noexcept {
+  return detail::no_throw([&] {
+    return invalid_argument("node is " + describe() + ", not an array of " + std::string(dtype_name(d)));
+  });
 }
 
 std::string_view NodeView::tag() const noexcept {
@@ -183,6 +202,10 @@ std::string NodeView::describe() const {
 }
 
 Result<StringRef> NodeView::string(std::uint64_t i) const noexcept {
+  return detail::no_throw([&] { return string_impl(i); });
+}
+
+Result<StringRef> NodeView::string_impl(std::uint64_t i) const {
   if (kind() != Kind::kStrings) return invalid_argument("node is " + describe() + ", not strings");
   if (i >= length())
     return Status(Code::kOutOfRange, "string " + num(i + 1) + " past the end of " + describe());
@@ -202,66 +225,98 @@ Result<StringRef> NodeView::string(std::uint64_t i) const noexcept {
 }
 
 Result<NodeView> NodeView::child(std::uint64_t i) const noexcept {
-  if (kind() != Kind::kList)
-    return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
-  if (i >= length())
-    return Status(Code::kOutOfRange, "index " + num(i + 1) + " past the end of a list of " + num(length()));
-  return open_linked(load<std::uint64_t>(region_, h_.data_offset + 8 * i), "child");
+  return detail::no_throw([&]() -> Result<NodeView> {
+    if (kind() != Kind::kList)
+      return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
+    if (i >= length())
+      return Status(Code::kOutOfRange, "index " + num(i + 1) + " past the end of a list of " + num(length()));
+    return open_linked(load<std::uint64_t>(region_, h_.data_offset + 8 * i), "child");
+  });
 }
 
 Result<NodeView> NodeView::child(std::string_view name) const noexcept {
-  if (kind() != Kind::kList)
-    return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
-  KURA_ASSIGN_OR_RETURN(auto names_node, names());
-  if (!names_node)
-    return Status(Code::kOutOfRange, "list has no names, so no element \"" + std::string(name) + "\"");
-  for (std::uint64_t i = 0; i < names_node->length(); ++i) {
-    KURA_ASSIGN_OR_RETURN(StringRef s, names_node->string(i));
-    if (!s.na && s.bytes == name) return child(i);
-  }
-  return Status(Code::kOutOfRange, "no element named \"" + std::string(name) + "\"");
+  return detail::no_throw([&]() -> Result<NodeView> {
+    if (kind() != Kind::kList)
+      return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
+    KURA_ASSIGN_OR_RETURN(auto names_node, names());
+    if (!names_node)
+      return Status(Code::kOutOfRange, "list has no names, so no element \"" + std::string(name) + "\"");
+    for (std::uint64_t i = 0; i < names_node->length(); ++i) {
+      KURA_ASSIGN_OR_RETURN(StringRef s, names_node->string(i));
+      if (!s.na && s.bytes == name) return child(i);
+    }
+    return Status(Code::kOutOfRange, "no element named \"" + std::string(name) + "\"");
+  });
 }
 
 Result<std::optional<NodeView>> NodeView::names() const noexcept {
-  if (h_.names_offset == 0) return std::optional<NodeView>();
-  KURA_ASSIGN_OR_RETURN(NodeView n, open_linked(h_.names_offset, "names"));
-  if (n.kind() != Kind::kStrings || n.length() != length())
-    return corrupt("names of " + describe() + " at offset " + num(offset_) + " is " + n.describe());
-  return std::optional<NodeView>(n);
+  return detail::no_throw([&]() -> Result<std::optional<NodeView>> {
+    if (h_.names_offset == 0) return std::optional<NodeView>();
+    KURA_ASSIGN_OR_RETURN(NodeView n, open_linked(h_.names_offset, "names"));
+    if (n.kind() != Kind::kStrings || n.length() != length())
+      return corrupt("names of " + describe() + " at offset " + num(offset_) + " is " + n.describe());
+    return std::optional<NodeView>(n);
+  });
 }
 
 Result<std::optional<NodeView>> NodeView::attrs() const noexcept {
-  if (h_.attrs_offset == 0) return std::optional<NodeView>();
-  KURA_ASSIGN_OR_RETURN(NodeView a, open_linked(h_.attrs_offset, "attrs"));
-  if (a.kind() != Kind::kList || a.header().names_offset == 0 || a.header().attrs_offset != 0)
-    return corrupt("attributes of the node at offset " + num(offset_) +
-                   " are not a named list without attributes of its own");
-  return std::optional<NodeView>(a);
+  return detail::no_throw([&]() -> Result<std::optional<NodeView>> {
+    if (h_.attrs_offset == 0) return std::optional<NodeView>();
+    KURA_ASSIGN_OR_RETURN(NodeView a, open_linked(h_.attrs_offset, "attrs"));
+    if (a.kind() != Kind::kList || a.header().names_offset == 0 || a.header().attrs_offset != 0)
+      return corrupt("attributes of the node at offset " + num(offset_) +
+                     " are not a named list without attributes of its own");
+    return std::optional<NodeView>(a);
+  });
 }
 
 Result<std::optional<NodeView>> NodeView::attr(std::string_view key) const noexcept {
-  KURA_ASSIGN_OR_RETURN(auto a, attrs());
-  if (!a) return std::optional<NodeView>();
-  KURA_ASSIGN_OR_RETURN(auto keys, a->names());
-  if (!keys) return corrupt("attribute list without keys");
-  for (std::uint64_t i = 0; i < keys->length(); ++i) {
-    KURA_ASSIGN_OR_RETURN(StringRef s, keys->string(i));
-    if (!s.na && s.bytes == key) {
-      KURA_ASSIGN_OR_RETURN(NodeView v, a->child(i));
-      return std::optional<NodeView>(v);
+  return detail::no_throw([&]() -> Result<std::optional<NodeView>> {
+    KURA_ASSIGN_OR_RETURN(auto a, attrs());
+    if (!a) return std::optional<NodeView>();
+    KURA_ASSIGN_OR_RETURN(auto keys, a->names());
+    if (!keys) return corrupt("attribute list without keys");
+    for (std::uint64_t i = 0; i < keys->length(); ++i) {
+      KURA_ASSIGN_OR_RETURN(StringRef s, keys->string(i));
+      if (!s.na && s.bytes == key) {
+        KURA_ASSIGN_OR_RETURN(NodeView v, a->child(i));
+        return std::optional<NodeView>(v);
+      }
     }
-  }
-  return std::optional<NodeView>();
+    return std::optional<NodeView>();
+  });
 }
 
-Status WalkBudget::take(const NodeView& n) {
+Status WalkBudget::take(const NodeView& n) noexcept {
   const std::uint64_t cost = kHeaderSize + align64(n.header().data_size);
   if (nodes_ == 0 || cost > bytes_)
-    return corrupt("the value reaches more nodes or bytes than the region holds (a shared link) at offset " +
-                   num(n.offset()));
+    return detail::no_throw([&] {
+      return corrupt(
+          "the value reaches more nodes or bytes than the region holds (a shared link) at offset " +
+          num(n.offset()));
+    });
   --nodes_;
   bytes_ -= cost;
   return Status::ok();
+}
+
+Status WalkBudget::take_text(std::uint64_t bytes) noexcept {
+  if (bytes > text_)
+    return detail::no_throw([] {
+      return corrupt(
+          "the value's strings hold more bytes than the region (string entries that share their bytes)");
+    });
+  text_ -= bytes;
+  return Status::ok();
+}
+
+Result<String> read_string(const NodeView& n, std::uint64_t i, WalkBudget& budget) noexcept {
+  return detail::no_throw([&]() -> Result<String> {
+    KURA_ASSIGN_OR_RETURN(StringRef s, n.string(i));
+    if (s.na) return String::NA();
+    KURA_RETURN_IF_ERROR(budget.take_text(s.bytes.size() + 1));
+    return String{std::string(s.bytes), s.encoding, false};
+  });
 }
 
 namespace {
@@ -272,7 +327,7 @@ struct Walker {
 
   Status node(const NodeView& n) {
     KURA_RETURN_IF_ERROR(budget.take(n));
-    KURA_RETURN_IF_ERROR(visit(n));
+    KURA_RETURN_IF_ERROR(detail::call_callback("the walk visitor", visit, n));
     KURA_ASSIGN_OR_RETURN(auto names, n.names());
     if (names) KURA_RETURN_IF_ERROR(node(*names));
     KURA_ASSIGN_OR_RETURN(auto attrs, n.attrs());
@@ -295,8 +350,8 @@ struct Copier {
     std::vector<String> out;
     out.reserve(n.length());
     for (std::uint64_t i = 0; i < n.length(); ++i) {
-      KURA_ASSIGN_OR_RETURN(StringRef s, n.string(i));
-      out.push_back(s.na ? String::NA() : String{std::string(s.bytes), s.encoding, false});
+      KURA_ASSIGN_OR_RETURN(String s, read_string(n, i, budget));
+      out.push_back(std::move(s));
     }
     return out;
   }
@@ -352,21 +407,17 @@ struct Copier {
 }  // namespace
 
 Status walk(const NodeView& node, const std::function<Status(const NodeView&)>& visit) noexcept {
-  try {
+  return detail::no_throw([&] {
     Walker w{visit, WalkBudget(node)};
     return w.node(node);
-  } catch (const std::bad_alloc&) {
-    return Status(Code::kIo, "out of memory while walking a region");
-  }
+  });
 }
 
 Result<Value> to_value(const NodeView& node) noexcept {
-  try {
+  return detail::no_throw([&] {
     Copier c{WalkBudget(node)};
     return c.value(node);
-  } catch (const std::bad_alloc&) {
-    return Status(Code::kIo, "out of memory while copying a value out of a region");
-  }
+  });
 }
 
 }  // namespace kura

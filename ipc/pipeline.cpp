@@ -19,9 +19,9 @@ constexpr std::size_t kReduce = SIZE_MAX;  // `running` marks a reduce task with
 
 // One input's way through the map stages.
 struct Lane {
-  std::size_t input = 0;                // the pipeline input it started from
-  std::size_t next = 0;                 // the next stage to run for it
-  std::optional<TaskResult> value;      // its latest result; the input itself before the first
+  std::size_t input = 0;            // the pipeline input it started from
+  std::size_t next = 0;             // the next stage to run for it
+  std::optional<TaskResult> value;  // its latest result; the input itself before the first
 };
 
 }  // namespace
@@ -197,7 +197,8 @@ Result<std::vector<Arg>> elements_of(const std::string& name) noexcept {
 
 ProgressDisplay::ProgressDisplay(std::FILE* out) : out_(out), terminal_(::isatty(::fileno(out)) == 1) {}
 
-void ProgressDisplay::operator()(const std::vector<StageProgress>& stages, std::chrono::steady_clock::duration elapsed) {
+void ProgressDisplay::operator()(const std::vector<StageProgress>& stages,
+                                 std::chrono::steady_clock::duration elapsed) {
   std::size_t done = 0, total = 0;
   std::string line;
   for (const StageProgress& s : stages) {
@@ -208,7 +209,8 @@ void ProgressDisplay::operator()(const std::vector<StageProgress>& stages, std::
   }
   const double secs = std::chrono::duration<double>(elapsed).count();
   char tail[64];
-  std::snprintf(tail, sizeof tail, " | %.1f s, %.1f tasks/s", secs, secs > 0 ? static_cast<double>(done) / secs : 0.0);
+  std::snprintf(tail, sizeof tail, " | %.1f s, %.1f tasks/s", secs,
+                secs > 0 ? static_cast<double>(done) / secs : 0.0);
   line += tail;
   const bool finished = done == total;
   if (terminal_) {

@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 #include <complex>
 #include <limits>
+#include <new>
+#include <stdexcept>
 
 #include "test_images.hpp"
 
@@ -458,6 +460,41 @@ TEST_CASE("Layout::plan refuses values it cannot lay out", "[core]") {
   refused(Value::null().with_attr("k", Value::null().with_attr("", Value::null())));
 }
 
+TEST_CASE("the documented limits of Layout::plan hold at their edges", "[core]") {
+  // Region size: at most 2^62 bytes. An in-place u8 array at the root sits
+  // after the region header and its own header (128 bytes), so its largest
+  // length is 2^62 - 128; planning touches no array data, so nothing of that
+  // size is allocated.
+  constexpr std::uint64_t kMax = std::uint64_t{1} << 62;
+  auto at_limit = Layout::plan(Value::array_in_place(Dtype::kU8, kMax - 128));
+  REQUIRE(at_limit.is_ok());
+  CHECK(at_limit->size() == kMax);
+  for (std::uint64_t length : {kMax - 127, kMax - 64, kMax, kMax + 1, UINT64_MAX}) {
+    INFO("length " << length);
+    auto over = Layout::plan(Value::array_in_place(Dtype::kU8, length));
+    REQUIRE_FALSE(over.is_ok());
+    CHECK(over.status().code() == Code::kInvalidArgument);
+    CHECK(over.status().message().find("2^62") != std::string::npos);
+  }
+  // The same limit reached by a sum: two arrays that fit alone but not
+  // together.
+  auto sum = Layout::plan(Value::list(
+      {Value::array_in_place(Dtype::kU8, kMax / 2), Value::array_in_place(Dtype::kU8, kMax / 2)}));
+  REQUIRE_FALSE(sum.is_ok());
+  CHECK(sum.status().code() == Code::kInvalidArgument);
+
+  // Tags: up to 8 characters, each 0x21-0x7E.
+  CHECK(Layout::plan(Value::bytes("!~!~!~!~", {})).is_ok());
+  CHECK(Layout::plan(Value::bytes("", {})).is_ok());
+  for (const char* bad : {"123456789", " rds", "rds\x7f", "\x20"}) {
+    INFO("tag \"" << bad << "\"");
+    auto p = Layout::plan(Value::bytes(bad, {}));
+    REQUIRE_FALSE(p.is_ok());
+    CHECK(p.status().code() == Code::kInvalidArgument);
+    CHECK(p.status().message().find("tag") != std::string::npos);
+  }
+}
+
 TEST_CASE("a copy hook and hashing while copying give the same bytes as a plain build", "[core]") {
   // Three 1.5 MiB arrays: more than one copy chunk each.
   std::vector<double> big(3 << 17);
@@ -505,6 +542,20 @@ TEST_CASE("a copy hook and hashing while copying give the same bytes as a plain 
   auto w = Writer::write(*layout, scratch, Stamp{}, failing);
   REQUIRE_FALSE(w.is_ok());
   CHECK(w.status().code() == Code::kNoSpace);
+
+  // A hook that throws stops the write with a status instead.
+  WriteOptions throwing;
+  throwing.copy = [](std::uint64_t, std::span<const std::byte>) -> Status {
+    throw std::runtime_error("the hook failed");
+  };
+  auto thrown = Writer::write(*layout, scratch, Stamp{}, throwing);
+  REQUIRE_FALSE(thrown.is_ok());
+  CHECK(thrown.status().code() == Code::kInvalidArgument);
+  CHECK(thrown.status().message().find("the hook failed") != std::string::npos);
+  throwing.copy = [](std::uint64_t, std::span<const std::byte>) -> Status { throw std::bad_alloc(); };
+  auto oom = Writer::write(*layout, scratch, Stamp{}, throwing);
+  REQUIRE_FALSE(oom.is_ok());
+  CHECK(oom.status().code() == Code::kOutOfMemory);
 }
 
 TEST_CASE("layouts are move-only and the writer refuses an empty one", "[core]") {

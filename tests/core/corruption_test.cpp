@@ -3,6 +3,7 @@
 // a path, OutOfRange / NotAList where the spec says so) by every reader that
 // reaches the damage; never a crash or a read outside the image (run under
 // ASan to see the latter).
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <functional>
 #include <string>
@@ -144,24 +145,26 @@ struct Fixture {
       if (node_at(image, p).names_offset == off) return true;
     return false;
   }
-  // Nodes in the subtree at `off` (itself, names, attributes, children).
-  std::uint64_t subtree_size(std::uint64_t off) const {
+  // Offsets of the nodes in the subtree at `off`.
+  std::vector<std::uint64_t> subtree(std::uint64_t off) const {
     auto region = Region::open(image);
     REQUIRE(region.is_ok());
-    std::uint64_t n = 0;
     std::optional<NodeView> found;
     Status s = walk(*region->root(), [&](const NodeView& v) {
       if (v.offset() == off) found = v;
       return Status::ok();
     });
     REQUIRE(found.has_value());
-    s = walk(*found, [&](const NodeView&) {
-      ++n;
+    std::vector<std::uint64_t> out;
+    s = walk(*found, [&](const NodeView& v) {
+      out.push_back(v.offset());
       return Status::ok();
     });
     REQUIRE(s.is_ok());
-    return n;
+    return out;
   }
+  // Nodes in the subtree at `off` (itself, names, attributes, children).
+  std::uint64_t subtree_size(std::uint64_t off) const { return subtree(off).size(); }
 
   NodeHeader header(std::uint64_t off) const { return node_at(image, off); }
   // A copy of the image with `edit` applied.
@@ -514,16 +517,26 @@ TEST_CASE("list child offsets", "[core]") {
       expect_corrupt(set(off), "child offset pointing at its own list" + at);
       expect_corrupt(set(64), "child offset pointing at the root" + at);
       expect_corrupt(set(f.header(an_array).data_offset), "child offset at a data block" + at);
-      // Pointing at another node makes two links to it. Readers find that
-      // by counting (FORMAT.md 5.3): when the shared subtree is larger than
-      // the one it replaces, a walk meets more nodes than node_count.
-      // (Sharing that does not raise the count is not detected: the format
-      // asks readers to count, not to remember every offset.)
+      // Pointing at another node makes two links to it. Walks find that by
+      // counting (FORMAT.md 5.3) when the shared subtree is larger than the
+      // one it replaces: a walk meets more nodes than node_count.
       const std::uint64_t replaced = f.subtree_size(child);
       for (std::uint64_t other : f.nodes) {
         if (other == child || other == off || other == 64 || f.subtree_size(other) <= replaced) continue;
         expect_corrupt(set(other), "child offset shared with node " + std::to_string(other) + at);
         break;
+      }
+      // verify() finds every such link, whatever the counts (FORMAT.md 5.4:
+      // the tree rule). A node below the child it replaces is not shared:
+      // its only link went with that child.
+      const std::vector<std::uint64_t> below = f.subtree(child);
+      for (std::uint64_t other : f.nodes) {
+        if (std::find(below.begin(), below.end(), other) != below.end()) continue;
+        INFO("child offset shared with node " << other << at);
+        Bytes b = set(other);
+        auto region = Region::open(b);
+        REQUIRE(region.is_ok());
+        CHECK(verify(*region->root()).status().code() == Code::kCorrupt);
       }
     }
   }
@@ -693,4 +706,161 @@ TEST_CASE("links that share one node cannot make a walk do more than O(region si
   CHECK(walked.code() == Code::kCorrupt);
   CHECK(to_value(*root).status().code() == Code::kCorrupt);
   CHECK(verify(*root).status().code() == Code::kCorrupt);
+}
+
+TEST_CASE("a bytes tag that is not printable ASCII padded with zeros is Corrupt in every reader", "[core]") {
+  Fixture f;
+  const std::uint64_t blob = f.first_of_kind(Kind::kBytes);  // [4], tagged "json"
+  const std::pair<const char*, std::size_t> tags[] = {
+      {"js\xffn", 4}, {"\xff", 1},        {"js\0n", 4},
+      {"\0json", 5},  {" json", 5},       {"json\x7f", 5},
+      {"\x01", 1},    {"json\0\0\0x", 8}, {"\x80\x80\x80\x80\x80\x80\x80\x80", 8}};
+  for (const auto& [tag, size] : tags) {
+    const std::string what = "tag \"" + std::string(tag, size) + "\"";
+    Bytes b = f.with([&](Bytes& img) {
+      std::memset(img.data() + blob + kTag, 0, 8);
+      std::memcpy(img.data() + blob + kTag, tag, size);
+    });
+    expect_corrupt(b, what);
+    auto region = Region::open(b);
+    REQUIRE(region.is_ok());
+    auto at = region->at(Path{4});
+    INFO(what);
+    REQUIRE_FALSE(at.is_ok());
+    CHECK(at.status().code() == Code::kCorrupt);
+    CHECK(at.status().message().find("tag") != std::string::npos);
+  }
+  // Printable at both ends of the range, and all zeros (no tag), are fine.
+  for (const char* tag : {"!~", "~~~~~~~~", ""}) {
+    Bytes b = f.with([&](Bytes& img) {
+      std::memset(img.data() + blob + kTag, 0, 8);
+      std::memcpy(img.data() + blob + kTag, tag, std::strlen(tag));
+    });
+    expect_clean(b, "tag \"" + std::string(tag) + "\"");
+  }
+}
+
+namespace {
+
+// Field offsets of the list at 64 and of its children, for the tree rule.
+struct TwoChildren {
+  Bytes image;
+  std::uint64_t list_block;  // the root's child offsets
+  std::uint64_t first;
+  std::uint64_t second;
+
+  explicit TwoChildren(const Value& v) : image(build_ok(v, /*hashed=*/false)) {
+    list_block = node_at(image, 64).data_offset;
+    first = get<std::uint64_t>(image, list_block);
+    second = get<std::uint64_t>(image, list_block + 8);
+  }
+};
+
+// `b` reads cleanly everywhere but verify(), which finds the tree rule
+// broken: `says` is part of its message.
+void expect_only_verify_sees_it(const Bytes& b, const std::string& what, const std::string& says) {
+  INFO(what);
+  auto region = Region::open(b);
+  REQUIRE(region.is_ok());
+  auto root = region->root();
+  REQUIRE(root.is_ok());
+  CHECK(walk(*root, [](const NodeView&) { return Status::ok(); }).is_ok());
+  CHECK(to_value(*root).is_ok());
+  auto rep = verify(*root);
+  REQUIRE_FALSE(rep.is_ok());
+  INFO(rep.status().message());
+  CHECK(rep.status().code() == Code::kCorrupt);
+  CHECK(rep.status().message().find(says) != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("verify checks the tree rule: nothing reached twice, no two pieces overlap", "[core]") {
+  SECTION("a child shared by two links") {
+    TwoChildren t(Value::list({Value::f64({1}), Value::f64({2})}));
+    put<std::uint64_t>(t.image, t.list_block + 8, t.first);
+    expect_only_verify_sees_it(t.image, "both children at one node", "reached by two links");
+  }
+  SECTION("two data blocks that are the same bytes") {
+    TwoChildren t(Value::list({Value::f64({1, 2}), Value::f64({3, 4})}));
+    put<std::uint64_t>(t.image, t.second + kDataOffset, node_at(t.image, t.first).data_offset);
+    expect_only_verify_sees_it(t.image, "one data block for two arrays", "overlap");
+  }
+  SECTION("a data block inside another one") {
+    std::vector<double> big(16, 1.0);
+    TwoChildren t(Value::list({Value::array_borrowed(Dtype::kF64, big.data(), big.size()), Value::f64({2})}));
+    put<std::uint64_t>(t.image, t.second + kDataOffset, node_at(t.image, t.first).data_offset + 64);
+    expect_only_verify_sees_it(t.image, "the second block in the second half of the first", "overlap");
+  }
+  SECTION("a names node shared by two nodes") {
+    TwoChildren t(Value::list({Value::f64({1, 2}).with_names({String{"a"}, String{"b"}}),
+                               Value::f64({3, 4}).with_names({String{"c"}, String{"d"}})}));
+    put<std::uint64_t>(t.image, t.second + kNamesOffset, node_at(t.image, t.first).names_offset);
+    expect_only_verify_sees_it(t.image, "one names node for two arrays", "reached by two links");
+  }
+  SECTION("a node header inside another node's data block") {
+    // A bytes node whose payload holds, at 64, a valid null node header; the
+    // list's second child is pointed there instead of at its own null.
+    NodeHeader null_header{};
+    std::memcpy(null_header.magic, "KNOD", 4);
+    std::string payload(128, '\0');
+    std::memcpy(payload.data() + 64, &null_header, sizeof null_header);
+    TwoChildren t(Value::list({Value::bytes("raw", kura::test::as_bytes_of(payload)), Value::null()}));
+    put<std::uint64_t>(t.image, t.list_block + 8, node_at(t.image, t.first).data_offset + 64);
+    expect_only_verify_sees_it(t.image, "a header in a bytes payload", "overlap");
+  }
+  SECTION("a valid tree passes, hashed or not") {
+    for (bool hashed : {false, true}) {
+      const Bytes b = build_ok(kura::test::rich_value(), hashed);
+      CHECK(verify(*kura::test::root_of(b)).is_ok());
+    }
+  }
+}
+
+TEST_CASE("string entries that share their bytes cannot make a copy do more than O(region size) work",
+          "[core]") {
+  // 2000 strings whose entries all point at the same 2000 bytes: about 96 KiB
+  // of region that would copy out as 4 MB.
+  constexpr std::uint64_t kCount = 2000, kLong = 2000;
+  auto shared_bytes = [&](Value v, bool names) {
+    Bytes b = build_ok(v, /*hashed=*/false);
+    const std::uint64_t strings = names ? node_at(b, 64).names_offset : 64;
+    const NodeHeader h = node_at(b, strings);
+    for (std::uint64_t i = 1; i < kCount; ++i) {
+      put<std::uint64_t>(b, h.data_offset + 16 * i, 0);
+      put<std::int32_t>(b, h.data_offset + 16 * i + 8, static_cast<std::int32_t>(kLong));
+    }
+    return b;
+  };
+  std::vector<String> xs(kCount, String{""});
+  xs[0].bytes.assign(kLong, 'x');
+  std::vector<Value> nulls(kCount);
+  const Bytes strings = shared_bytes(Value::strings_of(xs), false);
+  const Bytes names = shared_bytes(Value::list(nulls).with_names(xs), true);
+  for (const Bytes* b : {&strings, &names}) {
+    auto root = kura::test::root_of(*b);
+    // Structure is fine: every entry lies inside its block (FORMAT.md 4.2).
+    CHECK(verify(*root).is_ok());
+    auto copy = to_value(*root);
+    REQUIRE_FALSE(copy.is_ok());
+    CHECK(copy.status().code() == Code::kCorrupt);
+    CHECK(copy.status().message().find("share their bytes") != std::string::npos);
+  }
+  // read_string charges before it copies: what it hands out is bounded by the
+  // region's size, whatever the entries say.
+  auto root = kura::test::root_of(strings);
+  WalkBudget budget(*root);
+  std::uint64_t copied = 0, i = 0;
+  Status last = Status::ok();
+  for (; i < kCount; ++i) {
+    auto s = read_string(*root, i, budget);
+    if (!s) {
+      last = s.status();
+      break;
+    }
+    copied += s->bytes.size() + 1;
+  }
+  CHECK(last.code() == Code::kCorrupt);
+  CHECK(copied <= strings.size());
+  CHECK(i < kCount);
 }

@@ -1,6 +1,9 @@
 // Views: lookups by index, name and attribute key, the distinct errors of
 // FORMAT.md section 5, laziness, and verify().
 #include <catch2/catch.hpp>
+#include <functional>
+#include <new>
+#include <stdexcept>
 
 #include "test_images.hpp"
 
@@ -282,6 +285,77 @@ TEST_CASE("walk visits in canonical order and stops on a visitor error", "[core]
   });
   CHECK(stop.code() == Code::kPermission);
   CHECK(calls == 3);
+}
+
+TEST_CASE("an exception thrown by a walk visitor comes back as a status", "[core]") {
+  Bytes b = build_ok(kura::test::rich_value());
+  Region region = open_ok(b);
+  auto root = region.root();
+  REQUIRE(root.is_ok());
+  int calls = 0;
+  Status failed = walk(*root, [&](const NodeView&) -> Status {
+    if (++calls == 4) throw std::runtime_error("the visitor gave up");
+    return Status::ok();
+  });
+  CHECK(calls == 4);
+  CHECK(failed.code() == Code::kInvalidArgument);
+  CHECK(failed.message().find("the visitor gave up") != std::string::npos);
+  CHECK(walk(*root, [](const NodeView&) -> Status { throw std::bad_alloc(); }).code() == Code::kOutOfMemory);
+  Status odd = walk(*root, [](const NodeView&) -> Status { throw 42; });
+  CHECK(odd.code() == Code::kInvalidArgument);
+  CHECK(odd.message().find("not a std::exception") != std::string::npos);
+  // An empty std::function throws std::bad_function_call when called.
+  CHECK(walk(*root, std::function<Status(const NodeView&)>()).code() == Code::kInvalidArgument);
+}
+
+TEST_CASE("read_string hands out a private copy and charges the budget", "[core]") {
+  Bytes b = build_ok(Value::list({Value::strings_of({String{"caf\xc3\xa9"}, String::NA(),
+                                                     String{"\xe9", Encoding::kLatin1}, String{""}}),
+                                  Value::f64({1})}));
+  Region region = open_ok(b);
+  auto strs = region.at(Path{1});
+  REQUIRE(strs.is_ok());
+  WalkBudget budget(*strs);
+  auto first = read_string(*strs, 0, budget);
+  REQUIRE(first.is_ok());
+  CHECK(*first == String{"caf\xc3\xa9"});
+  // The copy is the caller's: changing the region afterwards leaves it be.
+  auto in_place = strs->string(0);
+  REQUIRE(in_place.is_ok());
+  const std::uint64_t at =
+      static_cast<std::uint64_t>(in_place->bytes.data() - reinterpret_cast<const char*>(b.data()));
+  b[at] = std::byte{'X'};
+  b[at + 3] = std::byte{0xFF};
+  CHECK(in_place->bytes == "Xaf\xff\xa9");
+  CHECK(first->bytes == "caf\xc3\xa9");
+  auto na = read_string(*strs, 1, budget);
+  REQUIRE(na.is_ok());
+  CHECK(na->na);
+  auto latin1 = read_string(*strs, 2, budget);
+  REQUIRE(latin1.is_ok());
+  CHECK(*latin1 == String{"\xe9", Encoding::kLatin1, false});
+  auto empty = read_string(*strs, 3, budget);
+  REQUIRE(empty.is_ok());
+  CHECK(*empty == String{""});
+  // The errors of NodeView::string.
+  CHECK(read_string(*strs, 4, budget).status().code() == Code::kOutOfRange);
+  auto array = region.at(Path{2});
+  REQUIRE(array.is_ok());
+  CHECK(read_string(*array, 0, budget).status().code() == Code::kInvalidArgument);
+  // Each string read is charged: the same one read over and over spends the
+  // region's size in string bytes, and then it is Corrupt.
+  WalkBudget again(*strs);
+  std::uint64_t reads = 0;
+  Status last = Status::ok();
+  while (last.is_ok()) {
+    auto s = read_string(*strs, 0, again);
+    if (s)
+      ++reads;
+    else
+      last = s.status();
+  }
+  CHECK(last.code() == Code::kCorrupt);
+  CHECK(reads == b.size() / (std::string_view("caf\xc3\xa9").size() + 1));
 }
 
 TEST_CASE("Region::open refuses misaligned memory", "[core]") {

@@ -2,6 +2,8 @@
 //   DIR/region/*.bin  valid regions (the golden example, every dtype, nested
 //                     lists, strings, attributes, empty values, deep nesting)
 //   DIR/name/*.txt    valid names
+//   DIR/typed_json/*.json  typed JSON documents (every type, names,
+//                     attributes, keys in another order, a few mistakes)
 // Usage: kura_make_corpus DIR
 #include <bit>
 #include <cstdio>
@@ -73,6 +75,27 @@ const char* const kNames[] = {
     "/kura_1_2[1,]",
 };
 
+const char* const kTypedJson[] = {
+    R"({"type": "list", "values": [
+  {"type": "u8", "values": [0, 255]}, {"type": "i8", "values": [-128, 127]},
+  {"type": "u16", "values": [65535]}, {"type": "i16", "values": [-32768]},
+  {"type": "u32", "values": [4294967295]}, {"type": "i32", "values": [-2147483648, 7]},
+  {"type": "u64", "values": [18446744073709551615]}, {"type": "i64", "values": [-9223372036854775808]},
+  {"type": "f32", "values": [0.1, "NaN", "Inf", "-Inf", -0.0]},
+  {"type": "f64", "values": [1.5, null, "NaN", 5e-324]},
+  {"type": "c128", "values": [[1.0, -1.0], [null, 2.0]]},
+  {"type": "lgl", "values": [true, false, null]}
+], "names": ["u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "c128", "lgl"]})",
+    R"({"type": "strings", "values": ["a", null, "", "café", {"latin1": "6Q=="}, {"bytes": "AP8="}]})",
+    R"({"type": "bytes", "tag": "json", "base64": "eyJrIjogMX0="})",
+    R"({"type": "null", "attrs": {"class": {"type": "strings", "values": ["x"]}, "dim": {"type": "i32", "values": [1, 1]}}})",
+    R"({"attrs": {"k": {"type": "null"}}, "names": ["a"], "type": "list", "values": [{"type": "list", "values": []}]})",
+    R"({"base64": "", "tag": "rds3", "type": "bytes"})",
+    R"({"type": "list", "values": [{"type": "list", "values": [{"type": "list", "values": [{"type": "null"}]}]}]})",
+    R"({"type": "f64", "values": [1, 2], "names": ["a"]})",
+    R"({"values": [1], "type": "f64"})",
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,6 +107,7 @@ int main(int argc, char** argv) {
   std::error_code ec;
   std::filesystem::create_directories(dir / "region", ec);
   std::filesystem::create_directories(dir / "name", ec);
+  std::filesystem::create_directories(dir / "typed_json", ec);
   if (ec) {
     std::fprintf(stderr, "cannot create %s: %s\n", argv[1], ec.message().c_str());
     return 1;
@@ -108,6 +132,12 @@ int main(int argc, char** argv) {
   for (const char* n : kNames) {
     auto path = dir / "name" / ("name" + std::to_string(i++) + ".txt");
     if (!write_file(path, n, std::char_traits<char>::length(n))) return 1;
+    ++written;
+  }
+  i = 0;
+  for (const char* doc : kTypedJson) {
+    auto path = dir / "typed_json" / ("doc" + std::to_string(i++) + ".json");
+    if (!write_file(path, doc, std::char_traits<char>::length(doc))) return 1;
     ++written;
   }
   std::printf("wrote %d seeds to %s\n", written, argv[1]);

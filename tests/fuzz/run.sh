@@ -14,7 +14,7 @@ build=$(cd "$1" && pwd)
 seconds=$2
 bin=$build/tests/fuzz
 
-cmake --build "$build" --target kura_name_fuzz kura_region_fuzz kura_frame_fuzz kura_make_corpus kura_make_frame_corpus >/dev/null
+cmake --build "$build" --target kura_name_fuzz kura_region_fuzz kura_frame_fuzz kura_typed_json_fuzz kura_make_corpus kura_make_frame_corpus >/dev/null
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -24,7 +24,7 @@ mkdir -p "$work/seeds/frame"
 mkdir -p "$build/fuzz-artifacts"
 
 status=0
-for target in name region frame; do
+for target in name region frame typed_json; do
   mkdir -p "$work/corpus-$target"
   log=$work/$target.log
   echo "== kura_${target}_fuzz for ${seconds}s"

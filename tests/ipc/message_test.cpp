@@ -46,12 +46,12 @@ TEST_CASE("a submit with a bad name is refused on both sides", "[ipc]") {
   REQUIRE_FALSE(e.is_ok());
   CHECK(e.status().code() == Code::kInvalidArgument);
   // A peer that sends one anyway: built by hand with the same layout.
-  Value forged =
-      Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({1}),
-                   Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
-                   Value::array<Dtype::kU8>({1}), Value::list({Value::strings_utf8({"/kura_1f_2a[0]"})})})
-          .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
-                       String{"kinds"}, String{"args"}});
+  Value forged = Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({1}),
+                              Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
+                              Value::array<Dtype::kLgl>({0}), Value::array<Dtype::kU8>({1}),
+                              Value::list({Value::strings_utf8({"/kura_1f_2a[0]"})})})
+                     .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
+                                  String{"inline_result"}, String{"kinds"}, String{"args"}});
   auto d = decode_submit(shared(build(forged, Stamp{}, false)));
   REQUIRE_FALSE(d.is_ok());
   CHECK(d.status().code() == Code::kCorrupt);

@@ -36,7 +36,7 @@ void close_fd(int& fd) {
 
 }  // namespace
 
-Process::Process(const std::vector<std::string>& argv) {
+Process::Process(const std::vector<std::string>& argv, Stdout stdout_to) {
   // A child that exits before reading all its input must not kill the test.
   ::signal(SIGPIPE, SIG_IGN);
   int in[2], out[2], err[2];
@@ -45,7 +45,11 @@ Process::Process(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  switch (stdout_to) {
+    case Stdout::kPipe: posix_spawn_file_actions_adddup2(&fa, out[1], 1); break;
+    case Stdout::kClosed: posix_spawn_file_actions_addclose(&fa, 1); break;
+    case Stdout::kDevFull: posix_spawn_file_actions_addopen(&fa, 1, "/dev/full", O_WRONLY, 0); break;
+  }
   posix_spawn_file_actions_adddup2(&fa, err[1], 2);
   // The child starts with default signal dispositions and an empty mask.
   posix_spawnattr_t attr;
@@ -69,6 +73,7 @@ Process::Process(const std::vector<std::string>& argv) {
   in_ = in[1];
   out_fd_ = out[0];
   err_fd_ = err[0];
+  if (stdout_to != Stdout::kPipe) close_fd(out_fd_);
   if (rc != 0) {
     errno = rc;
     close_fd(in_);

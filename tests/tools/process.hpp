@@ -14,10 +14,17 @@
 
 namespace kura::test {
 
+// Where a child's standard output goes.
+enum class Stdout {
+  kPipe,     // a pipe the test reads (read_line, out())
+  kClosed,   // descriptor 1 closed, as `>&-` in a shell
+  kDevFull,  // /dev/full: every write fails with ENOSPC
+};
+
 class Process {
  public:
   // Starts `argv[0]` with `argv`. Throws std::runtime_error when it cannot.
-  explicit Process(const std::vector<std::string>& argv);
+  explicit Process(const std::vector<std::string>& argv, Stdout stdout_to = Stdout::kPipe);
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 
 #include "kura/core/builder.hpp"
@@ -275,10 +276,12 @@ TEST_CASE("typed JSON: malformed documents name where they fail", "[tools]") {
     const char* doc;
     const char* says;
   } cases[] = {
-      {"[1, 2", "not valid JSON"},
+      {R"({"type": "f64", "values": [1, 2)", "not valid JSON"},
+      {"[1, 2", "$: expected a node object such as {\"type\": \"f64\", \"values\": [...]}, found an array"},
       {"{\"type\": \"f64\", \"values\": [1e400]}", "not valid JSON"},
       {"42", "$: expected a node object"},
-      {R"({"values": []})", "$: a node needs a \"type\""},
+      {R"({"names": []})", "$: a node needs a \"type\""},
+      {R"({"values": []})", "a node's \"type\" must come before its \"values\""},
       {R"({"type": "f128", "values": []})", "$.type: unknown type \"f128\""},
       {R"({"type": "f64"})", "$: a f64 node needs \"values\""},
       {R"({"type": "f64", "values": 1})", "$.values: expected an array"},
@@ -293,7 +296,8 @@ TEST_CASE("typed JSON: malformed documents name where they fail", "[tools]") {
        "$.attrs[\"dim\"].values[1]: null (NA)"},
       {R"({"type": "null", "attrs": []})", "$.attrs: expected an object of nodes"},
       {R"({"type": "null", "attrs": {"": {"type": "null"}}})", "an attribute key may not be empty"},
-      {R"({"type": "bytes", "tag": "waytoolongtag", "base64": ""})", "$.tag: a tag is at most 8 bytes"},
+      {R"({"type": "bytes", "tag": "waytoolongtag", "base64": ""})",
+       "$.tag: a tag is at most 8 printable ASCII characters (0x21-0x7E), not 13 bytes"},
       {R"({"type": "bytes", "tag": "x"})", "a bytes node needs \"base64\""},
       {R"({"type": "bytes", "base64": "!!!!"})", "$.base64: base64 text has an invalid character"},
   };
@@ -309,6 +313,128 @@ TEST_CASE("typed JSON: malformed documents name where they fail", "[tools]") {
   deep += R"({"type": "null"})";
   for (int i = 0; i < 70; ++i) deep += "]}";
   CHECK(parse_error(deep).message().find("nested deeper than 64") != std::string::npos);
+}
+
+TEST_CASE("typed JSON: a tag is at most 8 printable ASCII characters", "[tools]") {
+  struct Case {
+    const char* doc;
+    const char* says;
+  } cases[] = {
+      {R"({"type": "bytes", "tag": "123456789", "base64": ""})", "$.tag: a tag is at most 8 printable ASCII"},
+      {R"({"type": "bytes", "tag": "a b", "base64": ""})",
+       "$.tag: a tag is at most 8 printable ASCII characters "
+       "(0x21-0x7E); byte 2 is 0x20"},
+      {R"({"type": "bytes", "tag": "\u00ff", "base64": ""})", "byte 1 is 0xc3"},
+      {R"({"type": "bytes", "tag": "js\u0000n", "base64": ""})", "byte 3 is 0x00"},
+      {R"({"type": "bytes", "tag": "\u007f", "base64": ""})", "byte 1 is 0x7f"},
+      {R"({"type": "bytes", "tag": "tab\t", "base64": ""})", "byte 4 is 0x09"},
+      {R"({"type": "list", "values": [{"type": "null"}, {"type": "bytes", "tag": "\u0001", "base64": ""}]})",
+       "$.values[1].tag: a tag is at most 8 printable ASCII"},
+      {R"({"type": "null", "attrs": {"raw": {"type": "bytes", "tag": "\u00e9", "base64": ""}}})",
+       "$.attrs[\"raw\"].tag: a tag is"},
+  };
+  for (const auto& c : cases) {
+    auto s = parse_error(c.doc);
+    INFO(s.message());
+    CHECK(s.code() == Code::kInvalidArgument);
+    CHECK(s.message().find(c.says) != std::string::npos);
+  }
+  // The edges of the range, and no tag at all.
+  CHECK(parse_ok(R"({"type": "bytes", "tag": "!~!~!~!~", "base64": ""})").tag == "!~!~!~!~");
+  CHECK(parse_ok(R"({"type": "bytes", "tag": "", "base64": ""})").tag.empty());
+  CHECK(parse_ok(R"({"type": "bytes", "base64": ""})").tag.empty());
+}
+
+TEST_CASE("typed JSON: keys in any order, except that type comes before values", "[tools]") {
+  // Sorted keys, as a writer that sorts them gives.
+  Value sorted = parse_ok(
+      R"({"attrs": {"dim": {"type": "i32", "values": [2]}}, "names": ["a", "b"], "type": "f64", "values": [1, 2]})");
+  Value usual = parse_ok(
+      R"({"type": "f64", "values": [1, 2], "names": ["a", "b"], "attrs": {"dim": {"type": "i32", "values": [2]}}})");
+  CHECK(sorted == usual);
+  CHECK(parse_ok(R"({"base64": "AP8=", "tag": "raw", "type": "bytes"})") ==
+        parse_ok(R"({"type": "bytes", "tag": "raw", "base64": "AP8="})"));
+  CHECK(parse_ok(R"({"names": ["x"], "type": "list", "values": [{"type": "null"}]})").names->at(0).bytes ==
+        "x");
+
+  struct Case {
+    const char* doc;
+    const char* says;
+  } cases[] = {
+      {R"({"values": [1], "type": "f64"})", "$: \"values\" comes before \"type\""},
+      {R"({"type": "list", "values": [{"values": [], "type": "list"}]})",
+       "$.values[0]: \"values\" comes before"},
+      {R"({"tag": "x", "type": "f64", "values": []})", "$: unexpected key \"tag\" in a f64 node"},
+      {R"({"base64": "", "type": "strings", "values": []})",
+       "$: unexpected key \"base64\" in a strings node"},
+      {R"({"type": "f64", "type": "f64", "values": []})", "$: duplicate key \"type\""},
+      {R"({"type": "f64", "values": [], "values": []})", "$: duplicate key \"values\""},
+      {R"({"type": "null", "attrs": {"k": {"type": "null"}, "k": {"type": "null"}}})",
+       "$.attrs[\"k\"]: duplicate attribute key"},
+      {R"({"zzz": 1, "type": "null"})", "$: unexpected key \"zzz\" in a node"},
+  };
+  for (const auto& c : cases) {
+    auto s = parse_error(c.doc);
+    INFO(s.message());
+    CHECK(s.code() == Code::kInvalidArgument);
+    CHECK(s.message().find(c.says) != std::string::npos);
+  }
+}
+
+TEST_CASE("typed JSON: every error names its path", "[tools]") {
+  struct Case {
+    const char* doc;
+    const char* says;
+  } cases[] = {
+      {R"({"type": "list", "values": [{"type": "null"}, {"type": "null"}, {"type": "null", "attrs": {"dim": {"type": "i32", "values": [1.5]}}}]})",
+       "$.values[2].attrs[\"dim\"].values[0]: expected an integer for i32, found a float"},
+      {R"({"type": "strings", "values": ["a", {}]})", "$.values[1]: expected a string, null, "},
+      {R"({"type": "strings", "values": [{"latin1": "AA==", "bytes": "AA=="}]})", "more than one key"},
+      {R"({"type": "strings", "values": ["a", {"latin1": 1}]})", "$.values[1].latin1: expected base64 text"},
+      {R"({"type": "strings", "values": [[]]})", "$.values[0]: expected a string, null"},
+      {R"({"type": "f64", "values": [1], "names": [null, 2]})", "$.names[1]: expected a string"},
+      {R"({"type": "f64", "values": [1], "names": {}})",
+       "$.names: expected an array of strings, found an object"},
+      {R"({"type": "c128", "values": [[1, 2, 3]]})", "$.values[0]: expected a [re, im] pair for c128"},
+      {R"({"type": "c128", "values": [[1, [2]]]})",
+       "$.values[0][1]: expected a number for c128, found an array"},
+      {R"({"type": "c128", "values": [1]})",
+       "$.values[0]: expected a [re, im] pair for c128, found an integer"},
+      {R"({"type": "f64", "values": [[1]]})", "$.values[0]: expected a number for f64, found an array"},
+      {R"({"type": "lgl", "values": [{}]})",
+       "$.values[0]: expected true, false or null for lgl, found an object"},
+      {R"({"type": "list", "values": [1]})", "$.values[0]: expected a node object"},
+      {R"({"type": "list", "values": {}})", "$.values: expected an array, found an object"},
+      {R"({"type": "null", "attrs": {"k": 1}})", "$.attrs[\"k\"]: expected a node object"},
+      {R"({"type": 5})", "$.type: expected a string, found an integer"},
+      {R"({"type": "bytes", "base64": 5})", "$.base64: expected base64 text, found an integer"},
+      {R"({"type": "bytes", "tag": [], "base64": ""})", "$.tag: expected a string, found an array"},
+      {R"({"type": "list", "values": [{"type": "bytes", "base64": "AP8=", "names": ["a"]}]})",
+       "$.values[0].names: 1 names for 2 elements"},
+      {R"({"type": "null"} x)", "not valid JSON"},
+      {"", "not valid JSON"},
+  };
+  for (const auto& c : cases) {
+    auto s = parse_error(c.doc);
+    INFO(s.message());
+    CHECK(s.code() == Code::kInvalidArgument);
+    CHECK(s.message().find(c.says) != std::string::npos);
+  }
+}
+
+TEST_CASE("typed JSON: a stream reads like a string", "[tools]") {
+  std::string doc = R"({"type": "list", "values": [{"type": "i32", "values": [)";
+  for (int i = 0; i < 20000; ++i) doc += (i ? ", " : "") + std::to_string(i - 10000);
+  doc += R"(]}, {"type": "strings", "values": ["a", null]}], "names": ["n", "s"]})";
+  std::istringstream in(doc);
+  auto from_stream = kura::tool::parse_typed_json(in);
+  REQUIRE(from_stream.is_ok());
+  CHECK(*from_stream == parse_ok(doc));
+  CHECK(from_stream->children[0].length == 20000);
+  std::istringstream bad(R"({"type": "f64", "values": [1, "x"]})");
+  auto err = kura::tool::parse_typed_json(bad);
+  REQUIRE_FALSE(err.is_ok());
+  CHECK(err.status().message().find("$.values[1]: the string \"x\" is not a number") != std::string::npos);
 }
 
 TEST_CASE("typed JSON: a value read from a region at a path", "[tools]") {

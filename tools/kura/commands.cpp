@@ -1,5 +1,6 @@
 #include "commands.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -9,7 +10,6 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <iterator>
 #include <sstream>
 
 #include "kura/core/name.hpp"
@@ -65,20 +65,6 @@ bool print_line(const std::string& text) {
   return static_cast<bool>(std::cout);
 }
 
-Result<std::string> read_input(const std::string& file) {
-  std::string text;
-  if (file == "-") {
-    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-    if (std::cin.bad()) return Status(Code::kIo, "cannot read standard input");
-    return text;
-  }
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return Status(Code::kIo, "cannot open " + file + ": " + std::strerror(errno), errno);
-  text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  if (in.bad()) return Status(Code::kIo, "cannot read " + file);
-  return text;
-}
-
 }  // namespace
 
 void install_sigbus_handler() noexcept {
@@ -88,10 +74,38 @@ void install_sigbus_handler() noexcept {
   sigaction(SIGBUS, &sa, nullptr);
 }
 
-int cmd_put(const std::string& file, bool keep) {
-  auto text = read_input(file);
-  if (!text) return fail(text.status(), "put");
-  auto value = parse_typed_json(*text);
+bool reopen_closed_standard_descriptors() noexcept {
+  bool stdout_closed = false;
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    if (fd == STDOUT_FILENO) stdout_closed = true;
+    // The lowest free number is `fd` itself: those below it are open by now.
+    int got = ::open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+    if (got >= 0 && got != fd) {
+      ::dup2(got, fd);
+      ::close(got);
+    }
+  }
+  return stdout_closed;
+}
+
+int cmd_put(const std::string& file, bool keep, bool stdout_closed) {
+  if (stdout_closed)
+    return fail(
+        Status(Code::kIo,
+               "standard output is closed, so the region's name could not be printed; nothing was created"),
+        "put");
+  // A stdout that cannot be written is an error below, not a death by
+  // SIGPIPE that leaves a kept region or holds one.
+  signal(SIGPIPE, SIG_IGN);
+  std::ifstream file_in;
+  if (file != "-") {
+    file_in.open(file, std::ios::binary);
+    if (!file_in)
+      return fail(Status(Code::kIo, "cannot open " + file + ": " + std::strerror(errno), errno), "put");
+  }
+  std::istream& in = file == "-" ? std::cin : static_cast<std::istream&>(file_in);
+  auto value = parse_typed_json(in);
   if (!value) return fail(value.status(), "put: " + (file == "-" ? std::string("standard input") : file));
 
   // Block the signals that end the hold before the region exists, so that one
@@ -100,10 +114,7 @@ int cmd_put(const std::string& file, bool keep) {
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
-  if (!keep) {
-    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-    signal(SIGPIPE, SIG_IGN);  // a closed stdout is an error below, not a silent death holding a region
-  }
+  if (!keep) pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
   shm::ShareOptions options;
   options.hashed = true;
@@ -112,8 +123,17 @@ int cmd_put(const std::string& file, bool keep) {
   if (!shared) return fail(shared.status(), "put");
   const std::string name = shared->name();
   if (keep) {
+    if (!print_line(name)) {
+      // Nobody learns a kept region's name now, so nobody would remove it.
+      Status removed = shm::remove(name);
+      if (!removed)
+        return fail(
+            Status(Code::kIo, "cannot write the name " + name +
+                                  " to standard output, and removing it failed: " + removed.to_string()),
+            "put");
+      return fail(Status(Code::kIo, "cannot write the name to standard output; region removed"), "put");
+    }
     shared->disown();
-    if (!print_line(name)) return fail(Status(Code::kIo, "cannot write the name to standard output"), "put");
     return kExitOk;
   }
   if (!print_line(name)) {

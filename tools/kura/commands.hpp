@@ -31,7 +31,15 @@ int fail(const Status& status, const std::string& context = "");
 // while this one reads it makes the tool exit 4 with a message.
 void install_sigbus_handler() noexcept;
 
-int cmd_put(const std::string& file, bool keep);
+// Opens /dev/null on each of descriptors 0, 1 and 2 that is closed, so that
+// no file the tool opens later takes its number (the name `put` prints
+// would otherwise go into whatever file got descriptor 1). Call it first.
+// Returns whether standard output (1) was closed.
+bool reopen_closed_standard_descriptors() noexcept;
+
+// `put` refuses to start when `stdout_closed`: the region's name could never
+// be printed. A kept region whose name cannot be printed is removed again.
+int cmd_put(const std::string& file, bool keep, bool stdout_closed);
 int cmd_get(const std::string& name, bool json, bool all);
 int cmd_inspect(const std::string& name, bool all);
 int cmd_verify(const std::string& name);

@@ -1,15 +1,19 @@
 // kura: the command-line tool (DESIGN.md section 5).
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <new>
 #include <string>
 
 #include "commands.hpp"
 #include "kura/core/layout.hpp"
 #include "kura/version.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv, bool stdout_closed) {
   using namespace kura::tool;
-  install_sigbus_handler();
   std::ios::sync_with_stdio(false);  // output goes through std::cout only
 
   CLI::App app{"kura: share values between processes through shared memory, by name"};
@@ -108,7 +112,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
-  if (put->parsed()) return cmd_put(file, keep);
+  if (put->parsed()) return cmd_put(file, keep, stdout_closed);
   if (get->parsed()) return cmd_get(name, json, all);
   if (inspect->parsed()) return cmd_inspect(name, all);
   if (verify->parsed()) return cmd_verify(name);
@@ -121,4 +125,22 @@ int main(int argc, char** argv) {
   if (submit->parsed()) return cmd_submit(submit_args);
   std::cerr << "kura: no command given (run `kura --help`)" << std::endl;
   return kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace kura::tool;
+  const bool stdout_closed = reopen_closed_standard_descriptors();
+  install_sigbus_handler();
+  try {
+    return run(argc, argv, stdout_closed);
+  } catch (const std::bad_alloc&) {
+    // Anything that ran out of memory outside the calls that report it as a
+    // status (command-line parsing, output). No allocation here.
+    static const char msg[] = "kura: out of memory\n";
+    ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)n;
+    return kExitError;
+  }
 }

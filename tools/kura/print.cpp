@@ -63,7 +63,9 @@ std::string_view cut_utf8(std::string_view s, std::size_t max) {
 
 constexpr std::size_t kLongString = 100;
 
-std::string string_text(const StringRef& s, bool all) {
+// The text of string `s`, a private copy (read_string), so that the bytes
+// checked as UTF-8 are the bytes printed.
+std::string string_text(const String& s, bool all) {
   if (s.na) return "NA";
   std::string utf8;
   std::string_view text;
@@ -137,25 +139,23 @@ Status shown(std::uint64_t length, bool all, F&& f, G&& gap) {
   return Status::ok();
 }
 
-// The elements of an array or strings node on one line: " 1 2 3 ... 9".
-Result<std::string> elements_line(const NodeView& n, bool all) {
-  std::string line;
-  Status s = shown(
+// Writes the elements of an array or strings node, each after a space:
+// " 1 2 3 ... 9". Strings are read with `budget`.
+Status write_elements(const NodeView& n, bool all, WalkBudget& budget, std::ostream& out) {
+  return shown(
       n.length(), all,
       [&](std::uint64_t i) -> Status {
-        line += ' ';
+        out << ' ';
         if (n.kind() == Kind::kStrings) {
-          KURA_ASSIGN_OR_RETURN(StringRef r, n.string(i));
-          line += string_text(r, all);
+          KURA_ASSIGN_OR_RETURN(String s, read_string(n, i, budget));
+          out << string_text(s, all);
         } else {
           KURA_ASSIGN_OR_RETURN(std::string t, element_text(n, i));
-          line += t;
+          out << t;
         }
         return Status::ok();
       },
-      [&](std::uint64_t hidden) { line += " ... (" + std::to_string(hidden) + " more) ..."; });
-  if (!s) return s;
-  return line;
+      [&](std::uint64_t hidden) { out << " ... (" << hidden << " more) ..."; });
 }
 
 std::string indent_text(unsigned indent) {
@@ -163,14 +163,14 @@ std::string indent_text(unsigned indent) {
 }
 
 // The label of list child `i`: $name when it has a usable name, else [[i]].
-Result<std::string> child_label(const std::optional<NodeView>& names, std::uint64_t i) {
+Result<std::string> child_label(const std::optional<NodeView>& names, std::uint64_t i, WalkBudget& budget) {
   if (names) {
-    KURA_ASSIGN_OR_RETURN(StringRef s, names->string(i));
+    KURA_ASSIGN_OR_RETURN(String s, read_string(*names, i, budget));
     if (!s.na && s.encoding == Encoding::kUtf8 && valid_utf8(s.bytes) && !s.bytes.empty()) {
       bool plain = true;
       for (char c : s.bytes)
         plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.');
-      return "$" + (plain ? std::string(s.bytes) : "`" + std::string(s.bytes) + "`");
+      return "$" + (plain ? s.bytes : "`" + s.bytes + "`");
     }
   }
   return "[[" + std::to_string(i + 1) + "]]";
@@ -190,9 +190,9 @@ class ValuePrinter {
       case Kind::kNull: out_ << "NULL\n"; break;
       case Kind::kArray:
       case Kind::kStrings: {
-        KURA_ASSIGN_OR_RETURN(std::string line, elements_line(n, o_.all));
-        out_ << (n.kind() == Kind::kArray ? dtype_name(n.dtype()) : "strings") << '[' << n.length() << ']'
-             << line << '\n';
+        out_ << (n.kind() == Kind::kArray ? dtype_name(n.dtype()) : "strings") << '[' << n.length() << ']';
+        KURA_RETURN_IF_ERROR(write_elements(n, o_.all, budget_, out_));
+        out_ << '\n';
         break;
       }
       case Kind::kBytes: {
@@ -209,7 +209,7 @@ class ValuePrinter {
             n.length(), o_.all,
             [&](std::uint64_t i) -> Status {
               KURA_ASSIGN_OR_RETURN(NodeView c, n.child(i));
-              KURA_ASSIGN_OR_RETURN(std::string l, child_label(names, i));
+              KURA_ASSIGN_OR_RETURN(std::string l, child_label(names, i, budget_));
               return node(c, indent + 1, l);
             },
             [&](std::uint64_t hidden) {
@@ -220,8 +220,9 @@ class ValuePrinter {
     }
     if (names && n.kind() != Kind::kList) {
       KURA_RETURN_IF_ERROR(budget_.take(*names));
-      KURA_ASSIGN_OR_RETURN(std::string line, elements_line(*names, o_.all));
-      out_ << indent_text(indent + 1) << "names:" << line << '\n';
+      out_ << indent_text(indent + 1) << "names:";
+      KURA_RETURN_IF_ERROR(write_elements(*names, o_.all, budget_, out_));
+      out_ << '\n';
     }
     return attrs(n, indent + 1);
   }
@@ -235,7 +236,7 @@ class ValuePrinter {
     if (!keys) return corrupt("an attribute list without names");
     KURA_RETURN_IF_ERROR(budget_.take(*keys));
     for (std::uint64_t i = 0; i < a->length(); ++i) {
-      KURA_ASSIGN_OR_RETURN(StringRef k, keys->string(i));
+      KURA_ASSIGN_OR_RETURN(String k, read_string(*keys, i, budget_));
       KURA_ASSIGN_OR_RETURN(NodeView c, a->child(i));
       KURA_RETURN_IF_ERROR(node(c, indent, "attr " + string_text(k, true) + ":"));
     }
@@ -294,7 +295,7 @@ class TreePrinter {
       if (a->region_hashed()) out_ << " hash=" << hex64(ah.hash);
       out_ << '\n';
       for (std::uint64_t i = 0; i < a->length(); ++i) {
-        KURA_ASSIGN_OR_RETURN(StringRef k, keys->string(i));
+        KURA_ASSIGN_OR_RETURN(String k, read_string(*keys, i, budget_));
         KURA_ASSIGN_OR_RETURN(NodeView c, a->child(i));
         KURA_RETURN_IF_ERROR(node(c, indent + 2, "attr " + string_text(k, true)));
       }
@@ -306,7 +307,7 @@ class TreePrinter {
             KURA_ASSIGN_OR_RETURN(NodeView c, n.child(i));
             std::string l = "[" + std::to_string(i + 1) + "]";
             if (names) {
-              KURA_ASSIGN_OR_RETURN(StringRef s, names->string(i));
+              KURA_ASSIGN_OR_RETURN(String s, read_string(*names, i, budget_));
               l += " " + string_text(s, false);
             }
             return node(c, indent + 1, l);
@@ -327,21 +328,17 @@ class TreePrinter {
 }  // namespace
 
 Status print_value(const NodeView& node, std::ostream& out, const PrintOptions& options) noexcept {
-  try {
+  return guard_output("cannot print", [&] {
     ValuePrinter p(out, options, node);
     return p.node(node, 0, "");
-  } catch (const std::exception& e) {
-    return Status(Code::kIo, std::string("cannot print: ") + e.what());
-  }
+  });
 }
 
 Status print_tree(const NodeView& node, std::ostream& out, const PrintOptions& options) noexcept {
-  try {
+  return guard_output("cannot print", [&] {
     TreePrinter p(out, options, node);
     return p.node(node, 0, "");
-  } catch (const std::exception& e) {
-    return Status(Code::kIo, std::string("cannot print: ") + e.what());
-  }
+  });
 }
 
 void print_region_header(const RegionHeader& h, std::ostream& out) {

@@ -195,314 +195,6 @@ Result<std::vector<std::byte>> base64_decode(std::string_view text) {
   return out;
 }
 
-// --- Reading typed JSON --------------------------------------------------------
-
-namespace {
-
-std::string type_of(const Json& j) {
-  if (j.is_null()) return "null";
-  if (j.is_boolean()) return "a boolean";
-  if (j.is_number_float()) return "a float";
-  if (j.is_number()) return "an integer";
-  if (j.is_string()) return "a string";
-  if (j.is_array()) return "an array";
-  if (j.is_object()) return "an object";
-  return "a binary value";
-}
-
-std::string idx(const std::string& path, std::size_t i) {
-  return path + "[" + std::to_string(i) + "]";
-}
-
-Status bad(const std::string& path, const std::string& why) {
-  return invalid_argument(path + ": " + why);
-}
-
-constexpr std::uint64_t kNaRealBitsLocal = kNaRealBits;
-
-double na_real() {
-  double d;
-  std::memcpy(&d, &kNaRealBitsLocal, sizeof d);
-  return d;
-}
-
-class Reader {
- public:
-  Result<Value> node(const Json& j, const std::string& path, unsigned depth);
-
- private:
-  Result<String> string_elem(const Json& e, const std::string& path);
-  Result<std::vector<String>> string_array(const Json& a, const std::string& path);
-  Result<Value> array(Dtype d, const Json& values, const std::string& path);
-  template <class T>
-  Result<Value> integers(Dtype d, const Json& values, const std::string& path);
-  Result<double> floating(Dtype d, const Json& e, const std::string& path, bool allow_null);
-};
-
-Result<String> Reader::string_elem(const Json& e, const std::string& path) {
-  if (e.is_null()) return String::NA();
-  if (e.is_string()) return String{e.get<std::string>(), Encoding::kUtf8, false};
-  if (e.is_object() && e.size() == 1) {
-    auto first = e.begin();
-    const std::string& key = first.key();
-    const Json& val = first.value();
-    Encoding enc;
-    if (key == "latin1")
-      enc = Encoding::kLatin1;
-    else if (key == "bytes")
-      enc = Encoding::kBytes;
-    else
-      return bad(path, "a string object has the key \"" + key + "\"; expected \"latin1\" or \"bytes\"");
-    if (!val.is_string()) return bad(path + "." + key, "expected base64 text, found " + type_of(val));
-    auto bytes = base64_decode(val.get_ref<const std::string&>());
-    if (!bytes) return bad(path + "." + key, bytes.status().message());
-    std::string s(reinterpret_cast<const char*>(bytes->data()), bytes->size());
-    return String{std::move(s), enc, false};
-  }
-  return bad(path,
-             "expected a string, null, {\"latin1\": base64} or {\"bytes\": base64}, found " + type_of(e));
-}
-
-Result<std::vector<String>> Reader::string_array(const Json& a, const std::string& path) {
-  if (!a.is_array()) return bad(path, "expected an array of strings, found " + type_of(a));
-  std::vector<String> out;
-  out.reserve(a.size());
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    KURA_ASSIGN_OR_RETURN(String s, string_elem(a[i], idx(path, i)));
-    out.push_back(std::move(s));
-  }
-  return out;
-}
-
-template <class T>
-Result<Value> Reader::integers(Dtype d, const Json& values, const std::string& path) {
-  std::vector<T> xs;
-  xs.reserve(values.size());
-  const std::string dname(dtype_name(d));
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    const Json& e = values[i];
-    const std::string p = idx(path, i);
-    if (e.is_number_unsigned()) {
-      auto u = e.get<std::uint64_t>();
-      if (u > static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
-        return bad(p, std::to_string(u) + " does not fit in " + dname);
-      xs.push_back(static_cast<T>(u));
-    } else if (e.is_number_integer()) {
-      auto s = e.get<std::int64_t>();
-      if constexpr (std::is_unsigned_v<T>) {
-        return bad(p, std::to_string(s) + " does not fit in " + dname);
-      } else {
-        if (s < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
-            s > static_cast<std::int64_t>(std::numeric_limits<T>::max()))
-          return bad(p, std::to_string(s) + " does not fit in " + dname);
-        xs.push_back(static_cast<T>(s));
-      }
-    } else if (e.is_null()) {
-      return bad(p, "null (NA) is not allowed in an " + dname +
-                        " array (integer dtypes have no NA; R's NA_integer_ is -2147483648 in i32)");
-    } else {
-      return bad(p, "expected an integer for " + dname + ", found " + type_of(e));
-    }
-  }
-  return Value::array_bytes(d, std::as_bytes(std::span<const T>(xs)));
-}
-
-Result<double> Reader::floating(Dtype d, const Json& e, const std::string& path, bool allow_null) {
-  if (e.is_number()) return e.get<double>();
-  if (e.is_string()) {
-    const auto& s = e.get_ref<const std::string&>();
-    if (s == "NaN") return std::numeric_limits<double>::quiet_NaN();
-    if (s == "Inf") return std::numeric_limits<double>::infinity();
-    if (s == "-Inf") return -std::numeric_limits<double>::infinity();
-    return bad(path,
-               "the string \"" + s + "\" is not a number; expected a number, \"NaN\", \"Inf\" or \"-Inf\"");
-  }
-  if (e.is_null()) {
-    if (allow_null) return na_real();
-    return bad(path, "null (NA) is not allowed in an " + std::string(dtype_name(d)) +
-                         " array (only f64 and c128 have NA)");
-  }
-  return bad(path, "expected a number for " + std::string(dtype_name(d)) + ", found " + type_of(e));
-}
-
-Result<Value> Reader::array(Dtype d, const Json& values, const std::string& path) {
-  switch (d) {
-    case Dtype::kU8: return integers<std::uint8_t>(d, values, path);
-    case Dtype::kI8: return integers<std::int8_t>(d, values, path);
-    case Dtype::kU16: return integers<std::uint16_t>(d, values, path);
-    case Dtype::kI16: return integers<std::int16_t>(d, values, path);
-    case Dtype::kU32: return integers<std::uint32_t>(d, values, path);
-    case Dtype::kI32: return integers<std::int32_t>(d, values, path);
-    case Dtype::kU64: return integers<std::uint64_t>(d, values, path);
-    case Dtype::kI64: return integers<std::int64_t>(d, values, path);
-    case Dtype::kF32: {
-      std::vector<float> xs;
-      xs.reserve(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) {
-        KURA_ASSIGN_OR_RETURN(double x, floating(d, values[i], idx(path, i), false));
-        float f = static_cast<float>(x);
-        if (std::isfinite(x) && !std::isfinite(f))
-          return bad(idx(path, i), format_f64(x) + " does not fit in f32");
-        xs.push_back(f);
-      }
-      return Value::array<Dtype::kF32>(std::span<const float>(xs));
-    }
-    case Dtype::kF64: {
-      std::vector<double> xs;
-      xs.reserve(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) {
-        KURA_ASSIGN_OR_RETURN(double x, floating(d, values[i], idx(path, i), true));
-        xs.push_back(x);
-      }
-      return Value::array<Dtype::kF64>(std::span<const double>(xs));
-    }
-    case Dtype::kC128: {
-      std::vector<std::complex<double>> xs;
-      xs.reserve(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) {
-        const Json& e = values[i];
-        const std::string p = idx(path, i);
-        if (!e.is_array() || e.size() != 2)
-          return bad(p, "expected a [re, im] pair for c128, found " + type_of(e));
-        KURA_ASSIGN_OR_RETURN(double re, floating(d, e[0], idx(p, 0), true));
-        KURA_ASSIGN_OR_RETURN(double im, floating(d, e[1], idx(p, 1), true));
-        xs.emplace_back(re, im);
-      }
-      return Value::array<Dtype::kC128>(std::span<const std::complex<double>>(xs));
-    }
-    case Dtype::kLgl: {
-      std::vector<std::int32_t> xs;
-      xs.reserve(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) {
-        const Json& e = values[i];
-        if (e.is_boolean())
-          xs.push_back(e.get<bool>() ? 1 : 0);
-        else if (e.is_null())
-          xs.push_back(kNaInt);
-        else
-          return bad(idx(path, i), "expected true, false or null for lgl, found " + type_of(e));
-      }
-      return Value::array<Dtype::kLgl>(std::span<const std::int32_t>(xs));
-    }
-    case Dtype::kNone: break;
-  }
-  return bad(path, "unknown dtype");
-}
-
-Result<Value> Reader::node(const Json& j, const std::string& path, unsigned depth) {
-  if (depth > kMaxDepth) return bad(path, "nested deeper than " + std::to_string(kMaxDepth) + " levels");
-  if (!j.is_object())
-    return bad(path,
-               "expected a node object such as {\"type\": \"f64\", \"values\": [...]}, found " + type_of(j));
-  auto t = j.find("type");
-  if (t == j.end()) return bad(path, "a node needs a \"type\"");
-  if (!t->is_string()) return bad(path + ".type", "expected a string, found " + type_of(*t));
-  const std::string type = t->get<std::string>();
-
-  Value v;
-  std::vector<std::string> allowed = {"type", "names", "attrs"};
-  auto values_of = [&]() -> Result<const Json*> {
-    auto it = j.find("values");
-    if (it == j.end()) return bad(path, "a " + type + " node needs \"values\"");
-    if (!it->is_array()) return bad(path + ".values", "expected an array, found " + type_of(*it));
-    return &*it;
-  };
-
-  if (type == "null") {
-    v = Value::null();
-  } else if (type == "list") {
-    allowed.push_back("values");
-    KURA_ASSIGN_OR_RETURN(const Json* values, values_of());
-    std::vector<Value> children;
-    children.reserve(values->size());
-    for (std::size_t i = 0; i < values->size(); ++i) {
-      KURA_ASSIGN_OR_RETURN(Value c, node((*values)[i], idx(path + ".values", i), depth + 1));
-      children.push_back(std::move(c));
-    }
-    v = Value::list(std::move(children));
-  } else if (type == "strings") {
-    allowed.push_back("values");
-    KURA_ASSIGN_OR_RETURN(const Json* values, values_of());
-    KURA_ASSIGN_OR_RETURN(auto xs, string_array(*values, path + ".values"));
-    v = Value::strings_of(std::move(xs));
-  } else if (type == "bytes") {
-    allowed.push_back("tag");
-    allowed.push_back("base64");
-    std::string tag;
-    if (auto it = j.find("tag"); it != j.end()) {
-      if (!it->is_string()) return bad(path + ".tag", "expected a string, found " + type_of(*it));
-      tag = it->get<std::string>();
-      if (tag.size() > 8 || tag.find('\0') != std::string::npos)
-        return bad(path + ".tag", "a tag is at most 8 bytes with no zero byte");
-    }
-    auto it = j.find("base64");
-    if (it == j.end()) return bad(path, "a bytes node needs \"base64\"");
-    if (!it->is_string()) return bad(path + ".base64", "expected base64 text, found " + type_of(*it));
-    auto bytes = base64_decode(it->get_ref<const std::string&>());
-    if (!bytes) return bad(path + ".base64", bytes.status().message());
-    v = Value::bytes(tag, *bytes);
-  } else if (auto d = dtype_from_name(type); d && *d != Dtype::kNone) {
-    allowed.push_back("values");
-    KURA_ASSIGN_OR_RETURN(const Json* values, values_of());
-    KURA_ASSIGN_OR_RETURN(v, array(*d, *values, path + ".values"));
-  } else {
-    return bad(path + ".type", "unknown type \"" + type +
-                                   "\"; expected null, list, strings, bytes or a dtype (u8 i8 u16 i16 u32 "
-                                   "i32 u64 i64 f32 f64 c128 lgl)");
-  }
-
-  for (const auto& [key, val] : j.items()) {
-    (void)val;
-    bool ok = false;
-    for (const auto& a : allowed) ok = ok || a == key;
-    if (!ok) return bad(path, "unexpected key \"" + key + "\" in a " + type + " node");
-  }
-
-  if (auto it = j.find("names"); it != j.end()) {
-    KURA_ASSIGN_OR_RETURN(auto names, string_array(*it, path + ".names"));
-    if (names.size() != v.length)
-      return bad(path + ".names",
-                 std::to_string(names.size()) + " names for " + std::to_string(v.length) + " elements");
-    v.names = std::move(names);
-  }
-  if (auto it = j.find("attrs"); it != j.end()) {
-    if (!it->is_object()) return bad(path + ".attrs", "expected an object of nodes, found " + type_of(*it));
-    for (const auto& [key, val] : it->items()) {
-      const std::string p = path + ".attrs[" + json_quote(key) + "]";
-      if (key.empty()) return bad(p, "an attribute key may not be empty");
-      KURA_ASSIGN_OR_RETURN(Value a, node(val, p, depth + 1));
-      v.attrs.emplace_back(key, std::move(a));
-    }
-  }
-  return v;
-}
-
-}  // namespace
-
-Result<Value> from_typed_json(const Json& json) noexcept {
-  try {
-    Reader r;
-    return r.node(json, "$", 0);
-  } catch (const std::exception& e) {
-    return invalid_argument(std::string("typed JSON: ") + e.what());
-  }
-}
-
-Result<Value> parse_typed_json(std::string_view text) noexcept {
-  try {
-    Json j = Json::parse(text.begin(), text.end());
-    return from_typed_json(j);
-  } catch (const nlohmann::json::exception& e) {
-    std::string what = e.what();
-    // Drop the "[json.exception.parse_error.101] " prefix.
-    if (auto p = what.find("] "); what.rfind("[json.exception", 0) == 0 && p != std::string::npos)
-      what = what.substr(p + 2);
-    return invalid_argument("not valid JSON: " + what);
-  } catch (const std::exception& e) {
-    return invalid_argument(std::string("cannot read typed JSON: ") + e.what());
-  }
-}
-
 // --- Writing typed JSON ----------------------------------------------------------
 
 namespace {
@@ -519,7 +211,7 @@ class Emitter {
   }
   Status array_values(const NodeView& n);
   Status string_values(const NodeView& n);
-  void string_elem(const StringRef& s);
+  void string_elem(const String& s);
 
   std::ostream& out_;
   WalkBudget budget_;
@@ -618,7 +310,9 @@ Status Emitter::array_values(const NodeView& n) {
   return corrupt("array of unknown dtype");
 }
 
-void Emitter::string_elem(const StringRef& s) {
+// `s` is a private copy (read_string): the bytes checked as UTF-8 are the
+// bytes written.
+void Emitter::string_elem(const String& s) {
   if (s.na) {
     out_ << "null";
   } else if (s.encoding == Encoding::kUtf8 && valid_utf8(s.bytes)) {
@@ -631,7 +325,7 @@ void Emitter::string_elem(const StringRef& s) {
 
 Status Emitter::string_values(const NodeView& n) {
   for (std::uint64_t i = 0; i < n.length(); ++i) {
-    KURA_ASSIGN_OR_RETURN(StringRef s, n.string(i));
+    KURA_ASSIGN_OR_RETURN(String s, read_string(n, i, budget_));
     if (i) out_ << ", ";
     string_elem(s);
   }
@@ -684,7 +378,7 @@ Status Emitter::node(const NodeView& n, unsigned indent) {
     KURA_RETURN_IF_ERROR(budget_.take(*keys));
     out_ << ", \"attrs\": {";
     for (std::uint64_t i = 0; i < attrs->length(); ++i) {
-      KURA_ASSIGN_OR_RETURN(StringRef key, keys->string(i));
+      KURA_ASSIGN_OR_RETURN(String key, read_string(*keys, i, budget_));
       if (key.na || key.encoding != Encoding::kUtf8 || !valid_utf8(key.bytes))
         return invalid_argument("attribute key " + std::to_string(i + 1) +
                                 " is NA or not valid UTF-8, which typed JSON cannot hold as a key");
@@ -704,25 +398,27 @@ Status Emitter::node(const NodeView& n, unsigned indent) {
 }  // namespace
 
 Status write_typed_json(const NodeView& node, std::ostream& out) noexcept {
-  try {
+  return guard_output("cannot write typed JSON", [&] {
     Emitter e(out, node);
     return e.node(node, 0);
-  } catch (const std::exception& e) {
-    return Status(Code::kIo, std::string("cannot write typed JSON: ") + e.what());
-  }
+  });
 }
 
 Result<std::string> to_typed_json(const Value& value) noexcept {
   KURA_ASSIGN_OR_RETURN(Bytes image, build(value, Stamp{}, /*hashed=*/true));
   KURA_ASSIGN_OR_RETURN(Region region, Region::open(std::span<const std::byte>(image.data(), image.size())));
   KURA_ASSIGN_OR_RETURN(NodeView root, region.root());
-  try {
+  std::string text;
+  Status s = guard_output("cannot write typed JSON", [&] {
     std::ostringstream out;
     KURA_RETURN_IF_ERROR(write_typed_json(root, out));
-    return out.str();
-  } catch (const std::exception& e) {
-    return Status(Code::kIo, std::string("cannot write typed JSON: ") + e.what());
-  }
+    // A string stream fails only when its buffer cannot grow.
+    if (!out) return Status::out_of_memory();
+    text = std::move(out).str();
+    return Status::ok();
+  });
+  if (!s) return s;
+  return text;
 }
 
 }  // namespace kura::tool

@@ -13,15 +13,29 @@
 // R's NA_real_ in f64 and in either part of a c128 [re, im] pair (and NA in
 // lgl and strings); it is refused in every other numeric dtype.
 //
-// Reading is strict: an unknown key, a wrong type or an out-of-range number
-// is an InvalidArgument error naming the JSON path where it was found, such
-// as `$.values[2].attrs["dim"].values[0]`. Writing never produces broken
-// JSON: a UTF-8 string that is not valid UTF-8 is written in the
-// {"bytes": ...} form.
+// Reading is strict: an unknown or duplicate key, a wrong type, an
+// out-of-range number or a bad tag is an InvalidArgument error naming the
+// JSON path where it was found, such as `$.values[2].attrs["dim"].values[0]`.
+// Writing never produces broken JSON: a UTF-8 string that is not valid UTF-8
+// is written in the {"bytes": ...} form.
+//
+// Reading streams: nlohmann's SAX parser hands each JSON event to a reader
+// that builds the Value directly, so no JSON document is held (a DOM costs
+// several times the value's memory, and its destructor allocates, which
+// aborts a process that ran out of memory). Streaming has one rule: in a
+// node object, "type" comes before "values", which are read straight into
+// place as the dtype requires. kura writes "type" first, and so does any
+// writer that sorts keys ("type" < "values"); the other keys ("names",
+// "attrs", "tag", "base64") may come anywhere. Buffering "values" of an
+// unknown type instead would mean holding arbitrary JSON in a second form
+// until the type arrives: the DOM this avoids. The first problem met in
+// document order is the one reported, whether it is typed JSON or JSON.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <istream>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <span>
@@ -38,19 +52,22 @@ namespace kura::tool {
 using Json = nlohmann::ordered_json;
 
 // Parses typed JSON text into a Value. Errors: InvalidArgument (not JSON,
-// or not typed JSON; the message names the path), never throws.
+// or not typed JSON; the message names the path), OutOfMemory.
 Result<Value> parse_typed_json(std::string_view text) noexcept;
-
-// Converts an already parsed JSON document into a Value. Errors as above.
-Result<Value> from_typed_json(const Json& json) noexcept;
+// The same, reading `in` to the end of the document (and checking that only
+// whitespace follows). Errors: as above, and Io when reading `in` failed.
+Result<Value> parse_typed_json(std::istream& in) noexcept;
 
 // Writes the value at `node` and everything below it as typed JSON to
-// `out`, streaming (no copy of the value is made). Lists are laid out one
-// child per line, indented; everything else on one line. Errors: Corrupt
-// (a bad node, an lgl value other than 0, 1 and NA, a walk past the
-// region's node count), InvalidArgument (an attribute key that is NA or not
-// valid UTF-8, which JSON cannot hold as a key). On error `out` holds a
-// partial document.
+// `out`, streaming (no copy of the value is made; each string is copied
+// once, checked and written from the copy). Lists are laid out one child
+// per line, indented; everything else on one line. Output is O(region
+// size): the walk spends a WalkBudget. Errors: Corrupt (a bad node, an lgl
+// value other than 0, 1 and NA, a spent budget: links that share a node or
+// string entries that share bytes), InvalidArgument (an attribute key that
+// is NA or not valid UTF-8, which JSON cannot hold as a key), OutOfMemory.
+// On error `out` holds a partial document; a failed stream is left for the
+// caller to see in `out`'s state.
 Status write_typed_json(const NodeView& node, std::ostream& out) noexcept;
 
 // The typed JSON of `value`, via a hashed region image built in memory
@@ -74,6 +91,24 @@ std::string format_f32(float x);
 
 // True when `x` is R's NA_real_ (a NaN whose low 32 bits are 1954).
 bool is_na_real(double x) noexcept;
+
+// Runs `f`, which writes output and returns a Status, so that no exception
+// leaves it: std::bad_alloc becomes OutOfMemory, any other std::exception
+// (an ostream set to throw) Io with `what` and its what().
+template <class F>
+Status guard_output(const char* what, F&& f) noexcept {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory();
+  } catch (const std::exception& e) {
+    try {
+      return Status(Code::kIo, std::string(what) + ": " + e.what());
+    } catch (const std::bad_alloc&) {
+      return Status::out_of_memory();
+    }
+  }
+}
 
 // RFC 4648 base64 with padding.
 std::string base64_encode(std::span<const std::byte> bytes);

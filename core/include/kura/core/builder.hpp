@@ -15,8 +15,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -38,12 +38,16 @@ class Layout {
   Layout(const Layout&) = delete;
   Layout& operator=(const Layout&) = delete;
 
-  // Plans the layout of `root`. Errors (InvalidArgument): a node deeper than
-  // 64 links (FORMAT.md section 4), an array whose payload does not match its
-  // length and dtype, an unknown dtype, names of the wrong count, empty or
-  // duplicate attribute keys, a string longer than 2^31-1 bytes, a tag longer
-  // than 8 characters or holding anything but printable ASCII (0x21-0x7E),
-  // a tag on a node that is not bytes, or a total size past 2^62 bytes.
+  // Plans the layout of `root`. Errors: InvalidArgument for a value the
+  // format cannot hold: a node deeper than 64 links (FORMAT.md section 4;
+  // names and attribute lists count), an unknown kind, dtype or string
+  // encoding, a dtype on a node that is not an array, a length that
+  // disagrees with the payload (length * width bytes), the strings, the
+  // children or the names, a null node of non-zero length, a borrowed array
+  // with a null pointer, empty or duplicate attribute keys, a string longer
+  // than 2^31-1 bytes, a tag longer than 8 characters or holding anything
+  // but printable ASCII (0x21-0x7E), a tag on a node that is not bytes, or a
+  // region larger than 2^62 bytes; OutOfMemory.
   static Result<Layout> plan(const Value& root) noexcept;
 
   // Exact size of the region in bytes (a multiple of 64).
@@ -68,8 +72,10 @@ class Layout {
     const Value* attrs_of = nullptr;               // the attribute list of this value
     std::vector<std::uint64_t> children;           // list child offsets
   };
-  std::vector<Slot> nodes_;                    // in pre-order, nodes_[0] is the root
-  std::deque<std::vector<String>> attr_keys_;  // names of attribute lists
+  std::vector<Slot> nodes_;  // in pre-order, nodes_[0] is the root
+  // Names of attribute lists, each at a fixed address (slots point at them).
+  // Not a std::deque: its move constructor allocates, and Layout's must not.
+  std::vector<std::unique_ptr<std::vector<String>>> attr_keys_;
   std::uint64_t size_ = 0;
   friend struct Planner;
 };
@@ -102,7 +108,10 @@ class Writer {
   // `layout` into `dest`, which must be exactly layout.size() bytes and
   // 64-byte aligned (InvalidArgument otherwise). Blocks of kInPlace arrays are
   // left as they are for the caller to fill. The region is not sealed yet.
-  // Errors: InvalidArgument, or what `options.copy` returned.
+  // Errors: InvalidArgument, OutOfMemory, or what `options.copy` returned;
+  // an exception thrown by `options.copy` stops the write and comes back as
+  // OutOfMemory (std::bad_alloc) or InvalidArgument (anything else, with its
+  // what()).
   static Result<Writer> write(const Layout& layout, std::span<std::byte> dest, const Stamp& stamp,
                               const WriteOptions& options = {}) noexcept;
 
@@ -145,7 +154,8 @@ class Writer {
 };
 
 // Convenience: plans, writes and seals `root` into a new aligned buffer.
-// Arrays built in place are left zero.
+// Arrays built in place are left zero. Errors: as Layout::plan, and
+// OutOfMemory when the buffer cannot be allocated.
 Result<Bytes> build(const Value& root, const Stamp& stamp, bool hashed) noexcept;
 
 }  // namespace kura

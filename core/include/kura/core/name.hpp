@@ -28,6 +28,7 @@ struct Name {
 
 // Parses `text` per the grammar of FORMAT.md section 1. Anything that does not
 // match it exactly is InvalidName, with a message saying where and why.
+// OutOfMemory when the path or a message cannot be allocated.
 Result<Name> parse_name(std::string_view text) noexcept;
 
 // Formats `name`. REQUIRES: every index in 1..2^63-1 and at most 64 indices,

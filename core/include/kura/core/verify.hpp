@@ -15,9 +15,13 @@ struct VerifyReport {
 };
 
 // Walks `node` and everything below it (children, names, attribute nodes),
-// checks every node and every string entry, and, when the region is hashed,
-// recomputes each node's hash. Errors: Corrupt, naming the first node that
-// failed. Reads every byte of the value: O(size of the value).
+// checks every node and every string entry, checks the tree rule of
+// FORMAT.md section 4 for everything it met (no node header or data block
+// reached twice, no two of them overlapping), and, when the region is
+// hashed, recomputes each node's hash. Errors: Corrupt, naming the first
+// node or the two pieces that failed; OutOfMemory. Reads every byte of the
+// value: O(size of the value) time, and memory proportional to the number
+// of nodes met (32 bytes per header or block).
 Result<VerifyReport> verify(const NodeView& node) noexcept;
 
 }  // namespace kura

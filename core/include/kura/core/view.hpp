@@ -13,6 +13,15 @@
 // one the caller keeps the memory alive. Spans and string_views taken from a
 // view borrow from it. Views are values, safe to copy and to use from
 // several threads at once.
+//
+// Bytes in the region may change under a reader (another process can still
+// write them). A reader that checks something and then uses it (validates a
+// string as UTF-8, then prints it) takes a private copy first: read_string()
+// below. A view's header, tag included, is such a copy already.
+//
+// No function here throws. Every one that returns a Status or a Result may
+// also fail with OutOfMemory: an allocation (an error message, a copy)
+// failed, and nothing was changed.
 #pragma once
 
 #include <array>
@@ -63,14 +72,15 @@ class NodeView {
   template <Dtype D>
   Result<std::span<const typename DtypeTraits<D>::type>> array() const noexcept {
     using T = typename DtypeTraits<D>::type;
-    if (kind() != Kind::kArray || dtype() != D)
-      return invalid_argument("node is " + describe() + ", not an array of " + std::string(dtype_name(D)));
+    if (kind() != Kind::kArray || dtype() != D) return not_an_array_of(D);
     auto d = data();
     return std::span<const T>(reinterpret_cast<const T*>(d.data()), d.size() / sizeof(T));
   }
 
-  // String `i` (0-based) of a strings node. Errors: InvalidArgument (not a
-  // strings node), OutOfRange, Corrupt (a bad entry).
+  // String `i` (0-based) of a strings node, in place: its bytes are the
+  // region's and may change while they are read (read_string() copies
+  // them). Errors: InvalidArgument (not a strings node), OutOfRange,
+  // Corrupt (a bad entry).
   Result<StringRef> string(std::uint64_t i) const noexcept;
 
   // Child `i` (0-based) of a list. Errors: NotAList, OutOfRange, Corrupt.
@@ -94,7 +104,13 @@ class NodeView {
   static Result<NodeView> open(std::span<const std::byte> region, const std::shared_ptr<const void>& keep,
                                bool hashed, std::uint64_t node_count, std::uint64_t offset,
                                const NodeView* parent) noexcept;
+  static Result<NodeView> open_impl(std::span<const std::byte> region,
+                                    const std::shared_ptr<const void>& keep, bool hashed,
+                                    std::uint64_t node_count, std::uint64_t offset, const NodeView* parent);
+  Result<StringRef> string_impl(std::uint64_t i) const;
   Result<NodeView> open_linked(std::uint64_t offset, const char* link) const noexcept;
+  // The InvalidArgument of array<D>() for a node that is not an array of `d`.
+  Status not_an_array_of(Dtype d) const noexcept;
 
   std::span<const std::byte> region_;
   std::shared_ptr<const void> keep_;  // the owner of region_'s memory, if any
@@ -132,41 +148,65 @@ class Region {
   Result<NodeView> at(const Name& name) const noexcept { return at(name.path); }
 
  private:
+  static Result<Region> open_impl(std::span<const std::byte> bytes, std::shared_ptr<const void> keep_alive);
+
   std::span<const std::byte> bytes_;
   std::shared_ptr<const void> keep_;
   RegionHeader header_{};
 };
 
 // What a walk over a whole value may spend (FORMAT.md 5.3): no more nodes
-// than the region's node_count, and no more header and data bytes than the
-// region holds. In a valid tree every piece is met once, so neither runs out;
-// links that share a node or a block make it run out instead of letting the
-// walk do more than O(region size) work. For walks of one's own (printers,
-// converters); walk() and to_value() use it already.
+// than the region's node_count, no more header and data bytes than the
+// region holds, and no more bytes read out of string entries (copied,
+// converted, printed) than the region holds. In a valid tree every piece is
+// met once and every string read once, so none of the three runs out; links
+// that share a node, or string entries that share their bytes, make one run
+// out instead of letting the walk do more than O(region size) work or
+// output. For walks of one's own (printers, converters): take() each node
+// met, and read strings with read_string(); walk() and to_value() do so
+// already. Not thread-safe: one budget per walk.
 class WalkBudget {
  public:
   // A budget for walking the region that `start` belongs to.
   explicit WalkBudget(const NodeView& start) noexcept
-      : nodes_(start.region_node_count()), bytes_(start.region_size()) {}
+      : nodes_(start.region_node_count()), bytes_(start.region_size()), text_(start.region_size()) {}
   // Charges the node `n` (its header and data block). Errors: Corrupt once
-  // the budget is spent.
-  Status take(const NodeView& n);
+  // the nodes or bytes are spent.
+  Status take(const NodeView& n) noexcept;
 
  private:
+  friend Result<String> read_string(const NodeView& n, std::uint64_t i, WalkBudget& budget) noexcept;
+  // Charges `bytes` read out of string entries. Errors: Corrupt once the
+  // region's size is spent.
+  Status take_text(std::uint64_t bytes) noexcept;
+
   std::uint64_t nodes_;
   std::uint64_t bytes_;
+  std::uint64_t text_;
 };
+
+// String `i` (0-based) of the strings node `n`, copied into private memory:
+// the region's bytes are read once, so what another process writes there
+// afterwards cannot change the copy that is checked and used. Charges the
+// string's bytes and its terminator to `budget` before copying them.
+// Errors: as NodeView::string, Corrupt when the budget is spent. The
+// returned String owns its bytes.
+Result<String> read_string(const NodeView& n, std::uint64_t i, WalkBudget& budget) noexcept;
 
 // Calls `visit` on `node` and on every node below it in canonical order
 // (the node, its names, its attribute list and what it holds, its
 // children), checking each. Stops with Corrupt once it has met more nodes
 // than the region's node_count, or more header and data bytes than the
 // region holds (links that share a node), so no region can make it loop or
-// do more than O(region size) work. A non-ok status from `visit` stops the walk
-// and is returned.
+// do more than O(region size) work. A non-ok status from `visit` stops the
+// walk and is returned. An exception thrown by `visit` stops it too and is
+// returned as a status: OutOfMemory for std::bad_alloc, InvalidArgument
+// (with the exception's what()) for anything else.
 Status walk(const NodeView& node, const std::function<Status(const NodeView&)>& visit) noexcept;
 
-// A deep copy of the value at `node` into ordinary memory. Errors: Corrupt.
+// A deep copy of the value at `node` into ordinary memory; every string is
+// read once (read_string). Errors: Corrupt (including an NA attribute key
+// and a spent WalkBudget).
 Result<Value> to_value(const NodeView& node) noexcept;
 
 }  // namespace kura
