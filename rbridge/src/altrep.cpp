@@ -404,9 +404,13 @@ bool data_modified(SEXP x) noexcept {
   Vec& v = vec(x);
   if (v.modified || !v.writable) return v.modified;
   if (v.priv.data != nullptr) {
-    auto written = private_pages_written(v.priv);
-    v.modified =
-        written ? *written : std::memcmp(v.priv.data, v.data, static_cast<std::size_t>(v.data_size)) != 0;
+    switch (private_pages_written(v.priv)) {
+      case PagesWritten::kClean: v.modified = false; break;
+      case PagesWritten::kWritten: v.modified = true; break;
+      case PagesWritten::kUnknown:  // compare the bytes instead
+        v.modified = std::memcmp(v.priv.data, v.data, static_cast<std::size_t>(v.data_size)) != 0;
+        break;
+    }
   } else if (SEXP d2 = R_altrep_data2(x); d2 != R_NilValue) {
     v.modified = !same_elements(d2, v);
   }

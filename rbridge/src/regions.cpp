@@ -110,31 +110,32 @@ Status map_private(const RegionCore& core, std::uint64_t offset, std::uint64_t s
   }
 }
 
-Result<bool> private_pages_written(const PrivateMapping& m) noexcept {
-  if (m.base == nullptr) return false;
+PagesWritten private_pages_written(const PrivateMapping& m) noexcept {
+  if (m.base == nullptr) return PagesWritten::kClean;
   const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status(Code::kIo, "cannot open /proc/self/pagemap", errno);
+  if (fd < 0) return PagesWritten::kUnknown;
   const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   const std::uint64_t first = reinterpret_cast<std::uintptr_t>(m.base) / page;
   const std::uint64_t count = (m.length + page - 1) / page;
   constexpr std::uint64_t kPresent = 1ull << 63, kSwapped = 1ull << 62, kFileOrShared = 1ull << 61;
   std::uint64_t entries[512];
-  bool written = false;
-  for (std::uint64_t done = 0; done < count && !written;) {
+  PagesWritten out = PagesWritten::kClean;
+  for (std::uint64_t done = 0; done < count && out == PagesWritten::kClean;) {
     const std::uint64_t n = std::min<std::uint64_t>(count - done, 512);
     const ssize_t got = ::pread(fd, entries, n * 8, static_cast<off_t>((first + done) * 8));
     if (got != static_cast<ssize_t>(n * 8)) {
-      ::close(fd);
-      return Status(Code::kIo, "short read of /proc/self/pagemap");
+      out = PagesWritten::kUnknown;
+      break;
     }
     for (std::uint64_t i = 0; i < n; ++i) {
       const std::uint64_t e = entries[i];
-      if ((e & kSwapped) != 0 || ((e & kPresent) != 0 && (e & kFileOrShared) == 0)) written = true;
+      if ((e & kSwapped) != 0 || ((e & kPresent) != 0 && (e & kFileOrShared) == 0))
+        out = PagesWritten::kWritten;
     }
     done += n;
   }
   ::close(fd);
-  return written;
+  return out;
 }
 
 void unmap_private(PrivateMapping& m) noexcept {

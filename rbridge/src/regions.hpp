@@ -64,9 +64,11 @@ Status map_private(const RegionCore& core, std::uint64_t offset, std::uint64_t s
                    PrivateMapping& out) noexcept;
 void unmap_private(PrivateMapping& m) noexcept;
 
-// True when some page of `m` has been written since it was mapped (it is no
+// Whether some page of `m` has been written since it was mapped (it is no
 // longer the file's page but a private copy, present or swapped out), from
-// /proc/self/pagemap. Errors: Io when pagemap cannot be read.
-Result<bool> private_pages_written(const PrivateMapping& m) noexcept;
+// /proc/self/pagemap: kWritten, kClean, or kUnknown when pagemap cannot be
+// read. Allocates nothing.
+enum class PagesWritten { kClean, kWritten, kUnknown };
+PagesWritten private_pages_written(const PrivateMapping& m) noexcept;
 
 }  // namespace kura::r

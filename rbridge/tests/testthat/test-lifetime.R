@@ -62,6 +62,21 @@ test_that("a forked child that drops the object leaves the region in place", {
   expect_identical(y[1e5], 1e5)
 })
 
+test_that("a forked child keeps reading after the parent releases the region", {
+  y <- share(as.double(1:1e6))
+  name <- shared_name(y)
+  job <- parallel::mcparallel({
+    # Waits (bounded) for the parent to unlink the region, then reads all of it.
+    gone <- wait_until(function() !region_exists(name))
+    c(gone, sum(y))
+  })
+  rm(y)
+  invisible(gc())
+  expect_false(region_exists(name))
+  got <- parallel::mccollect(job)[[1]]
+  expect_identical(got, c(1, sum(as.double(1:1e6))))
+})
+
 test_that("a forked child reads and writes its own copy", {
   y <- share(as.double(1:1e5))
   name <- shared_name(y)
@@ -78,6 +93,24 @@ test_that("a forked child reads and writes its own copy", {
   expect_identical(y2[2], 2)
   expect_identical(y[3], 3)
   expect_true(region_exists(name))
+})
+
+test_that("a forked child shares under an owner of its own; what it leaves is pruned", {
+  y <- share(1:10)
+  parent_owner <- sub("^/kura_([0-9a-f]+)_.*$", "\\1", shared_name(y))
+  job <- parallel::mcparallel({
+    z <- share(c(5, 6))
+    # mcparallel children end with _exit: no clean-up of their own runs.
+    list(name = shared_name(z), value = map_shared(shared_name(z)))
+  })
+  got <- parallel::mccollect(job)[[1]]
+  expect_identical(got$value, c(5, 6))
+  expect_false(startsWith(got$name, paste0("/kura_", parent_owner, "_")))
+  expect_true(wait_until(function() {
+    prune_shared()
+    !region_exists(got$name)
+  }))
+  expect_identical(y[10], 10L)
 })
 
 test_that("a SIGKILLed producer's regions are removed without prune_shared()", {
@@ -128,12 +161,23 @@ test_that("a session's regions are removed when it exits", {
 test_that("collecting at odd moments is safe (gctorture)", {
   gctorture(TRUE)
   on.exit(gctorture(FALSE))
-  x <- share(list(a = c(u = 1.5, v = NA), b = c("x", NA), f = factor("q"), l = list(function(z) z, NULL)))
+  x <- share(list(a = c(u = 1.5, v = NA), b = c("x", NA), f = factor("q"), l = list(function(z) z, NULL),
+                  d = data.frame(p = 1:2, q = c("r", "s"))))
   n <- shared_name(x)
   y <- map_shared(n)
   s <- unserialize(serialize(x$a, NULL))
+  d <- unserialize(serialize(x$d, NULL))
+  w <- y$a
+  w[2] <- 7 # a private mapping
+  v <- y$b
+  v[1] <- "changed" # strings materialized
+  shared <- c(is_shared(x), is_shared(y$d), is_shared(w), is_shared(v))
   gctorture(FALSE)
   expect_identical(y$a, c(u = 1.5, v = NA))
   expect_identical(s, c(u = 1.5, v = NA))
+  expect_identical(d, data.frame(p = 1:2, q = c("r", "s")))
+  expect_identical(w, c(u = 1.5, v = 7))
+  expect_identical(v, c("changed", NA))
+  expect_identical(shared, c(TRUE, TRUE, FALSE, FALSE))
   expect_identical(x$l[[1]](3), 3)
 })
