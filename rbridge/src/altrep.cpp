@@ -25,6 +25,9 @@ R_altrep_class_t complex_class;
 R_altrep_class_t string_class;
 SEXP vec_tag = nullptr;  // tag of every data1 external pointer
 
+// Vectors smaller than this are copied whole when R asks to write them.
+constexpr std::uint64_t kPrivateMappingMin = 64 * 1024;
+
 // What R gets as the data pointer of an empty vector: not null, never read.
 alignas(64) std::byte empty_block[64];
 
@@ -168,7 +171,8 @@ SEXP duplicate_method(SEXP x, Rboolean) {
 // R asks for the data pointer. Read-only: the region itself when R can read
 // it in place. Writable: a private copy-on-write mapping of the block, so a
 // write copies only its pages. Where neither works (a dtype R cannot read in
-// place, or the region's file was unlinked), an ordinary R copy in data2.
+// place, a block under 64 KiB, or the region's file was unlinked), an
+// ordinary R copy in data2.
 void* dataptr_method(SEXP x, Rboolean writable) {
   Vec& v = vec(x);
   if (v.priv.data != nullptr) return v.priv.data;
@@ -180,7 +184,10 @@ void* dataptr_method(SEXP x, Rboolean writable) {
   if (v.length == 0) return empty_block;
   if (in_place(v)) {
     if (!writable) return const_cast<std::byte*>(v.data);
-    if (map_private(*v.core, v.data_offset, v.data_size, v.priv).is_ok()) {
+    // Below kPrivateMappingMin an ordinary copy is cheaper than a mapping
+    // (and many small vectors must not exhaust the process's mappings).
+    if (v.data_size >= kPrivateMappingMin &&
+        map_private(*v.core, v.data_offset, v.data_size, v.priv).is_ok()) {
       v.writable = true;
       return v.priv.data;
     }

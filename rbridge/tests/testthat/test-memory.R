@@ -70,7 +70,7 @@ test_that("integer, logical, raw and complex vectors copy on write too", {
 })
 
 test_that("a write after the region is unlinked falls back to a full copy", {
-  y <- share(as.double(1:100))
+  y <- share(as.double(1:1e5))
   name <- shared_name(y)
   z <- map_shared(name)
   file.remove(region_file(name)) # as if its owner had released it
@@ -78,4 +78,13 @@ test_that("a write after the region is unlinked falls back to a full copy", {
   expect_identical(z[1:3], c(0, 2, 3))
   expect_false(is_shared(z))
   expect_identical(y[1], 1)
+})
+
+test_that("small vectors are copied whole on write, however many", {
+  x <- share(lapply(1:20000, function(i) as.double(c(i, -i))))
+  name <- shared_name(x)
+  for (i in seq_along(x)) x[[i]][1] <- 0
+  expect_identical(x[[20000]], c(0, -20000))
+  expect_identical(map_shared(paste0(name, "[20000]")), c(20000, -20000))
+  expect_false(is_shared(x))
 })
