@@ -1,0 +1,174 @@
+# The R package's benchmark: kura beside R's own serialize/unserialize and a
+# plain PSOCK cluster, on the operations mori's figures describe.
+#
+#   tools/run rbench [--out bench/results/r.md]
+#   R_LIBS=build/r/lib Rscript bench/r_bench.R [--out FILE]
+#
+# Each operation runs KURA_R_BENCH_REPS times (default 7) after one warm-up
+# run; the table gives the median and the range (min-max) of the runs. The
+# machine is shared, so look at the spread before reading much into a
+# median. Regions go to $KURA_SHM_DIR (or /dev/shm) and are removed at the
+# end.
+suppressPackageStartupMessages({
+  library(kura)
+  library(parallel)
+})
+
+args <- commandArgs(trailingOnly = TRUE)
+out_file <- if (length(args) >= 2 && args[[1]] == "--out") args[[2]] else NULL
+reps <- as.integer(Sys.getenv("KURA_R_BENCH_REPS", "7"))
+
+# Seconds per run of `run()`, `reps` runs after a warm-up; `setup()` before
+# and `teardown()` after each run are not timed.
+measure <- function(run, setup = function() NULL, teardown = function() NULL) {
+  one <- function() {
+    setup()
+    invisible(gc())
+    t0 <- Sys.time()
+    run()
+    t <- as.numeric(Sys.time() - t0, units = "secs")
+    teardown()
+    t
+  }
+  one()
+  vapply(seq_len(reps), function(i) one(), 0)
+}
+
+rows <- list()
+add <- function(what, times, note = "") {
+  rows[[length(rows) + 1]] <<- data.frame(what = what, median = median(times), min = min(times),
+                                          max = max(times), note = note)
+  cat(sprintf("%-58s median %9.3f ms  (%.3f-%.3f)\n", what, 1e3 * median(times), 1e3 * min(times),
+              1e3 * max(times)))
+}
+
+n <- 1e7
+x <- as.double(seq_len(n)) / 7
+
+# --- share() against a plain copy ---------------------------------------------
+y <- NULL
+add("share() of 1e7 doubles (80 MB)", measure(
+  function() y <<- share(x),
+  teardown = function() {
+    y <<- NULL
+    invisible(gc())
+  }
+))
+copy <- NULL
+add("plain R copy of the same vector (duplicate)", measure(
+  function() {
+    copy <<- x
+    copy[1] <<- copy[1] # forces the duplicate
+  },
+  teardown = function() copy <<- NULL
+))
+
+# --- A second process: map + sum against unserialize + sum --------------------
+shared <- share(x)
+name <- shared_name(shared)
+cl <- makePSOCKcluster(1)
+invisible(clusterEvalQ(cl, {
+  library(kura)
+  NULL
+}))
+in_worker <- function(f, ...) {
+  vapply(seq_len(reps + 1), function(i) clusterCall(cl, f, ...)[[1]], 0)[-1]
+}
+add("second process: map_shared() + sum()", in_worker(function(name) {
+  invisible(gc())
+  t0 <- Sys.time()
+  s <- sum(map_shared(name))
+  t <- as.numeric(Sys.time() - t0, units = "secs")
+  rm(s)
+  invisible(gc())
+  t
+}, name))
+bytes <- serialize(x, NULL)
+invisible(clusterCall(cl, function(b) {
+  assign("bytes", b, envir = globalenv())
+  NULL
+}, bytes))
+add("second process: unserialize() + sum()", in_worker(function() {
+  invisible(gc())
+  t0 <- Sys.time()
+  s <- sum(unserialize(bytes))
+  t <- as.numeric(Sys.time() - t0, units = "secs")
+  rm(s)
+  invisible(gc())
+  t
+}))
+invisible(clusterEvalQ(cl, {
+  rm(bytes)
+  invisible(gc())
+}))
+add("serialize() of the plain vector", measure(function() serialize(x, NULL)))
+add("serialize() of the shared vector (by name)", measure(function() serialize(shared, NULL)),
+    note = sprintf("%d bytes", length(serialize(shared, NULL))))
+add("PSOCK: send the plain vector to a worker, sum there", measure(function() clusterCall(cl, sum, x)))
+add("PSOCK: send the shared vector to a worker, sum there", measure(function() clusterCall(cl, sum, shared)))
+stopCluster(cl)
+
+# --- Element access and copy-on-write on a mapped vector -------------------
+mapped <- map_shared(name)
+add("y[1] on a mapped 1e7-double vector", measure(function() mapped[1]))
+w <- NULL
+add("y[1] <- 0 on a mapped 1e7-double vector", measure(
+  function() w[1] <<- 0,
+  setup = function() w <<- map_shared(name),
+  teardown = function() w <<- NULL
+))
+plain2 <- NULL
+add("y[1] <- 0 on a plain vector another binding holds (R copies)", measure(
+  function() plain2[1] <<- 0,
+  setup = function() plain2 <<- x,
+  teardown = function() plain2 <<- NULL
+))
+rm(mapped, shared)
+invisible(gc())
+
+# --- 2 PSOCK workers, column means of a 5 x 5e6 data frame -------------------
+df <- as.data.frame(lapply(1:5, function(j) as.double(seq_len(5e6)) + j))
+names(df) <- paste0("c", 1:5)
+sdf <- share(df)
+cl2 <- makePSOCKcluster(2)
+invisible(clusterEvalQ(cl2, {
+  library(kura)
+  NULL
+}))
+col_means <- function(d) unlist(parLapply(cl2, seq_along(d), function(j, d) mean(d[[j]]), d = d))
+stopifnot(isTRUE(all.equal(col_means(sdf), unname(colMeans(df)))))
+add("2 PSOCK workers: column means of a shared 5 x 5e6 data frame", measure(
+  function() col_means(sdf),
+  teardown = function() clusterEvalQ(cl2, invisible(gc()))
+))
+add("2 PSOCK workers: column means of the plain data frame", measure(
+  function() col_means(df),
+  teardown = function() clusterEvalQ(cl2, invisible(gc()))
+))
+add("2 PSOCK workers: clusterExport() of the plain data frame", measure(
+  function() {
+    assign("df", df, envir = globalenv())
+    clusterExport(cl2, "df")
+  },
+  teardown = function() clusterEvalQ(cl2, {
+    rm(df)
+    invisible(gc())
+  })
+))
+stopCluster(cl2)
+rm(sdf)
+invisible(gc())
+
+table <- do.call(rbind, rows)
+md <- c(
+  sprintf("R %s, %d runs after a warm-up; median and range (min-max), milliseconds.",
+          paste(R.version$major, R.version$minor, sep = "."), reps),
+  "",
+  "| operation | median | range | |",
+  "|---|---:|---:|---|",
+  sprintf("| %s | %s | %s-%s | %s |", table$what, format(round(1e3 * table$median, 3), nsmall = 3, trim = TRUE),
+          format(round(1e3 * table$min, 3), nsmall = 3, trim = TRUE),
+          format(round(1e3 * table$max, 3), nsmall = 3, trim = TRUE), table$note)
+)
+cat("", md, sep = "\n")
+if (!is.null(out_file)) writeLines(md, out_file)
