@@ -76,6 +76,11 @@ Result<Output> colmeans(TaskContext& ctx) {
 Result<Output> scale(TaskContext& ctx) {
   KURA_ASSIGN_OR_RETURN(auto xs, f64_arg("scale", ctx, 0));
   KURA_ASSIGN_OR_RETURN(double k, scalar_arg("scale", ctx, 1));
+  if (ctx.wants_inline()) {
+    std::vector<double> out(xs.size());
+    for (std::size_t i = 0; i < xs.size(); ++i) out[i] = xs[i] * k;
+    return Output(Value::array<Dtype::kF64>(std::span<const double>(out)));
+  }
   Value layout = Value::array_in_place(Dtype::kF64, xs.size());
   KURA_ASSIGN_OR_RETURN(shm::Pending p, ctx.result_region(layout));
   auto out = p.array<double>(layout);
@@ -139,6 +144,11 @@ Result<Output> standardise(TaskContext& ctx) {
   KURA_ASSIGN_OR_RETURN(Moments m, moments("standardise", ctx, xs));
   const double sd = m.sd();
   if (!(sd > 0)) return wrong_args("standardise", "the values do not vary (sd is 0 or undefined)");
+  if (ctx.wants_inline()) {
+    std::vector<double> out(xs.size());
+    for (std::size_t i = 0; i < xs.size(); ++i) out[i] = (xs[i] - m.mean) / sd;
+    return Output(Value::array<Dtype::kF64>(std::span<const double>(out)));
+  }
   Value layout = Value::array_in_place(Dtype::kF64, xs.size());
   KURA_ASSIGN_OR_RETURN(shm::Pending p, ctx.result_region(layout));
   auto out = p.array<double>(layout);

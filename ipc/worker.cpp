@@ -87,10 +87,12 @@ void on_cancel_signal(int, siginfo_t* info, void*) {
 struct TaskContext::Internals {
   std::optional<shm::Lease>* lease;  // held on first need
 
-  static TaskContext make(std::vector<NodeView> args, std::uint64_t owner, const Internals* in) {
+  static TaskContext make(std::vector<NodeView> args, std::uint64_t owner, bool want_inline,
+                          const Internals* in) {
     TaskContext c;
     c.args_ = std::move(args);
     c.owner_ = owner;
+    c.inline_ = want_inline;
     c.in_ = in;
     return c;
   }
@@ -319,7 +321,7 @@ class WorkerLoop {
       }
       std::optional<shm::Lease> lease;
       TaskContext::Internals in{&lease};
-      TaskContext ctx = TaskContext::Internals::make(std::move(args), s->owner, &in);
+      TaskContext ctx = TaskContext::Internals::make(std::move(args), s->owner, s->inline_result, &in);
       Result<Output> out = Status(Code::kIo, "not run");
       try {
         out = fn(ctx);

@@ -46,7 +46,7 @@ struct PipelineOptions {
   bool copy = false;
   // Called after each task ends, on the thread that runs the pipeline.
   std::function<void(const std::vector<StageProgress>& stages, std::chrono::steady_clock::duration elapsed)>
-      progress;
+      progress = {};
   // When set and it becomes true, the pipeline stops as if a task had failed
   // (looked at least every 100 ms).
   const std::atomic<bool>* stop = nullptr;

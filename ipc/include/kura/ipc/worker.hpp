@@ -66,6 +66,10 @@ class TaskContext {
   std::span<const NodeView> args() const noexcept { return args_; }
   // The owner the results belong to.
   std::uint64_t client_owner() const noexcept { return owner_; }
+  // True when the client asked for the result inline (TaskOptions::
+  // inline_result): a function that would write a region in place returns
+  // a Value instead, which travels back copied through the sockets.
+  bool wants_inline() const noexcept { return inline_; }
   // True once the task was cancelled or timed out; a long function checks it
   // and returns (its result is discarded).
   bool cancelled() const noexcept;
@@ -84,6 +88,7 @@ class TaskContext {
   friend struct Internals;
   std::vector<NodeView> args_;
   std::uint64_t owner_ = 0;
+  bool inline_ = false;
   const Internals* in_ = nullptr;
 };
 
