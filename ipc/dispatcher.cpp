@@ -283,6 +283,9 @@ struct Dispatcher::Core {
     po.args = args.data();
     po.stdio_count = 3;
     po.stdio = stdio;
+    // A session of its own: a Ctrl-C at the terminal reaches the dispatcher,
+    // which stops, and its workers then see it go away and exit.
+    po.flags = UV_PROCESS_DETACHED;
     po.exit_cb = [](uv_process_t* p, int64_t status, int signal) {
       auto* w = static_cast<ManagedWorker*>(p->data);
       w->core->on_worker_exit(w, status, signal);

@@ -1,12 +1,13 @@
 // Pipelines over real workers: values against a plain computation, no
 // barrier between map stages, failures that stop everything and leave
 // nothing behind, and the copy mode giving the same values.
+#include "kura/ipc/pipeline.hpp"
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <random>
 
 #include "ipc_util.hpp"
-#include "kura/ipc/pipeline.hpp"
 #include "shm_guard.hpp"
 
 using namespace kura;
@@ -58,7 +59,8 @@ std::vector<double> expected_summary(const std::vector<double>& xs) {
   }
   zmean /= static_cast<double>(z.size());
   for (double v : z) zss += (v - zmean) * (v - zmean);
-  return {static_cast<double>(xs.size()), zmean, std::sqrt(zss / static_cast<double>(z.size() - 1)), zmin, zmax};
+  return {static_cast<double>(xs.size()), zmean, std::sqrt(zss / static_cast<double>(z.size() - 1)), zmin,
+          zmax};
 }
 
 std::vector<double> column_of(const NodeView& table, std::size_t c) {
@@ -127,8 +129,8 @@ TEST_CASE("a map stage has no barrier: a fast input moves on while a slow one ru
   p.map("nap", "sleep").map("echo", "echo");
   bool overlapped = false;
   auto r = p.run(*c, {num(0.0), num(2.0)}, {.progress = [&](const auto& s, auto) {
-                   if (s[1].done >= 1 && s[0].done < 2) overlapped = true;
-                 }});
+    if (s[1].done >= 1 && s[0].done < 2) overlapped = true;
+  }});
   REQUIRE(r.is_ok());
   REQUIRE_FALSE(r->failure);
   CHECK(overlapped);  // the fast input's second task ended before the slow one's first

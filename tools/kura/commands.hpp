@@ -67,4 +67,12 @@ int cmd_worker(const std::string& socket, const std::vector<std::string>& plugin
 int cmd_status(const std::string& socket, bool json);
 int cmd_submit(const SubmitArgs& args);
 
+// kura demo (demo.cpp).
+struct DemoArgs {
+  std::uint64_t rows = 8u << 20;  // 8 columns of 8 Mi doubles: 512 MiB
+  unsigned cols = 8;
+  bool json = false;
+};
+int cmd_demo(const DemoArgs& args);
+
 }  // namespace kura::tool

@@ -104,6 +104,14 @@ int run(int argc, char** argv, bool stdout_closed) {
   submit->add_option("args", submit_args.args, "arguments: kura names, numbers, true/false/NA, or strings");
   submit->footer("Example:\n  kura submit sum '/kura_0_3fa2[1]'   # prints the sum of an f64 array");
 
+  DemoArgs demo_args;
+  auto* demo = app.add_subcommand(
+      "demo", "The main job: a pipeline over a shared data set, passing names, then copying, side by side");
+  demo->add_option("--rows", demo_args.rows, "rows of the data set (default 8388608; scaled down to fit)");
+  demo->add_option("--cols", demo_args.cols, "columns of the data set (default 8)");
+  demo->add_flag("--json", demo_args.json, "print the figures as JSON");
+  demo->footer("Example:\n  kura demo --rows 1000000 --json");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -123,6 +131,7 @@ int run(int argc, char** argv, bool stdout_closed) {
   if (worker->parsed()) return cmd_worker(socket, plugins);
   if (status->parsed()) return cmd_status(socket, json);
   if (submit->parsed()) return cmd_submit(submit_args);
+  if (demo->parsed()) return cmd_demo(demo_args);
   std::cerr << "kura: no command given (run `kura --help`)" << std::endl;
   return kExitUsage;
 }
