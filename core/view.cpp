@@ -129,7 +129,7 @@ Result<NodeView> NodeView::open_impl(std::span<const std::byte> region,
   if (parent) {
     if (parent->depth_ + 1 > kMaxDepth) return corrupt("node deeper than " + num(kMaxDepth) + " links");
     n.depth_ = parent->depth_ + 1;
-    n.ancestors_ = parent->ancestors_;
+    std::copy_n(parent->ancestors_.begin(), parent->depth_, n.ancestors_.begin());
     n.ancestors_[parent->depth_] = parent->offset_;
     for (unsigned i = 0; i < n.depth_; ++i)
       if (n.ancestors_[i] == offset)

@@ -130,13 +130,38 @@ void Connection::send(FrameType type, std::uint16_t flags, std::uint64_t id,
                           static_cast<unsigned>(length));
     nbufs = 2;
   }
+  bytes_out_ += w->bytes;
+  // Nothing queued: write at once. A frame that goes out whole needs no
+  // request, no callback and no change to the poll set; only what the socket
+  // does not take now is queued.
+  if (queued_ == 0) {
+    const int n = uv_try_write(stream_, bufs, nbufs);
+    if (n == static_cast<int>(w->bytes)) {
+      delete w;
+      return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+      delete w;
+      return close(uv_status("cannot write to the connection", n));
+    }
+    std::size_t written = n > 0 ? static_cast<std::size_t>(n) : 0;
+    while (nbufs > 0 && written >= bufs[0].len) {
+      written -= bufs[0].len;
+      bufs[0] = bufs[1];
+      --nbufs;
+    }
+    if (nbufs > 0) {
+      bufs[0].base += written;
+      bufs[0].len -= static_cast<unsigned>(written);
+    }
+    w->bytes -= static_cast<std::uint64_t>(n > 0 ? n : 0);
+  }
   int rc = uv_write(&w->req, stream_, bufs, nbufs, &Connection::on_written);
   if (rc != 0) {
     delete w;
     return close(uv_status("cannot write to the connection", rc));
   }
   queued_ += w->bytes;
-  bytes_out_ += w->bytes;
   if (queued_ > write_limit_)
     close(
         Status(Code::kIo, "the peer stopped reading: " + std::to_string(queued_) + " bytes wait to be sent"));

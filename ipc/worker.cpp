@@ -72,12 +72,14 @@ namespace {
 std::atomic<std::uint64_t> g_running{0};    // the task running now, 0 when idle
 std::atomic<std::uint64_t> g_cancelled{0};  // the last task cancelled
 int g_cancel_fd = -1;                       // eventfd written when the running task is cancelled
+std::atomic<bool> g_cancel_fd_written{false};
 
 void on_cancel_signal(int, siginfo_t* info, void*) {
   const auto id = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(info->si_value.sival_ptr));
   g_cancelled.store(id);
   if (id != 0 && id == g_running.load() && g_cancel_fd >= 0) {
     const std::uint64_t one = 1;
+    g_cancel_fd_written.store(true);
     (void)!::write(g_cancel_fd, &one, sizeof one);
   }
 }
@@ -264,8 +266,10 @@ class WorkerLoop {
           result = error_result(Outcome::kCancelled, "cancelled");  // before it started
         } else {
           // Set-up calls are never cancelled: they run under id 0's mark.
-          uint64_t none = 0;
-          (void)!::read(g_cancel_fd, &none, sizeof none);  // a stale wake-up
+          if (g_cancel_fd_written.exchange(false)) {
+            std::uint64_t stale = 0;
+            (void)!::read(g_cancel_fd, &stale, sizeof stale);  // a wake-up meant for an earlier task
+          }
           g_running.store(setup ? 0 : id);
           result = run_job(payload, setup);
           g_running.store(0);

@@ -1,7 +1,6 @@
 // kura demo end to end, and interrupted.
-#include <nlohmann/json.hpp>
-
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "ipc_util.hpp"

@@ -159,7 +159,8 @@ int cmd_demo(const DemoArgs& args) {
   // --- Size the data set to the machine ----------------------------------------
   std::uint64_t rows = args.rows;
   const unsigned cols = args.cols;
-  if (cols == 0 || rows < 2) return fail(invalid_argument("--cols must be at least 1 and --rows at least 2"), "demo");
+  if (cols == 0 || rows < 2)
+    return fail(invalid_argument("--cols must be at least 1 and --rows at least 2"), "demo");
   auto space = shm::space();
   if (!space) return fail(space.status(), "demo");
   // Shared memory holds the data set and, at worst, a standardised copy of
@@ -173,14 +174,16 @@ int cmd_demo(const DemoArgs& args) {
     std::fprintf(stderr,
                  "kura demo: %s has %s free and the machine %s of memory available: using %llu rows instead "
                  "of %llu\n",
-                 shm::directory().c_str(), human_bytes(space->free).c_str(), human_bytes(mem_available()).c_str(),
-                 static_cast<unsigned long long>(rows), static_cast<unsigned long long>(want));
+                 shm::directory().c_str(), human_bytes(space->free).c_str(),
+                 human_bytes(mem_available()).c_str(), static_cast<unsigned long long>(rows),
+                 static_cast<unsigned long long>(want));
   }
   const std::uint64_t column_bytes = rows * sizeof(double);
 
   // --- A dispatcher on a thread, two workers, on a private socket --------------------
   char dir_template[] = "/tmp/kura-demo.XXXXXX";
-  if (::mkdtemp(dir_template) == nullptr) return fail(Status(Code::kIo, "cannot make a socket directory"), "demo");
+  if (::mkdtemp(dir_template) == nullptr)
+    return fail(Status(Code::kIo, "cannot make a socket directory"), "demo");
   const std::string socket_dir = dir_template;
   struct RemoveDir {
     std::string dir;
@@ -233,7 +236,8 @@ int cmd_demo(const DemoArgs& args) {
     auto xs = pending->array<double>(layout.children[c]);
     const double scale = c + 1.0, freq = 1e-5 * (c + 1.0);
     for (std::uint64_t i = 0; i < rows; ++i) {
-      if ((i & 0xFFFFF) == 0 && g_interrupted.load()) return kExitInterrupted;  // the Pending removes its file
+      if ((i & 0xFFFFF) == 0 && g_interrupted.load())
+        return kExitInterrupted;  // the Pending removes its file
       const double noise = static_cast<double>(mix(i * cols + c) >> 11) * 0x1.0p-53 - 0.5;
       xs[i] = scale * (10 + std::sin(static_cast<double>(i) * freq) + noise);
     }
@@ -242,8 +246,8 @@ int cmd_demo(const DemoArgs& args) {
   if (!data) return fail(data.status(), "demo: data set");
   const double build_ms = std::chrono::duration<double, std::milli>(Clock::now() - build_start).count();
   say("kura demo: " + std::to_string(cols) + " columns x " + std::to_string(rows) + " rows of f64 (" +
-      human_bytes(column_bytes * cols) + ") built in place in shared memory in " + std::to_string(int(build_ms)) +
-      " ms: " + data->name());
+      human_bytes(column_bytes * cols) + ") built in place in shared memory in " +
+      std::to_string(int(build_ms)) + " ms: " + data->name());
   say("pipeline: standardise (per column) -> summary (per column) -> combine (one table), twice:");
   auto inputs = ipc::elements_of(data->name());
   if (!inputs) return fail(inputs.status(), "demo");
@@ -334,7 +338,8 @@ int cmd_demo(const DemoArgs& args) {
     for (std::int64_t pid : workers)
       std::printf("%-28s %22s %22s\n", ("peak PSS of worker " + std::to_string(pid)).c_str(),
                   human_bytes(by_name->peak_pss[pid]).c_str(), human_bytes(copied->peak_pss[pid]).c_str());
-    std::printf("%-28s %22s %22s\n", "peak shared memory held", human_bytes(by_name->peak_region_bytes).c_str(),
+    std::printf("%-28s %22s %22s\n", "peak shared memory held",
+                human_bytes(by_name->peak_region_bytes).c_str(),
                 human_bytes(copied->peak_region_bytes).c_str());
     std::printf("\nthe two final tables are %s:\n", identical ? "identical" : "DIFFERENT");
     std::printf("%-8s %10s %12s %10s %10s %10s\n", "column", "n", "mean", "sd", "min", "max");

@@ -24,6 +24,7 @@
 // failed, and nothing was changed.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -120,7 +121,26 @@ class NodeView {
   bool hashed_ = false;
   unsigned depth_ = 0;
   // Offsets of the ancestors, root first; a link back to one is Corrupt.
-  std::array<std::uint64_t, kMaxDepth> ancestors_{};
+  // Only the first depth_ entries are meaningful, and only those are copied
+  // (a view is copied at every step of a walk).
+  std::array<std::uint64_t, kMaxDepth> ancestors_;
+
+ public:
+  NodeView() noexcept = default;
+  NodeView(const NodeView& o) noexcept { *this = o; }
+  NodeView& operator=(const NodeView& o) noexcept {
+    if (this != &o) {
+      region_ = o.region_;
+      keep_ = o.keep_;
+      h_ = o.h_;
+      offset_ = o.offset_;
+      node_count_ = o.node_count_;
+      hashed_ = o.hashed_;
+      depth_ = o.depth_;
+      std::copy_n(o.ancestors_.begin(), o.depth_, ancestors_.begin());
+    }
+    return *this;
+  }
 };
 
 class Region {

@@ -98,7 +98,8 @@ class Client {
   // short; do not call wait() from it). Replaces any earlier callback.
   void on_complete(std::function<void(TaskId)> callback) noexcept;
   // A descriptor (eventfd) that is readable whenever results arrived since
-  // it was last read; read 8 bytes from it to reset it.
+  // it was last read (made by the first call: results before it are not
+  // counted); read 8 bytes from it to reset it. -1 if it cannot be made.
   int completion_fd() const noexcept;
 
   // This process's owner id, which the results belong to.
