@@ -104,6 +104,9 @@ class Registry {
 // A plugin is a shared library that exports
 //   extern "C" void kura_register_functions(kura::ipc::Registry& registry);
 // which `kura worker --plugin lib.so` (WorkerOptions::plugins) calls once.
+// It is compiled against kura's headers and links no kura library: kura's
+// functions resolve against the worker executable, which exports them (the
+// kura tool does; a program of one's own links with -rdynamic).
 inline constexpr const char* kPluginEntry = "kura_register_functions";
 
 struct WorkerOptions {
