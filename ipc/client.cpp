@@ -6,7 +6,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
+#include <climits>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -243,23 +245,39 @@ struct Client::Impl {
   // Writes one frame from the calling thread, waiting while the socket is
   // full (the dispatcher reads a client's socket only while it has room for
   // its tasks: that is the backpressure). Errors: Io.
+  struct OutFrame {
+    FrameType type;
+    std::uint16_t flags;
+    std::uint64_t id;
+    const Bytes* payload;  // may be null
+  };
+
   Status write_frame(FrameType type, std::uint16_t flags, std::uint64_t id, const Bytes* payload) {
-    std::byte header[kFrameHeaderSize];
-    encode_frame_header(
-        FrameHeader{type, flags, id, payload ? static_cast<std::uint32_t>(payload->size()) : 0},
-        std::span<std::byte, kFrameHeaderSize>(header, sizeof header));
-    iovec iov[2] = {{header, sizeof header}, {nullptr, 0}};
-    int n = 1;
-    if (payload != nullptr && !payload->empty()) {
-      iov[1] = {const_cast<std::byte*>(payload->data()), payload->size()};
-      n = 2;
+    const OutFrame f{type, flags, id, payload};
+    return write_frames(std::span<const OutFrame>(&f, 1));
+  }
+
+  // Writes frames in order with as few system calls as the socket allows.
+  Status write_frames(std::span<const OutFrame> frames) {
+    std::vector<std::array<std::byte, kFrameHeaderSize>> headers(frames.size());
+    std::vector<iovec> iov;
+    iov.reserve(2 * frames.size());
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      const OutFrame& f = frames[i];
+      const auto length = f.payload ? static_cast<std::uint32_t>(f.payload->size()) : 0u;
+      encode_frame_header(FrameHeader{f.type, f.flags, f.id, length},
+                          std::span<std::byte, kFrameHeaderSize>(headers[i].data(), kFrameHeaderSize));
+      iov.push_back({headers[i].data(), kFrameHeaderSize});
+      if (length > 0) iov.push_back({const_cast<std::byte*>(f.payload->data()), length});
+      total += kFrameHeaderSize + length;
     }
     std::lock_guard<std::mutex> lock(write_mu);
-    std::size_t total = iov[0].iov_len + iov[1].iov_len;
+    std::size_t first = 0;
     while (total > 0) {
       msghdr msg{};
-      msg.msg_iov = iov;
-      msg.msg_iovlen = static_cast<std::size_t>(n);
+      msg.msg_iov = iov.data() + first;
+      msg.msg_iovlen = std::min<std::size_t>(iov.size() - first, IOV_MAX);
       ssize_t w = ::sendmsg(write_fd, &msg, MSG_NOSIGNAL);
       if (w < 0) {
         if (errno == EINTR) continue;
@@ -272,14 +290,44 @@ struct Client::Impl {
       }
       sent += static_cast<std::uint64_t>(w);
       total -= static_cast<std::size_t>(w);
-      for (int i = 0; i < n && w > 0; ++i) {
-        const std::size_t take = std::min<std::size_t>(iov[i].iov_len, static_cast<std::size_t>(w));
-        iov[i].iov_base = static_cast<char*>(iov[i].iov_base) + take;
-        iov[i].iov_len -= take;
+      while (w > 0) {
+        const std::size_t take = std::min<std::size_t>(iov[first].iov_len, static_cast<std::size_t>(w));
+        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + take;
+        iov[first].iov_len -= take;
         w -= static_cast<ssize_t>(take);
+        if (iov[first].iov_len == 0) ++first;
       }
     }
     return Status::ok();
+  }
+
+  // Registers new tasks and writes their submits in one go; returns their
+  // ids, in order.
+  Result<std::vector<TaskId>> start_many(const std::vector<std::shared_ptr<const Bytes>>& payloads) {
+    std::vector<TaskId> ids;
+    std::vector<OutFrame> frames;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (closed) return disconnected();
+      for (const auto& p : payloads) {
+        if (p->size() > frame_limit)
+          return invalid_argument("the task is " + human_bytes(p->size()) + ", over the frame limit of " +
+                                  human_bytes(frame_limit) + ": share large values and pass their names");
+      }
+      for (const auto& p : payloads) {
+        const TaskId id = next_id++;
+        tasks[id];
+        ids.push_back(id);
+        frames.push_back(OutFrame{FrameType::kSubmit, 0, id, p.get()});
+      }
+    }
+    Status s = write_frames(frames);
+    if (!s) {
+      std::lock_guard<std::mutex> lock(mu);
+      for (TaskId id : ids) tasks.erase(id);
+      return s;
+    }
+    return ids;
   }
 
   // Registers a new task and writes its frame; returns its id. The frame is
@@ -499,16 +547,22 @@ Result<MapResult> Client::map(const std::string& fn, std::span<const std::vector
       }
     };
     while (done < total) {
-      // Keep the window full, unless a failure stopped the map.
-      while (!stop && next < total && index.size() < kMapWindow) {
+      // Keep the window full, unless a failure stopped the map: the new
+      // tasks go out in one write.
+      std::vector<std::shared_ptr<const Bytes>> payloads;
+      std::vector<std::size_t> positions;
+      while (!stop && next < total && index.size() + payloads.size() < kMapWindow) {
         auto payload = impl_->encode(Call{fn, inputs[next]}, options);
         if (!payload) {
           fail_at(next++, TaskResult(Outcome::kError, payload.status().message()));
           break;
         }
-        auto id = impl_->start(**payload, 0, FrameType::kSubmit, false);
-        if (!id) return id.status();
-        index[*id] = next++;
+        payloads.push_back(std::move(payload).value());
+        positions.push_back(next++);
+      }
+      if (!payloads.empty()) {
+        KURA_ASSIGN_OR_RETURN(std::vector<TaskId> ids, impl_->start_many(payloads));
+        for (std::size_t k = 0; k < ids.size(); ++k) index[ids[k]] = positions[k];
       }
       if (stop && next < total) {
         for (; next < total; ++next, ++done)

@@ -4,20 +4,27 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "transport_internal.hpp"
 
 namespace kura::ipc::detail {
 
+// A frame waiting to be written: its header bytes, and its payload, which
+// may be shared with other connections (a frame forwarded as it arrived).
+struct OutFrame {
+  std::byte header[kFrameHeaderSize];
+  std::shared_ptr<const Bytes> payload;
+};
+
 namespace {
 
 constexpr std::size_t kReadBuffer = 64 * 1024;
 
-// One frame being written: the header bytes live here, the payload is shared.
+// Frames handed to uv_write: they stay alive until it is done with them.
 struct WriteRequest {
   uv_write_t req;
-  std::byte header[kFrameHeaderSize];
-  std::shared_ptr<const Bytes> payload;
+  std::vector<OutFrame> frames;
   Connection* conn;
   std::uint64_t bytes;
 };
@@ -40,6 +47,9 @@ Connection* Connection::adopt(uv_stream_t* stream, std::uint32_t read_limit, std
 Connection::Connection(uv_stream_t* stream, std::uint32_t read_limit, std::uint64_t write_limit)
     : stream_(stream), reader_(read_limit), write_limit_(write_limit), read_buffer_(new char[kReadBuffer]) {
   stream_->data = this;
+  uv_check_init(stream_->loop, &flush_);
+  flush_.data = this;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&flush_));  // it never keeps a loop alive on its own
 }
 
 int Connection::fd() const noexcept {
@@ -110,58 +120,73 @@ void Connection::send(FrameType type, std::uint16_t flags, std::uint64_t id,
   if (closed_) return;
   const std::uint64_t length = payload ? payload->size() : 0;
   if (length > UINT32_MAX) return close(invalid_argument("frame payload over 4 GiB"));
-  auto* w = new (std::nothrow) WriteRequest;
-  if (w == nullptr) return close(Status::out_of_memory());
   FrameHeader h;
   h.type = type;
   h.flags = flags;
   h.id = id;
   h.length = static_cast<std::uint32_t>(length);
-  encode_frame_header(h, std::span<std::byte, kFrameHeaderSize>(w->header, kFrameHeaderSize));
-  w->payload = std::move(payload);
-  w->conn = this;
-  w->bytes = kFrameHeaderSize + length;
-  w->req.data = w;
-  uv_buf_t bufs[2];
-  bufs[0] = uv_buf_init(reinterpret_cast<char*>(w->header), kFrameHeaderSize);
-  unsigned nbufs = 1;
-  if (length > 0) {
-    bufs[1] = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(w->payload->data())),
-                          static_cast<unsigned>(length));
-    nbufs = 2;
+  OutFrame& f = out_.emplace_back();
+  encode_frame_header(h, std::span<std::byte, kFrameHeaderSize>(f.header, kFrameHeaderSize));
+  f.payload = std::move(payload);
+  bytes_out_ += kFrameHeaderSize + length;
+  // The frames of this loop turn go out together when it ends (the check
+  // phase runs right after the callbacks that queued them).
+  if (!flush_pending_) {
+    flush_pending_ = true;
+    uv_check_start(&flush_, [](uv_check_t* c) { static_cast<Connection*>(c->data)->flush(); });
   }
-  bytes_out_ += w->bytes;
-  // Nothing queued: write at once. A frame that goes out whole needs no
-  // request, no callback and no change to the poll set; only what the socket
-  // does not take now is queued.
-  if (queued_ == 0) {
-    const int n = uv_try_write(stream_, bufs, nbufs);
-    if (n == static_cast<int>(w->bytes)) {
-      delete w;
-      return;
+}
+
+void Connection::flush() {
+  uv_check_stop(&flush_);
+  flush_pending_ = false;
+  if (closed_ || out_.empty()) return;
+  auto* w = new (std::nothrow) WriteRequest;
+  if (w == nullptr) return close(Status::out_of_memory());
+  w->frames = std::move(out_);
+  out_.clear();
+  w->conn = this;
+  w->req.data = w;
+  std::vector<uv_buf_t> bufs;
+  bufs.reserve(2 * w->frames.size());
+  std::uint64_t total = 0;
+  for (OutFrame& f : w->frames) {
+    bufs.push_back(uv_buf_init(reinterpret_cast<char*>(f.header), kFrameHeaderSize));
+    total += kFrameHeaderSize;
+    if (f.payload && !f.payload->empty()) {
+      bufs.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(f.payload->data())),
+                                 static_cast<unsigned>(f.payload->size())));
+      total += f.payload->size();
     }
+  }
+  std::size_t first = 0;
+  // Nothing queued: write at once. What the socket takes now needs no
+  // request, no callback and no change to the poll set; only the rest is
+  // queued.
+  if (queued_ == 0) {
+    const int n = uv_try_write(stream_, bufs.data(), static_cast<unsigned>(bufs.size()));
     if (n < 0 && n != UV_EAGAIN) {
       delete w;
       return close(uv_status("cannot write to the connection", n));
     }
-    std::size_t written = n > 0 ? static_cast<std::size_t>(n) : 0;
-    while (nbufs > 0 && written >= bufs[0].len) {
-      written -= bufs[0].len;
-      bufs[0] = bufs[1];
-      --nbufs;
+    std::uint64_t written = n > 0 ? static_cast<std::uint64_t>(n) : 0;
+    if (written == total) {
+      delete w;
+      return;
     }
-    if (nbufs > 0) {
-      bufs[0].base += written;
-      bufs[0].len -= static_cast<unsigned>(written);
-    }
-    w->bytes -= static_cast<std::uint64_t>(n > 0 ? n : 0);
+    total -= written;
+    while (written >= bufs[first].len) written -= bufs[first++].len;
+    bufs[first].base += written;
+    bufs[first].len -= static_cast<unsigned>(written);
   }
-  int rc = uv_write(&w->req, stream_, bufs, nbufs, &Connection::on_written);
+  w->bytes = total;
+  int rc = uv_write(&w->req, stream_, bufs.data() + first, static_cast<unsigned>(bufs.size() - first),
+                    &Connection::on_written);
   if (rc != 0) {
     delete w;
     return close(uv_status("cannot write to the connection", rc));
   }
-  queued_ += w->bytes;
+  queued_ += total;
   if (queued_ > write_limit_)
     close(
         Status(Code::kIo, "the peer stopped reading: " + std::to_string(queued_) + " bytes wait to be sent"));
@@ -180,18 +205,24 @@ void Connection::close(const Status& why) {
   if (closed_) return;
   closed_ = true;
   close_reason_ = why;
+  out_.clear();  // frames not yet flushed go with the connection
+  uv_close(reinterpret_cast<uv_handle_t*>(&flush_), &Connection::on_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(stream_), &Connection::on_closed);
 }
 
 void Connection::on_closed(uv_handle_t* h) {
   auto* c = static_cast<Connection*>(h->data);
-  // Writes still queued were cancelled (on_written ran) before this.
-  if (c->cb_.on_close) c->cb_.on_close(*c, c->close_reason_);
-  if (h->type == UV_NAMED_PIPE) {
-    delete reinterpret_cast<uv_pipe_t*>(h);
-  } else {
-    delete reinterpret_cast<uv_tcp_t*>(h);
+  if (h != reinterpret_cast<uv_handle_t*>(&c->flush_)) {
+    if (h->type == UV_NAMED_PIPE) {
+      delete reinterpret_cast<uv_pipe_t*>(h);
+    } else {
+      delete reinterpret_cast<uv_tcp_t*>(h);
+    }
   }
+  // Both handles closed (writes still queued were cancelled, on_written
+  // ran, before this): the owner hears of it, then the Connection goes.
+  if (++c->handles_closed < 2) return;
+  if (c->cb_.on_close) c->cb_.on_close(*c, c->close_reason_);
   delete c;
 }
 

@@ -27,6 +27,8 @@ using LogFn = std::function<void(const std::string&)>;
 // process: installs SIG_IGN for SIGPIPE once (process-wide).
 void ignore_sigpipe() noexcept;
 
+struct OutFrame;  // connection.cpp
+
 class Connection {
  public:
   struct Callbacks {
@@ -47,10 +49,12 @@ class Connection {
 
   // Starts reading. Errors: Io.
   Status start(Callbacks callbacks);
-  // Queues a frame. `payload` may be shared with other connections (a frame
-  // forwarded as it arrived); it is kept until written. A send that fails
-  // (closed, or the write queue over its limit) closes the connection, and
-  // on_close says why; on a closed connection it does nothing.
+  // Queues a frame; the frames of one loop turn are written together right
+  // after it (one system call for many results). `payload` may be shared
+  // with other connections (a frame forwarded as it arrived); it is kept
+  // until written. A write that fails (or a write queue over its limit)
+  // closes the connection, and on_close says why; on a closed connection
+  // send does nothing.
   void send(FrameType type, std::uint16_t flags, std::uint64_t id, std::shared_ptr<const Bytes> payload);
   // Stops and restarts reading (frames already read have been delivered).
   void pause_reading();
@@ -74,6 +78,7 @@ class Connection {
 
  private:
   Connection(uv_stream_t* stream, std::uint32_t read_limit, std::uint64_t write_limit);
+  void flush();
   static void on_alloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
   static void on_written(uv_write_t* req, int status);
@@ -90,6 +95,11 @@ class Connection {
   Status close_reason_;
   bool reading_ = false;
   std::unique_ptr<char[]> read_buffer_;
+  // Frames sent during this loop turn, written together after it.
+  std::vector<OutFrame> out_;
+  uv_check_t flush_;
+  bool flush_pending_ = false;
+  int handles_closed = 0;
 };
 
 // --- Unix domain sockets ----------------------------------------------------
