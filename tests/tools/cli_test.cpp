@@ -769,3 +769,48 @@ TEST_CASE("kura get --json prints valid JSON while another process rewrites the 
   CHECK(kura_run({"rm", name}).code == 0);
   scope.check_clean();
 }
+
+TEST_CASE("kura never blocks on a FIFO planted as a region or as a lease", "[tools][multiprocess]") {
+  ShmScope scope;
+  // A FIFO under a region-shaped name, and a region whose owner's lease is a
+  // FIFO. Each command runs with a bounded wait (kura_run fails the test if
+  // it does not finish within 30 s): opening a FIFO for reading would block.
+  const std::string fifo_region = "/kura_0_f1f0f1f0";
+  REQUIRE(::mkfifo(shm_path(fifo_region).c_str(), 0600) == 0);
+  kura::Value v = kura::Value::i32({7});
+  auto image = kura::build(v, kura::Stamp{}, true);
+  REQUIRE(image.is_ok());
+  const std::string owned = "/kura_abcdef_1";
+  {
+    int fd = ::open(shm_path(owned).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0400);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, image->data(), image->size()) == static_cast<ssize_t>(image->size()));
+    ::close(fd);
+  }
+  const std::string fifo_lease = shm_path("kura_abcdef.lock");
+  REQUIRE(::mkfifo(fifo_lease.c_str(), 0600) == 0);
+
+  for (const char* cmd : {"get", "inspect", "verify"}) {
+    auto r = kura_run({cmd, fifo_region});
+    INFO(cmd << ": " << r.err);
+    CHECK(r.code == 1);  // permission: not a regular file
+    CHECK(r.err.find("not a regular file") != std::string::npos);
+  }
+  auto ls = kura_run({"ls", "--json"});
+  REQUIRE(ls.code == 0);
+  const Json listing = Json::parse(ls.out);
+  bool listed = false;
+  for (const auto& r : listing["regions"]) {
+    if (r["name"] != owned) continue;
+    listed = true;
+    CHECK(r["alive"] == true);  // a FIFO proves nothing: the owner counts as alive
+  }
+  CHECK(listed);
+  auto prune = kura_run({"prune"});
+  CHECK(prune.code == 0);
+  CHECK(region_exists(owned));  // not removed: its owner could not be proved dead
+  CHECK(kura_run({"get", owned}).code == 0);
+  ::unlink(shm_path(fifo_region).c_str());
+  ::unlink(shm_path(owned).c_str());
+  ::unlink(fifo_lease.c_str());
+}
