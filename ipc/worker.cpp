@@ -336,7 +336,12 @@ class WorkerLoop {
       } catch (...) {
         out = Status(Code::kIo, "the function threw an exception of unknown type");
       }
-      if (ctx.cancelled()) return error_result(Outcome::kCancelled, "cancelled");  // nobody takes it
+      if (ctx.cancelled()) {
+        // Nobody takes the result: a region the function published for the
+        // client is removed here (the Shared of another owner never unlinks).
+        if (out && out->is_region()) (void)shm::remove(out->region().disown());
+        return error_result(Outcome::kCancelled, "cancelled");
+      }
       if (!out) return error_result(Outcome::kError, out.status().message());
       if (out->is_region()) return make_result(out->region().disown(), nullptr);
       const Value& v = out->value();

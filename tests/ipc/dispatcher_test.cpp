@@ -433,3 +433,19 @@ TEST_CASE("the dispatcher prunes orphans when it starts", "[ipc][multiprocess]")
   CHECK(d.wait_log("pruned"));
   CHECK_FALSE(exists_region(*name));
 }
+
+TEST_CASE("a task cancelled after it published its result leaves no region", "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 1, 0, {"--plugin", KURA_TEST_PLUGIN});
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  const auto before = shm_entries();
+  auto id = c->submit(call("publish_then_sleep")).value();
+  // Its region appears (written for us), then the task is cancelled.
+  eventually([&] { return shm_entries().size() > before.size(); }, 20s, "the task's result region");
+  REQUIRE(c->cancel(id).is_ok());
+  CHECK(c->wait(id).outcome() == ipc::Outcome::kCancelled);
+  eventually([&] { return shm_entries() == before; }, 20s, "the cancelled task's region to be removed");
+  wait_workers(*c, 1);
+}

@@ -11,7 +11,9 @@
 // region unlinked) as soon as the stage that reads it has run; the outputs
 // of the last stage belong to the caller. A task that does not end ok stops
 // the pipeline: every other task is cancelled, every intermediate released,
-// and the failure says which stage, which input and what went wrong.
+// and the failure says which stage, which input and what went wrong. (A
+// cancelled task ends at once for the pipeline; its worker may need a moment
+// to stop, and removes what it was writing when it does.)
 //
 //   ipc::Pipeline p;
 //   p.map("standardise", "standardise").map("summary", "summary").reduce("combine", "combine");
