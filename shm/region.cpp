@@ -189,6 +189,8 @@ Status Shared::release() noexcept {
 Result<std::string> Shared::keep() noexcept {
   return detail::boundary("keep region", [&]() -> Result<std::string> {
     if (name_.empty()) return invalid_argument("keep of an empty Shared handle (released or disowned)");
+    if (creator_pid_ != static_cast<int>(::getpid()))
+      return invalid_argument("keep of a Shared inherited through fork(): the region is the parent's");
     const std::string from = detail::dir_path(name_);
     for (int attempt = 0; attempt < 16; ++attempt) {
       KURA_ASSIGN_OR_RETURN(std::uint64_t counter, detail::random_u64());

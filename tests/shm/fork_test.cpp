@@ -191,3 +191,25 @@ TEST_CASE("a forked child does not inherit a held Lease", "[shm][multiprocess]")
   ::close(ready[0]);
   ::close(quit[1]);
 }
+
+TEST_CASE("a forked child cannot keep its parent's region under another name", "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  Value v = Value::i32({1, 2, 3});
+  auto s = shm::share(v);
+  REQUIRE(s.is_ok());
+  const std::string name = s->name();
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    auto kept = s->keep();
+    ::_exit(!kept.is_ok() && kept.status().code() == Code::kInvalidArgument ? 0 : 1);
+  }
+  const int status = wait_child(pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(shm::map(name).is_ok());  // still the parent's, under its name
+  auto kept = s->keep();          // the parent may
+  REQUIRE(kept.is_ok());
+  CHECK(kept->rfind("/kura_0_", 0) == 0);
+  CHECK(shm::remove(*kept).is_ok());
+}

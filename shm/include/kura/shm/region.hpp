@@ -89,7 +89,8 @@ class Shared {
   // Makes the region kept: links it under a new owner-0 name, where it lives
   // until removed by name (kura rm), removes the old name and empties the
   // handle. Mappings that exist stay valid. Returns the kept name. Errors:
-  // InvalidArgument (an empty handle), Exists, Io.
+  // InvalidArgument (an empty handle, or one inherited through fork()),
+  // Exists, Io.
   Result<std::string> keep() noexcept;
   // Gives up ownership without unlinking and returns the name; the handle is
   // empty afterwards. The region survives this process's clean exit; once
