@@ -6,7 +6,9 @@
 // waits. A program with its own event loop uses the completion callback or
 // polls completion_fd(). Result regions belong to this process's owner (the
 // workers write them holding its lease) and are unlinked when their
-// TaskResult goes, or at exit however the process ends.
+// TaskResult goes, or at exit however the process ends. A forked child must
+// not use its parent's Client (its thread does not exist there): it
+// connects a Client of its own.
 #pragma once
 
 #include <chrono>

@@ -54,7 +54,8 @@ Result<std::string> default_socket_path() noexcept;
 
 // A dispatcher running on a thread of its own (the embedded mode, as in
 // kura demo). Destroying it stops it: clients see their pending tasks end
-// as disconnected, managed workers exit.
+// as disconnected, managed workers exit. A forked child does not have the
+// thread: there, neither use nor destroy the object (leave it, or _exit).
 class Dispatcher {
  public:
   // Starts the dispatcher on a new thread and returns once it listens.
