@@ -368,7 +368,7 @@ struct Client::Impl {
   }
 };
 
-Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)), pid_(::getpid()) {}
 
 Result<std::unique_ptr<Client>> Client::connect(const std::string& socket_path) noexcept {
   try {
@@ -407,6 +407,14 @@ Result<std::unique_ptr<Client>> Client::connect(const std::string& socket_path) 
 }
 
 Client::~Client() {
+  if (pid_ != ::getpid()) {
+    // A forked child: the connection and its thread are the parent's. The
+    // parent's state is left as it is (never freed here), and the thread
+    // handle is let go without joining a thread that does not exist here.
+    Impl* impl = impl_.release();
+    if (impl->io.joinable()) new std::thread(std::move(impl->io));  // NOLINT: deliberately never freed
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->stopping = true;

@@ -842,6 +842,7 @@ Result<std::unique_ptr<Dispatcher>> Dispatcher::start(DispatcherOptions options)
       return s;
     }
     d->socket_path_ = d->core_->options.socket_path;
+    d->pid_ = ::getpid();
     return d;
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory();
@@ -864,6 +865,12 @@ Status Dispatcher::run(DispatcherOptions options, std::function<void(const std::
 }
 
 void Dispatcher::stop() noexcept {
+  if (pid_ != ::getpid()) {
+    // A forked child: the thread and its loop are the parent's. Let go of
+    // the handle without joining a thread that does not exist here.
+    if (thread_.joinable()) new std::thread(std::move(thread_));  // NOLINT: deliberately never freed
+    return;
+  }
   if (core_) core_->request_stop();
   if (thread_.joinable()) thread_.join();
 }

@@ -449,3 +449,31 @@ TEST_CASE("a task cancelled after it published its result leaves no region", "[i
   eventually([&] { return shm_entries() == before; }, 20s, "the cancelled task's region to be removed");
   wait_workers(*c, 1);
 }
+
+TEST_CASE("a forked child that drops its parent's Client and Dispatcher leaves them working",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  ipc::DispatcherOptions o;
+  o.socket_path = dir.socket();
+  o.workers = 1;
+  o.worker_command = {kKura, "worker", "--connect", "{socket}"};
+  o.log = [](const std::string&) {};
+  auto d = ipc::Dispatcher::start(o);
+  REQUIRE(d.is_ok());
+  auto c = connect(dir.socket());
+  wait_workers(*c, 1);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    c.reset();   // must neither hang nor disturb the parent's connection
+    d->reset();  // nor stop the parent's dispatcher
+    ::_exit(0);
+  }
+  int status = 0;
+  eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 20s, "the child to exit");
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  auto r = c->wait(c->submit(call("echo", {num(9)})).value());
+  CHECK(number(r) == 9);
+}

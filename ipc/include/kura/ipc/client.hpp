@@ -7,8 +7,8 @@
 // polls completion_fd(). Result regions belong to this process's owner (the
 // workers write them holding its lease) and are unlinked when their
 // TaskResult goes, or at exit however the process ends. A forked child must
-// not use its parent's Client (its thread does not exist there): it
-// connects a Client of its own.
+// not use its parent's Client (its thread does not exist there), but may
+// destroy it, which then does nothing; it connects a Client of its own.
 #pragma once
 
 #include <chrono>
@@ -115,6 +115,7 @@ class Client {
   struct Impl;
   explicit Client(std::unique_ptr<Impl> impl) noexcept;
   std::unique_ptr<Impl> impl_;
+  int pid_;  // the process that connected; another one leaves the object alone
 };
 
 }  // namespace kura::ipc

@@ -55,7 +55,7 @@ Result<std::string> default_socket_path() noexcept;
 // A dispatcher running on a thread of its own (the embedded mode, as in
 // kura demo). Destroying it stops it: clients see their pending tasks end
 // as disconnected, managed workers exit. A forked child does not have the
-// thread: there, neither use nor destroy the object (leave it, or _exit).
+// thread: there stop() and destruction do nothing.
 class Dispatcher {
  public:
   // Starts the dispatcher on a new thread and returns once it listens.
@@ -84,6 +84,7 @@ class Dispatcher {
   std::shared_ptr<Core> core_;
   std::thread thread_;
   std::string socket_path_;
+  int pid_ = 0;  // the process that started it
 };
 
 }  // namespace kura::ipc
