@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <string_view>
 #include <thread>
 
 #include "kura/core/builder.hpp"
@@ -294,8 +295,20 @@ class WorkerLoop {
     if (!ended_well_) options_.log("connection to the dispatcher closed: " + why.message());
   }
 
-  static std::shared_ptr<const Bytes> error_result(Outcome o, const std::string& message) {
-    auto p = detail::encode_result(o, message, "", nullptr);
+  // An error's message can be anything a function says (fail() returns its
+  // argument): cut to half the frame limit, so that the frame stays under
+  // the dispatcher's limit, which would otherwise close this connection.
+  std::shared_ptr<const Bytes> error_result(Outcome o, const std::string& message) const {
+    const std::size_t room = frame_limit_ > 8192 ? frame_limit_ / 2 : 2048;
+    std::string_view text = message;
+    std::string cut;
+    if (text.size() > room) {
+      std::size_t n = room;
+      while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;  // a whole UTF-8 character
+      cut = std::string(text.substr(0, n)) + "... (" + std::to_string(text.size() - n) + " bytes more)";
+      text = cut;
+    }
+    auto p = detail::encode_result(o, text, "", nullptr);
     if (!p) p = detail::encode_result(Outcome::kError, "out of memory", "", nullptr);
     return p ? std::make_shared<const Bytes>(std::move(p).value()) : nullptr;
   }
@@ -365,7 +378,7 @@ class WorkerLoop {
     }
   }
 
-  static std::shared_ptr<const Bytes> make_result(const std::string& name, const Value* v) {
+  std::shared_ptr<const Bytes> make_result(const std::string& name, const Value* v) const {
     auto p = detail::encode_result(Outcome::kOk, "", name, v);
     if (!p) return error_result(Outcome::kError, "cannot encode the result: " + p.status().message());
     return std::make_shared<const Bytes>(std::move(p).value());
