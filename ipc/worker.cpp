@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "kura/core/builder.hpp"
+#include "kura/core/name.hpp"
 #include "kura/shm/owner.hpp"
 #include "message_internal.hpp"
 #include "transport_internal.hpp"
@@ -356,7 +357,17 @@ class WorkerLoop {
         return error_result(Outcome::kCancelled, "cancelled");
       }
       if (!out) return error_result(Outcome::kError, out.status().message());
-      if (out->is_region()) return make_result(out->region().disown(), nullptr);
+      if (out->is_region()) {
+        // Only a region written for the client is its result. Another one
+        // (the worker's own, from shm::share) is refused and left to its
+        // handle, which removes it if it is this process's.
+        auto n = parse_name(out->region().name());
+        if (!n || n->owner != s->owner)
+          return error_result(Outcome::kError, "the function returned the region " + out->region().name() +
+                                                   " of another owner than the client's (write results "
+                                                   "with TaskContext::result_region)");
+        return make_result(out->region().disown(), nullptr);
+      }
       const Value& v = out->value();
       if (setup) return make_result("", nullptr);  // a set-up call's value is not kept
       auto layout = Layout::plan(v);
