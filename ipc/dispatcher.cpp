@@ -29,8 +29,9 @@ namespace {
 // Submits of one client that may wait for room before the dispatcher stops
 // reading its socket (backpressure through the socket from there on).
 constexpr std::size_t kMaxParkedPerClient = 64;
-// A managed worker that dies before it ever connected is restarted after a
-// delay that doubles up to this (a broken worker command must not spin).
+// A managed worker that dies before it was ever ready (connected, its set-up
+// calls run) is restarted after a delay that doubles up to this (a broken
+// worker command, or a set-up call that kills workers, must not spin).
 constexpr std::uint64_t kMaxRestartDelayMs = 5000;
 // How long stopping waits for managed workers before killing them.
 constexpr std::uint64_t kStopGraceMs = 5000;
@@ -79,6 +80,7 @@ struct Dispatcher::Core {
     std::uint64_t running = 0;                               // workers: the task it runs (maybe discarded)
     std::uint64_t running_owner = 0;                         // workers: the owner it runs that task for
     bool running_setup = false;
+    bool ready = false;              // workers: its set-up calls ran, it took tasks
     std::deque<std::size_t> setups;  // workers: set-up calls still to run, by index
     std::uint64_t done = 0;
   };
@@ -110,7 +112,7 @@ struct Dispatcher::Core {
   struct ManagedWorker {
     uv_process_t process;
     Core* core;
-    bool connected = false;  // its hello arrived
+    bool connected = false;  // it connected and ran its set-up calls: ready for tasks
   };
 
   DispatcherOptions options;
@@ -405,8 +407,6 @@ struct Dispatcher::Core {
     } else {
       p.role = Role::kWorker;
       ++cumulative;
-      for (ManagedWorker* m : managed)
-        if (m->process.pid == p.pid) m->connected = true;
       for (std::size_t i = 0; i < setups.size(); ++i) p.setups.push_back(i);
     }
     auto welcome = detail::encode_welcome(detail::Welcome{options.frame_limit, ::getpid(), options.memory});
@@ -641,6 +641,14 @@ struct Dispatcher::Core {
       w.running_owner = setups[i].owner;
       w.conn->send(FrameType::kTask, kFlagSetup, i + 1, setups[i].payload);
       return;
+    }
+    if (!w.ready) {
+      // Ready for tasks: a managed worker that dies from here on is replaced
+      // at once; one that died before (its set-up calls killed it, say) is
+      // replaced after a growing delay, like one that never connected.
+      w.ready = true;
+      for (ManagedWorker* m : managed)
+        if (m->process.pid == w.pid) m->connected = true;
     }
     idle.push_back(worker_id);
     pump();
