@@ -357,6 +357,13 @@ struct Client::Impl {
     return std::make_shared<const Bytes>(std::move(b));
   }
 
+  // The state of task `id`; kDone also when it is no longer there (its
+  // result was taken, by this thread or another). REQUIRES: mu held.
+  State state_of(TaskId id) const {
+    auto it = tasks.find(id);
+    return it == tasks.end() ? State::kDone : it->second.state;
+  }
+
   // Takes the result of ended task `id`. REQUIRES: mu held, the task ended.
   TaskResult take(TaskId id) {
     auto it = tasks.find(id);
@@ -431,8 +438,7 @@ Result<TaskId> Client::submit(const Call& call, const TaskOptions& options) noex
     std::unique_lock<std::mutex> lock(impl_->mu);
     // Without a cap every task is in the queue as soon as it arrives;
     // with one, wait until the dispatcher says it is.
-    if (impl_->queue_cap > 0)
-      impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state != Impl::State::kSent; });
+    if (impl_->queue_cap > 0) impl_->cv.wait(lock, [&] { return impl_->state_of(id) != Impl::State::kSent; });
     return id;
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory();
@@ -444,8 +450,8 @@ Result<std::optional<TaskId>> Client::try_submit(const Call& call, const TaskOpt
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, options));
     KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(*payload, kFlagTry, FrameType::kSubmit, false));
     std::unique_lock<std::mutex> lock(impl_->mu);
-    impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state != Impl::State::kSent; });
-    if (impl_->tasks.at(id).state == Impl::State::kFull) {
+    impl_->cv.wait(lock, [&] { return impl_->state_of(id) != Impl::State::kSent; });
+    if (impl_->state_of(id) == Impl::State::kFull) {
       impl_->tasks.erase(id);
       return std::optional<TaskId>();
     }
@@ -460,7 +466,10 @@ TaskResult Client::wait(TaskId id) noexcept {
   auto it = impl_->tasks.find(id);
   if (it == impl_->tasks.end() || it->second.setup)
     return TaskResult(Outcome::kError, "no pending task " + std::to_string(id));
-  impl_->cv.wait(lock, [&] { return impl_->tasks.at(id).state == Impl::State::kDone; });
+  // Another thread may take it first (a wait or wait_any of its own).
+  impl_->cv.wait(lock, [&] { return impl_->state_of(id) == Impl::State::kDone; });
+  if (impl_->tasks.count(id) == 0)
+    return TaskResult(Outcome::kError, "task " + std::to_string(id) + " was taken by another wait");
   return impl_->take(id);
 }
 
@@ -469,8 +478,10 @@ std::optional<TaskResult> Client::wait_for(TaskId id, std::chrono::milliseconds 
   auto it = impl_->tasks.find(id);
   if (it == impl_->tasks.end() || it->second.setup)
     return TaskResult(Outcome::kError, "no pending task " + std::to_string(id));
-  if (!impl_->cv.wait_for(lock, timeout, [&] { return impl_->tasks.at(id).state == Impl::State::kDone; }))
+  if (!impl_->cv.wait_for(lock, timeout, [&] { return impl_->state_of(id) == Impl::State::kDone; }))
     return std::nullopt;
+  if (impl_->tasks.count(id) == 0)
+    return TaskResult(Outcome::kError, "task " + std::to_string(id) + " was taken by another wait");
   return impl_->take(id);
 }
 
@@ -482,7 +493,9 @@ std::pair<TaskId, TaskResult> Client::wait_any() noexcept {
     return false;
   };
   if (!pending()) return {0, TaskResult(Outcome::kError, "no task is pending")};
-  impl_->cv.wait(lock, [&] { return !impl_->arrived.empty(); });
+  // Another thread may take the pending tasks meanwhile: then none is left.
+  impl_->cv.wait(lock, [&] { return !impl_->arrived.empty() || !pending(); });
+  if (impl_->arrived.empty()) return {0, TaskResult(Outcome::kError, "no task is pending")};
   const TaskId id = impl_->arrived.front();
   return {id, impl_->take(id)};
 }
@@ -498,23 +511,29 @@ std::optional<std::pair<TaskId, TaskResult>> Client::wait_any_for(
     std::span<const TaskId> ids, std::chrono::milliseconds timeout) noexcept {
   std::unique_lock<std::mutex> lock(impl_->mu);
   auto mine = [&](TaskId id) { return std::find(ids.begin(), ids.end(), id) != ids.end(); };
-  bool pending = false;
-  for (TaskId id : ids) {
-    auto it = impl_->tasks.find(id);
-    pending = pending || (it != impl_->tasks.end() && !it->second.setup);
-  }
-  if (!pending)
+  auto pending = [&] {
+    for (TaskId id : ids) {
+      auto it = impl_->tasks.find(id);
+      if (it != impl_->tasks.end() && !it->second.setup) return true;
+    }
+    return false;
+  };
+  auto none_pending = [] {
     return std::pair<TaskId, TaskResult>{0, TaskResult(Outcome::kError, "none of the tasks is pending")};
+  };
+  if (!pending()) return none_pending();
   TaskId found = 0;
+  // Another thread may take the tasks meanwhile: then none is left.
   const bool arrived = impl_->cv.wait_for(lock, timeout, [&] {
     for (TaskId a : impl_->arrived)
       if (mine(a)) {
         found = a;
         return true;
       }
-    return false;
+    return !pending();
   });
   if (!arrived) return std::nullopt;
+  if (found == 0) return none_pending();
   return std::pair<TaskId, TaskResult>{found, impl_->take(found)};
 }
 

@@ -29,8 +29,9 @@ namespace {
 // Submits of one client that may wait for room before the dispatcher stops
 // reading its socket (backpressure through the socket from there on).
 constexpr std::size_t kMaxParkedPerClient = 64;
-// A managed worker that dies before it ever connected is restarted after a
-// delay that doubles up to this (a broken worker command must not spin).
+// A managed worker that dies before it was ever ready (connected, its set-up
+// calls run) is restarted after a delay that doubles up to this (a broken
+// worker command, or a set-up call that kills workers, must not spin).
 constexpr std::uint64_t kMaxRestartDelayMs = 5000;
 // How long stopping waits for managed workers before killing them.
 constexpr std::uint64_t kStopGraceMs = 5000;
@@ -77,7 +78,9 @@ struct Dispatcher::Core {
     std::unordered_map<std::uint64_t, std::uint64_t> tasks;  // clients: their task id -> ours
     std::size_t parked = 0;                                  // clients: submits waiting for room
     std::uint64_t running = 0;                               // workers: the task it runs (maybe discarded)
+    std::uint64_t running_owner = 0;                         // workers: the owner it runs that task for
     bool running_setup = false;
+    bool ready = false;              // workers: its set-up calls ran, it took tasks
     std::deque<std::size_t> setups;  // workers: set-up calls still to run, by index
     std::uint64_t done = 0;
   };
@@ -98,6 +101,7 @@ struct Dispatcher::Core {
 
   struct Setup {
     std::shared_ptr<const Bytes> payload;
+    std::uint64_t owner = 0;   // the owner of the client that asked for it
     std::uint64_t client = 0;  // who to answer while it runs on the workers of its time
     std::uint64_t client_task = 0;
     std::set<std::uint64_t> pending;
@@ -108,7 +112,7 @@ struct Dispatcher::Core {
   struct ManagedWorker {
     uv_process_t process;
     Core* core;
-    bool connected = false;  // its hello arrived
+    bool connected = false;  // it connected and ran its set-up calls: ready for tasks
   };
 
   DispatcherOptions options;
@@ -403,8 +407,6 @@ struct Dispatcher::Core {
     } else {
       p.role = Role::kWorker;
       ++cumulative;
-      for (ManagedWorker* m : managed)
-        if (m->process.pid == p.pid) m->connected = true;
       for (std::size_t i = 0; i < setups.size(); ++i) p.setups.push_back(i);
     }
     auto welcome = detail::encode_welcome(detail::Welcome{options.frame_limit, ::getpid(), options.memory});
@@ -430,6 +432,8 @@ struct Dispatcher::Core {
       if (!stopping) prune_owner(p.owner, 0);
     } else if (p.role == Role::kWorker) {
       idle.erase(std::remove(idle.begin(), idle.end(), peer_id), idle.end());
+      // Whatever it held for a client is let go now.
+      if ((p.running != 0 || p.running_setup) && !stopping) released_hold(p.running_owner);
       if (p.running != 0 && !p.running_setup) {
         auto t = tasks.find(p.running);
         if (t != tasks.end()) {
@@ -452,6 +456,16 @@ struct Dispatcher::Core {
       }
     }
     pump();
+  }
+
+  // A worker stopped running something for `owner` (and so holding its
+  // lease, if it wrote a result). A client that died meanwhile could not be
+  // pruned while the lease was held: its files go now.
+  void released_hold(std::uint64_t owner) {
+    if (owner == 0) return;
+    for (const auto& [id, p] : peers)
+      if (p.role == Role::kClient && p.owner == owner) return;  // still connected: not dead
+    if (!shm::owner_alive(owner)) prune_owner(owner, 0);
   }
 
   // Removes the files of a client's owner once it is dead. A client killed
@@ -607,6 +621,7 @@ struct Dispatcher::Core {
         t.state = TaskState::kRunning;
         t.worker = worker_id;
         w.running = id;
+        w.running_owner = t.owner;
         w.running_setup = false;
         pump_again = true;  // bytes were freed: waiting tasks may fit now
         w.conn->send(FrameType::kTask, 0, id, t.payload);
@@ -623,8 +638,17 @@ struct Dispatcher::Core {
     if (!w.setups.empty()) {
       const std::size_t i = w.setups.front();
       w.running_setup = true;
+      w.running_owner = setups[i].owner;
       w.conn->send(FrameType::kTask, kFlagSetup, i + 1, setups[i].payload);
       return;
+    }
+    if (!w.ready) {
+      // Ready for tasks: a managed worker that dies from here on is replaced
+      // at once; one that died before (its set-up calls killed it, say) is
+      // replaced after a growing delay, like one that never connected.
+      w.ready = true;
+      for (ManagedWorker* m : managed)
+        if (m->process.pid == w.pid) m->connected = true;
     }
     idle.push_back(worker_id);
     pump();
@@ -645,6 +669,7 @@ struct Dispatcher::Core {
       }
       if (!msg->name.empty()) (void)shm::remove(msg->name);  // set-up results are not kept
       if (setups[i].pending.erase(worker_id) != 0) answer_setup(i);
+      released_hold(setups[i].owner);
       return worker_ready(worker_id, w);
     }
     if (w.running_setup || f.header.id != w.running || w.running == 0)
@@ -654,6 +679,7 @@ struct Dispatcher::Core {
     if (t == tasks.end()) {
       // Cancelled or timed out while it ran: nobody takes the result.
       if (!msg->name.empty()) (void)shm::remove(msg->name);
+      released_hold(w.running_owner);
     } else {
       if (!msg->name.empty()) {
         auto n = parse_name(msg->name);
@@ -763,6 +789,7 @@ struct Dispatcher::Core {
     const std::size_t i = setups.size();
     Setup& setup = setups.emplace_back();
     setup.payload = std::move(payload);
+    setup.owner = s->owner;
     setup.client = peer_id;
     setup.client_task = f.header.id;
     std::vector<std::uint64_t> now_idle;

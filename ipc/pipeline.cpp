@@ -93,6 +93,10 @@ Result<PipelineResult> Pipeline::run(Client& client, const std::vector<Arg>& inp
       }
       for (const Lane& other : lanes)
         if (other.next != l.next) return Status::ok();  // not everyone is there yet
+      // Everyone is there from the start when the first stage is a reduce:
+      // only the first lane to look submits it.
+      for (const auto& [id, where] : running)
+        if (where == kReduce) return Status::ok();
       std::vector<Arg> args;
       for (const Lane& other : lanes) {
         KURA_ASSIGN_OR_RETURN(Arg a, arg_of(other));

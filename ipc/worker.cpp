@@ -13,9 +13,11 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <string_view>
 #include <thread>
 
 #include "kura/core/builder.hpp"
+#include "kura/core/name.hpp"
 #include "kura/shm/owner.hpp"
 #include "message_internal.hpp"
 #include "transport_internal.hpp"
@@ -294,8 +296,20 @@ class WorkerLoop {
     if (!ended_well_) options_.log("connection to the dispatcher closed: " + why.message());
   }
 
-  static std::shared_ptr<const Bytes> error_result(Outcome o, const std::string& message) {
-    auto p = detail::encode_result(o, message, "", nullptr);
+  // An error's message can be anything a function says (fail() returns its
+  // argument): cut to half the frame limit, so that the frame stays under
+  // the dispatcher's limit, which would otherwise close this connection.
+  std::shared_ptr<const Bytes> error_result(Outcome o, const std::string& message) const {
+    const std::size_t room = frame_limit_ > 8192 ? frame_limit_ / 2 : 2048;
+    std::string_view text = message;
+    std::string cut;
+    if (text.size() > room) {
+      std::size_t n = room;
+      while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;  // a whole UTF-8 character
+      cut = std::string(text.substr(0, n)) + "... (" + std::to_string(text.size() - n) + " bytes more)";
+      text = cut;
+    }
+    auto p = detail::encode_result(o, text, "", nullptr);
     if (!p) p = detail::encode_result(Outcome::kError, "out of memory", "", nullptr);
     return p ? std::make_shared<const Bytes>(std::move(p).value()) : nullptr;
   }
@@ -343,7 +357,17 @@ class WorkerLoop {
         return error_result(Outcome::kCancelled, "cancelled");
       }
       if (!out) return error_result(Outcome::kError, out.status().message());
-      if (out->is_region()) return make_result(out->region().disown(), nullptr);
+      if (out->is_region()) {
+        // Only a region written for the client is its result. Another one
+        // (the worker's own, from shm::share) is refused and left to its
+        // handle, which removes it if it is this process's.
+        auto n = parse_name(out->region().name());
+        if (!n || n->owner != s->owner)
+          return error_result(Outcome::kError, "the function returned the region " + out->region().name() +
+                                                   " of another owner than the client's (write results "
+                                                   "with TaskContext::result_region)");
+        return make_result(out->region().disown(), nullptr);
+      }
       const Value& v = out->value();
       if (setup) return make_result("", nullptr);  // a set-up call's value is not kept
       auto layout = Layout::plan(v);
@@ -365,7 +389,7 @@ class WorkerLoop {
     }
   }
 
-  static std::shared_ptr<const Bytes> make_result(const std::string& name, const Value* v) {
+  std::shared_ptr<const Bytes> make_result(const std::string& name, const Value* v) const {
     auto p = detail::encode_result(Outcome::kOk, "", name, v);
     if (!p) return error_result(Outcome::kError, "cannot encode the result: " + p.status().message());
     return std::make_shared<const Bytes>(std::move(p).value());
