@@ -67,9 +67,10 @@ Status validate(const std::string& dir) {
   const bool sticky = (st.st_mode & S_ISVTX) != 0;
   if (sticky) return Status::ok();  // like /dev/shm: nobody else can remove or rename our files
   if (st.st_uid != ::geteuid())
-    return Status(Code::kPermission, what + " belongs to user " + std::to_string(st.st_uid) +
-                                         " and is not sticky (mode " + mode_string(st.st_mode) +
-                                         "); use a directory of your own, or one with mode 1777 like /dev/shm");
+    return Status(Code::kPermission,
+                  what + " belongs to user " + std::to_string(st.st_uid) + " and is not sticky (mode " +
+                      mode_string(st.st_mode) +
+                      "); use a directory of your own, or one with mode 1777 like /dev/shm");
   if ((st.st_mode & 022) != 0)
     return Status(Code::kPermission,
                   what + " is writable by group or other without the sticky bit (mode " +
@@ -266,8 +267,8 @@ Result<RegionPages> region_pages(std::string_view name) noexcept {
     if (!n.path.empty())
       return invalid_name("region_pages takes a region name without a path, not " + std::string(name));
     const std::string region_name = format_region_name(n.owner, n.counter);
-    KURA_ASSIGN_OR_RETURN(int raw_fd,
-                          detail::open_own_file(detail::dir_path(region_name), O_RDONLY, "region " + region_name));
+    KURA_ASSIGN_OR_RETURN(
+        int raw_fd, detail::open_own_file(detail::dir_path(region_name), O_RDONLY, "region " + region_name));
     KURA_ASSIGN_OR_RETURN(detail::OwnedFd fd, detail::OwnedFd::adopt(raw_fd, false));
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);

@@ -2,6 +2,8 @@
 // gives the same values as every other, one-shot and incrementally, on
 // every length up to a few blocks and on large inputs; the golden region's
 // hashes come out the same under each; the process uses the widest one.
+#include "kura/core/hash.hpp"
+
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <fstream>
@@ -11,7 +13,6 @@
 #include <vector>
 
 #include "hash_internal.hpp"
-#include "kura/core/hash.hpp"
 #include "kura/core/layout.hpp"
 
 using namespace kura;
@@ -48,9 +49,12 @@ TEST_CASE("the XXH3 builds of this CPU are listed, widest first, and the widest 
   CHECK(hash_implementation() == builds[0]->name);
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) CHECK(hash_implementation() == "avx512");
-  else if (__builtin_cpu_supports("avx2")) CHECK(hash_implementation() == "avx2");
-  else CHECK(hash_implementation() == "libxxhash");
+  if (__builtin_cpu_supports("avx512f"))
+    CHECK(hash_implementation() == "avx512");
+  else if (__builtin_cpu_supports("avx2"))
+    CHECK(hash_implementation() == "avx2");
+  else
+    CHECK(hash_implementation() == "libxxhash");
 #endif
   bool lib = false, scalar = false;
   for (const detail::Xxh3* b : builds) {
@@ -110,8 +114,8 @@ TEST_CASE("the golden region's hashes are the same under every XXH3 build", "[co
     INFO("build " << b->name);
     CHECK(b->hash(g.data(), 56) == header_hash);
     // The four nodes (docs/format.md section 8): header offset, data offset, data size.
-    for (auto [at, data, size] : {std::array<std::size_t, 3>{64, 128, 16}, {192, 256, 70}, {384, 448, 16},
-                                  {512, 576, 66}}) {
+    for (auto [at, data, size] :
+         {std::array<std::size_t, 3>{64, 128, 16}, {192, 256, 70}, {384, 448, 16}, {512, 576, 66}}) {
       NodeHeader h;
       std::memcpy(&h, g.data() + at, sizeof h);
       const std::uint64_t stored = h.hash;

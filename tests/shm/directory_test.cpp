@@ -1,6 +1,8 @@
 // The region directory (kura/shm/directory.hpp): fixed once per process,
 // checked before use, set from C++ before first use, and regions in huge
 // pages where its file system offers them.
+#include "kura/shm/directory.hpp"
+
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "child.hpp"
-#include "kura/shm/directory.hpp"
 #include "kura/shm/region.hpp"
 #include "shm_guard.hpp"
 #include "test_util.hpp"
@@ -64,8 +65,7 @@ bool starts_with(const std::string& s, const std::string& prefix) {
 
 }  // namespace
 
-TEST_CASE("the region directory is fixed at first use; set_directory takes the same one only",
-          "[shm]") {
+TEST_CASE("the region directory is fixed at first use; set_directory takes the same one only", "[shm]") {
   test::ShmGuard guard;
   CHECK(shm::directory() == test::shm_dir());
   CHECK(shm::check_directory().is_ok());
@@ -228,8 +228,10 @@ TEST_CASE("a full huge-page directory is NoSpace at create time, never a SIGBUS"
     std::vector<std::string> lines = c->read_all();
     int status = c->wait();
     if (lines.empty() || lines[0] == "cannot-mount") {
-      WARN("SKIPPED: this machine does not allow a private mount namespace with its own tmpfs "
-           "(unshare -m / mount tmpfs failed: needs root or CAP_SYS_ADMIN); huge=" << mode << " NOT tested");
+      WARN(
+          "SKIPPED: this machine does not allow a private mount namespace with its own tmpfs "
+          "(unshare -m / mount tmpfs failed: needs root or CAP_SYS_ADMIN); huge="
+          << mode << " NOT tested");
       return;
     }
     INFO("helper said: " << lines[0]);
