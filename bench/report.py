@@ -106,6 +106,7 @@ def machine(raw, contexts):
         "hash_build": ctx.get("hash_build", ""),
         "benchmark_library_build": ctx.get("library_build_type", ""),
         "load_before": read(os.path.join(raw, "load_before.txt")),
+        "load_per_program": read(os.path.join(raw, "load.txt")).splitlines(),
         "load_after": read(os.path.join(raw, "load_after.txt")),
         "region_directories": {label: {k: c.get(k) for k in (
             "region_dir", "region_fs", "region_huge", "region_page_size", "boost_segment", "skipped")}
@@ -450,7 +451,9 @@ def header(m, quick):
         f"`tools/run bench{' --quick' if quick else ''}` at commit {m['commit']}, {m['date']}.",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_bytes'] / (1 << 30):.1f} GiB of memory, "
         f"Linux {m['kernel']}; region directories: {pages}; XXH3 build {m['hash_build']}.",
-        f"Load before: `{m['load_before']}`; after: `{m['load_after']}`.",
+        f"Load before: `{m['load_before']}`; after: `{m['load_after']}`; as each program started: "
+        + "; ".join(f"{ln.split(':', 1)[0]} {ln.split('load average:')[-1].strip()}"
+                    for ln in m["load_per_program"] if "load average:" in ln) + ".",
     ]
     if m["benchmark_library_build"] == "debug":
         lines.append("(Debian's libbenchmark says it was built as debug; that affects only its own "
@@ -478,8 +481,6 @@ def plot_handoff(rep, out, tmp):
     for label in labels:
         plots = []
         for m in METHODS:
-            if m in DIRLESS and label == "huge":
-                continue
             path = os.path.join(tmp, f"h_{label}_{m}.dat")
             with open(path, "w") as f:
                 for s in sizes:
@@ -487,7 +488,8 @@ def plot_handoff(rep, out, tmp):
                     if r:
                         f.write(f"{s} {r['time']['median'] * 1e3} {r['time']['min'] * 1e3} "
                                 f"{r['time']['max'] * 1e3}\n")
-            plots.append(f"'{path}' using 1:2:3:4 with yerrorlines lt {METHODS.index(m) + 1} lw 2 title '{m}'")
+            title = m + (" (run on /dev/shm)" if m in DIRLESS and label == "huge" else "")
+            plots.append(f"'{path}' using 1:2:3:4 with yerrorlines lt {METHODS.index(m) + 1} lw 2 title '{title}'")
         panels.append(f"set title '{LABELS[label]}, {n} consumers: until every sum is done'\n"
                       f"plot {', '.join(plots)}\n")
     gnuplot(f"""
@@ -495,6 +497,7 @@ set terminal pngcairo noenhanced size {560 * len(labels)},460 font ',10'
 set output '{png}'
 set multiplot layout 1,{len(labels)}
 set logscale xy
+set xrange [0.7:1500]
 set xlabel 'array (MiB)'
 set ylabel 'ms (median; bars: range)'
 set key top left

@@ -9,7 +9,8 @@
 # either the directory in KURA_BENCH_HUGE_DIR or one this script mounts in a
 # private mount namespace (root or CAP_SYS_ADMIN); where neither is possible
 # the huge-page runs are skipped and the report says so. --quick: small sizes
-# and few repetitions, to prove the benchmarks still run (CI).
+# and few repetitions, to prove the benchmarks still run (CI); its report goes
+# to BUILD_DIR/bench-results/report/, leaving bench/results/ as it is.
 #
 # Bounded: the 1 GiB sizes run only with at least 12 GiB of memory available
 # and 6 GiB free in /dev/shm; every program ends with its regions removed, and
@@ -29,7 +30,7 @@ fi
 
 raw=$build/bench-results
 rm -rf "$raw"
-mkdir -p "$raw" "$here/results"
+mkdir -p "$raw"
 
 huge_dir=${KURA_BENCH_HUGE_DIR:-}
 mounted=""
@@ -79,6 +80,7 @@ run() {
   local prog=$1 label=$2 dir=$3 t0=$SECONDS
   shift 3
   echo "== $prog ($label pages, $dir)"
+  echo "${prog#kura_}_$label: $(uptime)" >>"$raw/load.txt"
   KURA_SHM_DIR=$dir "$build/bench/$prog" --repetitions=$reps "$@" \
     --benchmark_report_aggregates_only=true \
     --benchmark_out="$raw/${prog#kura_}_$label.json" --benchmark_out_format=json |
@@ -105,4 +107,8 @@ run kura_ipc_bench 4k "$small" "${ipc[@]}" --latency_out="$raw/latency.json"
 uptime >"$raw/load_after.txt"
 echo "== benchmarks took $(($(date +%s) - start)) s"
 
-/usr/bin/python3 "$here/report.py" "$raw" "$here/results" $( ((quick)) && echo --quick)
+if ((quick)); then
+  /usr/bin/python3 "$here/report.py" "$raw" "$raw/report" --quick
+else
+  /usr/bin/python3 "$here/report.py" "$raw" "$here/results"
+fi
