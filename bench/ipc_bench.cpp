@@ -1,74 +1,105 @@
-// Benchmarks of the dispatcher (issue 7), each beside what it is measured
-// against, in the same run:
+// Small tasks through the dispatcher against the floor of any local round
+// trip (issue 11, suite 2), in the same run:
 //
-//  - BM_RawPingPong: a 64-byte message to another process over a Unix
-//    socketpair and back (the floor for any local round trip).
-//    BM_TaskRoundTrip: an empty task, client -> dispatcher -> worker -> back
-//    (two hops each way). Both report the median and p99 in microseconds.
-//  - BM_RawThroughput: 64-byte messages pipelined to an echo process, 10,000
-//    in flight at most. BM_TaskThroughput: 10,000 echo tasks through map()
-//    over 2 workers. Both report items/s.
-//  - BM_Handoff256MiB/by_name and /inline: a worker sums a 256 MiB f64
-//    array, passed as a kura name, or copied inline through the sockets
-//    (frame limit raised for it).
+//  - rtt/raw_socket: a 64-byte message to another process over a Unix
+//    socketpair and back, with blocking read(2)/write(2).
+//  - rtt/libuv_pipe: the same with a libuv loop on both sides (uv_pipe_t,
+//    uv_read_start, uv_write), which is what the dispatcher is built on.
+//  - rtt/dispatcher: an empty task (the built-in echo), client ->
+//    dispatcher -> worker -> dispatcher -> client: two hops each way.
+//    Each reports p50_us and p99_us over `--samples` round trips, and each runs
+//    twice: free to use both cores (/any) and with every process and thread
+//    of it pinned to CPU 0 (/pinned), which takes the cost of waking a
+//    process on another core out of the figure.
+//  - throughput/raw_socket: 64-byte messages pipelined to an echo process;
+//    throughput/dispatcher: 10,000 echo tasks through Client::map over 2
+//    workers. Both report items_per_second.
 //
-// A summary of the ratios follows the benchmark output.
-#include <benchmark/benchmark.h>
+// --latency_out=FILE writes every round-trip sample (microseconds) as JSON,
+// {"rtt/raw_socket/any": [...], ...}, for the latency distribution plot.
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "kura/ipc/client.hpp"
 #include "kura/ipc/dispatcher.hpp"
 #include "kura/shm/region.hpp"
 
+namespace kura::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-constexpr int kSamples = 2000;  // round trips per benchmark iteration
+int samples_per_run = 5000;
 constexpr int kStreamed = 10000;
+constexpr std::size_t kMessage = 64;
 
-void die(const std::string& what) {
-  std::fprintf(stderr, "ipc_bench: %s\n", what.c_str());
-  std::exit(1);
-}
+std::map<std::string, std::vector<double>> all_samples;
 
-double micros(Clock::duration d) {
-  return std::chrono::duration<double, std::micro>(d).count();
-}
-
-// Median and p99 of `samples` (microseconds) as counters.
-void report_latency(benchmark::State& state, std::vector<double>& samples) {
+// Median and p99 of `samples` (microseconds) as counters, and the samples
+// kept for --latency_out.
+void report_latency(benchmark::State& state, const std::string& name, std::vector<double>& samples) {
+  auto& keep = all_samples[name];
+  keep.insert(keep.end(), samples.begin(), samples.end());
   std::sort(samples.begin(), samples.end());
   state.counters["p50_us"] = samples[samples.size() / 2];
   state.counters["p99_us"] = samples[samples.size() * 99 / 100];
 }
 
-// --- raw Unix socket ------------------------------------------------------------
+double micros_since(std::int64_t t0) {
+  return static_cast<double>(now_ns() - t0) / 1e3;
+}
+
+// Pins the calling thread (and what it starts afterwards) to CPU 0 for the
+// life of the object when `pin`, then restores the previous mask.
+class Pin {
+ public:
+  explicit Pin(bool pin) : pinned_(pin) {
+    if (!pin) return;
+    if (::sched_getaffinity(0, sizeof old_, &old_) != 0) die("sched_getaffinity");
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0) die("sched_setaffinity");
+  }
+  ~Pin() {
+    if (pinned_) ::sched_setaffinity(0, sizeof old_, &old_);
+  }
+
+ private:
+  bool pinned_;
+  cpu_set_t old_{};
+};
+
+// --- raw Unix socket ---------------------------------------------------------------
 
 // A child process that echoes every byte it reads on its end of a
-// socketpair until the other end closes.
+// socketpair (with blocking calls, or with a libuv loop) until the other
+// end closes.
 struct Echo {
   int fd = -1;
   pid_t pid = -1;
-  Echo() {
+  explicit Echo(bool with_libuv) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
     pid = ::fork();
+    if (pid < 0) die("fork");
     if (pid == 0) {
       ::close(sv[0]);
+      if (with_libuv) uv_echo(sv[1]);
       char buf[65536];
       for (;;) {
         ssize_t n = ::read(sv[1], buf, sizeof buf);
@@ -95,28 +126,126 @@ struct Echo {
       n -= static_cast<std::size_t>(r);
     }
   }
+
+  // The libuv echo: reads whatever arrives and writes it back.
+  [[noreturn]] static void uv_echo(int fd) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uv_pipe_t pipe;
+    uv_pipe_init(&loop, &pipe, 0);
+    if (uv_pipe_open(&pipe, fd) != 0) ::_exit(1);
+    uv_read_start(
+        reinterpret_cast<uv_stream_t*>(&pipe),
+        [](uv_handle_t*, std::size_t, uv_buf_t* b) {
+          static char storage[65536];
+          *b = uv_buf_init(storage, sizeof storage);
+        },
+        [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+          if (n < 0) ::_exit(0);
+          if (n == 0) return;
+          // The buffer is reused by the next read: copy what is written.
+          auto* req = new uv_write_t;
+          auto* copy = new char[static_cast<std::size_t>(n)];
+          std::memcpy(copy, b->base, static_cast<std::size_t>(n));
+          req->data = copy;
+          uv_buf_t out = uv_buf_init(copy, static_cast<unsigned>(n));
+          uv_write(req, s, &out, 1, [](uv_write_t* r, int) {
+            delete[] static_cast<char*>(r->data);
+            delete r;
+          });
+        });
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ::_exit(0);
+  }
 };
 
-void BM_RawPingPong(benchmark::State& state) {
-  Echo echo;
-  char msg[64] = {}, back[64];
+void BM_RawRoundTrip(benchmark::State& state, bool pinned) {
+  Pin pin(pinned);
+  Echo echo(false);
+  char msg[kMessage] = {}, back[kMessage];
   std::vector<double> samples;
   for (auto _ : state) {
     samples.clear();
-    for (int i = 0; i < kSamples; ++i) {
-      const auto t0 = Clock::now();
+    for (int i = 0; i < samples_per_run; ++i) {
+      const std::int64_t t0 = now_ns();
       if (::write(echo.fd, msg, sizeof msg) != sizeof msg) die("write");
       echo.read_exactly(back, sizeof back);
-      samples.push_back(micros(Clock::now() - t0));
+      samples.push_back(micros_since(t0));
     }
   }
-  report_latency(state, samples);
+  report_latency(state, pinned ? "rtt/raw_socket/pinned" : "rtt/raw_socket/any", samples);
+}
+
+// The client side of the libuv ping-pong: a loop that writes 64 bytes,
+// waits for them to come back, records the time, and writes again.
+struct UvPing {
+  uv_loop_t loop;
+  uv_pipe_t pipe;
+  char msg[kMessage] = {};
+  char in[kMessage];
+  std::size_t got = 0;
+  int left = 0;
+  std::int64_t t0 = 0;
+  std::vector<double>* samples = nullptr;
+
+  void send() {
+    t0 = now_ns();
+    uv_buf_t b = uv_buf_init(msg, sizeof msg);
+    // A request lives until its callback: one per write.
+    auto* req = new uv_write_t;
+    if (uv_write(req, reinterpret_cast<uv_stream_t*>(&pipe), &b, 1, [](uv_write_t* r, int) { delete r; }) !=
+        0)
+      die("uv_write");
+  }
+};
+
+void BM_UvRoundTrip(benchmark::State& state, bool pinned) {
+  Pin pin(pinned);
+  Echo echo(true);
+  UvPing ping;
+  uv_loop_init(&ping.loop);
+  uv_pipe_init(&ping.loop, &ping.pipe, 0);
+  const int fd = ::dup(echo.fd);
+  if (uv_pipe_open(&ping.pipe, fd) != 0) die("uv_pipe_open");
+  ping.pipe.data = &ping;
+  std::vector<double> samples;
+  for (auto _ : state) {
+    samples.clear();
+    ping.samples = &samples;
+    ping.left = samples_per_run;
+    ping.got = 0;
+    uv_read_start(
+        reinterpret_cast<uv_stream_t*>(&ping.pipe),
+        [](uv_handle_t* h, std::size_t, uv_buf_t* b) {
+          auto* p = static_cast<UvPing*>(h->data);
+          *b = uv_buf_init(p->in + p->got, static_cast<unsigned>(kMessage - p->got));
+        },
+        [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+          auto* p = static_cast<UvPing*>(s->data);
+          if (n < 0) die("libuv read");
+          p->got += static_cast<std::size_t>(n);
+          if (p->got < kMessage) return;
+          p->got = 0;
+          p->samples->push_back(micros_since(p->t0));
+          if (--p->left == 0) {
+            uv_read_stop(s);
+            return;
+          }
+          p->send();
+        });
+    ping.send();
+    uv_run(&ping.loop, UV_RUN_DEFAULT);
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&ping.pipe), nullptr);
+  uv_run(&ping.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&ping.loop);
+  report_latency(state, pinned ? "rtt/libuv_pipe/pinned" : "rtt/libuv_pipe/any", samples);
 }
 
 void BM_RawThroughput(benchmark::State& state) {
-  Echo echo;
-  std::vector<char> batch(64 * 256);
-  std::vector<char> back(64 * kStreamed);
+  Echo echo(false);
+  std::vector<char> batch(kMessage * 256);
+  std::vector<char> back(kMessage * kStreamed);
   for (auto _ : state) {
     // Pipelined: one thread writes 256 messages at a time while this one
     // reads the echoes.
@@ -138,30 +267,37 @@ void BM_RawThroughput(benchmark::State& state) {
 // --- the dispatcher ---------------------------------------------------------------
 
 struct Pool {
-  std::unique_ptr<kura::ipc::Dispatcher> dispatcher;
-  std::unique_ptr<kura::ipc::Client> client;
+  std::string dir;
+  std::unique_ptr<ipc::Dispatcher> dispatcher;
+  std::unique_ptr<ipc::Client> client;
 };
 
-// An embedded dispatcher with `workers` kura workers, and a client.
-Pool& pool(unsigned workers, std::uint32_t frame_limit = kura::ipc::kDefaultFrameLimit) {
-  static std::map<std::pair<unsigned, std::uint32_t>, Pool> pools;
-  Pool& p = pools[{workers, frame_limit}];
+std::map<std::pair<unsigned, bool>, Pool>& pools() {
+  static std::map<std::pair<unsigned, bool>, Pool> p;
+  return p;
+}
+
+// An embedded dispatcher with `workers` kura workers, and a client; a pinned
+// pool is made while the calling thread is pinned, so its dispatcher thread
+// and worker processes inherit the mask.
+Pool& pool(unsigned workers, bool pinned) {
+  Pool& p = pools()[{workers, pinned}];
   if (p.client) return p;
   char dir[] = "/tmp/kura-bench.XXXXXX";
   if (::mkdtemp(dir) == nullptr) die("mkdtemp");
-  kura::ipc::DispatcherOptions o;
-  o.socket_path = std::string(dir) + "/d.sock";
+  p.dir = dir;
+  ipc::DispatcherOptions o;
+  o.socket_path = p.dir + "/d.sock";
   o.workers = workers;
-  o.frame_limit = frame_limit;
   o.worker_command = {KURA_TOOL_PATH, "worker", "--connect", "{socket}"};
   o.log = [](const std::string&) {};
-  auto d = kura::ipc::Dispatcher::start(std::move(o));
+  auto d = ipc::Dispatcher::start(std::move(o));
   if (!d) die(d.status().to_string());
   p.dispatcher = std::move(d).value();
-  auto c = kura::ipc::Client::connect(p.dispatcher->socket_path());
+  auto c = ipc::Client::connect(p.dispatcher->socket_path());
   if (!c) die(c.status().to_string());
   p.client = std::move(c).value();
-  for (;;) {
+  for (;;) {  // until every worker has connected (each status() is a round trip)
     auto s = p.client->status();
     if (!s) die(s.status().to_string());
     if (s->workers.size() == workers) break;
@@ -169,26 +305,37 @@ Pool& pool(unsigned workers, std::uint32_t frame_limit = kura::ipc::kDefaultFram
   return p;
 }
 
-void BM_TaskRoundTrip(benchmark::State& state) {
-  auto& client = *pool(1).client;
-  const kura::ipc::Call echo{"echo", {}};
+void stop_pools() {
+  for (auto& [key, p] : pools()) {
+    p.client.reset();
+    p.dispatcher.reset();
+    ::unlink((p.dir + "/d.sock").c_str());
+    ::rmdir(p.dir.c_str());
+  }
+  pools().clear();
+}
+
+void BM_TaskRoundTrip(benchmark::State& state, bool pinned) {
+  Pin pin(pinned);
+  auto& client = *pool(1, pinned).client;
+  const ipc::Call echo{"echo", {}};
   std::vector<double> samples;
   for (auto _ : state) {
     samples.clear();
-    for (int i = 0; i < kSamples; ++i) {
-      const auto t0 = Clock::now();
+    for (int i = 0; i < samples_per_run; ++i) {
+      const std::int64_t t0 = now_ns();
       auto id = client.submit(echo);
       if (!id) die(id.status().to_string());
       if (!client.wait(*id).ok()) die("echo failed");
-      samples.push_back(micros(Clock::now() - t0));
+      samples.push_back(micros_since(t0));
     }
   }
-  report_latency(state, samples);
+  report_latency(state, pinned ? "rtt/dispatcher/pinned" : "rtt/dispatcher/any", samples);
 }
 
 void BM_TaskThroughput(benchmark::State& state) {
-  auto& client = *pool(2).client;
-  std::vector<std::vector<kura::ipc::Arg>> inputs(kStreamed);
+  auto& client = *pool(2, false).client;
+  std::vector<std::vector<ipc::Arg>> inputs(kStreamed);
   for (auto _ : state) {
     auto m = client.map("echo", inputs);
     if (!m || m->failed) die("map failed");
@@ -196,100 +343,64 @@ void BM_TaskThroughput(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kStreamed);
 }
 
-// --- hand-off of 256 MiB ------------------------------------------------------------
-
-constexpr std::size_t k256MiB = std::size_t{256} << 20;
-
-const kura::Value& big_array() {
-  static kura::Value v = [] {
-    std::vector<double> xs(k256MiB / sizeof(double));
-    for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<double>(i % 1000);
-    return kura::Value::array<kura::Dtype::kF64>(std::span<const double>(xs));
-  }();
-  return v;
-}
-
-void BM_Handoff256MiB_ByName(benchmark::State& state) {
-  auto& client = *pool(1).client;
-  auto shared = kura::shm::share(big_array(), {.hashed = false});
-  if (!shared) die(shared.status().to_string());
-  const kura::ipc::Call sum{"sum", {kura::ipc::Arg::ref(shared->name())}};
-  for (auto _ : state) {
-    auto r = client.wait(client.submit(sum).value());
-    if (!r.ok()) die(r.describe());
+void write_samples(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) die("cannot write " + path);
+  std::fputs("{", f);
+  bool first = true;
+  for (const auto& [name, xs] : all_samples) {
+    std::fprintf(f, "%s\n  \"%s\": [", first ? "" : ",", name.c_str());
+    for (std::size_t i = 0; i < xs.size(); ++i) std::fprintf(f, "%s%.3f", i ? "," : "", xs[i]);
+    std::fputs("]", f);
+    first = false;
   }
-  state.counters["bytes_through_sockets"] =
-      static_cast<double>(client.bytes_sent() + client.bytes_received()) /
-      static_cast<double>(state.iterations());
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(k256MiB));
-}
-
-void BM_Handoff256MiB_Inline(benchmark::State& state) {
-  auto& client = *pool(1, 300u << 20).client;
-  const kura::ipc::Call sum{"sum", {kura::ipc::Arg::copy(big_array())}};
-  for (auto _ : state) {
-    auto r = client.wait(client.submit(sum).value());
-    if (!r.ok()) die(r.describe());
-  }
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(k256MiB));
+  std::fputs("\n}\n", f);
+  std::fclose(f);
 }
 
 }  // namespace
-
-BENCHMARK(BM_RawPingPong)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
-BENCHMARK(BM_TaskRoundTrip)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
-BENCHMARK(BM_RawThroughput)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-BENCHMARK(BM_TaskThroughput)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-BENCHMARK(BM_Handoff256MiB_ByName)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-BENCHMARK(BM_Handoff256MiB_Inline)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
-
-namespace {
-
-// Keeps each benchmark's counters so that the ratios can be printed after
-// the usual output.
-class Recorder : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      auto& c = counters[r.benchmark_name()];
-      for (const auto& [k, v] : r.counters) c[k] = v.value;
-      c["ms_per_iteration"] = r.GetAdjustedRealTime();
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-  std::map<std::string, std::map<std::string, double>> counters;
-};
-
-double get(Recorder& r, const std::string& bench, const std::string& key) {
-  auto b = r.counters.find(bench);
-  if (b == r.counters.end()) return 0;
-  auto k = b->second.find(key);
-  return k == b->second.end() ? 0 : k->second;
-}
-
-}  // namespace
+}  // namespace kura::bench
 
 int main(int argc, char** argv) {
+  using namespace kura::bench;
+  Options opt = take_options(argc, argv, {"samples", "repetitions", "latency_out"});
   benchmark::Initialize(&argc, argv);
-  Recorder rec;
-  benchmark::RunSpecifiedBenchmarks(&rec);
-  const double raw = get(rec, "BM_RawPingPong/iterations:3/real_time", "p50_us");
-  const double task = get(rec, "BM_TaskRoundTrip/iterations:3/real_time", "p50_us");
-  const double raw_tp = get(rec, "BM_RawThroughput/iterations:5/real_time", "items_per_second");
-  const double task_tp = get(rec, "BM_TaskThroughput/iterations:5/real_time", "items_per_second");
-  const double by_name = get(rec, "BM_Handoff256MiB_ByName/iterations:5/real_time", "ms_per_iteration");
-  const double copied = get(rec, "BM_Handoff256MiB_Inline/iterations:5/real_time", "ms_per_iteration");
-  std::printf("\nratios (this run):\n");
-  if (raw > 0 && task > 0)
-    std::printf("  round trip, median: task %.1f us / raw socket %.1f us = %.2fx\n", task, raw, task / raw);
-  if (raw_tp > 0 && task_tp > 0)
-    std::printf(
-        "  throughput: %.0f tasks/s over 2 workers; the raw socket moves %.0f pipelined 64-byte echoes/s "
-        "(the transport's ceiling)\n",
-        task_tp, raw_tp);
-  if (by_name > 0 && copied > 0)
-    std::printf("  256 MiB hand-off: by name %.1f ms, inline %.1f ms = %.1fx faster by name\n", by_name,
-                copied, copied / by_name);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  samples_per_run = std::atoi(opt.get("samples", "5000").c_str());
+  const int reps = std::atoi(opt.get("repetitions", "5").c_str());
+  describe_region_directory();
+  for (bool pinned : {false, true}) {
+    const std::string where = pinned ? "/pinned" : "/any";
+    with_range(benchmark::RegisterBenchmark(("rtt/raw_socket" + where).c_str(), BM_RawRoundTrip, pinned))
+        ->Iterations(1)
+        ->Repetitions(reps)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    with_range(benchmark::RegisterBenchmark(("rtt/libuv_pipe" + where).c_str(), BM_UvRoundTrip, pinned))
+        ->Iterations(1)
+        ->Repetitions(reps)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    with_range(benchmark::RegisterBenchmark(("rtt/dispatcher" + where).c_str(), BM_TaskRoundTrip, pinned))
+        ->Iterations(1)
+        ->Repetitions(reps)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  with_range(benchmark::RegisterBenchmark("throughput/raw_socket", BM_RawThroughput))
+      ->Iterations(3)
+      ->Repetitions(reps)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  with_range(benchmark::RegisterBenchmark("throughput/dispatcher", BM_TaskThroughput))
+      ->Iterations(3)
+      ->Repetitions(reps)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RunSpecifiedBenchmarks();
+  stop_pools();
+  const std::string out = opt.get("latency_out", "");
+  if (!out.empty()) write_samples(out);
   benchmark::Shutdown();
   return 0;
 }

@@ -1,131 +1,406 @@
-// Benchmarks of regions in shared memory (issue 3):
+// Benchmarks of regions in the region directory of this process (issue 11;
+// bench/run.sh runs it once on /dev/shm and once on a tmpfs with huge
+// pages):
 //
-//  - BM_MapReadScalar/<bytes>: map("/kura_..[2,3]") and read that one scalar
-//    in regions of 1 MiB .. 1 GiB. Mapping checks only the path, so the time
-//    should stay flat as the region grows.
-//  - BM_Memcpy1GiB vs BM_Share1GiB: copying 1 GiB into freshly allocated
-//    memory, against share() of a 1 GiB f64 array (one copy into a new
-//    region, hashed), in the same run.
-//  - BM_InPlace1GiB: the same array built in place (the producer writes its
-//    values straight into the region); the bytes_copied counter is what the
-//    builder copied: 0.
-#include <benchmark/benchmark.h>
+//  - hash/<build>/<bytes>: XXH3-64 by each build this CPU runs (libxxhash,
+//    scalar, avx2, avx512), from cache (1 MiB) and from memory (256 MiB).
+//  - copy/memcpy_warm, copy/memcpy_fresh: 1 GiB copied into memory already
+//    touched, and into fresh memory; copy/share_hashed, copy/share_unhashed:
+//    share() of the same 1 GiB (one copy into a new region), with the time
+//    to release (unlink) the region as a counter; copy/in_place: the region
+//    built in place (the producer computes the values into it), hashed.
+//  - lookup/kura_map/<MiB>/<depth>: map() of a name with a path of `depth`
+//    indices, such as /kura_.._..[4,1,1,1], and read the f64 there, in
+//    regions of 1 MiB to 1 GiB; lookup/kura_walk: the same path walked in a
+//    region already mapped. lookup/boost_open_find/<MiB>: Boost.Interprocess
+//    opens a segment of that size and find()s a named double;
+//    lookup/boost_find: find() in a segment already open.
+//  - churn/<MiB>: create + fill + publish + release of regions of that size
+//    in a loop, with each phase's share of the time as counters.
+//
+// Options (before Google Benchmark's): --lookup_sizes=1,4,16,64,256,1024
+// (MiB) --depths=1,2,4,8 --copy_mib=1024 --churn_mib=64 --hash_mib=1,256 --repetitions=5
+// --boost=shm|file --only=hash,copy,lookup,churn.
 #include <sys/mman.h>
+#include <unistd.h>
 
-#include <cstdio>
-#include <cstdlib>
+#include <boost/interprocess/managed_mapped_file.hpp>
+#include <boost/interprocess/managed_shared_memory.hpp>
 #include <cstring>
 #include <map>
-#include <numeric>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
 #include <vector>
 
+#include "bench_util.hpp"
+#include "hash_internal.hpp"
+#include "kura/shm/directory.hpp"
 #include "kura/shm/region.hpp"
 
+namespace kura::bench {
 namespace {
 
-constexpr std::size_t kGiB = std::size_t{1} << 30;
-constexpr std::size_t kBigElements = kGiB / sizeof(double);
+namespace bip = boost::interprocess;
+constexpr std::size_t kMiB = std::size_t{1} << 20;
 
-void die(const kura::Status& s) {
-  std::fprintf(stderr, "shm_bench: %s\n", s.to_string().c_str());
-  std::exit(1);
+void check(const Status& s) {
+  if (!s) die(s.to_string());
 }
 
-// list(<f64 array filling the region>, list(1L, 2L, 42.0)): [2,3] is 42.
-struct ScalarRegion {
-  kura::Value value;
-  std::optional<kura::shm::Shared> shared;
-};
+// --- hashing --------------------------------------------------------------------------
 
-const std::string& scalar_region_name(std::size_t bytes) {
-  static std::map<std::size_t, ScalarRegion> regions;
-  static std::map<std::size_t, std::string> names;
-  auto it = names.find(bytes);
-  if (it != names.end()) return it->second;
-  ScalarRegion& r = regions[bytes];
-  r.value = kura::Value::list(
-      {kura::Value::array_in_place(kura::Dtype::kF64, bytes / sizeof(double)),
-       kura::Value::list({kura::Value::i32({1}), kura::Value::i32({2}), kura::Value::f64({42.0})})});
-  auto pending = kura::shm::Pending::create(r.value, {.hashed = false});
-  if (!pending) die(pending.status());
-  auto xs = pending->array<double>(r.value.children[0]);
-  std::fill(xs.begin(), xs.end(), 1.0);
-  auto shared = std::move(*pending).publish();
-  if (!shared) die(shared.status());
-  r.shared.emplace(std::move(*shared));
-  return names[bytes] = r.shared->name() + "[2,3]";
-}
-
-void BM_MapReadScalar(benchmark::State& state) {
-  const std::string& name = scalar_region_name(static_cast<std::size_t>(state.range(0)));
-  for (auto _ : state) {
-    auto mapped = kura::shm::map(name);
-    if (!mapped) die(mapped.status());
-    auto xs = mapped->node().array<kura::Dtype::kF64>();
-    if (!xs || xs->size() != 1 || (*xs)[0] != 42.0) die(kura::corrupt("wrong value at [2,3]"));
-    benchmark::DoNotOptimize((*xs)[0]);
+void BM_Hash(benchmark::State& state, const detail::Xxh3* build, std::size_t bytes) {
+  static std::vector<unsigned char> data;
+  if (data.size() < bytes) {
+    data.resize(bytes);
+    std::mt19937_64 gen(7);
+    for (auto& b : data) b = static_cast<unsigned char>(gen());
   }
-  state.counters["region_bytes"] = static_cast<double>(state.range(0));
+  std::uint64_t h = 0;
+  for (auto _ : state) {
+    h ^= build->hash(data.data(), bytes);
+    benchmark::DoNotOptimize(h);
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
 }
-BENCHMARK(BM_MapReadScalar)->RangeMultiplier(4)->Range(1 << 20, 1 << 30)->Unit(benchmark::kMicrosecond);
 
-const std::vector<double>& source() {
-  static const std::vector<double> src = [] {
-    std::vector<double> v(kBigElements);
-    std::iota(v.begin(), v.end(), 0.0);
+// --- copying 1 GiB ----------------------------------------------------------------------
+
+std::size_t copy_bytes = 1024 * kMiB;
+
+const double* source() {
+  static std::vector<double> src = [] {
+    std::vector<double> v(copy_bytes / sizeof(double));
+    fill(v.data(), v.size());
     return v;
   }();
-  return src;
+  return src.data();
 }
 
-void BM_Memcpy1GiB(benchmark::State& state) {
-  const auto& src = source();
+void* fresh(std::size_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) die("mmap");
+  return p;
+}
+
+void BM_MemcpyWarm(benchmark::State& state) {
+  const double* src = source();
+  void* dst = fresh(copy_bytes);
+  std::memset(dst, 1, copy_bytes);  // every page touched before the clock
   for (auto _ : state) {
-    void* dst = std::malloc(kGiB);  // fresh pages from the kernel, as a region's are
-    if (!dst) die(kura::Status(kura::Code::kIo, "malloc of 1 GiB failed"));
-    std::memcpy(dst, src.data(), kGiB);
-    benchmark::DoNotOptimize(dst);
+    std::memcpy(dst, src, copy_bytes);
     benchmark::ClobberMemory();
-    std::free(dst);
   }
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * kGiB));
+  ::munmap(dst, copy_bytes);
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * copy_bytes));
 }
-BENCHMARK(BM_Memcpy1GiB)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
-void BM_Share1GiB(benchmark::State& state) {
-  const auto& src = source();
-  kura::Value v = kura::Value::array_borrowed(kura::Dtype::kF64, src.data(), src.size());
+void BM_MemcpyFresh(benchmark::State& state) {
+  const double* src = source();
   for (auto _ : state) {
-    auto shared = kura::shm::share(v, {.hashed = true});
-    if (!shared) die(shared.status());
+    void* dst = fresh(copy_bytes);  // fresh pages from the kernel, as a new region's are
+    std::memcpy(dst, src, copy_bytes);
+    benchmark::ClobberMemory();
     state.PauseTiming();
-    if (auto s = shared->release(); !s) die(s);
+    ::munmap(dst, copy_bytes);
     state.ResumeTiming();
   }
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * kGiB));
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * copy_bytes));
 }
-BENCHMARK(BM_Share1GiB)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
-void BM_InPlace1GiB(benchmark::State& state) {
-  kura::Value v = kura::Value::array_in_place(kura::Dtype::kF64, kBigElements);
-  std::uint64_t copied = 0;
+void BM_Share(benchmark::State& state, bool hashed) {
+  const double* src = source();
+  Value v = Value::array_borrowed(Dtype::kF64, src, copy_bytes / sizeof(double));
+  double release_ms = 0;
   for (auto _ : state) {
-    auto pending = kura::shm::Pending::create(v, {.hashed = true});
-    if (!pending) die(pending.status());
-    auto xs = pending->array<double>(v);
-    std::iota(xs.begin(), xs.end(), 0.0);  // the producer's own work, straight into the region
-    copied = pending->bytes_copied();
+    auto shared = shm::share(v, {.hashed = hashed});
+    if (!shared) die(shared.status().to_string());
+    state.PauseTiming();
+    const std::int64_t t0 = now_ns();
+    check(shared->release());
+    release_ms = static_cast<double>(now_ns() - t0) / 1e6;
+    state.ResumeTiming();
+  }
+  state.counters["release_ms"] = release_ms;
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * copy_bytes));
+}
+
+void BM_InPlace(benchmark::State& state) {
+  Value v = Value::array_in_place(Dtype::kF64, copy_bytes / sizeof(double));
+  double copied = 0;
+  for (auto _ : state) {
+    auto pending = shm::Pending::create(v, {.hashed = true});
+    if (!pending) die(pending.status().to_string());
+    fill(pending->array<double>(v).data(), copy_bytes / sizeof(double));
+    copied = static_cast<double>(pending->bytes_copied());
     auto shared = std::move(*pending).publish();
-    if (!shared) die(shared.status());
+    if (!shared) die(shared.status().to_string());
     state.PauseTiming();
-    if (auto s = shared->release(); !s) die(s);
+    check(shared->release());
     state.ResumeTiming();
   }
-  state.counters["bytes_copied"] = static_cast<double>(copied);
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * kGiB));
+  state.counters["copied_bytes"] = copied;
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * copy_bytes));
 }
-BENCHMARK(BM_InPlace1GiB)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+
+// --- path lookup ----------------------------------------------------------------------
+
+constexpr int kMaxDepth = 8;
+
+// list(chain(0), chain(1), ..., chain(7), <f64 array filling the region>),
+// where chain(0) = f64 [42] and chain(k) = list(chain(k - 1)): the name
+// with path [d, 1, ..., 1] (d indices) reaches a 42 through d lists.
+Value chain(int k) {
+  return k == 0 ? Value::f64({42.0}) : Value::list({chain(k - 1)});
+}
+
+std::string path_of(int depth) {
+  std::string p = "[" + std::to_string(depth);
+  for (int i = 1; i < depth; ++i) p += ",1";
+  return p + "]";
+}
+
+std::vector<std::uint64_t> path_vector(int depth) {
+  std::vector<std::uint64_t> p{static_cast<std::uint64_t>(depth)};
+  for (int i = 1; i < depth; ++i) p.push_back(1);
+  return p;
+}
+
+// The region of `mib` MiB, made when first asked for; asking for another
+// size releases it (so that only one large region exists at a time).
+struct LookupRegion {
+  std::size_t mib = 0;
+  Value value;
+  std::optional<shm::Shared> shared;
+};
+
+const shm::Shared& lookup_region(std::size_t mib) {
+  static LookupRegion r;
+  if (r.shared && r.mib == mib) return *r.shared;
+  if (r.shared) check(r.shared->release());
+  r.shared.reset();
+  std::vector<Value> children;
+  for (int k = 0; k < kMaxDepth; ++k) children.push_back(chain(k));
+  const std::size_t n = (mib * kMiB - 4096) / sizeof(double);  // 4 KiB for the headers and chains
+  children.push_back(Value::array_in_place(Dtype::kF64, n));
+  r.value = Value::list(std::move(children));
+  auto pending = shm::Pending::create(r.value, {.hashed = false});
+  if (!pending) die(pending.status().to_string());
+  auto shared = std::move(*pending).publish();
+  if (!shared) die(shared.status().to_string());
+  r.shared.emplace(std::move(*shared));
+  r.mib = mib;
+  return *r.shared;
+}
+
+double read_scalar(const NodeView& node) {
+  auto xs = node.array<Dtype::kF64>();
+  if (!xs || xs->size() != 1 || (*xs)[0] != 42.0) die("wrong value at the path");
+  return (*xs)[0];
+}
+
+void BM_KuraMap(benchmark::State& state, std::size_t mib, int depth) {
+  const shm::Shared& r = lookup_region(mib);
+  const std::string name = r.name() + path_of(depth);
+  for (auto _ : state) {
+    auto m = shm::map(name);
+    if (!m) die(m.status().to_string());
+    benchmark::DoNotOptimize(read_scalar(m->node()));
+  }
+  state.counters["region_bytes"] = static_cast<double>(r.size());
+}
+
+void BM_KuraWalk(benchmark::State& state, std::size_t mib, int depth) {
+  const shm::Shared& r = lookup_region(mib);
+  auto m = r.map();
+  if (!m) die(m.status().to_string());
+  const auto path = path_vector(depth);
+  for (auto _ : state) {
+    auto node = m->region().at(path);
+    if (!node) die(node.status().to_string());
+    benchmark::DoNotOptimize(read_scalar(*node));
+  }
+  state.counters["region_bytes"] = static_cast<double>(r.size());
+}
+
+std::string boost_mode;  // "shm" or "file"
+
+std::string boost_name() {
+  if (boost_mode == "file") return shm::directory() + "/kura-bench-lookup." + std::to_string(::getpid());
+  return "kura-bench-lookup." + std::to_string(::getpid());
+}
+
+void remove_boost() {
+  if (boost_mode == "file") {
+    bip::file_mapping::remove(boost_name().c_str());
+  } else {
+    bip::shared_memory_object::remove(boost_name().c_str());
+  }
+}
+
+struct Raw {
+  double v;
+  Raw() {}  // NOLINT: deliberately leaves v uninitialised
+};
+
+// A Boost segment of `mib` MiB holding a named array that fills it and a
+// named double 42, made when first asked for (one at a time).
+template <class Segment>
+void boost_segment(std::size_t mib) {
+  static std::size_t made = 0;
+  if (made == mib) return;
+  remove_boost();
+  Segment seg(bip::create_only, boost_name().c_str(), mib * kMiB + 64 * 1024);
+  seg.template construct<Raw>("big")[(mib * kMiB - 64 * 1024) / sizeof(double)]();
+  *seg.template construct<double>("scalar")() = 42.0;
+  made = mib;
+}
+
+template <class Segment>
+void BM_BoostOpenFind(benchmark::State& state, std::size_t mib) {
+  boost_segment<Segment>(mib);
+  for (auto _ : state) {
+    Segment seg(bip::open_only, boost_name().c_str());
+    auto found = seg.template find<double>("scalar");
+    if (found.first == nullptr || *found.first != 42.0) die("boost find");
+    benchmark::DoNotOptimize(*found.first);
+  }
+  state.counters["region_bytes"] = static_cast<double>(mib * kMiB);
+}
+
+template <class Segment>
+void BM_BoostFind(benchmark::State& state, std::size_t mib) {
+  boost_segment<Segment>(mib);
+  Segment seg(bip::open_only, boost_name().c_str());
+  for (auto _ : state) {
+    auto found = seg.template find<double>("scalar");
+    if (found.first == nullptr || *found.first != 42.0) die("boost find");
+    benchmark::DoNotOptimize(*found.first);
+  }
+  state.counters["region_bytes"] = static_cast<double>(mib * kMiB);
+}
+
+// --- churn ------------------------------------------------------------------------------
+
+void BM_Churn(benchmark::State& state, std::size_t mib) {
+  const std::size_t n = mib * kMiB / sizeof(double);
+  Value v = Value::array_in_place(Dtype::kF64, n);
+  double create = 0, filling = 0, publish = 0, release = 0;
+  for (auto _ : state) {
+    const std::int64_t t0 = now_ns();
+    auto pending = shm::Pending::create(v, {.hashed = false});
+    if (!pending) die(pending.status().to_string());
+    const std::int64_t t1 = now_ns();
+    fill(pending->array<double>(v).data(), n);
+    const std::int64_t t2 = now_ns();
+    auto shared = std::move(*pending).publish();
+    if (!shared) die(shared.status().to_string());
+    const std::int64_t t3 = now_ns();
+    check(shared->release());
+    const std::int64_t t4 = now_ns();
+    create += static_cast<double>(t1 - t0);
+    filling += static_cast<double>(t2 - t1);
+    publish += static_cast<double>(t3 - t2);
+    release += static_cast<double>(t4 - t3);
+  }
+  const double it = static_cast<double>(state.iterations()) * 1e6;
+  state.counters["create_ms"] = create / it;
+  state.counters["fill_ms"] = filling / it;
+  state.counters["publish_ms"] = publish / it;
+  state.counters["release_ms"] = release / it;
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * mib * kMiB));
+}
+
+bool wanted(const std::string& only, const char* group) {
+  return only == ",all," || only.find("," + std::string(group) + ",") != std::string::npos;
+}
 
 }  // namespace
+}  // namespace kura::bench
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  using namespace kura;
+  using namespace kura::bench;
+  Options opt = take_options(
+      argc, argv,
+      {"lookup_sizes", "depths", "copy_mib", "churn_mib", "hash_mib", "repetitions", "boost", "only"});
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  const std::string label = describe_region_directory();
+  boost_mode = opt.get("boost", label == "4k" && shm::directory().rfind("/dev/shm", 0) == 0 ? "shm" : "file");
+  benchmark::AddCustomContext("boost_segment",
+                              boost_mode == "shm" ? "managed_shared_memory" : "managed_mapped_file");
+  const int reps = std::atoi(opt.get("repetitions", "5").c_str());
+  const std::string only = "," + opt.get("only", "all") + ",";
+  copy_bytes = std::strtoull(opt.get("copy_mib", "1024").c_str(), nullptr, 10) * kMiB;
+  auto reg = [&](const std::string& name, auto&&... args) {
+    auto* b = benchmark::RegisterBenchmark(name.c_str(), std::forward<decltype(args)>(args)...);
+    return with_range(b->Repetitions(reps));
+  };
+
+  if (wanted(only, "hash")) {
+    for (const detail::Xxh3* build : detail::xxh3_builds()) {
+      for (std::uint64_t mib : opt.list("hash_mib", "1,256")) {
+        const std::size_t bytes = mib * kMiB;
+        reg("hash/" + std::string(build->name) + "/" + std::to_string(bytes / kMiB), BM_Hash, build, bytes)
+            ->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
+  if (wanted(only, "copy")) {
+    const std::string mib = std::to_string(copy_bytes / kMiB);
+    reg("copy/memcpy_warm/" + mib, BM_MemcpyWarm)
+        ->Iterations(1)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    reg("copy/memcpy_fresh/" + mib, BM_MemcpyFresh)
+        ->Iterations(1)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    reg("copy/share_hashed/" + mib, BM_Share, true)
+        ->Iterations(1)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    reg("copy/share_unhashed/" + mib, BM_Share, false)
+        ->Iterations(1)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    reg("copy/in_place/" + mib, BM_InPlace)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  if (wanted(only, "lookup")) {
+    for (std::uint64_t mib : opt.list("lookup_sizes", "1,4,16,64,256,1024")) {
+      for (std::uint64_t depth : opt.list("depths", "1,2,4,8")) {
+        const std::string suffix = std::to_string(mib) + "/" + std::to_string(depth);
+        reg("lookup/kura_map/" + suffix, BM_KuraMap, mib, static_cast<int>(depth))
+            ->Unit(benchmark::kMicrosecond);
+        reg("lookup/kura_walk/" + suffix, BM_KuraWalk, mib, static_cast<int>(depth))
+            ->Unit(benchmark::kMicrosecond);
+      }
+      const std::string suffix = std::to_string(mib);
+      if (boost_mode == "shm") {
+        reg("lookup/boost_open_find/" + suffix, BM_BoostOpenFind<bip::managed_shared_memory>, mib)
+            ->Unit(benchmark::kMicrosecond);
+        reg("lookup/boost_find/" + suffix, BM_BoostFind<bip::managed_shared_memory>, mib)
+            ->Unit(benchmark::kMicrosecond);
+      } else {
+        reg("lookup/boost_open_find/" + suffix, BM_BoostOpenFind<bip::managed_mapped_file>, mib)
+            ->Unit(benchmark::kMicrosecond);
+        reg("lookup/boost_find/" + suffix, BM_BoostFind<bip::managed_mapped_file>, mib)
+            ->Unit(benchmark::kMicrosecond);
+      }
+    }
+  }
+  if (wanted(only, "churn")) {
+    const std::uint64_t mib = std::strtoull(opt.get("churn_mib", "64").c_str(), nullptr, 10);
+    reg("churn/" + std::to_string(mib), BM_Churn, mib)
+        ->Iterations(20)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
+  std::atexit(remove_boost);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

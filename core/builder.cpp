@@ -310,7 +310,7 @@ Status Writer::copy_payload(std::size_t slot, const NodeHeader& header, std::spa
   // Chunks small enough to stay in cache between the copy and the hash.
   constexpr std::size_t kChunk = std::size_t{1} << 20;
   const Layout::Slot& s = layout_->nodes_[slot];
-  XXH3_state_t state;
+  detail::Xxh3State state;
   if (options.hash_copies) node_hash_begin(state, header);
   for (std::size_t done = 0; done < payload.size(); done += kChunk) {
     auto chunk = payload.subspan(done, std::min(kChunk, payload.size() - done));

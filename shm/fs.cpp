@@ -19,29 +19,7 @@
 
 namespace kura::shm {
 
-const std::string& directory() noexcept {
-  return detail::shm_dir();
-}
-
 namespace detail {
-
-const std::string& shm_dir() noexcept {
-  // Read once: every region of a process lives in one directory. A string
-  // of a path is small; if even that cannot be allocated the process cannot
-  // do anything with regions anyway.
-  static const std::string dir = []() noexcept {
-    try {
-      const char* env = std::getenv("KURA_SHM_DIR");
-      std::string d = (env != nullptr && *env != '\0') ? env : "/dev/shm";
-      while (d.size() > 1 && d.back() == '/') d.pop_back();
-      return d;
-    } catch (...) {
-      std::fputs("kura: out of memory reading KURA_SHM_DIR\n", stderr);
-      std::abort();
-    }
-  }();
-  return dir;
-}
 
 std::string hex(std::uint64_t v) {
   char buf[17];

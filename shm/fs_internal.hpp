@@ -30,11 +30,17 @@
 
 #include "kura/core/bytes.hpp"
 #include "kura/core/status.hpp"
+#include "kura/shm/directory.hpp"
 
 namespace kura::shm::detail {
 
-// The region directory without a trailing slash (see shm::directory()).
+// The region directory without a trailing slash (see shm::directory();
+// directory.cpp). Public functions call shm::check_directory() before using it.
 const std::string& shm_dir() noexcept;
+
+// How the region directory's file system gives regions huge pages
+// (shm::directory_info(), read once; kNever when it cannot be read).
+HugePages huge_pages() noexcept;
 
 // Flags of every open() of shm/: never follow a planted symlink, never leak a
 // descriptor into an exec'd program, never block on a FIFO planted where a

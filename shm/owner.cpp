@@ -190,6 +190,7 @@ int lease_fd(const Lease& lease) noexcept {
 
 Result<std::uint64_t> process_owner() noexcept {
   return detail::boundary("process owner", [&]() -> Result<std::uint64_t> {
+    KURA_RETURN_IF_ERROR(check_directory());
     OwnerState& s = owner_state();
     std::lock_guard<std::mutex> lock(s.mu);
     const pid_t pid = ::getpid();
@@ -213,6 +214,7 @@ Lease::Lease(std::uint64_t owner, int fd) noexcept : owner_(owner), fd_(fd), pid
 
 Result<Lease> Lease::hold(std::uint64_t owner) noexcept {
   return detail::boundary("hold lease", [&]() -> Result<Lease> {
+    KURA_RETURN_IF_ERROR(check_directory());
     const std::string who = "owner " + detail::hex(owner);
     if (owner == kKeptOwner) return Status(Code::kNotFound, "owner 0 (kept regions) has no lease to hold");
     const std::string path = detail::lease_path(owner);

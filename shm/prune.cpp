@@ -100,6 +100,7 @@ PruneReport prune_entries(const std::vector<DirEntry>& entries) {
 
 Result<std::vector<RegionInfo>> list() noexcept {
   return detail::boundary("list", [&]() -> Result<std::vector<RegionInfo>> {
+    KURA_RETURN_IF_ERROR(check_directory());
     KURA_ASSIGN_OR_RETURN(std::vector<DirEntry> entries, scan());
     std::map<std::uint64_t, bool> alive;
     std::vector<RegionInfo> out;
@@ -117,6 +118,7 @@ Result<std::vector<RegionInfo>> list() noexcept {
 
 Result<PruneReport> prune() noexcept {
   return detail::boundary("prune", [&]() -> Result<PruneReport> {
+    KURA_RETURN_IF_ERROR(check_directory());
     KURA_ASSIGN_OR_RETURN(std::vector<DirEntry> entries, scan());
     return prune_entries(entries);
   });
@@ -124,6 +126,7 @@ Result<PruneReport> prune() noexcept {
 
 Result<PruneReport> prune(std::uint64_t owner) noexcept {
   return detail::boundary("prune", [&]() -> Result<PruneReport> {
+    KURA_RETURN_IF_ERROR(check_directory());
     if (owner == kKeptOwner) return PruneReport{};
     KURA_ASSIGN_OR_RETURN(std::vector<DirEntry> entries, scan(owner));
     return prune_entries(entries);
@@ -132,6 +135,7 @@ Result<PruneReport> prune(std::uint64_t owner) noexcept {
 
 Result<Space> space() noexcept {
   return detail::boundary("space", [&]() -> Result<Space> {
+    KURA_RETURN_IF_ERROR(check_directory());
     struct statvfs st;
     if (::statvfs(detail::shm_dir().c_str(), &st) != 0)
       return detail::os_error("cannot read the size of " + detail::shm_dir(), errno);

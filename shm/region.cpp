@@ -1,6 +1,7 @@
 #include "kura/shm/region.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -94,6 +95,7 @@ const std::string& Mapped::name() const noexcept {
 
 Result<Mapped> map(std::string_view name) noexcept {
   return detail::boundary("map", [&]() -> Result<Mapped> {
+    KURA_RETURN_IF_ERROR(check_directory());
     KURA_ASSIGN_OR_RETURN(Name n, parse_name(name));
     const std::string region_name = format_region_name(n.owner, n.counter);
     KURA_ASSIGN_OR_RETURN(int raw_fd, open_region(region_name));
@@ -262,11 +264,15 @@ struct PendingAccess {
   using State = Pending::State;
   static Result<std::unique_ptr<State>> create(const Lease* lease, const Value& value,
                                                const ShareOptions& options);
+  static Result<bool> reserve_advised(State& state, std::uint64_t size);
+  // Writes the headers and copied payloads into the reserved, mapped file.
+  static Result<std::unique_ptr<State>> finish_create(std::unique_ptr<State> state);
   static Pending make(std::unique_ptr<State> state) noexcept { return Pending(std::move(state)); }
 };
 
 Result<std::unique_ptr<Pending::State>> PendingAccess::create(const Lease* lease, const Value& value,
                                                               const ShareOptions& options) {
+  KURA_RETURN_IF_ERROR(check_directory());
   KURA_ASSIGN_OR_RETURN(Layout layout, Layout::plan(value));
   const std::uint64_t size = layout.size();
   if (size > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) ||
@@ -315,14 +321,50 @@ Result<std::unique_ptr<Pending::State>> PendingAccess::create(const Lease* lease
   const int fd = state->fd.get();
   if (::fchmod(fd, 0600) != 0)  // 0600 whatever the umask
     return detail::os_error("cannot set mode 0600 on " + state->temp_path, errno);
+  // Reserve every page now: a full directory is NoSpace here, never a SIGBUS
+  // while writing. On a tmpfs with huge=always or within_size, fallocate
+  // reserves 2 MiB pages by itself (docs/design.md section 3.9).
+  if (detail::huge_pages() == HugePages::kAdvise) {
+    KURA_ASSIGN_OR_RETURN(bool reserved, reserve_advised(*state, size));
+    if (reserved) return finish_create(std::move(state));
+  }
   int rc;
   do {
     rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
   } while (rc == EINTR);
   if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT) return no_space(size);
   if (rc != 0) return detail::os_error("cannot reserve " + detail::human_bytes(size) + " for a region", rc);
+  if (!state->mapping.data()) {
+    KURA_ASSIGN_OR_RETURN(state->mapping, Mapping::map(fd, static_cast<std::size_t>(size), true, true));
+  }
+  return finish_create(std::move(state));
+}
 
-  KURA_ASSIGN_OR_RETURN(state->mapping, Mapping::map(fd, static_cast<std::size_t>(size), true, true));
+// On a tmpfs mounted huge=advise, fallocate(2) has no mapping to take advice
+// from and would reserve 4 KiB pages. Instead the file is given its size, the
+// writable mapping asks for huge pages (MADV_HUGEPAGE), and populating it
+// (MADV_POPULATE_WRITE, Linux 5.14) reserves every page as fallocate would:
+// a full directory fails here (EFAULT: a SIGBUS that did not happen). Returns
+// false, with the mapping made, where the kernel cannot populate; the caller
+// then falls back to fallocate.
+Result<bool> PendingAccess::reserve_advised(State& state, std::uint64_t size) {
+  const int fd = state.fd.get();
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    if (errno == EFBIG || errno == ENOSPC) return no_space(size);
+    return detail::os_error("cannot size " + state.temp_path, errno);
+  }
+  KURA_ASSIGN_OR_RETURN(state.mapping, Mapping::map(fd, static_cast<std::size_t>(size), true, true));
+  (void)::madvise(state.mapping.data(), state.mapping.size(), MADV_HUGEPAGE);
+  if (::madvise(state.mapping.data(), state.mapping.size(), MADV_POPULATE_WRITE) == 0) return true;
+  const int e = errno;
+  if (e == EINVAL) return false;  // a kernel without MADV_POPULATE_WRITE
+  if (e == EFAULT || e == ENOSPC) return no_space(size);
+  if (e == ENOMEM) return Status::out_of_memory();
+  return detail::os_error("cannot reserve " + detail::human_bytes(size) + " for a region", e);
+}
+
+Result<std::unique_ptr<Pending::State>> PendingAccess::finish_create(std::unique_ptr<State> state) {
+  const int fd = state->fd.get();
   auto dest = std::span<std::byte>(state->mapping.data(), state->mapping.size());
   // Copied payloads go in with pwrite(2): the kernel fills the pages
   // directly, where a memcpy through the mapping would take a page fault
@@ -427,6 +469,7 @@ Result<Shared> share(const Lease& lease, const Value& value, const ShareOptions&
 
 Result<Shared> adopt(std::string_view name) noexcept {
   return detail::boundary("adopt", [&]() -> Result<Shared> {
+    KURA_RETURN_IF_ERROR(check_directory());
     KURA_ASSIGN_OR_RETURN(Name n, parse_name(name));
     if (!n.path.empty())
       return invalid_name("adopt takes a region name without a path, not " + std::string(name));
@@ -446,6 +489,7 @@ Result<Shared> adopt(std::string_view name) noexcept {
 
 Status remove(std::string_view name) noexcept {
   return detail::boundary("remove", [&]() -> Status {
+    KURA_RETURN_IF_ERROR(check_directory());
     auto n = parse_name(name);
     if (!n) return n.status();
     if (!n->path.empty())

@@ -15,6 +15,7 @@
 
 #include "kura/core/name.hpp"
 #include "kura/core/value.hpp"
+#include "kura/shm/directory.hpp"
 #include "kura/shm/owner.hpp"
 #include "kura/shm/region.hpp"
 #include "private_shm_dir.hpp"
@@ -291,6 +292,72 @@ int nospace() {
   return 0;
 }
 
+// The NoSpace test on a small tmpfs mounted with huge pages: a region of
+// 6 MiB in a directory of 4 MiB, whose pages are reserved in 2 MiB steps
+// (fallocate for huge=always, MADV_POPULATE_WRITE for huge=advise).
+int nospace_huge(const std::string& mode) {
+  auto info = shm::directory_info();
+  if (!info) return fail(info.status().to_string());
+  if (shm::huge_pages_name(info->huge) != mode)
+    return fail("the directory's huge pages are " + std::string(shm::huge_pages_name(info->huge)) + ", not " +
+                mode);
+  Value v = Value::array_in_place(Dtype::kU8, 6 * 1024 * 1024);
+  auto s = shm::share(v);
+  if (s) return fail("a 6 MiB region was created in a 4 MiB region directory");
+  if (s.status().code() != Code::kNoSpace) return fail("expected NoSpace, got " + s.status().to_string());
+  std::string lease = "kura_" + hex(*shm::process_owner()) + ".lock";
+  if (DIR* d = ::opendir(shm_dir().c_str())) {
+    while (dirent* de = ::readdir(d)) {
+      std::string f = de->d_name;
+      if (f.rfind("kura_", 0) == 0 && f != lease) return fail("left behind " + shm_path(f));
+    }
+    ::closedir(d);
+  }
+  // What fits still works: 2 MiB.
+  Value small = Value::array_in_place(Dtype::kU8, 1024 * 1024);
+  auto ok = shm::share(small);
+  if (!ok) return fail("a 1 MiB region after the failure: " + ok.status().to_string());
+  say("nospace " + s.status().message());
+  return 0;
+}
+
+// Sets the region directory to `dir` before anything else (set_directory, or
+// KURA_SHM_DIR when `how` is "env"), and prints what happened:
+// "check <code>: <message>", then for a usable directory the name of a
+// region shared there, whether its file is in `dir`, and KURA_SHM_DIR.
+int set_dir(const std::string& how, const std::string& dir) {
+  Status s;
+  if (how == "env") {
+    ::setenv("KURA_SHM_DIR", dir.c_str(), 1);
+    s = shm::check_directory();
+  } else {
+    s = shm::set_directory(dir);
+  }
+  say("check " + std::string(code_name(s.code())) + ": " + s.message());
+  Value v = sample_value();
+  auto shared = shm::share(v);
+  if (!s) {
+    if (how == "env") {
+      // Every function that touches the directory refuses it the same way.
+      if (shared) return fail("share worked in a refused directory");
+      say("share " + std::string(code_name(shared.status().code())));
+    } else {
+      // A refused set_directory changes nothing: the directory is still
+      // the one KURA_SHM_DIR names.
+      if (!shared) return fail("share after a refused set_directory: " + shared.status().to_string());
+      say("share ok in " + shm::directory());
+    }
+    return 0;
+  }
+  if (!shared) return fail("share: " + shared.status().to_string());
+  const char* env = std::getenv("KURA_SHM_DIR");
+  say("shared " + shared->name());
+  struct stat st;
+  say(std::string("in-dir ") + (::stat((dir + shared->name()).c_str(), &st) == 0 ? "yes" : "no"));
+  say(std::string("env ") + (env ? env : ""));
+  return 0;
+}
+
 }  // namespace
 
 int run_helper(int argc, char** argv) {
@@ -308,6 +375,8 @@ int run_helper(int argc, char** argv) {
   if (name == "reader" && argc == 3) return reader(argv[1], std::strtoull(argv[2], nullptr, 10));
   if (name == "modes") return modes();
   if (name == "nospace") return nospace();
+  if (name == "nospace-huge" && argc == 2) return nospace_huge(argv[1]);
+  if (name == "set-dir" && argc == 3) return set_dir(argv[1], argv[2]);
   std::fprintf(stderr, "unknown helper: %s\n", name.c_str());
   return 2;
 }

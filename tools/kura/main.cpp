@@ -8,6 +8,7 @@
 
 #include "commands.hpp"
 #include "kura/core/layout.hpp"
+#include "kura/shm/directory.hpp"
 #include "kura/version.hpp"
 
 namespace {
@@ -26,6 +27,12 @@ int run(int argc, char** argv, bool stdout_closed) {
 
   std::string file, name;
   bool keep = false, json = false, all = false;
+
+  std::string region_dir;
+  app.add_option("--dir", region_dir,
+                 "region directory (default: $KURA_SHM_DIR, else /dev/shm), such as a tmpfs mounted with "
+                 "huge pages; every process exchanging names must use the same one. Give it before the "
+                 "command; workers the dispatcher starts inherit it");
 
   auto* put = app.add_subcommand("put", "Build a hashed region from typed JSON and print its name");
   put->add_option("file", file, "typed JSON file, or - for standard input")->required();
@@ -120,6 +127,9 @@ int run(int argc, char** argv, bool stdout_closed) {
     return kExitUsage;
   }
 
+  if (!region_dir.empty()) {
+    if (kura::Status s = kura::shm::set_directory(region_dir); !s) return fail(s, "--dir");
+  }
   if (put->parsed()) return cmd_put(file, keep, stdout_closed);
   if (get->parsed()) return cmd_get(name, json, all);
   if (inspect->parsed()) return cmd_inspect(name, all);

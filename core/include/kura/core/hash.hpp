@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 namespace kura {
 
@@ -14,5 +15,10 @@ std::uint64_t region_header_hash(std::span<const std::byte> header) noexcept;
 // A node's `hash`: XXH3-64 of its 64 header bytes with the hash field taken
 // as 0, followed by its data block. REQUIRES: header.size() == 64.
 std::uint64_t node_hash(std::span<const std::byte> header, std::span<const std::byte> data) noexcept;
+
+// Which build of XXH3 computes these hashes in this process, chosen once at
+// run time for the widest vector unit the CPU has: "avx512", "avx2", or
+// "libxxhash" (the system's). Every build gives the same values.
+std::string_view hash_implementation() noexcept;
 
 }  // namespace kura

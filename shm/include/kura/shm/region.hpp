@@ -2,7 +2,7 @@
 // process, release, adopt, list and prune (DESIGN.md sections 2 and 3).
 //
 // Linux only. A region is the file kura_<owner>_<counter> in the region
-// directory (directory() below). It is created at its exact size with its
+// directory (directory(), kura/shm/directory.hpp). It is created at its exact size with its
 // space reserved up front, written under a private temporary name, sealed,
 // made read-only (0400) and only then link()ed to its name, so no process can
 // ever open a half-written region.
@@ -20,15 +20,10 @@
 #include "kura/core/status.hpp"
 #include "kura/core/value.hpp"
 #include "kura/core/view.hpp"
+#include "kura/shm/directory.hpp"
 #include "kura/shm/owner.hpp"
 
 namespace kura::shm {
-
-// The directory regions and leases live in: $KURA_SHM_DIR when it is set and
-// not empty, else /dev/shm. Read once, at the first use of any function of
-// kura::shm. It is configuration, not part of a name: every process that
-// exchanges names must use the same one.
-const std::string& directory() noexcept;
 
 // A read-only mapping of a whole region and the node a name points at.
 // Copies share the mapping; it stays mapped until the last copy is gone,

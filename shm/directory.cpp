@@ -1,0 +1,299 @@
+// The region directory: fixed once per process (set_directory, KURA_SHM_DIR,
+// /dev/shm), checked once, and how its file system backs regions with pages.
+#include "kura/shm/directory.hpp"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <vector>
+
+#include "fs_internal.hpp"
+#include "kura/core/name.hpp"
+
+namespace kura::shm {
+
+namespace {
+
+constexpr std::uint64_t kHugePageSize = std::uint64_t{2} << 20;
+
+// The directory once fixed (never changes afterwards, never freed, so the
+// reference directory() returns stays valid), and the result of checking it.
+struct DirState {
+  std::mutex mu;
+  std::atomic<const std::string*> dir{nullptr};
+  const Status* check = nullptr;  // set with `dir`, under `mu`
+};
+
+DirState& dir_state() {
+  static DirState* s = new DirState;
+  return *s;
+}
+
+std::string without_trailing_slashes(std::string d) {
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  return d;
+}
+
+std::string mode_string(mode_t m) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(m & 07777));
+  return buf;
+}
+
+// The checks of check_directory() on `dir`.
+Status validate(const std::string& dir) {
+  const std::string what = "region directory " + dir;
+  if (dir.empty() || dir.front() != '/')
+    return invalid_argument(what + " is not an absolute path (KURA_SHM_DIR and set_directory take one)");
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) {
+    const int e = errno;
+    if (e == ENOENT)
+      return Status(Code::kNotFound, what + " does not exist (create it, or mount a tmpfs there)", e);
+    return detail::os_error("cannot stat " + what, e);
+  }
+  if (S_ISLNK(st.st_mode))
+    return Status(Code::kPermission,
+                  what + " is a symbolic link; refusing it (name the directory it points to)");
+  if (!S_ISDIR(st.st_mode)) return invalid_argument(what + " is not a directory");
+  const bool sticky = (st.st_mode & S_ISVTX) != 0;
+  if (sticky) return Status::ok();  // like /dev/shm: nobody else can remove or rename our files
+  if (st.st_uid != ::geteuid())
+    return Status(Code::kPermission,
+                  what + " belongs to user " + std::to_string(st.st_uid) + " and is not sticky (mode " +
+                      mode_string(st.st_mode) +
+                      "); use a directory of your own, or one with mode 1777 like /dev/shm");
+  if ((st.st_mode & 022) != 0)
+    return Status(Code::kPermission,
+                  what + " is writable by group or other without the sticky bit (mode " +
+                      mode_string(st.st_mode) +
+                      "): anyone could remove or replace regions there; chmod 700 or chmod 1777 it");
+  return Status::ok();
+}
+
+// Fixes the directory to `dir` unless it is fixed already; returns the fixed one.
+const std::string& fix(DirState& s, std::string dir, Status check) {
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (const std::string* d = s.dir.load(std::memory_order_acquire)) return *d;
+  s.check = new Status(std::move(check));
+  auto* fixed = new std::string(std::move(dir));
+  s.dir.store(fixed, std::memory_order_release);
+  return *fixed;
+}
+
+// "[never]" of "always within_size advise [never] deny force".
+std::string bracketed(const std::string& line) {
+  auto open = line.find('[');
+  auto close = line.find(']', open);
+  if (open == std::string::npos || close == std::string::npos) return {};
+  return line.substr(open + 1, close - open - 1);
+}
+
+// The file system type and super-block options of the mount holding `dir`,
+// from /proc/self/mountinfo (matched by device number).
+bool mount_of(const std::string& dir, std::string& fs_type, std::string& options) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0) return false;
+  const std::string dev = std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    // id parent major:minor root mount-point options [optional...] - type source super-options
+    std::istringstream f(line);
+    std::string id, parent, devno;
+    if (!(f >> id >> parent >> devno) || devno != dev) continue;
+    auto sep = line.find(" - ");
+    if (sep == std::string::npos) continue;
+    std::istringstream tail(line.substr(sep + 3));
+    std::string source;
+    tail >> fs_type >> source >> options;
+    return true;
+  }
+  return false;
+}
+
+// The value of `key=` in a comma-separated option list, or "".
+std::string option(const std::string& options, const std::string& key) {
+  std::istringstream in(options);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (item.rfind(key + "=", 0) == 0) return item.substr(key.size() + 1);
+  return {};
+}
+
+DirectoryInfo read_info(const std::string& dir) {
+  DirectoryInfo info;
+  info.path = dir;
+  if (!mount_of(dir, info.fs_type, info.mount_options)) {
+    info.reason = "the mount is not in /proc/self/mountinfo";
+    return info;
+  }
+  if (info.fs_type != "tmpfs") {
+    info.reason = info.fs_type + " is not a tmpfs";
+    return info;
+  }
+  std::string forced;
+  {
+    std::ifstream in("/sys/kernel/mm/transparent_hugepage/shmem_enabled");
+    std::string line;
+    if (std::getline(in, line)) forced = bracketed(line);
+  }
+  const std::string huge = option(info.mount_options, "huge");
+  if (forced == "deny") {
+    info.reason = "shmem_enabled=deny";
+  } else if (forced == "force") {
+    info.huge = HugePages::kAlways;
+    info.reason = "shmem_enabled=force";
+  } else if (huge == "always") {
+    info.huge = HugePages::kAlways;
+  } else if (huge == "within_size") {
+    info.huge = HugePages::kWithinSize;
+  } else if (huge == "advise") {
+    info.huge = HugePages::kAdvise;
+  }
+  if (info.reason.empty()) info.reason = huge.empty() ? "no huge= mount option" : "mount option huge=" + huge;
+  if (info.huge != HugePages::kNever) info.page_size = kHugePageSize;
+  return info;
+}
+
+// The numeric value (kB) of `field` ("ShmemPmdMapped") of the mapping that
+// starts at `start` in /proc/self/smaps, or -1.
+long long smaps_kb(const void* start, const std::string& field) {
+  std::ifstream in("/proc/self/smaps");
+  std::string line;
+  const auto want = reinterpret_cast<std::uintptr_t>(start);
+  bool in_it = false;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const char c = line[0];
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) {  // "7f84..-7f84.. r--s ..." starts a mapping
+      if (in_it) break;
+      in_it = std::strtoull(line.c_str(), nullptr, 16) == want;
+      continue;
+    }
+    if (in_it && line.compare(0, field.size() + 1, field + ":") == 0)
+      return std::strtoll(line.c_str() + field.size() + 1, nullptr, 10);
+  }
+  return -1;
+}
+
+}  // namespace
+
+namespace detail {
+
+const std::string& shm_dir() noexcept {
+  DirState& s = dir_state();
+  if (const std::string* d = s.dir.load(std::memory_order_acquire)) return *d;
+  // A path is small; if even that cannot be allocated the process cannot do
+  // anything with regions anyway.
+  try {
+    const char* env = std::getenv("KURA_SHM_DIR");
+    std::string d = without_trailing_slashes((env != nullptr && *env != '\0') ? env : "/dev/shm");
+    Status check = validate(d);
+    return fix(s, std::move(d), std::move(check));
+  } catch (...) {
+    std::fputs("kura: out of memory reading KURA_SHM_DIR\n", stderr);
+    std::abort();
+  }
+}
+
+HugePages huge_pages() noexcept {
+  static const HugePages h = [] {
+    auto info = directory_info();
+    return info ? info->huge : HugePages::kNever;
+  }();
+  return h;
+}
+
+}  // namespace detail
+
+Status set_directory(std::string_view path) noexcept {
+  return detail::boundary("set_directory", [&]() -> Status {
+    std::string dir = without_trailing_slashes(std::string(path));
+    KURA_RETURN_IF_ERROR(validate(dir));
+    DirState& s = dir_state();
+    const std::string& fixed = fix(s, dir, Status::ok());
+    if (fixed != dir)
+      return invalid_argument("the region directory is already " + fixed +
+                              " (kura::shm was used before set_directory(\"" + dir +
+                              "\")); call set_directory first, or set KURA_SHM_DIR");
+    if (::setenv("KURA_SHM_DIR", dir.c_str(), 1) != 0)
+      return detail::os_error("cannot set KURA_SHM_DIR", errno);
+    return Status::ok();
+  });
+}
+
+const std::string& directory() noexcept {
+  return detail::shm_dir();
+}
+
+Status check_directory() noexcept {
+  (void)detail::shm_dir();
+  DirState& s = dir_state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  return *s.check;
+}
+
+std::string_view huge_pages_name(HugePages h) noexcept {
+  switch (h) {
+    case HugePages::kNever: return "never";
+    case HugePages::kAlways: return "always";
+    case HugePages::kWithinSize: return "within_size";
+    case HugePages::kAdvise: return "advise";
+  }
+  return "?";
+}
+
+Result<DirectoryInfo> directory_info() noexcept {
+  return detail::boundary("directory_info", [&]() -> Result<DirectoryInfo> {
+    KURA_RETURN_IF_ERROR(check_directory());
+    static const DirectoryInfo info = read_info(detail::shm_dir());
+    return info;
+  });
+}
+
+Result<RegionPages> region_pages(std::string_view name) noexcept {
+  return detail::boundary("region_pages", [&]() -> Result<RegionPages> {
+    KURA_RETURN_IF_ERROR(check_directory());
+    KURA_ASSIGN_OR_RETURN(Name n, parse_name(name));
+    if (!n.path.empty())
+      return invalid_name("region_pages takes a region name without a path, not " + std::string(name));
+    const std::string region_name = format_region_name(n.owner, n.counter);
+    KURA_ASSIGN_OR_RETURN(
+        int raw_fd, detail::open_own_file(detail::dir_path(region_name), O_RDONLY, "region " + region_name));
+    KURA_ASSIGN_OR_RETURN(detail::OwnedFd fd, detail::OwnedFd::adopt(raw_fd, false));
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);
+    RegionPages out;
+    out.size = static_cast<std::uint64_t>(st.st_size);
+    if (out.size == 0) return out;
+    KURA_ASSIGN_OR_RETURN(detail::Mapping m,
+                          detail::Mapping::map(fd.get(), static_cast<std::size_t>(out.size), false, false));
+    // One read per 2 MiB maps each huge page there with one PMD entry (or
+    // one 4 KiB page and its neighbours, where pages are small).
+    unsigned sink = 0;
+    for (std::uint64_t at = 0; at < out.size; at += kHugePageSize)
+      sink += static_cast<unsigned>(*reinterpret_cast<volatile const unsigned char*>(m.data() + at));
+    (void)sink;
+    long long pmd = smaps_kb(m.data(), "ShmemPmdMapped");
+    if (pmd < 0) pmd = 0;
+    long long file_pmd = smaps_kb(m.data(), "FilePmdMapped");
+    if (file_pmd > 0) pmd += file_pmd;
+    const std::uint64_t whole = out.size / kHugePageSize * kHugePageSize;
+    out.huge_bytes = std::min<std::uint64_t>(static_cast<std::uint64_t>(pmd) * 1024, whole);
+    const std::uint64_t tail = out.size - whole;
+    const std::uint64_t small_pages = (out.size + 4095) / 4096 * 4096;
+    if (tail > 0 && static_cast<std::uint64_t>(st.st_blocks) * 512 > small_pages) out.huge_bytes += tail;
+    return out;
+  });
+}
+
+}  // namespace kura::shm
