@@ -68,7 +68,8 @@ std::int64_t pss_bytes(pid_t pid) noexcept {
 
 benchmark::internal::Benchmark* with_range(benchmark::internal::Benchmark* b) {
   return b
-      ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); })
+      ->ComputeStatistics("min",
+                          [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); })
       ->ComputeStatistics("max",
                           [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); });
 }

@@ -41,11 +41,11 @@
 // --consumers=1,2,4 --methods=all|m1,m2 --repetitions=5
 // --boost=shm|file (default: shm on /dev/shm, else file).
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <linux/futex.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -87,9 +87,12 @@ struct MethodInfo {
   const char* name;
 };
 constexpr MethodInfo kMethods[] = {
-    {Method::kInPlace, "kura_in_place"},  {Method::kShare, "kura_share"},
-    {Method::kDispatcher, "kura_dispatcher"}, {Method::kDispatcherInline, "dispatcher_inline"},
-    {Method::kSocket, "unix_socket"},     {Method::kBoost, "boost"},
+    {Method::kInPlace, "kura_in_place"},
+    {Method::kShare, "kura_share"},
+    {Method::kDispatcher, "kura_dispatcher"},
+    {Method::kDispatcherInline, "dispatcher_inline"},
+    {Method::kSocket, "unix_socket"},
+    {Method::kBoost, "boost"},
     {Method::kFile, "shm_file"},
 };
 
@@ -647,7 +650,8 @@ void BM_Handoff(benchmark::State& state, Method m, std::size_t bytes, int consum
     if (p) {
       auto st = p->client->status();
       if (!st) die(st.status().to_string());
-      if (m == Method::kDispatcherInline) o.copied += 2 * (st->bytes_in + st->bytes_out - socket_bytes_before);
+      if (m == Method::kDispatcherInline)
+        o.copied += 2 * (st->bytes_in + st->bytes_out - socket_bytes_before);
     }
     state.counters["first_byte_ms"] = static_cast<double>(first) / 1e6;
     state.counters["copied_bytes"] = static_cast<double>(o.copied);
@@ -699,7 +703,8 @@ int main(int argc, char** argv) {
         }
         const std::string name =
             std::string("handoff/") + mi.name + "/" + std::to_string(mib) + "/" + std::to_string(n);
-        auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Handoff, mi.method, bytes, static_cast<int>(n));
+        auto* b =
+            benchmark::RegisterBenchmark(name.c_str(), BM_Handoff, mi.method, bytes, static_cast<int>(n));
         with_range(b->UseManualTime()->Iterations(1)->Repetitions(reps)->Unit(benchmark::kMillisecond));
       }
     }
