@@ -814,3 +814,71 @@ TEST_CASE("kura never blocks on a FIFO planted as a region or as a lease", "[too
   ::unlink(shm_path(owned).c_str());
   ::unlink(fifo_lease.c_str());
 }
+
+TEST_CASE("kura --dir works in that directory alone, shows its pages, and refuses an unsafe one",
+          "[tools][multiprocess]") {
+  ShmScope scope;
+  const std::string other = kura::test::shm_dir() + "/other";
+  REQUIRE(::mkdir(other.c_str(), 0700) == 0);
+  struct Remove {
+    std::string dir;
+    ~Remove() { std::filesystem::remove_all(dir); }
+  } remove{other};
+
+  auto put = kura_run({"--dir", other, "put", "--keep", "-"}, R"({"type": "f64", "values": [1.5, 2.5]})");
+  INFO("stderr: " << put.err);
+  REQUIRE(put.code == 0);
+  const std::string name = put.out.substr(0, put.out.find('\n'));
+  REQUIRE(owner_of(name));
+  CHECK(std::filesystem::exists(other + name));  // the name starts with '/'
+  CHECK_FALSE(region_exists(name));              // not in the default directory
+
+  // Readers find it only in that directory.
+  CHECK(kura_run({"--dir", other, "get", name}).out == "f64[2] 1.5 2.5\n");
+  CHECK(kura_run({"get", name}).code == 3);
+
+  // ls names it, with a PAGES column that agrees with the JSON and with
+  // the directory's page size.
+  auto ls = kura_run({"--dir", other, "ls"});
+  REQUIRE(ls.code == 0);
+  CHECK(ls.out.find("PAGES") != std::string::npos);
+  const auto row_at = ls.out.find(name);
+  REQUIRE(row_at != std::string::npos);
+  const std::string row = ls.out.substr(row_at, ls.out.find('\n', row_at) - row_at);
+  const Json listing = Json::parse(kura_run({"--dir", other, "ls", "--json"}).out);
+  CHECK(listing["space"]["directory"] == other);
+  REQUIRE(listing["regions"].size() == 1);
+  if (listing["space"]["page_size"] == 4096) {
+    CHECK(listing["regions"][0]["huge_page_bytes"] == 0);
+    CHECK(row.substr(row.size() - 2) == "4K");
+  }
+
+  CHECK(kura_run({"--dir", other, "rm", name}).code == 0);
+  CHECK_FALSE(std::filesystem::exists(other + name));
+
+  // Unsafe directories: refused with the reason, nothing created in them.
+  const std::string link = kura::test::shm_dir() + "/link";
+  REQUIRE(::symlink(other.c_str(), link.c_str()) == 0);
+  const std::string open_dir = kura::test::shm_dir() + "/open";
+  REQUIRE(::mkdir(open_dir.c_str(), 0700) == 0);
+  REQUIRE(::chmod(open_dir.c_str(), 0777) == 0);  // writable by all, not sticky
+  struct RemoveAll {
+    std::string a, b;
+    ~RemoveAll() {
+      ::unlink(a.c_str());
+      ::rmdir(b.c_str());
+    }
+  } remove_all{link, open_dir};
+  const std::string doc = R"({"type": "i32", "values": [1]})";
+  for (const auto& [dir, why] : std::vector<std::pair<std::string, std::string>>{
+           {link, "symbolic link"}, {open_dir, "writable by group or other"}, {"relative/dir", "absolute"}}) {
+    auto r = kura_run({"--dir", dir, "put", "--keep", "-"}, doc);
+    INFO(dir << ": " << r.err);
+    CHECK(r.code != 0);
+    CHECK(r.out.empty());
+    CHECK(r.err.find(why) != std::string::npos);
+  }
+  CHECK(std::filesystem::is_empty(other));
+  CHECK(std::filesystem::is_empty(open_dir));
+  scope.check_clean();
+}
