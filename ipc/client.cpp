@@ -67,7 +67,10 @@ struct Client::Impl {
   std::unordered_map<TaskId, Task> tasks;
   std::deque<TaskId> arrived;  // ended and not yet taken, in arrival order
   std::unordered_map<std::uint64_t, std::optional<Result<DispatcherStatus>>> queries;
-  std::function<void(TaskId)> callback;
+  // The completion callback has a mutex of its own: taking `mu` again right
+  // after waking a waiter would make the waiter sleep once more on it.
+  std::mutex callback_mu;
+  std::function<void(TaskId)> callback;  // under callback_mu
 
   ~Impl() {
     if (efd >= 0) ::close(efd);
@@ -142,7 +145,7 @@ struct Client::Impl {
   void notify(TaskId id) {
     std::function<void(TaskId)> cb;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      std::lock_guard<std::mutex> lock(callback_mu);
       cb = callback;
     }
     const std::uint64_t one = 1;
@@ -673,7 +676,7 @@ Result<DispatcherStatus> Client::status() noexcept {
 }
 
 void Client::on_complete(std::function<void(TaskId)> callback) noexcept {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::lock_guard<std::mutex> lock(impl_->callback_mu);
   impl_->callback = std::move(callback);
 }
 
