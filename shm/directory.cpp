@@ -2,6 +2,8 @@
 // /dev/shm), checked once, and how its file system backs regions with pages.
 #include "kura/shm/directory.hpp"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -277,12 +279,23 @@ Result<RegionPages> region_pages(std::string_view name) noexcept {
     if (out.size == 0) return out;
     KURA_ASSIGN_OR_RETURN(detail::Mapping m,
                           detail::Mapping::map(fd.get(), static_cast<std::size_t>(out.size), false, false));
-    // One read per 2 MiB maps each huge page there with one PMD entry (or
-    // one 4 KiB page and its neighbours, where pages are small).
-    unsigned sink = 0;
-    for (std::uint64_t at = 0; at < out.size; at += kHugePageSize)
-      sink += static_cast<unsigned>(*reinterpret_cast<volatile const unsigned char*>(m.data() + at));
-    (void)sink;
+    // One read fault per 2 MiB that holds data maps each huge page there
+    // with one PMD entry (or one 4 KiB page and its neighbours, where pages
+    // are small). Holes are skipped (SEEK_DATA): a read fault in a tmpfs
+    // hole would allocate a page there. The faults are taken with
+    // MADV_POPULATE_READ, never by touching the mapping: a region truncated
+    // meanwhile (or a page that cannot be had in a full tmpfs) is an error
+    // of madvise, where a read would be a SIGBUS.
+    for (std::uint64_t at = 0; at < out.size;) {
+      const off_t data = ::lseek(fd.get(), static_cast<off_t>(at), SEEK_DATA);
+      if (data < 0) break;  // ENXIO: no data from `at` on (or the file shrank)
+      const std::uint64_t page = static_cast<std::uint64_t>(data) / 4096 * 4096;
+      if (page >= out.size) break;
+      if (::madvise(m.data() + page, 4096, MADV_POPULATE_READ) != 0 && errno == EINVAL)
+        return Status(Code::kIo, "cannot measure the pages of region " + region_name +
+                                     ": the kernel lacks MADV_POPULATE_READ (Linux 5.14)");
+      at = page / kHugePageSize * kHugePageSize + kHugePageSize;
+    }
     long long pmd = smaps_kb(m.data(), "ShmemPmdMapped");
     if (pmd < 0) pmd = 0;
     long long file_pmd = smaps_kb(m.data(), "FilePmdMapped");

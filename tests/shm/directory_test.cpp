@@ -3,11 +3,13 @@
 // pages where its file system offers them.
 #include "kura/shm/directory.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -240,4 +242,71 @@ TEST_CASE("a full huge-page directory is NoSpace at create time, never a SIGBUS"
     CHECK(WEXITSTATUS(status) == 0);
     CHECK(lines[0].find("cannot create region of 6.0 MiB") != std::string::npos);
   }
+}
+
+TEST_CASE("region_pages allocates nothing in the holes of a sparse region", "[shm]") {
+  test::ShmGuard guard;
+  Value v = Value::array_in_place(Dtype::kU8, 4096);
+  auto shared = shm::share(v);
+  REQUIRE(shared.is_ok());
+  // The owner's own file grown to 64 MiB of holes (as a buggy or hostile
+  // process of the same user could): measuring it must not fill the holes,
+  // which would take up to 64 MiB of the directory (and SIGBUS once it is full).
+  const std::string path = test::shm_path(shared->name());
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  REQUIRE(::ftruncate(fd, 64 << 20) == 0);
+  struct stat before;
+  REQUIRE(::fstat(fd, &before) == 0);
+  auto pages = shm::region_pages(shared->name());
+  struct stat after;
+  REQUIRE(::fstat(fd, &after) == 0);
+  ::close(fd);
+  REQUIRE(pages.is_ok());
+  CHECK(pages->size == (64u << 20));
+  CHECK(after.st_blocks == before.st_blocks);
+}
+
+TEST_CASE("region_pages survives a region truncated while it measures it (no SIGBUS)", "[shm]") {
+  test::ShmGuard guard;
+  constexpr off_t kSize = 16 << 20;
+  Value v = Value::array_in_place(Dtype::kU8, static_cast<std::size_t>(kSize));
+  auto shared = shm::share(v);
+  REQUIRE(shared.is_ok());
+  const std::string path = test::shm_path(shared->name());
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  // The child measures the region again and again while this process keeps
+  // cutting it to nothing and filling it again.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    for (int i = 0; i < 3000; ++i) (void)shm::region_pages(shared->name());
+    ::_exit(0);
+  }
+  int status = 0;
+  pid_t done = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((done = ::waitpid(child, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
+    // Half of the time whole, half of the time empty (busy waits: this is
+    // load, not synchronisation).
+    (void)::ftruncate(fd, kSize);
+    for (auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+         std::chrono::steady_clock::now() < until;) {
+    }
+    (void)::ftruncate(fd, 0);
+    for (auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+         std::chrono::steady_clock::now() < until;) {
+    }
+  }
+  (void)::ftruncate(fd, kSize);
+  if (done == 0) {
+    ::kill(child, SIGKILL);
+    (void)::waitpid(child, &status, 0);
+    FAIL("region_pages did not finish 3000 measurements in 60 s");
+  }
+  ::close(fd);
+  INFO("child status " << status);
+  CHECK(WIFEXITED(status));
+  CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
 }

@@ -80,8 +80,10 @@ struct RegionPages {
 };
 
 // Measures how much of the region `name` (a region name, no path) lies in
-// huge pages. Maps it read-only, reads one byte of every 2 MiB (memory that
-// is already there: nothing is allocated or copied) and takes the
+// huge pages. Maps it read-only, faults in one byte of every 2 MiB that
+// holds data (MADV_POPULATE_READ, Linux 5.14: memory that is already there;
+// holes are skipped, nothing is allocated or copied, and a region truncated
+// meanwhile is no SIGBUS) and takes the
 // ShmemPmdMapped bytes of that mapping from /proc/self/smaps; a last piece
 // shorter than 2 MiB, which no mapping can cover with one huge page, counts
 // as huge when the file holds more memory than its 4 KiB pages would (its
