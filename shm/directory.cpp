@@ -114,9 +114,15 @@ bool mount_of(const std::string& dir, std::string& fs_type, std::string& options
     if (!(f >> id >> parent >> devno) || devno != dev) continue;
     auto sep = line.find(" - ");
     if (sep == std::string::npos) continue;
-    std::istringstream tail(line.substr(sep + 3));
-    std::string source;
-    tail >> fs_type >> source >> options;
+    // "type source super-options", one space apart; the source may be
+    // empty ("tmpfs  rw,huge=always"), so split on each space rather than
+    // skipping runs of them.
+    const std::string tail = line.substr(sep + 3);
+    const auto sp1 = tail.find(' ');
+    const auto sp2 = sp1 == std::string::npos ? std::string::npos : tail.find(' ', sp1 + 1);
+    if (sp2 == std::string::npos) continue;
+    fs_type = tail.substr(0, sp1);
+    options = tail.substr(sp2 + 1, tail.find(' ', sp2 + 1) - (sp2 + 1));
     return true;
   }
   return false;

@@ -310,3 +310,30 @@ TEST_CASE("region_pages survives a region truncated while it measures it (no SIG
   CHECK(WIFEXITED(status));
   CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
 }
+
+TEST_CASE("huge pages are detected on a tmpfs mounted with an empty source", "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  // /proc/self/mountinfo then shows "- tmpfs  rw,huge=always": an empty
+  // field between two spaces, which must not shift the super options.
+  const std::string script =
+      "mount -t tmpfs -o huge=always,size=4m '' \"$KURA_SHM_DIR\" || { echo 'cannot-mount'; exit 0; }; "
+      "exec \"$0\" --helper nospace-huge always";
+  std::unique_ptr<test::Child> c;
+  try {
+    c = std::make_unique<test::Child>(
+        test::Child::spawn({"unshare", "-m", "sh", "-c", script, test::self_exe()}));
+  } catch (const std::exception& e) {
+    WARN("SKIPPED: cannot start unshare: " << e.what());
+    return;
+  }
+  std::vector<std::string> lines = c->read_all();
+  int status = c->wait();
+  if (lines.empty() || lines[0] == "cannot-mount") {
+    WARN("SKIPPED: this machine does not allow a private mount namespace with its own tmpfs; NOT tested");
+    return;
+  }
+  INFO("helper said: " << lines[0]);
+  CHECK(starts_with(lines[0], "nospace "));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
