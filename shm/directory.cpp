@@ -28,15 +28,17 @@ constexpr std::uint64_t kHugePageSize = std::uint64_t{2} << 20;
 
 // The directory once fixed (never changes afterwards, never freed, so the
 // reference directory() returns stays valid), and the result of checking it.
+// Every member is trivially destructible: nothing here is torn down at exit
+// while another thread may still use it.
 struct DirState {
   std::mutex mu;
   std::atomic<const std::string*> dir{nullptr};
-  const Status* check = nullptr;  // set with `dir`, under `mu`
+  const Status* check = nullptr;  // set with `dir`, read and replaced under `mu`
 };
 
-DirState& dir_state() {
-  static DirState* s = new DirState;
-  return *s;
+DirState& dir_state() noexcept {
+  static DirState s;
+  return s;
 }
 
 std::string without_trailing_slashes(std::string d) {
@@ -208,8 +210,11 @@ const std::string& shm_dir() noexcept {
     Status check = validate(d);
     return fix(s, std::move(d), std::move(check));
   } catch (...) {
-    std::fputs("kura: out of memory reading KURA_SHM_DIR\n", stderr);
-    std::abort();
+    // Out of memory: nothing is fixed, check_directory() says OutOfMemory
+    // (every function that touches the directory checks it first), and the
+    // next call tries again.
+    static const std::string none;
+    return none;
   }
 }
 
@@ -225,6 +230,8 @@ HugePages huge_pages() noexcept {
 
 Status set_directory(std::string_view path) noexcept {
   return detail::boundary("set_directory", [&]() -> Status {
+    if (path.find('\0') != std::string_view::npos)
+      return invalid_argument("a region directory cannot contain a NUL byte");
     std::string dir = without_trailing_slashes(std::string(path));
     KURA_RETURN_IF_ERROR(validate(dir));
     DirState& s = dir_state();
@@ -233,6 +240,16 @@ Status set_directory(std::string_view path) noexcept {
       return invalid_argument("the region directory is already " + fixed +
                               " (kura::shm was used before set_directory(\"" + dir +
                               "\")); call set_directory first, or set KURA_SHM_DIR");
+    {
+      // The same directory, refused at first use (missing, say) and good
+      // now: from here on it is checked as good.
+      std::lock_guard<std::mutex> lock(s.mu);
+      if (!s.check->is_ok()) {
+        const Status* refused = s.check;  // read only under `mu`
+        s.check = new Status();
+        delete refused;
+      }
+    }
     if (::setenv("KURA_SHM_DIR", dir.c_str(), 1) != 0)
       return detail::os_error("cannot set KURA_SHM_DIR", errno);
     return Status::ok();
@@ -247,7 +264,12 @@ Status check_directory() noexcept {
   (void)detail::shm_dir();
   DirState& s = dir_state();
   std::lock_guard<std::mutex> lock(s.mu);
-  return *s.check;
+  if (s.check == nullptr) return Status::out_of_memory();  // shm_dir() could not fix the directory
+  try {
+    return *s.check;
+  } catch (...) {
+    return Status::out_of_memory();
+  }
 }
 
 std::string_view huge_pages_name(HugePages h) noexcept {

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "child.hpp"
@@ -95,6 +96,29 @@ TEST_CASE("set_directory before first use puts every region there and passes it 
     CHECK(lines[3] == "env " + dir.path);
     CHECK(dir.empty());  // released, and the helper's lease removed at its exit
   }
+}
+
+TEST_CASE("a directory refused at first use because it was missing is good once set_directory names it",
+          "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  TempDir parent(0700);
+  const std::string dir = parent.path + "/late";
+  auto lines = set_dir("late", dir);
+  INFO("helper said: " << lines[0]);
+  REQUIRE(lines.size() == 6);
+  CHECK(lines[0] == "first not found");
+  CHECK(lines[1] == "set ok: ");
+  CHECK(lines[2] == "check ok: ");
+  CHECK(starts_with(lines[3], "shared /kura_"));
+  CHECK(lines[4] == "in-dir yes");
+  CHECK(lines[5] == "env " + dir);
+}
+
+TEST_CASE("set_directory refuses a path with a NUL byte in it", "[shm]") {
+  using namespace std::string_view_literals;
+  const Status s = shm::set_directory("/dev/shm\0/elsewhere"sv);
+  CHECK(s.code() == Code::kInvalidArgument);
+  CHECK(s.message().find("NUL") != std::string::npos);
 }
 
 TEST_CASE("a configured region directory is checked before use, with a clear error", "[shm][multiprocess]") {

@@ -327,7 +327,17 @@ int nospace_huge(const std::string& mode) {
 // region shared there, whether its file is in `dir`, and KURA_SHM_DIR.
 int set_dir(const std::string& how, const std::string& dir) {
   Status s;
-  if (how == "env") {
+  if (how == "late") {
+    // KURA_SHM_DIR names a directory that does not exist yet: refused at
+    // first use; created, then set_directory of the same path makes it good.
+    ::setenv("KURA_SHM_DIR", dir.c_str(), 1);
+    Status first = shm::check_directory();
+    say("first " + std::string(code_name(first.code())));
+    if (::mkdir(dir.c_str(), 0700) != 0) return fail("mkdir " + dir);
+    Status set = shm::set_directory(dir);
+    say("set " + std::string(code_name(set.code())) + ": " + set.message());
+    s = shm::check_directory();
+  } else if (how == "env") {
     ::setenv("KURA_SHM_DIR", dir.c_str(), 1);
     s = shm::check_directory();
   } else {
