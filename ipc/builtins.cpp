@@ -73,12 +73,14 @@ Result<Output> colmeans(TaskContext& ctx) {
   return Output(std::move(out));
 }
 
-Result<Output> scale(TaskContext& ctx) {
-  KURA_ASSIGN_OR_RETURN(auto xs, f64_arg("scale", ctx, 0));
-  KURA_ASSIGN_OR_RETURN(double k, scalar_arg("scale", ctx, 1));
+// f(x) for every x of `xs`, as an f64 array: written in place into the
+// client's result region, or built in memory when the client wants the
+// result inline (the copy mode of pipelines).
+template <class F>
+Result<Output> elementwise(TaskContext& ctx, std::span<const double> xs, F f) {
   if (ctx.wants_inline()) {
     std::vector<double> out(xs.size());
-    for (std::size_t i = 0; i < xs.size(); ++i) out[i] = xs[i] * k;
+    for (std::size_t i = 0; i < xs.size(); ++i) out[i] = f(xs[i]);
     return Output(Value::array<Dtype::kF64>(std::span<const double>(out)));
   }
   Value layout = Value::array_in_place(Dtype::kF64, xs.size());
@@ -86,10 +88,16 @@ Result<Output> scale(TaskContext& ctx) {
   auto out = p.array<double>(layout);
   for (std::size_t i = 0; i < xs.size(); ++i) {
     if ((i & 0xFFFFF) == 0 && ctx.cancelled()) return Status(Code::kIo, "cancelled");
-    out[i] = xs[i] * k;
+    out[i] = f(xs[i]);
   }
   KURA_ASSIGN_OR_RETURN(shm::Shared s, std::move(p).publish());
   return Output(std::move(s));
+}
+
+Result<Output> scale(TaskContext& ctx) {
+  KURA_ASSIGN_OR_RETURN(auto xs, f64_arg("scale", ctx, 0));
+  KURA_ASSIGN_OR_RETURN(double k, scalar_arg("scale", ctx, 1));
+  return elementwise(ctx, xs, [k](double x) { return x * k; });
 }
 
 Result<Output> sleep(TaskContext& ctx) {
@@ -144,20 +152,8 @@ Result<Output> standardise(TaskContext& ctx) {
   KURA_ASSIGN_OR_RETURN(Moments m, moments("standardise", ctx, xs));
   const double sd = m.sd();
   if (!(sd > 0)) return wrong_args("standardise", "the values do not vary (sd is 0 or undefined)");
-  if (ctx.wants_inline()) {
-    std::vector<double> out(xs.size());
-    for (std::size_t i = 0; i < xs.size(); ++i) out[i] = (xs[i] - m.mean) / sd;
-    return Output(Value::array<Dtype::kF64>(std::span<const double>(out)));
-  }
-  Value layout = Value::array_in_place(Dtype::kF64, xs.size());
-  KURA_ASSIGN_OR_RETURN(shm::Pending p, ctx.result_region(layout));
-  auto out = p.array<double>(layout);
-  for (std::size_t i = 0; i < xs.size(); ++i) {
-    if ((i & 0xFFFFF) == 0 && ctx.cancelled()) return Status(Code::kIo, "cancelled");
-    out[i] = (xs[i] - m.mean) / sd;
-  }
-  KURA_ASSIGN_OR_RETURN(shm::Shared s, std::move(p).publish());
-  return Output(std::move(s));
+  const double mean = m.mean;
+  return elementwise(ctx, xs, [mean, sd](double x) { return (x - mean) / sd; });
 }
 
 constexpr const char* kSummaryNames[] = {"n", "mean", "sd", "min", "max"};
