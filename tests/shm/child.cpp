@@ -6,9 +6,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 namespace kura::test {
@@ -157,6 +159,36 @@ int Child::kill_and_wait(int sig) {
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
   return status;
+}
+
+std::optional<HelperRun> helper_on_private_tmpfs(const std::string& source, const std::string& options,
+                                                 const std::vector<std::string>& args,
+                                                 const std::string& what) {
+  // $0 is this binary and "$@" the helper's arguments: nothing is quoted
+  // into the script but the mount source and options, which tests choose.
+  const std::string script =
+      "mount -t tmpfs -o " + options + " '" + source +
+      "' \"$KURA_SHM_DIR\" || { echo 'cannot-mount'; exit 0; }; exec \"$0\" --helper \"$@\"";
+  std::vector<std::string> argv = {"unshare", "-m", "sh", "-c", script, self_exe()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::unique_ptr<Child> c;
+  try {
+    c = std::make_unique<Child>(Child::spawn(argv));
+  } catch (const std::exception& e) {
+    WARN("SKIPPED: cannot start unshare (" << e.what() << "); " << what << " NOT tested");
+    return std::nullopt;
+  }
+  HelperRun run;
+  run.lines = c->read_all();
+  run.status = c->wait();
+  if (run.lines.empty() || run.lines[0] == "cannot-mount") {
+    WARN(
+        "SKIPPED: this machine does not allow a private mount namespace with its own tmpfs "
+        "(unshare -m / mount tmpfs failed: needs root or CAP_SYS_ADMIN); "
+        << what << " NOT tested");
+    return std::nullopt;
+  }
+  return run;
 }
 
 }  // namespace kura::test

@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,5 +55,20 @@ class Child {
   bool eof_ = false;
   bool fill(int timeout_ms);  // false on timeout
 };
+
+// What a helper printed, and how it ended (a wait status).
+struct HelperRun {
+  std::vector<std::string> lines;
+  int status = 0;
+};
+
+// Runs `kura_shm_tests --helper <args...>` in a private mount namespace,
+// with a tmpfs mounted over its region directory (`mount -t tmpfs -o
+// <options> <source>`), so that the real /dev/shm is never filled. Where the
+// machine allows no such namespace (unshare -m or mount needs root or
+// CAP_SYS_ADMIN) it WARNs that `what` was NOT tested and returns nullopt.
+std::optional<HelperRun> helper_on_private_tmpfs(const std::string& source, const std::string& options,
+                                                 const std::vector<std::string>& args,
+                                                 const std::string& what);
 
 }  // namespace kura::test

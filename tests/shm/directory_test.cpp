@@ -238,28 +238,12 @@ TEST_CASE("a full huge-page directory is NoSpace at create time, never a SIGBUS"
   test::ShmGuard guard;
   for (const char* mode : {"always", "advise"}) {
     INFO("huge=" << mode);
-    // A private mount namespace with a 4 MiB tmpfs over the region directory.
-    const std::string script = std::string("mount -t tmpfs -o huge=") + mode +
-                               ",size=4m tmpfs \"$KURA_SHM_DIR\" || { echo 'cannot-mount'; exit 0; }; "
-                               "exec \"$0\" --helper nospace-huge " +
-                               mode;
-    std::unique_ptr<test::Child> c;
-    try {
-      c = std::make_unique<test::Child>(
-          test::Child::spawn({"unshare", "-m", "sh", "-c", script, test::self_exe()}));
-    } catch (const std::exception& e) {
-      WARN("SKIPPED: cannot start unshare: " << e.what());
-      return;
-    }
-    std::vector<std::string> lines = c->read_all();
-    int status = c->wait();
-    if (lines.empty() || lines[0] == "cannot-mount") {
-      WARN(
-          "SKIPPED: this machine does not allow a private mount namespace with its own tmpfs "
-          "(unshare -m / mount tmpfs failed: needs root or CAP_SYS_ADMIN); huge="
-          << mode << " NOT tested");
-      return;
-    }
+    // A 4 MiB tmpfs over the region directory.
+    auto run = test::helper_on_private_tmpfs("tmpfs", std::string("huge=") + mode + ",size=4m",
+                                             {"nospace-huge", mode}, std::string("huge=") + mode);
+    if (!run) return;
+    const auto& lines = run->lines;
+    const int status = run->status;
     INFO("helper said: " << lines[0]);
     REQUIRE(starts_with(lines[0], "nospace "));
     CHECK(WIFEXITED(status));
@@ -339,23 +323,11 @@ TEST_CASE("huge pages are detected on a tmpfs mounted with an empty source", "[s
   test::ShmGuard guard;
   // /proc/self/mountinfo then shows "- tmpfs  rw,huge=always": an empty
   // field between two spaces, which must not shift the super options.
-  const std::string script =
-      "mount -t tmpfs -o huge=always,size=4m '' \"$KURA_SHM_DIR\" || { echo 'cannot-mount'; exit 0; }; "
-      "exec \"$0\" --helper nospace-huge always";
-  std::unique_ptr<test::Child> c;
-  try {
-    c = std::make_unique<test::Child>(
-        test::Child::spawn({"unshare", "-m", "sh", "-c", script, test::self_exe()}));
-  } catch (const std::exception& e) {
-    WARN("SKIPPED: cannot start unshare: " << e.what());
-    return;
-  }
-  std::vector<std::string> lines = c->read_all();
-  int status = c->wait();
-  if (lines.empty() || lines[0] == "cannot-mount") {
-    WARN("SKIPPED: this machine does not allow a private mount namespace with its own tmpfs; NOT tested");
-    return;
-  }
+  auto run = test::helper_on_private_tmpfs("", "huge=always,size=4m", {"nospace-huge", "always"},
+                                           "a mount with an empty source");
+  if (!run) return;
+  const auto& lines = run->lines;
+  const int status = run->status;
   INFO("helper said: " << lines[0]);
   CHECK(starts_with(lines[0], "nospace "));
   CHECK(WIFEXITED(status));

@@ -159,27 +159,11 @@ TEST_CASE("a writer killed before publishing exposes nothing and prune removes i
 
 TEST_CASE("a full region directory is NoSpace at create time and leaves no file", "[shm][multiprocess]") {
   test::ShmGuard guard;
-  // A private mount namespace with a 1 MiB tmpfs on the region directory, so
-  // the real /dev/shm is never filled.
-  const std::string script =
-      "mount -t tmpfs -o size=1m tmpfs \"$KURA_SHM_DIR\" || { echo 'cannot-mount'; exit 0; }; "
-      "exec \"$0\" --helper nospace";
-  std::unique_ptr<test::Child> c;
-  try {
-    c = std::make_unique<test::Child>(
-        test::Child::spawn({"unshare", "-m", "sh", "-c", script, test::self_exe()}));
-  } catch (const std::exception& e) {
-    WARN("SKIPPED: cannot start unshare: " << e.what());
-    return;
-  }
-  std::vector<std::string> lines = c->read_all();
-  int status = c->wait();
-  if (lines.empty() || lines[0] == "cannot-mount") {
-    WARN(
-        "SKIPPED: this machine does not allow a private mount namespace with its own tmpfs "
-        "(unshare -m / mount tmpfs failed: needs root or CAP_SYS_ADMIN); the NoSpace path was NOT tested");
-    return;
-  }
+  // A 1 MiB tmpfs over the region directory.
+  auto run = test::helper_on_private_tmpfs("tmpfs", "size=1m", {"nospace"}, "the NoSpace path");
+  if (!run) return;
+  const auto& lines = run->lines;
+  const int status = run->status;
   INFO("helper said: " << lines[0]);
   REQUIRE(lines[0].rfind("nospace ", 0) == 0);
   CHECK(WIFEXITED(status));
