@@ -63,6 +63,8 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "boost_segment.hpp"
+#include "dispatcher_pool.hpp"
 #include "kura/ipc/client.hpp"
 #include "kura/ipc/dispatcher.hpp"
 #include "kura/ipc/worker.hpp"
@@ -385,53 +387,34 @@ Result<ipc::Output> handoff_sum(ipc::TaskContext& ctx) {
       Value::list({Value::array<Dtype::kI64>(std::span<const std::int64_t>(stats)), Value::f64({s})}));
 }
 
+// The dispatcher's workers are the consumers of the dispatcher methods; a
+// pool per number of consumers, with each worker's PSS when it was fresh.
 struct Pool {
-  std::string dir;
+  explicit Pool(int workers) : d(options(workers)) {
+    for (std::int64_t pid : d.worker_pids()) idle_pss[pid] = pss_bytes(static_cast<pid_t>(pid));
+  }
+  static ipc::DispatcherOptions options(int workers) {
+    ipc::DispatcherOptions o;
+    o.workers = static_cast<unsigned>(workers);
+    o.frame_limit = kFrameLimit;
+    return o;
+  }
+  DispatcherPool d;
   std::map<std::int64_t, std::int64_t> idle_pss;  // worker pid -> PSS when fresh
-  std::unique_ptr<ipc::Dispatcher> dispatcher;
-  std::unique_ptr<ipc::Client> client;
 };
 
-std::map<int, Pool>& pools() {
-  static std::map<int, Pool> p;
+std::map<int, std::unique_ptr<Pool>>& pools() {
+  static std::map<int, std::unique_ptr<Pool>> p;
   return p;
 }
 
 Pool& pool(int workers) {
-  Pool& p = pools()[workers];
-  if (p.client) return p;
-  char dir[] = "/tmp/kura-bench.XXXXXX";
-  if (::mkdtemp(dir) == nullptr) die("mkdtemp");
-  p.dir = dir;
-  ipc::DispatcherOptions o;
-  o.socket_path = p.dir + "/d.sock";
-  o.workers = static_cast<unsigned>(workers);
-  o.frame_limit = kFrameLimit;
-  o.log = [](const std::string&) {};
-  auto d = ipc::Dispatcher::start(std::move(o));
-  if (!d) die(d.status().to_string());
-  p.dispatcher = std::move(d).value();
-  auto c = ipc::Client::connect(p.dispatcher->socket_path());
-  if (!c) die(c.status().to_string());
-  p.client = std::move(c).value();
-  for (;;) {  // until every worker has connected (each status() is a round trip)
-    auto s = p.client->status();
-    if (!s) die(s.status().to_string());
-    if (s->workers.size() == static_cast<std::size_t>(workers)) {
-      for (const auto& w : s->workers) p.idle_pss[w.pid] = pss_bytes(static_cast<pid_t>(w.pid));
-      break;
-    }
-  }
-  return p;
+  auto& p = pools()[workers];
+  if (!p) p = std::make_unique<Pool>(workers);
+  return *p;
 }
 
 void stop_pools() {
-  for (auto& [n, p] : pools()) {
-    p.client.reset();
-    p.dispatcher.reset();
-    ::unlink((p.dir + "/d.sock").c_str());
-    ::rmdir(p.dir.c_str());
-  }
   pools().clear();
 }
 
@@ -446,24 +429,11 @@ const double* source(std::size_t bytes) {
   return src.data();
 }
 
-std::string boost_mode;  // "shm" or "file"
-
-std::string boost_name() {
-  if (boost_mode == "file") return shm::directory() + "/kura-bench-boost." + std::to_string(::getpid());
-  return "kura-bench-boost." + std::to_string(::getpid());
-}
-
-void remove_boost() {
-  if (boost_mode == "file") {
-    bip::file_mapping::remove(boost_name().c_str());
-  } else {
-    bip::shared_memory_object::remove(boost_name().c_str());
-  }
-}
+BoostSegment segment;  // chosen in main()
 
 template <class Segment>
 void produce_boost(const double* src, std::size_t bytes) {
-  Segment seg(bip::create_only, boost_name().c_str(), bytes + bytes / 64 + kMiB);
+  Segment seg(bip::create_only, segment.name.c_str(), bytes + bytes / 64 + kMiB);
   Raw* a = seg.template construct<Raw>("data")[bytes / sizeof(double)]();
   std::memcpy(static_cast<void*>(a), src, bytes);
 }
@@ -483,7 +453,7 @@ Go make_go(Method m, std::size_t bytes, const std::string& name) {
   Go go{};
   go.step = Step::kHandOff;
   go.method = m;
-  go.boost_file = boost_mode == "file";
+  go.boost_file = segment.file;
   go.size = bytes;
   if (name.size() >= sizeof go.name) die("name too long: " + name);
   std::memcpy(go.name, name.c_str(), name.size() + 1);
@@ -543,12 +513,12 @@ Outcome hand_to_consumers(Method m, const double* src, std::size_t bytes, std::v
       out.copied = (1 + readers) * bytes;
       break;
     case Method::kBoost:
-      if (boost_mode == "file") {
+      if (segment.file) {
         produce_boost<bip::managed_mapped_file>(src, bytes);
       } else {
         produce_boost<bip::managed_shared_memory>(src, bytes);
       }
-      tell_all(make_go(m, bytes, boost_name()));
+      tell_all(make_go(m, bytes, segment.name));
       out.copied = bytes;
       break;
     default: die("not a consumer-process method");
@@ -560,7 +530,7 @@ Outcome hand_to_consumers(Method m, const double* src, std::size_t bytes, std::v
 // Hands the array to the dispatcher's workers, by name or inline.
 Outcome hand_to_workers(Method m, const double* src, std::size_t bytes, int workers, Pool& pool,
                         std::optional<shm::Shared>& region) {
-  ipc::Client& client = *pool.client;
+  ipc::Client& client = pool.d.client();
   Outcome out;
   const std::size_t n = bytes / sizeof(double);
   Value v = Value::array_borrowed(Dtype::kF64, src, n);
@@ -616,7 +586,7 @@ void BM_Handoff(benchmark::State& state, Method m, std::size_t bytes, int consum
   for (auto _ : state) {
     std::uint64_t socket_bytes_before = 0;
     if (p) {
-      auto st = p->client->status();
+      auto st = p->d.client().status();
       if (!st) die(st.status().to_string());
       socket_bytes_before = st->bytes_in + st->bytes_out;
     }
@@ -648,7 +618,7 @@ void BM_Handoff(benchmark::State& state, Method m, std::size_t bytes, int consum
       }
     }
     if (p) {
-      auto st = p->client->status();
+      auto st = p->d.client().status();
       if (!st) die(st.status().to_string());
       if (m == Method::kDispatcherInline)
         o.copied += 2 * (st->bytes_in + st->bytes_out - socket_bytes_before);
@@ -662,7 +632,7 @@ void BM_Handoff(benchmark::State& state, Method m, std::size_t bytes, int consum
       if (auto s = region->release(); !s) die(s.to_string());
     }
     if (m == Method::kFile) ::unlink(file_name().c_str());
-    if (m == Method::kBoost) remove_boost();
+    if (m == Method::kBoost) segment.remove();
   }
   state.counters["bytes"] = static_cast<double>(bytes);
   state.counters["consumers"] = consumers;
@@ -683,9 +653,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
   const std::string label = describe_region_directory();
-  boost_mode = opt.get("boost", label == "4k" && shm::directory().rfind("/dev/shm", 0) == 0 ? "shm" : "file");
-  benchmark::AddCustomContext("boost_segment",
-                              boost_mode == "shm" ? "managed_shared_memory" : "managed_mapped_file");
+  segment.choose(opt, label, "kura-bench-boost");
   const auto sizes = opt.list("sizes", "1,16,256,1024");
   const auto consumers = opt.list("consumers", "1,2,4");
   const std::string methods = "," + opt.get("methods", "all") + ",";
@@ -712,7 +680,7 @@ int main(int argc, char** argv) {
   if (!skipped.empty())
     benchmark::AddCustomContext("skipped", skipped + " (inline arguments over 256 MiB: frames are bounded)");
   std::atexit([] {
-    remove_boost();
+    segment.remove();
     ::unlink(file_name().c_str());
     Barrier::remove();
   });

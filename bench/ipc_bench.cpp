@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "dispatcher_pool.hpp"
 #include "kura/ipc/client.hpp"
 #include "kura/ipc/dispatcher.hpp"
 #include "kura/shm/region.hpp"
@@ -266,58 +267,32 @@ void BM_RawThroughput(benchmark::State& state) {
 
 // --- the dispatcher ---------------------------------------------------------------
 
-struct Pool {
-  std::string dir;
-  std::unique_ptr<ipc::Dispatcher> dispatcher;
-  std::unique_ptr<ipc::Client> client;
-};
-
-std::map<std::pair<unsigned, bool>, Pool>& pools() {
-  static std::map<std::pair<unsigned, bool>, Pool> p;
+std::map<std::pair<unsigned, bool>, std::unique_ptr<DispatcherPool>>& pools() {
+  static std::map<std::pair<unsigned, bool>, std::unique_ptr<DispatcherPool>> p;
   return p;
 }
 
 // An embedded dispatcher with `workers` kura workers, and a client; a pinned
 // pool is made while the calling thread is pinned, so its dispatcher thread
 // and worker processes inherit the mask.
-Pool& pool(unsigned workers, bool pinned) {
-  Pool& p = pools()[{workers, pinned}];
-  if (p.client) return p;
-  char dir[] = "/tmp/kura-bench.XXXXXX";
-  if (::mkdtemp(dir) == nullptr) die("mkdtemp");
-  p.dir = dir;
-  ipc::DispatcherOptions o;
-  o.socket_path = p.dir + "/d.sock";
-  o.workers = workers;
-  o.worker_command = {KURA_TOOL_PATH, "worker", "--connect", "{socket}"};
-  o.log = [](const std::string&) {};
-  auto d = ipc::Dispatcher::start(std::move(o));
-  if (!d) die(d.status().to_string());
-  p.dispatcher = std::move(d).value();
-  auto c = ipc::Client::connect(p.dispatcher->socket_path());
-  if (!c) die(c.status().to_string());
-  p.client = std::move(c).value();
-  for (;;) {  // until every worker has connected (each status() is a round trip)
-    auto s = p.client->status();
-    if (!s) die(s.status().to_string());
-    if (s->workers.size() == workers) break;
+DispatcherPool& pool(unsigned workers, bool pinned) {
+  auto& p = pools()[{workers, pinned}];
+  if (!p) {
+    ipc::DispatcherOptions o;
+    o.workers = workers;
+    o.worker_command = {KURA_TOOL_PATH, "worker", "--connect", "{socket}"};
+    p = std::make_unique<DispatcherPool>(std::move(o));
   }
-  return p;
+  return *p;
 }
 
 void stop_pools() {
-  for (auto& [key, p] : pools()) {
-    p.client.reset();
-    p.dispatcher.reset();
-    ::unlink((p.dir + "/d.sock").c_str());
-    ::rmdir(p.dir.c_str());
-  }
   pools().clear();
 }
 
 void BM_TaskRoundTrip(benchmark::State& state, bool pinned) {
   Pin pin(pinned);
-  auto& client = *pool(1, pinned).client;
+  auto& client = pool(1, pinned).client();
   const ipc::Call echo{"echo", {}};
   std::vector<double> samples;
   for (auto _ : state) {
@@ -334,7 +309,7 @@ void BM_TaskRoundTrip(benchmark::State& state, bool pinned) {
 }
 
 void BM_TaskThroughput(benchmark::State& state) {
-  auto& client = *pool(2, false).client;
+  auto& client = pool(2, false).client();
   std::vector<std::vector<ipc::Arg>> inputs(kStreamed);
   for (auto _ : state) {
     auto m = client.map("echo", inputs);

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "boost_segment.hpp"
 #include "hash_internal.hpp"
 #include "kura/shm/directory.hpp"
 #include "kura/shm/region.hpp"
@@ -225,20 +226,7 @@ void BM_KuraWalk(benchmark::State& state, std::size_t mib, int depth) {
   state.counters["region_bytes"] = static_cast<double>(r.size());
 }
 
-std::string boost_mode;  // "shm" or "file"
-
-std::string boost_name() {
-  if (boost_mode == "file") return shm::directory() + "/kura-bench-lookup." + std::to_string(::getpid());
-  return "kura-bench-lookup." + std::to_string(::getpid());
-}
-
-void remove_boost() {
-  if (boost_mode == "file") {
-    bip::file_mapping::remove(boost_name().c_str());
-  } else {
-    bip::shared_memory_object::remove(boost_name().c_str());
-  }
-}
+BoostSegment segment;  // chosen in main()
 
 struct Raw {
   double v;
@@ -251,8 +239,8 @@ template <class Segment>
 void boost_segment(std::size_t mib) {
   static std::size_t made = 0;
   if (made == mib) return;
-  remove_boost();
-  Segment seg(bip::create_only, boost_name().c_str(), mib * kMiB + 64 * 1024);
+  segment.remove();
+  Segment seg(bip::create_only, segment.name.c_str(), mib * kMiB + 64 * 1024);
   seg.template construct<Raw>("big")[(mib * kMiB - 64 * 1024) / sizeof(double)]();
   *seg.template construct<double>("scalar")() = 42.0;
   made = mib;
@@ -262,7 +250,7 @@ template <class Segment>
 void BM_BoostOpenFind(benchmark::State& state, std::size_t mib) {
   boost_segment<Segment>(mib);
   for (auto _ : state) {
-    Segment seg(bip::open_only, boost_name().c_str());
+    Segment seg(bip::open_only, segment.name.c_str());
     auto found = seg.template find<double>("scalar");
     if (found.first == nullptr || *found.first != 42.0) die("boost find");
     benchmark::DoNotOptimize(*found.first);
@@ -273,7 +261,7 @@ void BM_BoostOpenFind(benchmark::State& state, std::size_t mib) {
 template <class Segment>
 void BM_BoostFind(benchmark::State& state, std::size_t mib) {
   boost_segment<Segment>(mib);
-  Segment seg(bip::open_only, boost_name().c_str());
+  Segment seg(bip::open_only, segment.name.c_str());
   for (auto _ : state) {
     auto found = seg.template find<double>("scalar");
     if (found.first == nullptr || *found.first != 42.0) die("boost find");
@@ -329,9 +317,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
   const std::string label = describe_region_directory();
-  boost_mode = opt.get("boost", label == "4k" && shm::directory().rfind("/dev/shm", 0) == 0 ? "shm" : "file");
-  benchmark::AddCustomContext("boost_segment",
-                              boost_mode == "shm" ? "managed_shared_memory" : "managed_mapped_file");
+  segment.choose(opt, label, "kura-bench-lookup");
   const int reps = std::atoi(opt.get("repetitions", "5").c_str());
   const std::string only = "," + opt.get("only", "all") + ",";
   copy_bytes = std::strtoull(opt.get("copy_mib", "1024").c_str(), nullptr, 10) * kMiB;
@@ -379,7 +365,7 @@ int main(int argc, char** argv) {
             ->Unit(benchmark::kMicrosecond);
       }
       const std::string suffix = std::to_string(mib);
-      if (boost_mode == "shm") {
+      if (!segment.file) {
         reg("lookup/boost_open_find/" + suffix, BM_BoostOpenFind<bip::managed_shared_memory>, mib)
             ->Unit(benchmark::kMicrosecond);
         reg("lookup/boost_find/" + suffix, BM_BoostFind<bip::managed_shared_memory>, mib)
@@ -399,7 +385,7 @@ int main(int argc, char** argv) {
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   }
-  std::atexit(remove_boost);
+  std::atexit([] { segment.remove(); });
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
