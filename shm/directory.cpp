@@ -8,10 +8,12 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -174,13 +176,15 @@ DirectoryInfo read_info(const std::string& dir) {
   return info;
 }
 
-// The numeric value (kB) of `field` ("ShmemPmdMapped") of the mapping that
-// starts at `start` in /proc/self/smaps, or -1.
-long long smaps_kb(const void* start, const std::string& field) {
+// The kB of the mapping that starts at `start` mapped with huge-page
+// entries: its ShmemPmdMapped plus FilePmdMapped in /proc/self/smaps, read
+// in one pass; 0 when neither is there.
+long long smaps_pmd_kb(const void* start) {
   std::ifstream in("/proc/self/smaps");
   std::string line;
   const auto want = reinterpret_cast<std::uintptr_t>(start);
   bool in_it = false;
+  long long kb = 0;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     const char c = line[0];
@@ -189,10 +193,13 @@ long long smaps_kb(const void* start, const std::string& field) {
       in_it = std::strtoull(line.c_str(), nullptr, 16) == want;
       continue;
     }
-    if (in_it && line.compare(0, field.size() + 1, field + ":") == 0)
-      return std::strtoll(line.c_str() + field.size() + 1, nullptr, 10);
+    if (!in_it) continue;
+    for (const char* field : {"ShmemPmdMapped:", "FilePmdMapped:"}) {
+      const std::size_t n = std::strlen(field);
+      if (line.compare(0, n, field) == 0) kb += std::max(0LL, std::strtoll(line.c_str() + n, nullptr, 10));
+    }
   }
-  return -1;
+  return kb;
 }
 
 }  // namespace
@@ -324,10 +331,7 @@ Result<RegionPages> region_pages(std::string_view name) noexcept {
                                      ": the kernel lacks MADV_POPULATE_READ (Linux 5.14)");
       at = page / kHugePageSize * kHugePageSize + kHugePageSize;
     }
-    long long pmd = smaps_kb(m.data(), "ShmemPmdMapped");
-    if (pmd < 0) pmd = 0;
-    long long file_pmd = smaps_kb(m.data(), "FilePmdMapped");
-    if (file_pmd > 0) pmd += file_pmd;
+    const long long pmd = smaps_pmd_kb(m.data());
     const std::uint64_t whole = out.size / kHugePageSize * kHugePageSize;
     out.huge_bytes = std::min<std::uint64_t>(static_cast<std::uint64_t>(pmd) * 1024, whole);
     const std::uint64_t tail = out.size - whole;
