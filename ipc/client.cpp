@@ -90,7 +90,7 @@ struct Client::Impl {
                                           closed_with(why);
                                         }});
       if (!started) return conn->close(started);
-      auto hello = detail::encode_hello(detail::Hello{"client", ::getpid(), owner});
+      auto hello = detail::encode_hello(detail::Hello{"client", ::getpid(), owner, 0, {}});
       if (!hello) return conn->close(hello.status());
       send_now(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(hello).value()));
     });

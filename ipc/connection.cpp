@@ -40,6 +40,10 @@ void ignore_sigpipe() noexcept {
   std::call_once(once, [] { ::signal(SIGPIPE, SIG_IGN); });
 }
 
+bool peer_hung_up(const Status& why) noexcept {
+  return why.message() == "the peer closed the connection";
+}
+
 Connection* Connection::adopt(uv_stream_t* stream, std::uint32_t read_limit, std::uint64_t write_limit) {
   return new Connection(stream, read_limit, write_limit);
 }

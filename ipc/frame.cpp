@@ -26,7 +26,7 @@ T get(const std::byte* at) {
 
 void encode_frame_header(const FrameHeader& h, std::span<std::byte, kFrameHeaderSize> out) noexcept {
   std::memcpy(out.data(), kMagic, 4);
-  put<std::uint8_t>(out.data() + 4, kProtocolVersion);
+  put<std::uint8_t>(out.data() + 4, kFrameVersion);
   put<std::uint8_t>(out.data() + 5, static_cast<std::uint8_t>(h.type));
   put<std::uint16_t>(out.data() + 6, h.flags);
   put<std::uint64_t>(out.data() + 8, h.id);
@@ -39,9 +39,9 @@ Result<FrameHeader> decode_frame_header(std::span<const std::byte, kFrameHeaderS
   try {
     if (std::memcmp(in.data(), kMagic, 4) != 0) return corrupt("frame: bad magic (not a kura peer)");
     const auto version = get<std::uint8_t>(in.data() + 4);
-    if (version != kProtocolVersion)
-      return corrupt("frame: protocol version " + std::to_string(version) + ", this side speaks " +
-                     std::to_string(kProtocolVersion));
+    if (version != kFrameVersion)
+      return corrupt("frame: framing version " + std::to_string(version) + ", this side speaks " +
+                     std::to_string(kFrameVersion));
     const auto type = get<std::uint8_t>(in.data() + 5);
     if (type == 0 || type > kMaxFrameType) return corrupt("frame: unknown type " + std::to_string(type));
     FrameHeader h;

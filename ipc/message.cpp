@@ -103,6 +103,12 @@ Result<std::string> text(const NodeView& n, const char* message, std::string_vie
   return std::string(s->bytes);
 }
 
+Result<bool> flag(const NodeView& n, const char* message, std::string_view key) {
+  KURA_ASSIGN_OR_RETURN(std::int32_t v, scalar<Dtype::kLgl>(n, message, key));
+  if (v != 0 && v != 1) return bad(message, "field \"" + std::string(key) + "\" is not true or false");
+  return v == 1;
+}
+
 template <class F>
 auto guard(F&& f) noexcept -> decltype(f()) {
   try {
@@ -135,49 +141,152 @@ Value borrow_value(const Value& v) {
   return out;
 }
 
+std::string version_mismatch(std::string_view who, std::uint32_t theirs) {
+  return std::string(who) + " speaks kura protocol " + std::to_string(theirs) + ", this side speaks " +
+         std::to_string(kProtocolVersion) + " (run the same kura version on both sides)";
+}
+
 Result<Bytes> encode_hello(const Hello& h) noexcept {
   return guard([&]() -> Result<Bytes> {
-    return image_of(
-        record({{"role", string_of(h.role)}, {"pid", i64_of(h.pid)}, {"owner", u64_of(h.owner)}}));
+    std::vector<String> fns;
+    fns.reserve(h.functions.size());
+    for (const std::string& f : h.functions) fns.push_back(String{f, Encoding::kUtf8, false});
+    return image_of(record({{"protocol", u32_of(h.protocol)},
+                            {"features", u64_of(h.features)},
+                            {"role", string_of(h.role)},
+                            {"pid", i64_of(h.pid)},
+                            {"owner", u64_of(h.owner)},
+                            {"token", u64_of(h.token)},
+                            {"functions", Value::strings_of(std::move(fns))}}));
   });
 }
+
+namespace {
+
+// A record's field count and first field name tell the protocol version
+// of a hello or welcome before its fields are read.
+Result<std::pair<std::uint64_t, std::string>> shape_of(std::span<const std::byte> payload,
+                                                       const char* message) {
+  auto region = Region::open(payload, nullptr);
+  if (!region) return bad(message, region.status().message());
+  auto root = region->root();
+  if (!root) return bad(message, root.status().message());
+  if (root->kind() != Kind::kList || root->length() == 0) return bad(message, "not a record of its fields");
+  auto names = root->names();
+  if (!names) return bad(message, names.status().message());
+  if (!*names) return bad(message, "a record without field names");
+  auto first = (*names)->string(0);
+  if (!first) return bad(message, first.status().message());
+  return std::pair<std::uint64_t, std::string>(root->length(), std::string(first->bytes));
+}
+
+Status check_role(const Hello& h, const char* kMsg) {
+  if (h.role != "client" && h.role != "worker") return bad(kMsg, "unknown role \"" + h.role + "\"");
+  return Status::ok();
+}
+
+}  // namespace
 
 Result<Hello> decode_hello(std::span<const std::byte> payload) noexcept {
   return guard([&]() -> Result<Hello> {
     constexpr const char* kMsg = "hello";
-    KURA_ASSIGN_OR_RETURN(Record r, Record::open(payload, nullptr, kMsg, {"role", "pid", "owner"}));
+    KURA_ASSIGN_OR_RETURN(auto shape, shape_of(payload, kMsg));
     Hello h;
-    KURA_ASSIGN_OR_RETURN(h.role, text(r[0], kMsg, "role"));
-    if (h.role != "client" && h.role != "worker") return bad(kMsg, "unknown role \"" + h.role + "\"");
-    KURA_ASSIGN_OR_RETURN(h.pid, scalar<Dtype::kI64>(r[1], kMsg, "pid"));
-    KURA_ASSIGN_OR_RETURN(h.owner, scalar<Dtype::kU64>(r[2], kMsg, "owner"));
+    if (shape.first == 3 && shape.second == "role") {
+      // Protocol 1 (kura 0.1): recognised only to be refused by name.
+      KURA_ASSIGN_OR_RETURN(Record r, Record::open(payload, nullptr, kMsg, {"role", "pid", "owner"}));
+      KURA_ASSIGN_OR_RETURN(h.role, text(r[0], kMsg, "role"));
+      KURA_RETURN_IF_ERROR(check_role(h, kMsg));
+      KURA_ASSIGN_OR_RETURN(h.pid, scalar<Dtype::kI64>(r[1], kMsg, "pid"));
+      KURA_ASSIGN_OR_RETURN(h.owner, scalar<Dtype::kU64>(r[2], kMsg, "owner"));
+      h.protocol = 1;
+      h.features = 0;
+      return h;
+    }
+    KURA_ASSIGN_OR_RETURN(
+        Record r, Record::open(payload, nullptr, kMsg,
+                               {"protocol", "features", "role", "pid", "owner", "token", "functions"}));
+    KURA_ASSIGN_OR_RETURN(h.protocol, scalar<Dtype::kU32>(r[0], kMsg, "protocol"));
+    KURA_ASSIGN_OR_RETURN(h.features, scalar<Dtype::kU64>(r[1], kMsg, "features"));
+    KURA_ASSIGN_OR_RETURN(h.role, text(r[2], kMsg, "role"));
+    KURA_RETURN_IF_ERROR(check_role(h, kMsg));
+    KURA_ASSIGN_OR_RETURN(h.pid, scalar<Dtype::kI64>(r[3], kMsg, "pid"));
+    KURA_ASSIGN_OR_RETURN(h.owner, scalar<Dtype::kU64>(r[4], kMsg, "owner"));
+    KURA_ASSIGN_OR_RETURN(h.token, scalar<Dtype::kU64>(r[5], kMsg, "token"));
+    const NodeView& fns = r[6];
+    if (fns.kind() != Kind::kStrings) return bad(kMsg, "field \"functions\" is " + fns.describe());
+    if (fns.length() > kMaxFunctions)
+      return bad(kMsg, "more than " + std::to_string(kMaxFunctions) + " functions");
+    h.functions.reserve(static_cast<std::size_t>(fns.length()));
+    for (std::uint64_t i = 0; i < fns.length(); ++i) {
+      auto f = fns.string(i);
+      if (!f) return bad(kMsg, f.status().message());
+      if (f->na || f->encoding != Encoding::kUtf8 || f->bytes.empty() || f->bytes.size() > kMaxFunctionName)
+        return bad(kMsg, "a function name that is NA, empty, not UTF-8 or over " +
+                             std::to_string(kMaxFunctionName) + " bytes");
+      h.functions.emplace_back(f->bytes);
+    }
     return h;
   });
 }
 
 Result<Bytes> encode_welcome(const Welcome& w) noexcept {
   return guard([&]() -> Result<Bytes> {
-    return image_of(record({{"frame_limit", u32_of(w.frame_limit)},
+    return image_of(record({{"protocol", u32_of(w.protocol)},
+                            {"features", u64_of(w.features)},
+                            {"frame_limit", u32_of(w.frame_limit)},
                             {"pid", i64_of(w.pid)},
-                            {"queue_cap", u64_of(w.queue_cap)}}));
+                            {"queue_cap", u64_of(w.queue_cap)},
+                            {"heartbeat_ms", u32_of(w.heartbeat_ms)}}));
   });
 }
 
 Result<Welcome> decode_welcome(std::span<const std::byte> payload) noexcept {
   return guard([&]() -> Result<Welcome> {
     constexpr const char* kMsg = "welcome";
-    KURA_ASSIGN_OR_RETURN(Record r,
-                          Record::open(payload, nullptr, kMsg, {"frame_limit", "pid", "queue_cap"}));
+    KURA_ASSIGN_OR_RETURN(auto shape, shape_of(payload, kMsg));
     Welcome w;
-    KURA_ASSIGN_OR_RETURN(w.frame_limit, scalar<Dtype::kU32>(r[0], kMsg, "frame_limit"));
-    KURA_ASSIGN_OR_RETURN(w.pid, scalar<Dtype::kI64>(r[1], kMsg, "pid"));
-    KURA_ASSIGN_OR_RETURN(w.queue_cap, scalar<Dtype::kU64>(r[2], kMsg, "queue_cap"));
+    if (shape.first == 3 && shape.second == "frame_limit") {
+      // Protocol 1 (kura 0.1): recognised only to be refused by name.
+      KURA_ASSIGN_OR_RETURN(Record r,
+                            Record::open(payload, nullptr, kMsg, {"frame_limit", "pid", "queue_cap"}));
+      KURA_ASSIGN_OR_RETURN(w.frame_limit, scalar<Dtype::kU32>(r[0], kMsg, "frame_limit"));
+      KURA_ASSIGN_OR_RETURN(w.pid, scalar<Dtype::kI64>(r[1], kMsg, "pid"));
+      KURA_ASSIGN_OR_RETURN(w.queue_cap, scalar<Dtype::kU64>(r[2], kMsg, "queue_cap"));
+      w.protocol = 1;
+      w.features = 0;
+      return w;
+    }
+    KURA_ASSIGN_OR_RETURN(
+        Record r, Record::open(payload, nullptr, kMsg,
+                               {"protocol", "features", "frame_limit", "pid", "queue_cap", "heartbeat_ms"}));
+    KURA_ASSIGN_OR_RETURN(w.protocol, scalar<Dtype::kU32>(r[0], kMsg, "protocol"));
+    KURA_ASSIGN_OR_RETURN(w.features, scalar<Dtype::kU64>(r[1], kMsg, "features"));
+    KURA_ASSIGN_OR_RETURN(w.frame_limit, scalar<Dtype::kU32>(r[2], kMsg, "frame_limit"));
+    KURA_ASSIGN_OR_RETURN(w.pid, scalar<Dtype::kI64>(r[3], kMsg, "pid"));
+    KURA_ASSIGN_OR_RETURN(w.queue_cap, scalar<Dtype::kU64>(r[4], kMsg, "queue_cap"));
+    KURA_ASSIGN_OR_RETURN(w.heartbeat_ms, scalar<Dtype::kU32>(r[5], kMsg, "heartbeat_ms"));
     return w;
+  });
+}
+
+Result<Bytes> encode_refused(std::string_view message) noexcept {
+  return guard([&]() -> Result<Bytes> { return image_of(record({{"message", string_of(message)}})); });
+}
+
+Result<std::string> decode_refused(std::span<const std::byte> payload) noexcept {
+  return guard([&]() -> Result<std::string> {
+    constexpr const char* kMsg = "refused";
+    KURA_ASSIGN_OR_RETURN(Record r, Record::open(payload, nullptr, kMsg, {"message"}));
+    return text(r[0], kMsg, "message");
   });
 }
 
 Result<Bytes> encode_submit(const Call& call, std::uint64_t owner, const TaskOptions& options) noexcept {
   return guard([&]() -> Result<Bytes> {
+    if (options.retries > kMaxRetries)
+      return invalid_argument("retries is " + std::to_string(options.retries) + ", over the most allowed, " +
+                              std::to_string(kMaxRetries));
     std::vector<std::uint8_t> kinds;
     std::vector<Value> args;
     kinds.reserve(call.args.size());
@@ -204,6 +313,7 @@ Result<Bytes> encode_submit(const Call& call, std::uint64_t owner, const TaskOpt
                             {"timeout_ms", u64_of(timeout)},
                             {"retries", u32_of(options.retries)},
                             {"inline_result", Value::array<Dtype::kLgl>({options.inline_result ? 1 : 0})},
+                            {"wait_for_worker", Value::array<Dtype::kLgl>({options.wait_for_worker ? 1 : 0})},
                             {"kinds", Value::array<Dtype::kU8>(std::span<const std::uint8_t>(kinds))},
                             {"args", Value::list(std::move(args))}}));
   });
@@ -213,21 +323,21 @@ Result<Submit> decode_submit(std::shared_ptr<const Bytes> payload) noexcept {
   return guard([&]() -> Result<Submit> {
     constexpr const char* kMsg = "submit";
     std::span<const std::byte> bytes(payload->data(), payload->size());
-    KURA_ASSIGN_OR_RETURN(
-        Record r, Record::open(bytes, payload, kMsg,
-                               {"fn", "owner", "timeout_ms", "retries", "inline_result", "kinds", "args"}));
+    KURA_ASSIGN_OR_RETURN(Record r, Record::open(bytes, payload, kMsg,
+                                                 {"fn", "owner", "timeout_ms", "retries", "inline_result",
+                                                  "wait_for_worker", "kinds", "args"}));
     Submit s;
     KURA_ASSIGN_OR_RETURN(s.fn, text(r[0], kMsg, "fn"));
     if (s.fn.empty()) return bad(kMsg, "empty function name");
     KURA_ASSIGN_OR_RETURN(s.owner, scalar<Dtype::kU64>(r[1], kMsg, "owner"));
     KURA_ASSIGN_OR_RETURN(s.timeout_ms, scalar<Dtype::kU64>(r[2], kMsg, "timeout_ms"));
     KURA_ASSIGN_OR_RETURN(s.retries, scalar<Dtype::kU32>(r[3], kMsg, "retries"));
-    KURA_ASSIGN_OR_RETURN(std::int32_t inline_result, scalar<Dtype::kLgl>(r[4], kMsg, "inline_result"));
-    if (inline_result != 0 && inline_result != 1) return bad(kMsg, "inline_result is not true or false");
-    s.inline_result = inline_result == 1;
-    auto kinds = r[5].array<Dtype::kU8>();
-    if (!kinds) return bad(kMsg, "field \"kinds\" is " + r[5].describe());
-    const NodeView& args = r[6];
+    if (s.retries > kMaxRetries) return bad(kMsg, "retries over " + std::to_string(kMaxRetries));
+    KURA_ASSIGN_OR_RETURN(s.inline_result, flag(r[4], kMsg, "inline_result"));
+    KURA_ASSIGN_OR_RETURN(s.wait_for_worker, flag(r[5], kMsg, "wait_for_worker"));
+    auto kinds = r[6].array<Dtype::kU8>();
+    if (!kinds) return bad(kMsg, "field \"kinds\" is " + r[6].describe());
+    const NodeView& args = r[7];
     if (args.kind() != Kind::kList || args.length() != kinds->size())
       return bad(kMsg,
                  "field \"args\" is " + args.describe() + " for " + std::to_string(kinds->size()) + " kinds");
@@ -286,21 +396,30 @@ Result<ResultMsg> decode_result(std::shared_ptr<const Bytes> payload) noexcept {
 
 Result<Bytes> encode_status(const DispatcherStatus& s) noexcept {
   return guard([&]() -> Result<Bytes> {
-    const std::uint64_t counters[] = {s.connections,  s.cumulative,  s.awaiting,   s.executing, s.completed,
-                                      s.queued_bytes, s.queued_peak, s.queued_cap, s.bytes_in,  s.bytes_out};
+    const std::uint64_t counters[] = {s.connections,    s.cumulative,   s.awaiting,    s.executing,
+                                      s.completed,      s.queued_bytes, s.queued_peak, s.queued_cap,
+                                      s.bytes_in,       s.bytes_out,    s.unroutable,  s.workers_dropped,
+                                      s.workers_started};
+    std::vector<std::uint64_t> ids;
     std::vector<std::int64_t> pids;
     std::vector<String> states;
     std::vector<std::uint64_t> done;
+    std::vector<Value> fns;
     for (const WorkerStatus& w : s.workers) {
+      ids.push_back(w.id);
       pids.push_back(w.pid);
       states.push_back(String{w.state, Encoding::kUtf8, false});
       done.push_back(w.tasks_done);
+      std::vector<String> names;
+      for (const std::string& f : w.functions) names.push_back(String{f, Encoding::kUtf8, false});
+      fns.push_back(Value::strings_of(std::move(names)));
     }
-    return image_of(
-        record({{"counters", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(counters))},
-                {"worker_pid", Value::array<Dtype::kI64>(std::span<const std::int64_t>(pids))},
-                {"worker_state", Value::strings_of(std::move(states))},
-                {"worker_done", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(done))}}));
+    return image_of(record({{"counters", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(counters))},
+                            {"worker_id", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(ids))},
+                            {"worker_pid", Value::array<Dtype::kI64>(std::span<const std::int64_t>(pids))},
+                            {"worker_state", Value::strings_of(std::move(states))},
+                            {"worker_done", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(done))},
+                            {"worker_fns", Value::list(std::move(fns))}}));
   });
 }
 
@@ -308,9 +427,10 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
   return guard([&]() -> Result<DispatcherStatus> {
     constexpr const char* kMsg = "status";
     KURA_ASSIGN_OR_RETURN(Record f, Record::open(payload, nullptr, kMsg,
-                                                 {"counters", "worker_pid", "worker_state", "worker_done"}));
+                                                 {"counters", "worker_id", "worker_pid", "worker_state",
+                                                  "worker_done", "worker_fns"}));
     auto counters = f[0].array<Dtype::kU64>();
-    if (!counters || counters->size() != 10) return bad(kMsg, "counters are " + f[0].describe());
+    if (!counters || counters->size() != 13) return bad(kMsg, "counters are " + f[0].describe());
     DispatcherStatus s;
     const auto& c = *counters;
     s.connections = c[0];
@@ -323,16 +443,30 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
     s.queued_cap = c[7];
     s.bytes_in = c[8];
     s.bytes_out = c[9];
-    auto pids = f[1].array<Dtype::kI64>();
-    auto done = f[3].array<Dtype::kU64>();
-    const NodeView& states = f[2];
-    if (!pids || !done || states.kind() != Kind::kStrings || states.length() != pids->size() ||
-        done->size() != pids->size())
+    s.unroutable = c[10];
+    s.workers_dropped = c[11];
+    s.workers_started = c[12];
+    auto ids = f[1].array<Dtype::kU64>();
+    auto pids = f[2].array<Dtype::kI64>();
+    auto done = f[4].array<Dtype::kU64>();
+    const NodeView& states = f[3];
+    const NodeView& fns = f[5];
+    if (!ids || !pids || !done || states.kind() != Kind::kStrings || fns.kind() != Kind::kList ||
+        states.length() != pids->size() || done->size() != pids->size() || ids->size() != pids->size() ||
+        fns.length() != pids->size())
       return bad(kMsg, "worker rows of different lengths or types");
     for (std::size_t i = 0; i < pids->size(); ++i) {
       auto st = states.string(i);
       if (!st || st->na) return bad(kMsg, "a worker state is not a string");
-      s.workers.push_back(WorkerStatus{(*pids)[i], std::string(st->bytes), (*done)[i]});
+      WorkerStatus w{(*ids)[i], (*pids)[i], std::string(st->bytes), (*done)[i], {}};
+      auto names = fns.child(i);
+      if (!names || names->kind() != Kind::kStrings) return bad(kMsg, "a worker's functions are not strings");
+      for (std::uint64_t k = 0; k < names->length(); ++k) {
+        auto n = names->string(k);
+        if (!n || n->na) return bad(kMsg, "a worker's function name is not a string");
+        w.functions.emplace_back(n->bytes);
+      }
+      s.workers.push_back(std::move(w));
     }
     return s;
   });

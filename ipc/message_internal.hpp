@@ -4,15 +4,26 @@
 // each field's kind, dtype and length, so a peer's garbage is Corrupt, never
 // a crash. Decoders are pure and fuzzed (tests/fuzz/message_fuzz.cpp).
 //
-//   hello     role: strings[1] ("client" | "worker"), pid: i64[1], owner: u64[1]
-//   welcome   frame_limit: u32[1], pid: i64[1], queue_cap: u64[1]
+//   hello     protocol: u32[1], features: u64[1], role: strings[1] ("client" |
+//             "worker"), pid: i64[1], owner: u64[1], token: u64[1] (the one a
+//             managed worker was started with, else 0), functions: strings[n]
+//             (a worker's functions; none for a client)
+//   welcome   protocol: u32[1], features: u64[1], frame_limit: u32[1], pid: i64[1],
+//             queue_cap: u64[1], heartbeat_ms: u32[1]
+//   refused   message: strings[1]
 //   submit    fn: strings[1], owner: u64[1], timeout_ms: u64[1], retries: u32[1],
-//             inline_result: lgl[1], kinds: u8[n] (0 inline, 1 name),
-//             args: list[n] (the inline value, or strings[1] holding the name)
+//             inline_result: lgl[1], wait_for_worker: lgl[1], kinds: u8[n]
+//             (0 inline, 1 name), args: list[n] (the inline value, or
+//             strings[1] holding the name)
 //   result    outcome: u8[1], message: strings[1], name: strings[1] ("" when
 //             inline), value: the inline value, or null
-//   status    counters: u64[10], worker_pid: i64[w], worker_state: strings[w],
-//             worker_done: u64[w]
+//   status    counters: u64[13], worker_id: u64[w], worker_pid: i64[w],
+//             worker_state: strings[w], worker_done: u64[w], worker_fns: list[w]
+//             of strings
+//
+// Version 1's hello and welcome (kura 0.1: role, pid, owner; frame_limit,
+// pid, queue_cap) are recognised and decode with protocol 1, so that a peer
+// of that version can be refused with a message naming both versions.
 #pragma once
 
 #include <cstdint>
@@ -20,19 +31,37 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kura/core/bytes.hpp"
 #include "kura/core/status.hpp"
 #include "kura/core/view.hpp"
+#include "kura/ipc/frame.hpp"
 #include "kura/ipc/task.hpp"
 
 namespace kura::ipc::detail {
+
+// Feature bits of hello and welcome: what a peer of this protocol version
+// can do beyond the version's base. Unknown bits are ignored.
+enum Feature : std::uint64_t {
+  kFeatureHeartbeat = 1u << 0,  // a worker sends kHeartbeat every Welcome::heartbeat_ms
+};
+inline constexpr std::uint64_t kOurFeatures = kFeatureHeartbeat;
+
+// Bounds on a worker's hello: how many functions it may announce, and how
+// long each name may be.
+inline constexpr std::uint64_t kMaxFunctions = 4096;
+inline constexpr std::size_t kMaxFunctionName = 256;
 
 struct Hello {
   std::string role;  // "client" or "worker"
   std::int64_t pid = 0;
   std::uint64_t owner = 0;  // the client's owner id (0 for workers)
+  std::uint64_t token = 0;  // a managed worker's start token, else 0
+  std::vector<std::string> functions;
+  std::uint32_t protocol = kProtocolVersion;
+  std::uint64_t features = kOurFeatures;
 };
 
 struct Welcome {
@@ -42,7 +71,23 @@ struct Welcome {
   // kQueued: without one every task is admitted at once, and the dispatcher
   // sends no kQueued (except to a try-submit).
   std::uint64_t queue_cap = 0;
+  // How often a worker sends kHeartbeat (0 for clients).
+  std::uint32_t heartbeat_ms = 0;
+  std::uint32_t protocol = kProtocolVersion;
+  std::uint64_t features = kOurFeatures;
 };
+
+// The most submits a client keeps waiting for room (under a byte cap)
+// before it waits itself; the dispatcher closes a client that has more.
+inline constexpr std::uint32_t kMaxParkedSubmits = 64;
+
+// The environment variable through which a managed worker receives its
+// start token (Hello::token): how the dispatcher knows which of the
+// processes it started a connection is, without trusting pids.
+inline constexpr const char* kWorkerTokenEnv = "KURA_WORKER_TOKEN";
+
+// The text both sides use when protocol versions differ.
+std::string version_mismatch(std::string_view who, std::uint32_t theirs);
 
 // A decoded submit: views into the payload, which it keeps alive.
 struct Submit {
@@ -51,6 +96,7 @@ struct Submit {
   std::uint64_t timeout_ms = 0;
   std::uint32_t retries = 0;
   bool inline_result = false;
+  bool wait_for_worker = false;
   struct ArgView {
     std::string name;               // a name argument (checked with parse_name), or empty
     std::optional<NodeView> value;  // an inline argument
@@ -72,8 +118,11 @@ Result<Hello> decode_hello(std::span<const std::byte> payload) noexcept;
 Result<Bytes> encode_welcome(const Welcome& w) noexcept;
 Result<Welcome> decode_welcome(std::span<const std::byte> payload) noexcept;
 
-// Errors: InvalidArgument (an argument with neither a name nor a value, or
-// an invalid name), OutOfMemory.
+Result<Bytes> encode_refused(std::string_view message) noexcept;
+Result<std::string> decode_refused(std::span<const std::byte> payload) noexcept;
+
+// Errors: InvalidArgument (an argument with neither a name nor a value, an
+// invalid name, retries over kMaxRetries), OutOfMemory.
 Result<Bytes> encode_submit(const Call& call, std::uint64_t owner, const TaskOptions& options) noexcept;
 // `payload` must stay alive and unchanged while the views live: pass the
 // frame's payload in a shared_ptr. Errors: Corrupt (not a submit, or an

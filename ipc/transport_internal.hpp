@@ -27,6 +27,9 @@ using LogFn = std::function<void(const std::string&)>;
 // process: installs SIG_IGN for SIGPIPE once (process-wide).
 void ignore_sigpipe() noexcept;
 
+// True when a connection closed because the peer closed its end.
+bool peer_hung_up(const Status& why) noexcept;
+
 struct OutFrame;  // connection.cpp
 
 class Connection {
@@ -67,6 +70,8 @@ class Connection {
   std::uint32_t read_limit() const noexcept { return reader_.limit(); }
   void set_read_limit(std::uint32_t limit) noexcept { reader_.set_limit(limit); }
   std::uint64_t write_queue_bytes() const noexcept { return queued_; }
+  // A frame that receives no byte for `ms` closes the connection (0: never).
+  void set_partial_frame_timeout(std::uint64_t ms) noexcept { partial_frame_timeout_ms_ = ms; }
   // Bytes read from and queued to the socket so far.
   std::uint64_t bytes_in() const noexcept { return bytes_in_; }
   std::uint64_t bytes_out() const noexcept { return bytes_out_; }
@@ -100,6 +105,7 @@ class Connection {
   uv_check_t flush_;
   bool flush_pending_ = false;
   int handles_closed = 0;
+  std::uint64_t partial_frame_timeout_ms_ = 0;
 };
 
 // --- Unix domain sockets ----------------------------------------------------

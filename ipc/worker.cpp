@@ -2,12 +2,15 @@
 
 #include <dlfcn.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <climits>
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -47,6 +50,14 @@ class GlobalRegistry final : public Registry {
     for (const auto& [name, fn] : fns_) out += (out.empty() ? "" : ", ") + name;
     return out;
   }
+  // The names, sorted (what a worker announces in its hello).
+  std::vector<std::string> list() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::string> out;
+    out.reserve(fns_.size());
+    for (const auto& [name, fn] : fns_) out.push_back(name);
+    return out;
+  }
 
  private:
   std::mutex mu_;
@@ -64,11 +75,12 @@ GlobalRegistry& registry() {
 
 }  // namespace
 
-// Cancellation. The dispatcher cancels a running task with a signal
-// (kCancelSignal, its value the task id, sent with sigqueue) because the
-// worker's only thread is busy running the function; the handler marks the
-// task and wakes a sleeping TaskContext through an eventfd. One worker loop
-// per process at a time.
+// Cancellation. The dispatcher sends a kCancel frame; the worker's loop,
+// which stays free while a function runs on the executor thread, marks the
+// task (TaskContext::cancelled polls the mark), wakes a sleeping
+// TaskContext through an eventfd, and sends kCancelSignal to the executor
+// thread (its value the task id) for code that does not poll: a handler of
+// its own may act on it. One worker loop per process at a time.
 namespace {
 
 std::atomic<std::uint64_t> g_running{0};    // the task running now, 0 when idle
@@ -76,14 +88,18 @@ std::atomic<std::uint64_t> g_cancelled{0};  // the last task cancelled
 int g_cancel_fd = -1;                       // eventfd written when the running task is cancelled
 std::atomic<bool> g_cancel_fd_written{false};
 
-void on_cancel_signal(int, siginfo_t* info, void*) {
-  const auto id = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(info->si_value.sival_ptr));
+// Marks task `id` cancelled and wakes its sleep. Async-signal-safe.
+void mark_cancelled(std::uint64_t id) noexcept {
   g_cancelled.store(id);
   if (id != 0 && id == g_running.load() && g_cancel_fd >= 0) {
     const std::uint64_t one = 1;
     g_cancel_fd_written.store(true);
     (void)!::write(g_cancel_fd, &one, sizeof one);
   }
+}
+
+void on_cancel_signal(int, siginfo_t* info, void*) {
+  mark_cancelled(static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(info->si_value.sival_ptr)));
 }
 
 }  // namespace
@@ -148,10 +164,11 @@ Status Worker::add(std::string name, Function fn) noexcept {
 
 namespace {
 
-// One worker process's connection and loop. Functions run on the loop's
-// thread, one at a time, straight from the frame that brought them: no
-// hand-over to another thread on the way in or out. A small watcher thread
-// only waits for the dispatcher to hang up while a function runs.
+// One worker process's connection and loop. Functions run on an executor
+// thread, one at a time, so the loop stays free to answer the dispatcher
+// while they run: it sends heartbeats, acts on cancels, and sees the
+// dispatcher go away (the process then exits at once: a worker never
+// outlives its dispatcher, and nobody wants the result).
 class WorkerLoop {
  public:
   explicit WorkerLoop(const WorkerOptions& o) : options_(o) {
@@ -166,33 +183,57 @@ class WorkerLoop {
     if (int rc = uv_loop_init(&loop_); rc != 0)
       return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop_.data = this;
+    uv_async_init(&loop_, &done_async_,
+                  [](uv_async_t* a) { static_cast<WorkerLoop*>(a->loop->data)->on_done(); });
+    uv_timer_init(&loop_, &heartbeat_);
+    executor_ = std::thread([this] { executor_main(); });
+    executor_id_ = executor_.native_handle();
     Status connected = Status(Code::kIo, "not connected");
     detail::connect_unix(&loop_, options_.socket_path, [&](Result<uv_stream_t*> s) {
       if (!s) {
         connected = s.status();
-        return;
+        return close_handles();
       }
       conn_ = detail::Connection::adopt(*s, kDefaultFrameLimit, UINT64_MAX);
       connected = conn_->start(
           detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
                                         [this](detail::Connection&, const Status& why) { on_close(why); }});
       if (!connected) return;
-      auto hello = detail::encode_hello(detail::Hello{"worker", ::getpid(), 0});
-      if (!hello) {
-        connected = hello.status();
+      detail::Hello hello{"worker", ::getpid(), 0, 0, {}};
+      hello.token = start_token();
+      hello.functions = registry().list();
+      auto bytes = detail::encode_hello(hello);
+      if (!bytes) {
+        connected = bytes.status();
         conn_->close(connected);
         return;
       }
-      conn_->send(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(hello).value()));
-      start_watcher(conn_->fd());
+      conn_->send(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(bytes).value()));
     });
     uv_run(&loop_, UV_RUN_DEFAULT);
-    stop_watcher();
+    stop_executor();
     uv_loop_close(&loop_);
+    if (!refused_.is_ok()) return refused_;
     return ended_well_ ? Status::ok() : connected;
   }
 
  private:
+  struct Job {
+    std::uint64_t id = 0;
+    bool setup = false;
+    std::shared_ptr<const Bytes> payload;
+    std::shared_ptr<const Bytes> result;
+  };
+
+  // The token a managed worker was started with (kWorkerTokenEnv), else 0.
+  static std::uint64_t start_token() {
+    const char* t = std::getenv(detail::kWorkerTokenEnv);
+    if (t == nullptr) return 0;
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(t, &end, 10);
+    return end != t && *end == '\0' ? v : 0;
+  }
+
   Status install_cancel_handler() {
     if (g_cancel_fd < 0) {
       g_cancel_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -207,36 +248,76 @@ class WorkerLoop {
     return Status::ok();
   }
 
-  // The watcher: if the dispatcher hangs up while a function runs, nobody
-  // wants the result, and the worker must not outlive its dispatcher.
-  void start_watcher(int fd) {
-    quit_fd_ = ::eventfd(0, EFD_CLOEXEC);
-    if (fd < 0 || quit_fd_ < 0) return;
-    watcher_ = std::thread([this, fd] {
-      pollfd p[2] = {{fd, POLLRDHUP, 0}, {quit_fd_, POLLIN, 0}};
-      for (;;) {
-        if (::poll(p, 2, -1) < 0) continue;
-        if ((p[1].revents & POLLIN) != 0) return;
-        if ((p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
-          if (g_running.load() != 0) {
-            options_.log("the dispatcher went away while a function ran; exiting");
-            std::fflush(stderr);
-            ::_exit(0);
-          }
-          return;  // idle: the loop sees the end and returns
+  // --- the executor thread ---------------------------------------------------
+
+  void executor_main() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return quit_ || job_.has_value(); });
+      if (quit_) return;
+      Job job = std::move(*job_);
+      job_.reset();
+      lock.unlock();
+      if (!job.setup && g_cancelled.load() == job.id) {
+        job.result = error_result(Outcome::kCancelled, "cancelled");  // cancelled before it started
+      } else {
+        if (g_cancel_fd_written.exchange(false)) {
+          std::uint64_t stale = 0;
+          (void)!::read(g_cancel_fd, &stale, sizeof stale);  // a wake-up meant for an earlier task
         }
+        // Set-up calls are never cancelled: they run under id 0's mark.
+        g_running.store(job.setup ? 0 : job.id);
+        job.result = run_job(job.payload, job.setup);
+        g_running.store(0);
       }
-    });
+      lock.lock();
+      done_.push_back(std::move(job));
+      busy_ = false;
+      uv_async_send(&done_async_);
+    }
   }
 
-  void stop_watcher() {
-    if (watcher_.joinable()) {
-      const std::uint64_t one = 1;
-      (void)!::write(quit_fd_, &one, sizeof one);
-      watcher_.join();
+  void stop_executor() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      quit_ = true;
     }
-    if (quit_fd_ >= 0) ::close(quit_fd_);
-    quit_fd_ = -1;
+    cv_.notify_all();
+    if (executor_.joinable()) executor_.join();
+  }
+
+  // On the loop: results the executor finished go to the dispatcher.
+  void on_done() {
+    std::deque<Job> done;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done.swap(done_);
+    }
+    for (Job& j : done)
+      if (conn_ != nullptr)
+        conn_->send(FrameType::kDone, j.setup ? kFlagSetup : 0, j.id, std::move(j.result));
+  }
+
+  // --- the loop ----------------------------------------------------------------
+
+  void close_handles() {
+    auto close = [](auto* h) {
+      if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(h)))
+        uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+    };
+    close(&done_async_);
+    close(&heartbeat_);
+  }
+
+  void start_heartbeats(std::uint32_t every_ms) {
+    if (every_ms == 0) return;
+    uv_timer_start(
+        &heartbeat_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<WorkerLoop*>(t->loop->data);
+          if (self->conn_ != nullptr) self->conn_->send(FrameType::kHeartbeat, 0, 0, nullptr);
+        },
+        every_ms, every_ms);
   }
 
   Status load_plugin(const std::string& path) {
@@ -255,36 +336,47 @@ class WorkerLoop {
       case FrameType::kWelcome: {
         auto w = detail::decode_welcome(f.payload);
         if (!w) return conn_->close(w.status());
+        if (w->protocol != kProtocolVersion) {
+          refused_ = Status(Code::kInvalidArgument, detail::version_mismatch("the dispatcher", w->protocol));
+          return conn_->close(refused_);
+        }
         conn_->set_read_limit(w->frame_limit);
         frame_limit_ = w->frame_limit;
+        start_heartbeats(w->heartbeat_ms);
         return;
+      }
+      case FrameType::kRefused: {
+        auto text = detail::decode_refused(f.payload);
+        refused_ = Status(Code::kInvalidArgument,
+                          "the dispatcher refused this worker: " + (text ? *text : text.status().message()));
+        return conn_->close(refused_);
       }
       case FrameType::kTask: {
-        const std::uint64_t id = f.header.id;
-        const bool setup = (f.header.flags & kFlagSetup) != 0;
-        auto payload = std::make_shared<const Bytes>(std::move(f.payload));
-        std::shared_ptr<const Bytes> result;
-        if (!setup && g_cancelled.load() == id) {
-          result = error_result(Outcome::kCancelled, "cancelled");  // before it started
-        } else {
-          // Set-up calls are never cancelled: they run under id 0's mark.
-          if (g_cancel_fd_written.exchange(false)) {
-            std::uint64_t stale = 0;
-            (void)!::read(g_cancel_fd, &stale, sizeof stale);  // a wake-up meant for an earlier task
-          }
-          g_running.store(setup ? 0 : id);
-          result = run_job(payload, setup);
-          g_running.store(0);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (busy_) return conn_->close(corrupt("the dispatcher sent a task while another ran"));
+          busy_ = true;
+          job_ = Job{f.header.id, (f.header.flags & kFlagSetup) != 0,
+                     std::make_shared<const Bytes>(std::move(f.payload)), nullptr};
         }
-        conn_->send(FrameType::kDone, setup ? kFlagSetup : 0, id, std::move(result));
+        cv_.notify_one();
         return;
       }
-      case FrameType::kCancel:
-        // A task that has not arrived yet cannot be cancelled this way, and one
-        // that ran has finished: only the mark matters (tasks arrive before
-        // their cancel, in order, on this one connection).
-        if ((f.header.flags & kFlagSetup) == 0) g_cancelled.store(f.header.id);
+      case FrameType::kCancel: {
+        // Tasks arrive before their cancel, in order, on this one connection:
+        // the mark is enough for a task not started yet, and one that has
+        // finished is not affected.
+        if ((f.header.flags & kFlagSetup) != 0) return;
+        const std::uint64_t id = f.header.id;
+        mark_cancelled(id);
+        std::lock_guard<std::mutex> lock(mu_);
+        if (busy_ && g_running.load() == id) {
+          sigval v{};
+          v.sival_ptr = reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
+          ::pthread_sigqueue(executor_id_, kCancelSignal, v);
+        }
         return;
+      }
       default:
         return conn_->close(
             corrupt("the dispatcher sent a frame of type " + std::to_string(int(f.header.type))));
@@ -292,8 +384,21 @@ class WorkerLoop {
   }
 
   void on_close(const Status& why) {
+    conn_ = nullptr;
     ended_well_ = why.message() == "the peer closed the connection";
-    if (!ended_well_) options_.log("connection to the dispatcher closed: " + why.message());
+    if (!ended_well_ && refused_.is_ok())
+      options_.log("connection to the dispatcher closed: " + why.message());
+    bool running;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running = busy_;
+    }
+    if (running) {
+      options_.log("the dispatcher went away while a function ran; exiting");
+      std::fflush(stderr);
+      ::_exit(0);
+    }
+    close_handles();
   }
 
   // An error's message can be anything a function says (fail() returns its
@@ -397,11 +502,22 @@ class WorkerLoop {
 
   WorkerOptions options_;
   uv_loop_t loop_{};
+  uv_async_t done_async_{};
+  uv_timer_t heartbeat_{};
   detail::Connection* conn_ = nullptr;
   std::uint32_t frame_limit_ = kDefaultFrameLimit;
   bool ended_well_ = false;
-  std::thread watcher_;
-  int quit_fd_ = -1;
+  Status refused_ = Status::ok();
+
+  // Between the loop and the executor.
+  std::thread executor_;
+  pthread_t executor_id_{};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<Job> job_;  // the next job for the executor
+  bool busy_ = false;       // a job was handed over and its result not yet taken
+  bool quit_ = false;
+  std::deque<Job> done_;
 };
 
 }  // namespace

@@ -55,7 +55,7 @@ class Raw {
   void hello_client() {
     auto owner = shm::process_owner();
     REQUIRE(owner.is_ok());
-    auto h = ipc::detail::encode_hello(ipc::detail::Hello{"client", ::getpid(), *owner});
+    auto h = ipc::detail::encode_hello(ipc::detail::Hello{"client", ::getpid(), *owner, 0, {}});
     REQUIRE(h.is_ok());
     frame(ipc::FrameType::kHello, 0, *h);
   }
@@ -126,12 +126,14 @@ TEST_CASE("abusive peers lose their own connection and nobody else notices", "[i
     Raw r(d.socket());
     r.hello_client();
     auto owner = shm::process_owner();
-    Value forged = Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({*owner}),
-                                Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
-                                Value::array<Dtype::kLgl>({0}), Value::array<Dtype::kU8>({1}),
-                                Value::list({Value::strings_utf8({"/kura_../etc"})})})
-                       .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
-                                    String{"inline_result"}, String{"kinds"}, String{"args"}});
+    Value forged =
+        Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({*owner}),
+                     Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
+                     Value::array<Dtype::kLgl>({0}), Value::array<Dtype::kLgl>({0}),
+                     Value::array<Dtype::kU8>({1}), Value::list({Value::strings_utf8({"/kura_../etc"})})})
+            .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
+                         String{"inline_result"}, String{"wait_for_worker"}, String{"kinds"},
+                         String{"args"}});
     auto image = build(forged, Stamp{}, false);
     REQUIRE(image.is_ok());
     r.frame(ipc::FrameType::kSubmit, 1, *image);
@@ -147,7 +149,7 @@ TEST_CASE("abusive peers lose their own connection and nobody else notices", "[i
     b.hello_client();
     b.frame(ipc::FrameType::kDone, 1, {});
     CHECK(b.closed_by_peer());
-    CHECK(d.wait_log("a client sent a frame of type 9"));
+    CHECK(d.wait_log("a client sent a done frame"));
   }
   SECTION("a client of another user") {
     // The socket directory and the socket (0700 and 0600, so a stranger

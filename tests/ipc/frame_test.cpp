@@ -27,7 +27,7 @@ Result<FrameHeader> decode(const Bytes& b, std::uint32_t limit = kDefaultFrameLi
 TEST_CASE("a frame header round-trips and is laid out as documented", "[ipc]") {
   Bytes b = frame_bytes(FrameType::kSubmit, kFlagTry, 0x0102030405060708ull, "abc");
   CHECK(std::memcmp(b.data(), "KIPC", 4) == 0);
-  CHECK(std::to_integer<int>(b[4]) == kProtocolVersion);
+  CHECK(std::to_integer<int>(b[4]) == kFrameVersion);
   CHECK(std::to_integer<int>(b[5]) == 3);
   CHECK(std::to_integer<int>(b[6]) == 1);     // flags, little-endian
   CHECK(std::to_integer<int>(b[8]) == 0x08);  // id, little-endian
@@ -50,7 +50,7 @@ TEST_CASE("a bad frame header is refused with its reason", "[ipc]") {
   auto magic = with(0, 'X');
   REQUIRE_FALSE(magic.is_ok());
   CHECK(magic.status().message().find("magic") != std::string::npos);
-  CHECK(with(4, 2).status().message().find("protocol version") != std::string::npos);
+  CHECK(with(4, 2).status().message().find("framing version") != std::string::npos);
   CHECK(with(5, 0).status().message().find("unknown type") != std::string::npos);
   CHECK(with(5, kMaxFrameType + 1).status().code() == Code::kCorrupt);
   CHECK(with(7, 0x80).status().message().find("unknown flags") != std::string::npos);

@@ -46,12 +46,13 @@ TEST_CASE("a submit with a bad name is refused on both sides", "[ipc]") {
   REQUIRE_FALSE(e.is_ok());
   CHECK(e.status().code() == Code::kInvalidArgument);
   // A peer that sends one anyway: built by hand with the same layout.
-  Value forged = Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({1}),
-                              Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
-                              Value::array<Dtype::kLgl>({0}), Value::array<Dtype::kU8>({1}),
-                              Value::list({Value::strings_utf8({"/kura_1f_2a[0]"})})})
-                     .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
-                                  String{"inline_result"}, String{"kinds"}, String{"args"}});
+  Value forged =
+      Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({1}),
+                   Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
+                   Value::array<Dtype::kLgl>({0}), Value::array<Dtype::kLgl>({0}),
+                   Value::array<Dtype::kU8>({1}), Value::list({Value::strings_utf8({"/kura_1f_2a[0]"})})})
+          .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
+                       String{"inline_result"}, String{"wait_for_worker"}, String{"kinds"}, String{"args"}});
   auto d = decode_submit(shared(build(forged, Stamp{}, false)));
   REQUIRE_FALSE(d.is_ok());
   CHECK(d.status().code() == Code::kCorrupt);
@@ -77,20 +78,26 @@ TEST_CASE("results, hello, welcome and status round-trip", "[ipc]") {
   CHECK_FALSE(decode_result(shared(encode_result(Outcome::kOk, "", "/kura_5_6[1]", nullptr))).is_ok());
   CHECK_FALSE(decode_result(shared(encode_result(Outcome::kError, "x", "/kura_5_6", nullptr))).is_ok());
 
-  auto h = decode_hello(*shared(encode_hello(Hello{"client", 42, 7})));
+  auto h = decode_hello(*shared(encode_hello(Hello{"worker", 42, 7, 3, {"echo", "sum"}})));
   REQUIRE(h.is_ok());
-  CHECK(h->role == "client");
+  CHECK(h->role == "worker");
   CHECK(h->pid == 42);
   CHECK(h->owner == 7);
-  CHECK_FALSE(decode_hello(*shared(encode_hello(Hello{"admin", 1, 1}))).is_ok());
-  auto w = decode_welcome(*shared(encode_welcome(Welcome{4096, 9})));
+  CHECK(h->token == 3);
+  CHECK(h->functions == std::vector<std::string>{"echo", "sum"});
+  CHECK(h->protocol == kProtocolVersion);
+  CHECK_FALSE(decode_hello(*shared(encode_hello(Hello{"admin", 1, 1, 0, {}}))).is_ok());
+  auto w = decode_welcome(*shared(encode_welcome(Welcome{4096, 9, 0, 250})));
   REQUIRE(w.is_ok());
   CHECK(w->frame_limit == 4096);
+  CHECK(w->heartbeat_ms == 250);
+  CHECK(w->protocol == kProtocolVersion);
 
   DispatcherStatus s;
   s.connections = 3;
   s.queued_peak = 99;
-  s.workers = {{10, "idle", 5}, {11, "busy", 6}};
+  s.unroutable = 4;
+  s.workers = {{1, 10, "idle", 5, {"echo"}}, {2, 11, "busy", 6, {"a", "b"}}};
   auto back = decode_status(*shared(encode_status(s)));
   REQUIRE(back.is_ok());
   CHECK(back->connections == 3);
@@ -98,6 +105,9 @@ TEST_CASE("results, hello, welcome and status round-trip", "[ipc]") {
   REQUIRE(back->workers.size() == 2);
   CHECK(back->workers[1].state == "busy");
   CHECK(back->workers[1].tasks_done == 6);
+  CHECK(back->workers[1].id == 2);
+  CHECK(back->workers[1].functions == std::vector<std::string>{"a", "b"});
+  CHECK(back->unroutable == 4);
 }
 
 TEST_CASE("garbage payloads are Corrupt, never a crash", "[ipc]") {

@@ -2,15 +2,33 @@
 // processes over Unix sockets (DESIGN.md section 4). Tasks carry kura names,
 // so only names cross the sockets; small inline values are copied.
 //
-// Scheduling is FIFO to the next free worker. The queue has an optional cap in
-// bytes of queued payload that is exact: the bytes in the queue never exceed
-// it. A submit that does not fit waits (in order) until room frees; a
-// try-submit is answered "full" at once. Every task ends in exactly one
-// result: its value or error, timeout, cancelled, or worker-lost. A worker
-// that dies is replaced when the dispatcher manages the pool; a worker whose
-// dispatcher goes away exits. Connections that send anything malformed (a
-// bad frame, an oversized length, a bad name) are closed with a logged
-// reason, and no other connection notices.
+// Workers say in their hello which functions they have. Scheduling is FIFO
+// to the next free worker that has the task's function. A task whose
+// function no worker has announced since the dispatcher started ends at
+// once as an "unknown function" error, unless it asked to wait for such a
+// worker (TaskOptions::wait_for_worker); before any worker has connected,
+// and for a function whose workers are all gone for the moment (being
+// replaced), tasks wait. The queue has an optional cap in bytes of queued payload
+// that is exact: the bytes in the queue never exceed it. A submit that does
+// not fit waits (in order) until room frees; a try-submit is answered "full"
+// at once. Every task ends in exactly one result: its value or error,
+// timeout, cancelled, or worker-lost.
+//
+// Liveness: workers send heartbeats from their loop (never from the running
+// function); a worker silent for heartbeat_timeout_ms is dropped (its task
+// retried or worker-lost; a managed one is killed and replaced). A managed
+// worker that dies without finishing a task since it was ready (a crash
+// loop, a task that kills every worker) is replaced after a delay that
+// doubles up to 5 s; one that did useful work is replaced at once.
+//
+// Bounds: connections (max_connections), the time to say hello
+// (hello_timeout_ms) and the size of a hello (64 KiB), a partial frame that
+// stops arriving (partial_frame_timeout_ms), stored everywhere() calls
+// (max_setup_calls, max_setup_bytes), retries (kMaxRetries). Running out
+// of descriptors refuses new connections with a logged reason and keeps
+// serving the others. Connections that send anything malformed (a bad
+// frame, an oversized length, a bad name) are closed with a logged reason,
+// and no other connection notices.
 #pragma once
 
 #include <cstdint>
@@ -34,7 +52,10 @@ struct DispatcherOptions {
   unsigned workers = 0;
   // The command that starts one worker; every "{socket}" is replaced by the
   // socket path. Empty: this executable with "worker --connect {socket}"
-  // (right for the kura tool and for programs that run Worker::main).
+  // (right for the kura tool and for programs that run Worker::main). The
+  // process gets its start token in KURA_WORKER_TOKEN, which Worker::run
+  // sends back in its hello: that, not its pid, tells the dispatcher which
+  // of its processes a connection is.
   std::vector<std::string> worker_command;
   // Cap on the payload bytes of queued tasks; 0: no cap.
   std::uint64_t memory = 0;
@@ -42,6 +63,25 @@ struct DispatcherOptions {
   std::uint32_t frame_limit = kDefaultFrameLimit;
   // Remove orphaned regions (whose owner is dead) when starting.
   bool prune_at_start = true;
+  // How often workers send heartbeats, and how long a worker may be silent
+  // before it is dropped.
+  std::uint32_t heartbeat_ms = 500;
+  std::uint32_t heartbeat_timeout_ms = 5000;
+  // How long a new connection has to say hello.
+  std::uint32_t hello_timeout_ms = 5000;
+  // A frame that has begun arriving and receives no byte for this long
+  // closes its connection.
+  std::uint32_t partial_frame_timeout_ms = 10000;
+  // The most connections (clients and workers) at once; 0: the descriptor
+  // limit (RLIMIT_NOFILE) less 32 for the dispatcher's own use. At most a
+  // quarter of them (at least 4) may be new connections that have not said
+  // hello yet: past that the oldest of those is closed.
+  std::uint32_t max_connections = 0;
+  // everywhere() calls are kept (to run on workers that connect later) until
+  // the client that made them disconnects; at most this many, with payloads
+  // of at most this many bytes in all. A call past either bound fails.
+  std::uint32_t max_setup_calls = 64;
+  std::uint64_t max_setup_bytes = 16u << 20;
   // Where log lines go (connections refused or closed and why, workers
   // started and lost). Empty: standard error, prefixed "kura dispatcher: ".
   std::function<void(const std::string&)> log;

@@ -5,7 +5,7 @@
 //
 //   off  size  field
 //   0    4     magic "KIPC"
-//   4    1     version (1)
+//   4    1     framing version (kFrameVersion, 1)
 //   5    1     type (FrameType)
 //   6    2     flags (FrameFlags)
 //   8    8     id: a task id, or 0
@@ -29,7 +29,12 @@
 namespace kura::ipc {
 
 inline constexpr std::size_t kFrameHeaderSize = 24;
-inline constexpr std::uint8_t kProtocolVersion = 1;
+// The version of the frame header above. It changes only if the header does.
+inline constexpr std::uint8_t kFrameVersion = 1;
+// The version of the protocol spoken over frames (the messages, their fields
+// and what they mean): sent in hello and welcome, and a peer of another
+// version is refused with a message that names both. Version 1 was kura 0.1.
+inline constexpr std::uint32_t kProtocolVersion = 2;
 // The default bound on one frame's payload.
 inline constexpr std::uint32_t kDefaultFrameLimit = 1u << 20;
 
@@ -46,8 +51,10 @@ enum class FrameType : std::uint8_t {
   kStatusQuery = 10,  // client -> dispatcher
   kStatus = 11,       // dispatcher -> client: counters and workers
   kEverywhere = 12,   // client -> dispatcher: a set-up call for every worker, now and later
+  kHeartbeat = 13,    // worker -> dispatcher: its loop is alive (sent every Welcome::heartbeat_ms)
+  kRefused = 14,      // dispatcher -> peer: why it is refused (a text), then the connection closes
 };
-inline constexpr std::uint8_t kMaxFrameType = 12;
+inline constexpr std::uint8_t kMaxFrameType = 14;
 
 enum FrameFlags : std::uint16_t {
   kFlagTry = 1u << 0,    // kSubmit: answer kFull at once instead of waiting for room

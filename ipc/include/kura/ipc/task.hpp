@@ -40,14 +40,25 @@ struct TaskOptions {
   // Resolve as kTimeout when the task has not finished this long after it was
   // submitted (queued time included); 0: no timeout.
   std::chrono::milliseconds timeout{0};
-  // How many times a task whose worker died is queued again before it
-  // resolves as kWorkerLost.
+  // How many times a task whose worker died (or was dropped for missing its
+  // heartbeats) is queued again, at the front of the queue, before it
+  // resolves as kWorkerLost. At most kMaxRetries: a task that kills every
+  // worker it reaches must not be able to kill them without end.
   unsigned retries = 0;
+  // When no connected worker has the task's function: false (the default)
+  // ends the task at once as kError ("unknown function"); true keeps it
+  // queued until a worker that has the function connects (its timeout
+  // still applies, and status counts it in `unroutable`).
+  bool wait_for_worker = false;
   // Send the result back inline, copied through the sockets, however large
   // (up to the frame limit), instead of as a region when it is large: for
   // measuring what copying costs.
   bool inline_result = false;
 };
+
+// The most TaskOptions::retries may be; a submit asking for more is
+// InvalidArgument.
+inline constexpr unsigned kMaxRetries = 10;
 
 // How a task ended. Every submitted task ends in exactly one of these.
 enum class Outcome : std::uint8_t {
@@ -98,23 +109,28 @@ class TaskResult {
 
 // One row of DispatcherStatus::workers.
 struct WorkerStatus {
-  std::int64_t pid = 0;
-  std::string state;  // "idle", "busy", "setup" (running everywhere() calls)
+  std::uint64_t id = 0;  // the dispatcher's id for the connection (unique while it runs)
+  std::int64_t pid = 0;  // as the worker said in its hello (0 when it gave none)
+  std::string state;     // "idle", "busy", "setup" (running everywhere() calls)
   std::uint64_t tasks_done = 0;
+  std::vector<std::string> functions;  // the functions it has, sorted
 };
 
 // What Client::status() reports (DESIGN.md section 4).
 struct DispatcherStatus {
-  std::uint64_t connections = 0;   // clients and workers connected now
-  std::uint64_t cumulative = 0;    // workers that ever connected
-  std::uint64_t awaiting = 0;      // tasks queued or waiting for room
-  std::uint64_t executing = 0;     // tasks running on a worker
-  std::uint64_t completed = 0;     // tasks resolved, whatever the outcome
-  std::uint64_t queued_bytes = 0;  // payload bytes in the queue now
-  std::uint64_t queued_peak = 0;   // the most there ever were
-  std::uint64_t queued_cap = 0;    // the cap (0: none)
-  std::uint64_t bytes_in = 0;      // bytes the dispatcher read from all its sockets
-  std::uint64_t bytes_out = 0;     // bytes it wrote to them
+  std::uint64_t connections = 0;      // clients and workers connected now
+  std::uint64_t cumulative = 0;       // workers that ever connected
+  std::uint64_t awaiting = 0;         // tasks queued or waiting for room
+  std::uint64_t executing = 0;        // tasks running on a worker
+  std::uint64_t completed = 0;        // tasks resolved, whatever the outcome
+  std::uint64_t queued_bytes = 0;     // payload bytes in the queue now
+  std::uint64_t queued_peak = 0;      // the most there ever were
+  std::uint64_t queued_cap = 0;       // the cap (0: none)
+  std::uint64_t bytes_in = 0;         // bytes the dispatcher read from all its sockets
+  std::uint64_t bytes_out = 0;        // bytes it wrote to them
+  std::uint64_t unroutable = 0;       // queued tasks that wait for a worker with their function
+  std::uint64_t workers_dropped = 0;  // workers dropped for missing their heartbeats
+  std::uint64_t workers_started = 0;  // managed worker processes started
   std::vector<WorkerStatus> workers;
 };
 

@@ -1,0 +1,213 @@
+// Internal to kura_ipc: the dispatcher's state and the parts that work on
+// it, one idea per file:
+//
+//   dispatcher.cpp   start and stop, accepting connections, hello, frames to
+//                    the part that handles them, status
+//   tasks.cpp        submit, cancel, timeouts, results; the scheduler moves
+//                    tasks (scheduler.hpp: pure, tested on its own)
+//   setup.cpp        everywhere(): set-up calls, stored and replayed, bounded
+//   pool.cpp         the managed worker processes: start, replace, back off
+//   liveness.cpp     deadlines of peers: hello, heartbeats, connection caps
+//
+// Everything here runs on the dispatcher's loop thread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "kura/ipc/dispatcher.hpp"
+#include "kura/ipc/task.hpp"
+#include "message_internal.hpp"
+#include "scheduler.hpp"
+#include "transport_internal.hpp"
+
+namespace kura::ipc {
+
+// The largest hello a peer may send before it is known (a worker's list of
+// functions must fit): what an unknown connection can make the dispatcher
+// hold.
+inline constexpr std::uint32_t kHelloLimit = 64 * 1024;
+// How long stopping waits for managed workers before killing them.
+inline constexpr std::uint64_t kStopGraceMs = 5000;
+// A managed worker that dies without having finished a task since it was
+// ready is restarted after a delay that doubles up to this.
+inline constexpr std::uint64_t kMaxRestartDelayMs = 5000;
+// Timeouts handled in one loop turn (a storm of them is taken in slices,
+// so that the loop serves its connections in between).
+inline constexpr std::size_t kTimeoutSlice = 4096;
+
+struct Dispatcher::Core {
+  // A connection that has not said hello yet.
+  struct Newcomer {
+    detail::Connection* conn = nullptr;
+    std::int64_t pid = 0;
+    std::uint64_t since_ms = 0;
+  };
+  struct Client {
+    detail::Connection* conn = nullptr;
+    std::int64_t pid = 0;
+    std::uint64_t owner = 0;
+    std::unordered_map<std::uint64_t, detail::TaskKey> tasks;  // its task id -> ours
+    std::uint32_t parked = 0;                                  // submits waiting for room
+  };
+  struct Worker {
+    detail::Connection* conn = nullptr;
+    std::int64_t pid = 0;
+    std::uint64_t token = 0;  // the managed process it is, or 0
+    std::vector<std::string> functions;
+    detail::TaskKey running = 0;       // the task it runs (maybe cancelled since), or 0
+    std::uint64_t running_owner = 0;   // the owner it runs that task or set-up call for
+    std::uint64_t setup_running = 0;   // the set-up call it runs, or 0
+    std::deque<std::uint64_t> setups;  // set-up calls still to run, by id
+    bool ready = false;                // its set-up calls ran once: it took tasks
+    std::uint64_t done = 0;
+    std::uint64_t last_heard_ms = 0;
+  };
+  struct Task {
+    std::uint64_t client = 0;  // peer id
+    std::uint64_t client_task = 0;
+    std::shared_ptr<const Bytes> payload;
+    std::uint64_t owner = 0;
+    detail::FnId fn = 0;
+    std::uint32_t retries_left = 0;
+    std::uint64_t timeout_ms = 0;
+    bool acked = false;  // admitted to the queue once (and told so, when it waits for that)
+    bool try_submit = false;
+    std::uint64_t worker = 0;  // while it runs
+  };
+  struct Setup {
+    std::shared_ptr<const Bytes> payload;
+    std::uint64_t owner = 0;   // the owner of the client that asked for it
+    std::uint64_t client = 0;  // that client's peer id
+    std::uint64_t client_task = 0;
+    std::set<std::uint64_t> pending;  // workers of its time that have not run it yet
+    std::string error;
+    bool answered = false;
+  };
+  struct ManagedWorker {
+    uv_process_t process;
+    Core* core = nullptr;
+    std::uint64_t token = 0;
+    std::uint64_t peer = 0;        // its connection, once it said hello
+    bool ready = false;            // it connected and ran its set-up calls
+    std::uint64_t tasks_done = 0;  // tasks it finished since it was ready
+  };
+
+  explicit Core(DispatcherOptions o);
+
+  // dispatcher.cpp
+  Status open_loop(bool signals);
+  void run_loop();
+  void request_stop();  // thread-safe
+  void begin_stop();
+  void close_all_handles();
+  void on_accept(uv_stream_t* stream, std::int64_t pid);
+  void on_frame(std::uint64_t peer, Frame&& f);
+  void on_close(std::uint64_t peer, const Status& why);
+  void on_hello(std::uint64_t peer, Newcomer& n, const Frame& f);
+  void refuse(detail::Connection* conn, const std::string& why);
+  void drop(detail::Connection* conn, const std::string& why);
+  void send_status(Client& c, std::uint64_t query);
+  void log(const std::string& line) { options.log(line); }
+  std::string who_client(const Client& c) const;
+  std::string who_worker(std::uint64_t id, const Worker& w) const;
+  std::uint64_t now_ms();
+
+  // tasks.cpp
+  void on_submit(std::uint64_t peer, Client& c, Frame&& f);
+  void on_cancel(Client& c, std::uint64_t client_task);
+  void on_done(std::uint64_t worker, Worker& w, Frame&& f);
+  void pump();
+  void cancel_task(detail::TaskKey key, Outcome outcome, const std::string& message);
+  void forget_task(detail::TaskKey key);
+  void resolve(detail::TaskKey key, std::shared_ptr<const Bytes> payload);
+  void resolve_with(detail::TaskKey key, Outcome outcome, const std::string& message);
+  void send_result_to(detail::Connection* conn, std::uint64_t client_task, Outcome outcome,
+                      const std::string& message);
+  void worker_lost(std::uint64_t id, Worker& w, const std::string& why);
+  void client_gone(Client& c);
+  std::size_t clients_of_owner(std::uint64_t owner) const;
+  void arm_timeouts();
+  void on_timeouts();
+  void stop_running(detail::TaskKey key, Task& t);
+
+  // setup.cpp
+  void on_everywhere(std::uint64_t peer, Client& c, Frame&& f);
+  void worker_ready(std::uint64_t id, Worker& w);
+  void on_setup_done(std::uint64_t id, Worker& w, const detail::ResultMsg& msg, std::uint64_t setup);
+  void answer_setup(std::uint64_t setup_id);
+  void setups_of_lost_worker(std::uint64_t id, const Worker& w);
+  void setups_of_gone_client(std::uint64_t client);
+
+  // pool.cpp
+  Status pool_command();  // fills in the default worker command
+  void spawn_worker();
+  void on_worker_exit(ManagedWorker* m, std::int64_t status, int signal);
+  void schedule_restart(bool productive);
+  ManagedWorker* managed_by_token(std::uint64_t token);
+  void kill_managed(std::uint64_t token);
+
+  // liveness.cpp
+  void start_liveness();
+  void on_sweep();
+  bool admit_connection();  // false: over the connection cap (logged)
+  void prune_owner(std::uint64_t owner, unsigned attempt);
+  void close_recheck(uv_timer_t* t);
+
+  DispatcherOptions options;
+  uv_loop_t loop{};
+  uv_async_t stop_async{};
+  uv_signal_t sigint{}, sigterm{};
+  uv_timer_t restart_timer{}, kill_timer{}, timeout_timer{}, sweep_timer{}, refuse_timer{};
+  bool handle_signals = false;
+  bool stopping = false;
+  std::unique_ptr<detail::Listener> listener;
+  std::mutex stop_mu;  // guards `open` against a stop() from another thread
+  bool open = false;
+
+  std::unordered_map<std::uint64_t, Newcomer> newcomers;
+  std::unordered_map<std::uint64_t, Client> clients;
+  std::unordered_map<std::uint64_t, Worker> workers;
+  std::unordered_map<detail::TaskKey, Task> tasks;
+  detail::Scheduler scheduler;
+  // Every function a worker announced since the dispatcher started: a task
+  // for one of them waits while no connected worker has it (a replacement
+  // or a reconnect is on its way); a task for any other ends at once.
+  std::unordered_set<detail::FnId> announced;
+  detail::Deadlines timeouts;  // of tasks, by key
+  std::uint64_t timeouts_armed_at = 0;
+
+  std::unordered_map<std::uint64_t, Setup> setups;  // stored set-up calls, by id
+  std::deque<std::uint64_t> setup_order;            // their ids, oldest first (replayed in this order)
+  std::uint64_t setup_bytes = 0;
+  std::uint64_t next_setup = 1;
+
+  std::set<ManagedWorker*> managed;
+  unsigned restarts_pending = 0;
+  std::uint64_t restart_delay_ms = 0;
+  std::uint64_t next_token = 1;
+
+  std::vector<detail::Connection*> to_refuse;  // closed once their refusal is written
+  std::set<uv_timer_t*> recheck_timers;
+  std::uint64_t last_sweep_ms = 0;
+  std::uint64_t refused_connections = 0;  // over the cap, since the last log line about it
+  std::uint64_t max_connections = 0;      // the cap in force
+
+  std::uint64_t next_peer = 1;
+  std::uint64_t next_task = 1;
+  std::uint64_t cumulative = 0;
+  std::uint64_t completed = 0;
+  std::uint64_t workers_dropped = 0;
+  std::uint64_t workers_started = 0;
+  std::uint64_t closed_bytes_in = 0;  // socket bytes of connections that are gone
+  std::uint64_t closed_bytes_out = 0;
+};
+
+}  // namespace kura::ipc

@@ -1,0 +1,134 @@
+// Liveness and bounds of peers: a sweep drops connections that did not say
+// hello in time and workers whose heartbeats stopped; the connection cap;
+// removing what a dead client or a lost worker left behind.
+#include <sys/resource.h>
+
+#include <algorithm>
+
+#include "dispatcher_internal.hpp"
+#include "kura/shm/region.hpp"
+
+namespace kura::ipc {
+
+namespace {
+
+// Descriptors the dispatcher keeps for itself (loop, listener, timers,
+// region files) below the descriptor limit.
+constexpr std::uint64_t kReservedDescriptors = 32;
+
+std::string hex_of(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+void Dispatcher::Core::start_liveness() {
+  max_connections = options.max_connections;
+  if (max_connections == 0) {
+    rlimit r{};
+    const std::uint64_t limit =
+        ::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY ? r.rlim_cur : 4096;
+    max_connections = limit > kReservedDescriptors + 8 ? limit - kReservedDescriptors : 8;
+  }
+  const std::uint64_t every =
+      std::max<std::uint64_t>(50, std::min(options.heartbeat_timeout_ms, options.hello_timeout_ms) / 4);
+  last_sweep_ms = now_ms();
+  uv_timer_start(
+      &sweep_timer, [](uv_timer_t* t) { static_cast<Core*>(t->loop->data)->on_sweep(); }, every, every);
+}
+
+// True when one more connection may be kept; past the cap it is refused
+// (and said so in the log once per burst). New connections that have not
+// said hello may take at most a quarter of the cap: past that the oldest of
+// them makes room, so that idle connections cannot lock real peers out.
+bool Dispatcher::Core::admit_connection() {
+  const std::uint64_t open_now = newcomers.size() + clients.size() + workers.size();
+  if (open_now >= max_connections) {
+    if (refused_connections++ == 0)
+      log("refusing connections: " + std::to_string(open_now) + " are open, the most allowed (" +
+          std::to_string(max_connections) + ")");
+    return false;
+  }
+  if (refused_connections > 0) {
+    log("accepting connections again (" + std::to_string(refused_connections) + " refused)");
+    refused_connections = 0;
+  }
+  const std::uint64_t newcomer_cap = std::max<std::uint64_t>(4, max_connections / 4);
+  if (newcomers.size() >= newcomer_cap) {
+    auto oldest = std::min_element(newcomers.begin(), newcomers.end(), [](const auto& a, const auto& b) {
+      return a.second.since_ms < b.second.since_ms;
+    });
+    oldest->second.conn->close(Status(Code::kIo, "too many connections wait to say hello: the oldest goes"));
+  }
+  return true;
+}
+
+void Dispatcher::Core::on_sweep() {
+  if (stopping) return;
+  const std::uint64_t now = now_ms();
+  const std::uint64_t every =
+      std::max<std::uint64_t>(50, std::min(options.heartbeat_timeout_ms, options.hello_timeout_ms) / 4);
+  // The loop itself was held up (the machine stalled, the process was
+  // stopped): what peers sent meanwhile is still unread, so silence says
+  // nothing about them. Start their clocks again.
+  const bool stalled = now - last_sweep_ms > every + options.heartbeat_timeout_ms / 2;
+  last_sweep_ms = now;
+  if (stalled) {
+    for (auto& [id, w] : workers) w.last_heard_ms = now;
+    for (auto& [id, n] : newcomers) n.since_ms = now;
+    return;
+  }
+  std::vector<detail::Connection*> late;
+  for (auto& [id, n] : newcomers)
+    if (now - n.since_ms > options.hello_timeout_ms) late.push_back(n.conn);
+  for (detail::Connection* c : late)
+    c->close(Status(Code::kIo, "no hello within " + std::to_string(options.hello_timeout_ms) + " ms"));
+  for (auto& [id, w] : workers) {
+    if (w.conn->closed() || now - w.last_heard_ms <= options.heartbeat_timeout_ms) continue;
+    ++workers_dropped;
+    log(who_worker(id, w) + " sent nothing for " + std::to_string(now - w.last_heard_ms) +
+        " ms (its heartbeat deadline is " + std::to_string(options.heartbeat_timeout_ms) + " ms): dropped");
+    kill_managed(w.token);
+    w.conn->close(Status(Code::kIo, "missed its heartbeats"));
+  }
+}
+
+// Removes what `owner` left: everything once the owner is dead, and,
+// while it lives, temporaries whose writer died (shm::prune decides). A
+// process killed by a signal closes its sockets a moment before the kernel
+// drops its locks, so this looks again a few times.
+void Dispatcher::Core::prune_owner(std::uint64_t owner, unsigned attempt) {
+  static constexpr std::uint64_t kRecheckMs[] = {50, 250, 1000};
+  const bool alive = shm::owner_alive(owner);
+  auto pruned = shm::prune(owner);
+  if (pruned && !pruned->removed.empty())
+    log("removed " + std::to_string(pruned->removed.size()) +
+        (alive ? " temporaries whose writer died (owner " : " files of a client that died (owner ") +
+        hex_of(owner) + ")");
+  if (!alive || attempt >= std::size(kRecheckMs) || stopping) return;
+  auto* t = new uv_timer_t;
+  uv_timer_init(&loop, t);
+  t->data = new std::pair<std::uint64_t, unsigned>(owner, attempt + 1);
+  recheck_timers.insert(t);
+  uv_timer_start(
+      t,
+      [](uv_timer_t* t) {
+        auto* core = static_cast<Core*>(t->loop->data);
+        auto* what = static_cast<std::pair<std::uint64_t, unsigned>*>(t->data);
+        const auto [owner, next] = *what;
+        core->close_recheck(t);
+        core->prune_owner(owner, next);
+      },
+      kRecheckMs[attempt], 0);
+}
+
+void Dispatcher::Core::close_recheck(uv_timer_t* t) {
+  recheck_timers.erase(t);
+  delete static_cast<std::pair<std::uint64_t, unsigned>*>(t->data);
+  uv_close(reinterpret_cast<uv_handle_t*>(t),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+}
+
+}  // namespace kura::ipc

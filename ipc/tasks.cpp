@@ -1,0 +1,263 @@
+// The dispatcher's tasks: submit, cancel, timeouts, results, and what
+// happens to a task when its worker or its client goes (dispatcher_internal.hpp).
+#include <algorithm>
+
+#include "dispatcher_internal.hpp"
+#include "kura/core/name.hpp"
+#include "kura/shm/region.hpp"
+
+namespace kura::ipc {
+
+using detail::Connection;
+using detail::Scheduler;
+using detail::TaskKey;
+
+void Dispatcher::Core::on_submit(std::uint64_t peer, Client& c, Frame&& f) {
+  const std::uint64_t client_task = f.header.id;
+  const bool try_only = (f.header.flags & kFlagTry) != 0;
+  auto payload = std::make_shared<const Bytes>(std::move(f.payload));
+  auto s = detail::decode_submit(payload);
+  if (!s) return drop(c.conn, s.status().message());
+  if (s->owner != c.owner) return drop(c.conn, "submit: a task for another owner than the client's");
+  if (client_task == 0 || c.tasks.count(client_task) != 0) return drop(c.conn, "submit: task id 0 or reused");
+  const detail::FnId fn = scheduler.intern(s->fn);
+  if (!s->wait_for_worker && !scheduler.has_function(fn) && cumulative > 0 && announced.count(fn) == 0) {
+    ++completed;
+    return send_result_to(
+        c.conn, client_task, Outcome::kError,
+        "unknown function \"" + s->fn + "\": no worker has it (submit with wait_for_worker to wait for one)");
+  }
+  const std::uint64_t size = payload->size();
+  const TaskKey key = next_task++;
+  switch (scheduler.submit(key, fn, size, try_only)) {
+    case Scheduler::Admit::kTooLarge:
+      ++completed;
+      return send_result_to(c.conn, client_task, Outcome::kError,
+                            "the task's payload of " + human_bytes(size) +
+                                " is larger than the queue's cap of " + human_bytes(options.memory) +
+                                " (pass large values by name)");
+    case Scheduler::Admit::kFull: return c.conn->send(FrameType::kFull, 0, client_task, nullptr);
+    case Scheduler::Admit::kQueued:
+    case Scheduler::Admit::kWaiting: break;
+  }
+  Task& t = tasks[key];
+  t.client = peer;
+  t.client_task = client_task;
+  t.payload = std::move(payload);
+  t.owner = s->owner;
+  t.fn = fn;
+  t.retries_left = s->retries;
+  t.try_submit = try_only;
+  c.tasks[client_task] = key;
+  if (s->timeout_ms > 0) {
+    t.timeout_ms = s->timeout_ms;
+    timeouts.set(key, now_ms() + s->timeout_ms);
+    arm_timeouts();
+  }
+  if (scheduler.where(key) == Scheduler::Where::kQueued) {
+    t.acked = true;
+    // Only a client that waits for it is told (see Welcome::queue_cap).
+    if (try_only || options.memory > 0) c.conn->send(FrameType::kQueued, 0, client_task, nullptr);
+  } else if (++c.parked > detail::kMaxParkedSubmits) {
+    // A client keeps at most that many submits waiting for room (it waits
+    // itself before sending more): more is a client that does not follow
+    // the protocol, and would make the dispatcher hold its payloads.
+    return drop(c.conn, "submit: more than " + std::to_string(detail::kMaxParkedSubmits) +
+                            " submits waiting for room at once");
+  }
+  pump();
+}
+
+void Dispatcher::Core::pump() {
+  std::vector<TaskKey> admitted;
+  std::vector<std::pair<TaskKey, detail::WorkerKey>> started;
+  scheduler.pump(admitted, started);
+  for (TaskKey key : admitted) {
+    auto it = tasks.find(key);
+    if (it == tasks.end()) continue;
+    Task& t = it->second;
+    auto c = clients.find(t.client);
+    if (c == clients.end()) continue;
+    if (!t.acked) {
+      t.acked = true;
+      if (c->second.parked > 0) --c->second.parked;
+      if (t.try_submit || options.memory > 0)
+        c->second.conn->send(FrameType::kQueued, 0, t.client_task, nullptr);
+    }
+  }
+  for (auto [key, worker] : started) {
+    Task& t = tasks.at(key);
+    Worker& w = workers.at(worker);
+    t.worker = worker;
+    w.running = key;
+    w.running_owner = t.owner;
+    w.conn->send(FrameType::kTask, 0, key, t.payload);
+  }
+}
+
+void Dispatcher::Core::send_result_to(Connection* conn, std::uint64_t client_task, Outcome outcome,
+                                      const std::string& message) {
+  auto payload = detail::encode_result(outcome, message, "", nullptr);
+  if (payload)
+    conn->send(FrameType::kResult, 0, client_task, std::make_shared<const Bytes>(std::move(payload).value()));
+}
+
+// Ends task `key` with `payload` (a result image) sent to its client.
+void Dispatcher::Core::resolve(TaskKey key, std::shared_ptr<const Bytes> payload) {
+  auto it = tasks.find(key);
+  if (it == tasks.end()) return;
+  Task& t = it->second;
+  if (auto c = clients.find(t.client); c != clients.end()) {
+    c->second.tasks.erase(t.client_task);
+    c->second.conn->send(FrameType::kResult, 0, t.client_task, std::move(payload));
+  }
+  if (t.timeout_ms > 0) timeouts.clear(key);
+  tasks.erase(it);
+  ++completed;
+}
+
+void Dispatcher::Core::resolve_with(TaskKey key, Outcome outcome, const std::string& message) {
+  auto payload = detail::encode_result(outcome, message, "", nullptr);
+  if (!payload) {
+    log("cannot encode a result: " + payload.status().to_string());
+    return;
+  }
+  resolve(key, std::make_shared<const Bytes>(std::move(payload).value()));
+}
+
+// A running task's worker is told to stop: it stays busy until it reports,
+// and its result is then discarded.
+void Dispatcher::Core::stop_running(TaskKey key, Task& t) {
+  if (auto w = workers.find(t.worker); w != workers.end())
+    w->second.conn->send(FrameType::kCancel, 0, key, nullptr);
+}
+
+// Takes task `key` out of wherever it is and resolves it as `outcome`.
+void Dispatcher::Core::cancel_task(TaskKey key, Outcome outcome, const std::string& message) {
+  auto it = tasks.find(key);
+  if (it == tasks.end()) return;
+  Task& t = it->second;
+  const Scheduler::Where was = scheduler.remove(key);
+  if (was == Scheduler::Where::kRunning) stop_running(key, t);
+  if (was == Scheduler::Where::kWaiting && !t.acked) {
+    if (auto c = clients.find(t.client); c != clients.end() && c->second.parked > 0) --c->second.parked;
+  }
+  resolve_with(key, outcome, message);
+  pump();
+}
+
+// A client left: its task ends without an answer.
+void Dispatcher::Core::forget_task(TaskKey key) {
+  auto it = tasks.find(key);
+  if (it == tasks.end()) return;
+  if (scheduler.remove(key) == Scheduler::Where::kRunning) stop_running(key, it->second);
+  if (it->second.timeout_ms > 0) timeouts.clear(key);
+  tasks.erase(it);
+}
+
+void Dispatcher::Core::on_cancel(Client& c, std::uint64_t client_task) {
+  auto it = c.tasks.find(client_task);
+  if (it == c.tasks.end()) return;  // finished already: nothing changes
+  cancel_task(it->second, Outcome::kCancelled, "cancelled");
+}
+
+void Dispatcher::Core::client_gone(Client& c) {
+  for (auto& [client_task, key] : c.tasks) forget_task(key);
+  c.tasks.clear();
+  // If it died, its regions are orphans now.
+  if (!stopping) prune_owner(c.owner, 0);
+}
+
+void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
+  auto payload = std::make_shared<const Bytes>(std::move(f.payload));
+  auto msg = detail::decode_result(payload);
+  if (!msg) return drop(w.conn, msg.status().message());
+  if ((f.header.flags & kFlagSetup) != 0) return on_setup_done(id, w, *msg, f.header.id);
+  if (w.setup_running != 0 || f.header.id != w.running || w.running == 0)
+    return drop(w.conn, "done: a task it was not given");
+  const TaskKey key = w.running;
+  ++w.done;
+  if (ManagedWorker* m = managed_by_token(w.token)) ++m->tasks_done;
+  auto t = tasks.find(key);
+  if (t == tasks.end()) {
+    // Cancelled or timed out while it ran: nobody takes the result.
+    if (!msg->name.empty()) (void)shm::remove(msg->name);
+  } else {
+    if (!msg->name.empty()) {
+      auto n = parse_name(msg->name);
+      if (!n || n->owner != t->second.owner) return drop(w.conn, "done: a result region of another owner");
+    }
+    scheduler.task_finished(key);
+    resolve(key, std::move(payload));
+  }
+  // A client that died meanwhile could not be pruned while this worker held
+  // its lease: its files go now.
+  if (w.running_owner != 0 && clients_of_owner(w.running_owner) == 0) prune_owner(w.running_owner, 0);
+  w.running = 0;
+  w.running_owner = 0;
+  worker_ready(id, w);
+}
+
+// A worker is gone (it closed, died, or was dropped): the task it ran is
+// retried at the front of the queue while it has retries left, else it
+// ends as worker-lost; what it may have left half-written for the task's
+// client is removed.
+void Dispatcher::Core::worker_lost(std::uint64_t id, Worker& w, const std::string& why) {
+  const TaskKey key = scheduler.remove_worker(id);
+  if (ManagedWorker* m = managed_by_token(w.token)) m->peer = 0;
+  setups_of_lost_worker(id, w);
+  if (w.running_owner != 0 && !stopping) prune_owner(w.running_owner, 0);
+  if (key == 0 || stopping) {
+    if (key != 0) resolve_with(key, Outcome::kWorkerLost, "the dispatcher stopped");
+    return;
+  }
+  auto it = tasks.find(key);
+  if (it == tasks.end()) return;
+  Task& t = it->second;
+  if (t.retries_left > 0) {
+    --t.retries_left;
+    t.worker = 0;
+    (void)scheduler.requeue_front(key, t.fn, t.payload->size());
+    return;
+  }
+  resolve_with(key, Outcome::kWorkerLost,
+               "the " + who_worker(id, w) + " was lost while running the task: " + why);
+}
+
+std::size_t Dispatcher::Core::clients_of_owner(std::uint64_t owner) const {
+  std::size_t n = 0;
+  for (const auto& [id, c] : clients)
+    if (c.owner == owner) ++n;
+  return n;
+}
+
+// --- timeouts ------------------------------------------------------------------------
+
+// One timer for every task's timeout, armed for the earliest.
+void Dispatcher::Core::arm_timeouts() {
+  auto next = timeouts.next();
+  if (!next) {
+    uv_timer_stop(&timeout_timer);
+    return;
+  }
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timeout_timer)) && timeouts_armed_at <= *next) return;
+  timeouts_armed_at = *next;
+  const std::uint64_t now = now_ms();
+  uv_timer_start(
+      &timeout_timer, [](uv_timer_t* t) { static_cast<Core*>(t->loop->data)->on_timeouts(); },
+      *next > now ? *next - now : 0, 0);
+}
+
+void Dispatcher::Core::on_timeouts() {
+  uv_update_time(&loop);
+  for (TaskKey key : timeouts.pop_due(now_ms(), kTimeoutSlice)) {
+    auto it = tasks.find(key);
+    if (it == tasks.end()) continue;
+    const std::uint64_t ms = it->second.timeout_ms;
+    it->second.timeout_ms = 0;  // its deadline is gone already
+    cancel_task(key, Outcome::kTimeout, "timed out after " + std::to_string(ms) + " ms");
+  }
+  arm_timeouts();
+}
+
+}  // namespace kura::ipc
