@@ -52,7 +52,10 @@ struct DispatcherArgs {
   std::string socket;
   unsigned workers = 0;
   std::uint64_t memory = 0;
-  std::uint32_t frame_limit = 0;  // 0: the default
+  std::uint32_t frame_limit = 0;           // 0: the default
+  std::uint32_t heartbeat_timeout_ms = 0;  // 0: the default
+  std::uint32_t hello_timeout_ms = 0;      // 0: the default
+  std::uint32_t max_connections = 0;       // 0: the default
 };
 struct SubmitArgs {
   std::string socket;
@@ -61,6 +64,7 @@ struct SubmitArgs {
   std::uint64_t timeout_ms = 0;
   bool json = false;
   bool keep = false;
+  bool wait_for_worker = false;
 };
 int cmd_dispatcher(const DispatcherArgs& args);
 int cmd_worker(const std::string& socket, const std::vector<std::string>& plugins);

@@ -1,5 +1,6 @@
 // The dispatcher subcommands of the kura tool: dispatcher, worker, status and
 // submit (DESIGN.md section 5).
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <iomanip>
@@ -43,6 +44,12 @@ int cmd_dispatcher(const DispatcherArgs& a) {
   o.workers = a.workers;
   o.memory = a.memory;
   if (a.frame_limit > 0) o.frame_limit = a.frame_limit;
+  if (a.heartbeat_timeout_ms > 0) {
+    o.heartbeat_timeout_ms = a.heartbeat_timeout_ms;
+    o.heartbeat_ms = std::min(o.heartbeat_ms, std::max(1u, a.heartbeat_timeout_ms / 4));
+  }
+  if (a.hello_timeout_ms > 0) o.hello_timeout_ms = a.hello_timeout_ms;
+  o.max_connections = a.max_connections;
   Status s = ipc::Dispatcher::run(
       std::move(o), [](const std::string& socket) { std::cout << "listening on " << socket << std::endl; });
   if (!s) return fail(s, "dispatcher");
@@ -70,22 +77,36 @@ int cmd_status(const std::string& socket, bool json) {
     out["awaiting"] = st->awaiting;
     out["executing"] = st->executing;
     out["completed"] = st->completed;
+    out["unroutable"] = st->unroutable;
+    out["workers_dropped"] = st->workers_dropped;
+    out["workers_started"] = st->workers_started;
     out["queued_bytes"] = {{"used", st->queued_bytes}, {"peak", st->queued_peak}, {"cap", st->queued_cap}};
     out["workers"] = Json::array();
     for (const auto& w : st->workers)
-      out["workers"].push_back({{"pid", w.pid}, {"state", w.state}, {"tasks_done", w.tasks_done}});
+      out["workers"].push_back({{"id", w.id},
+                                {"pid", w.pid},
+                                {"state", w.state},
+                                {"tasks_done", w.tasks_done},
+                                {"functions", w.functions}});
     std::cout << out.dump(2) << std::endl;
     return kExitOk;
   }
   std::cout << "connections " << st->connections << ", workers ever " << st->cumulative << "\n"
             << "tasks: " << st->awaiting << " awaiting, " << st->executing << " executing, " << st->completed
-            << " completed\n"
+            << " completed, " << st->unroutable << " waiting for a worker with their function\n"
+            << "workers: " << st->workers_started << " started, " << st->workers_dropped
+            << " dropped for missing heartbeats\n"
             << "queued: " << human_bytes(st->queued_bytes) << " (peak " << human_bytes(st->queued_peak)
             << ", cap " << (st->queued_cap ? human_bytes(st->queued_cap) : std::string("none")) << ")\n"
-            << std::left << std::setw(10) << "PID" << std::setw(8) << "STATE"
-            << "TASKS\n";
-  for (const auto& w : st->workers)
-    std::cout << std::setw(10) << w.pid << std::setw(8) << w.state << w.tasks_done << '\n';
+            << std::left << std::setw(6) << "ID" << std::setw(10) << "PID" << std::setw(8) << "STATE"
+            << std::setw(8) << "TASKS"
+            << "FUNCTIONS\n";
+  for (const auto& w : st->workers) {
+    std::string fns;
+    for (const auto& f : w.functions) fns += (fns.empty() ? "" : ",") + f;
+    std::cout << std::setw(6) << w.id << std::setw(10) << w.pid << std::setw(8) << w.state << std::setw(8)
+              << w.tasks_done << fns << '\n';
+  }
   std::cout.flush();
   return kExitOk;
 }
@@ -101,6 +122,7 @@ int cmd_submit(const SubmitArgs& a) {
   if (!client) return fail(client.status(), "submit");
   ipc::TaskOptions options;
   options.timeout = std::chrono::milliseconds(a.timeout_ms);
+  options.wait_for_worker = a.wait_for_worker;
   auto id = (*client)->submit(call, options);
   if (!id) return fail(id.status(), "submit " + a.fn);
   ipc::TaskResult r = (*client)->wait(*id);

@@ -85,6 +85,13 @@ int run(int argc, char** argv, bool stdout_closed) {
   dispatcher
       ->add_option("--frame-limit", dispatcher_args.frame_limit, "largest frame accepted (default 1 MiB)")
       ->transform(CLI::AsSizeValue(false));
+  dispatcher->add_option("--heartbeat-timeout", dispatcher_args.heartbeat_timeout_ms,
+                         "drop a worker silent this many milliseconds (default 5000)");
+  dispatcher->add_option(
+      "--hello-timeout", dispatcher_args.hello_timeout_ms,
+      "close a connection that has not said hello within this many milliseconds (default 5000)");
+  dispatcher->add_option("--max-connections", dispatcher_args.max_connections,
+                         "most connections at once (default: the descriptor limit less 32)");
 
   std::string socket;
   std::vector<std::string> plugins;
@@ -107,6 +114,8 @@ int run(int argc, char** argv, bool stdout_closed) {
   submit->add_option("--timeout", submit_args.timeout_ms, "give up after this many milliseconds");
   submit->add_flag("--json", submit_args.json, "print the result as typed JSON");
   submit->add_flag("--keep", submit_args.keep, "keep the result under an owner-0 name and print that name");
+  submit->add_flag("--wait-for-worker", submit_args.wait_for_worker,
+                   "wait for a worker that has the function instead of failing when none has announced it");
   submit->add_option("fn", submit_args.fn, "function name, such as sum")->required();
   submit->add_option("args", submit_args.args, "arguments: kura names, numbers, true/false/NA, or strings");
   submit->footer("Example:\n  kura submit sum '/kura_0_3fa2[1]'   # prints the sum of an f64 array");
