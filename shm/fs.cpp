@@ -209,7 +209,7 @@ Status pwrite_all(int fd, std::span<const std::byte> bytes, std::uint64_t offset
   return Status::ok();
 }
 
-// --- Lease locks ---------------------------------------------------------------
+// --- Locks on leases and region temporaries --------------------------------------
 
 int try_lock(int fd, short type, off_t start, off_t len) noexcept {
   struct flock fl {};

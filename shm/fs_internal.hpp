@@ -5,6 +5,7 @@
 // the directory, /dev/shm unless KURA_SHM_DIR says otherwise):
 //   kura_<owner>_<counter>             a published region
 //   kura_<owner>_<counter>.tmp         a region being written for <owner>
+//                                      (held locked by its writer)
 //   kura_<owner>.lock                  the lease of <owner>
 //   kura_<owner>.lock.<random>.tmp     a lease being born (held locked)
 //
@@ -15,6 +16,12 @@
 // A probe (owner_alive, kura ls) only asks (F_OFD_GETLK) and takes no lock.
 // prune takes both bytes with a write lock, which it gets only when the owner
 // is dead and nobody writes for it; while it holds them no hold can start.
+//
+// A region temporary is write-locked (OFD) on its byte 0 by its writer from
+// just after its exclusive create until it is linked or removed. prune
+// removes a temporary of any owner once it gets a read lock on that byte
+// itself and the file is still at its path: its writer is gone, and no
+// writer can be between its create and its lock (the writer retries).
 #pragma once
 
 #include <fcntl.h>
@@ -95,10 +102,12 @@ Result<int> open_own_file(const std::string& path, int flags, const std::string&
 // path is not followed).
 bool same_file(int fd, const std::string& path) noexcept;
 
-// --- Lease locks -------------------------------------------------------------
+// --- Locks on leases and region temporaries ------------------------------------
 
 inline constexpr off_t kAliveByte = 0;
 inline constexpr off_t kHolderByte = 1;
+// The byte of a region temporary its writer locks (another file than the lease).
+inline constexpr off_t kWriterByte = 0;
 
 // Takes a lock of `type` (F_RDLCK, F_WRLCK) on `len` bytes from `start`
 // without waiting. Returns 0, or the errno (EAGAIN: someone else holds a
@@ -122,8 +131,9 @@ LeaseProbe probe_lease(std::uint64_t owner) noexcept;
 // --- fork() ------------------------------------------------------------------
 
 // Descriptors a forked child must not keep: the writable descriptor of a
-// region being written (the child could write into it after it is published)
-// and descriptors holding a lease lock (the child would keep a dead owner
+// region being written (the child could write into it after it is published,
+// and would keep the writer's lock on it after the writer died) and
+// descriptors holding a lease lock (the child would keep a dead owner
 // alive). Registered descriptors are closed in the child right after fork().
 // Objects holding one remember the creating pid and never touch the
 // descriptor in another process. Errors of register: OutOfMemory.

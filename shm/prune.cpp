@@ -49,16 +49,34 @@ Result<std::vector<DirEntry>> scan(std::optional<std::uint64_t> only = std::null
   return out;
 }
 
-// Removes what `entries` hold of dead owners (see prune()).
+// Removes the file `f` of the region directory when its creator, which
+// locks it from birth, is gone: this process gets the lock `type` on `len`
+// bytes from `start` of it (open with `access`), and it is still the file at
+// its path. Anything that cannot be opened or is not this user's regular file
+// is left alone.
+bool remove_abandoned(const std::string& f, int access, short type, off_t start, off_t len) {
+  const std::string path = detail::dir_path(f);
+  int fd = ::open(path.c_str(), access | detail::kOpenFlags);
+  if (fd < 0) return false;
+  struct stat st;
+  const bool removed = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
+                       detail::try_lock(fd, type, start, len) == 0 && detail::same_file(fd, path) &&
+                       ::unlink(path.c_str()) == 0;
+  ::close(fd);
+  return removed;
+}
+
+// Removes what `entries` hold of dead owners, and temporaries whose writer
+// died (see prune()).
 PruneReport prune_entries(const std::vector<DirEntry>& entries) {
   PruneReport report;
-  std::map<std::uint64_t, std::vector<std::string>> files;  // regions and temporaries by owner
+  std::map<std::uint64_t, std::vector<const DirEntry*>> files;  // regions and temporaries by owner
   std::vector<std::string> lease_temps;
   for (const DirEntry& d : entries) {
     switch (d.entry.type) {
       case Entry::Type::kRegion:
       case Entry::Type::kRegionTemp:
-        if (d.entry.owner != kKeptOwner) files[d.entry.owner].push_back(d.file);
+        if (d.entry.owner != kKeptOwner) files[d.entry.owner].push_back(&d);
         break;
       case Entry::Type::kLease: files[d.entry.owner]; break;
       case Entry::Type::kLeaseTemp: lease_temps.push_back(d.file); break;
@@ -69,9 +87,19 @@ PruneReport prune_entries(const std::vector<DirEntry>& entries) {
     // A dead owner's lease stays write-locked by us until it is gone, so no
     // Lease::hold can start meanwhile.
     detail::LeaseProbe probe = detail::probe_lease(owner);
-    if (probe.state == detail::LeaseProbe::State::kAlive) continue;
-    for (const std::string& f : owned) {
-      if (::unlink(detail::dir_path(f).c_str()) == 0) report.removed.push_back("/" + f);
+    if (probe.state == detail::LeaseProbe::State::kAlive) {
+      // The owner lives, but a temporary its writer no longer holds locked
+      // is nobody's. A read lock is enough to keep a writer out, and needs
+      // only a read-only open, which also works on a temporary its writer
+      // had already made 0400 when it died.
+      for (const DirEntry* d : owned)
+        if (d->entry.type == Entry::Type::kRegionTemp &&
+            remove_abandoned(d->file, O_RDONLY, F_RDLCK, detail::kWriterByte, 1))
+          report.removed.push_back("/" + d->file);
+      continue;
+    }
+    for (const DirEntry* d : owned) {
+      if (::unlink(detail::dir_path(d->file).c_str()) == 0) report.removed.push_back("/" + d->file);
     }
     if (probe.state == detail::LeaseProbe::State::kDead) {
       const std::string lease = detail::lease_path(owner);
@@ -80,18 +108,10 @@ PruneReport prune_entries(const std::vector<DirEntry>& entries) {
     }
   }
   // A lease being born is held locked by its creator from the start: one
-  // that can be locked is left by a process that died.
-  for (const std::string& f : lease_temps) {
-    const std::string path = detail::dir_path(f);
-    int fd = ::open(path.c_str(), O_RDWR | detail::kOpenFlags);
-    if (fd < 0) continue;
-    struct stat st;
-    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
-        detail::try_lock(fd, F_WRLCK, detail::kAliveByte, 2) == 0 && detail::same_file(fd, path) &&
-        ::unlink(path.c_str()) == 0)
-      report.removed.push_back("/" + f);
-    ::close(fd);
-  }
+  // that can be locked is left by a process that died (write lock: the
+  // creator's is a read lock).
+  for (const std::string& f : lease_temps)
+    if (remove_abandoned(f, O_RDWR, F_WRLCK, detail::kAliveByte, 2)) report.removed.push_back("/" + f);
   std::sort(report.removed.begin(), report.removed.end());
   return report;
 }

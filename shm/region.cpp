@@ -229,7 +229,8 @@ struct Pending::State {
   Layout layout;
   std::optional<Writer> writer;  // borrows `layout` and `mapping`
   Mapping mapping;               // writable, fork-private, until publish
-  OwnedFd fd;                    // read-write, fork-private, until publish
+  OwnedFd fd;                    // read-write, fork-private, holds the writer's lock
+                                 // on the temporary until it is linked or removed
   OwnedFd lease;                 // a copy of the Lease written for, if any
   std::uint64_t owner = 0;
   std::uint64_t counter = 0;
@@ -246,10 +247,10 @@ struct Pending::State {
   ~State() {
     writer.reset();
     mapping.reset();
-    fd.reset();
     // The temporary file is the creating process's to remove, never a
-    // forked child's.
+    // forked child's; it goes before the descriptor holding its lock.
     if (!temp_path.empty() && pid == ::getpid()) ::unlink(temp_path.c_str());
+    fd.reset();
   }
 };
 
@@ -300,11 +301,14 @@ Result<std::unique_ptr<Pending::State>> PendingAccess::create(const Lease* lease
   }
 
   // Exclusive create under a private temporary name with a random counter:
-  // a name someone planted is never opened for writing.
+  // a name someone planted is never opened for writing. The temporary is
+  // then write-locked for as long as it is written (prune removes one that
+  // nobody holds locked, whoever its owner), and checked to still be the file
+  // at its path: a prune may have found it unlocked in the instant before.
   for (int attempt = 0;; ++attempt) {
     if (attempt == 16)
-      return Status(Code::kExists,
-                    "cannot create a region: 16 random counters were all taken in " + detail::shm_dir());
+      return Status(Code::kExists, "cannot create a region: 16 random counters were all taken or pruned in " +
+                                       detail::shm_dir());
     KURA_ASSIGN_OR_RETURN(std::uint64_t counter, detail::random_u64());
     std::string temp = detail::region_temp_path(state->owner, counter);
     int raw = ::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | detail::kOpenFlags, 0600);
@@ -313,9 +317,21 @@ Result<std::unique_ptr<Pending::State>> PendingAccess::create(const Lease* lease
       if (errno == ENOSPC) return no_space(size);
       return detail::os_error("cannot create temporary region " + temp, errno);
     }
+    auto fd = OwnedFd::adopt(raw, true);
+    if (!fd) {
+      ::unlink(temp.c_str());
+      return fd.status();
+    }
+    const int err = detail::try_lock(fd->get(), F_WRLCK, detail::kWriterByte, 1);
+    if (err == EAGAIN || err == EACCES) continue;  // a prune holds it and removes it
+    if (err != 0) {
+      ::unlink(temp.c_str());
+      return detail::os_error("cannot lock temporary region " + temp, err);
+    }
+    if (!detail::same_file(fd->get(), temp)) continue;  // pruned before our lock
     state->counter = counter;
     state->temp_path = std::move(temp);  // from here on ~State removes it on every error
-    KURA_ASSIGN_OR_RETURN(state->fd, OwnedFd::adopt(raw, true));
+    state->fd = std::move(fd).value();
     break;
   }
   const int fd = state->fd.get();
@@ -418,7 +434,6 @@ Result<Shared> Pending::publish() && noexcept {
     state->mapping.reset();  // drop the writable mapping
     if (::fchmod(state->fd.get(), 0400) != 0)
       return detail::os_error("cannot make " + state->temp_path + " read-only", errno);
-    state->fd.reset();
 
     const bool keep = state->options.keep;
     const std::uint64_t owner = keep ? kKeptOwner : state->owner;
@@ -440,6 +455,7 @@ Result<Shared> Pending::publish() && noexcept {
     }
     ::unlink(state->temp_path.c_str());
     state->temp_path.clear();
+    state->fd.reset();  // only now: the temporary stayed locked until it was gone
     // Written for an owner that exited meanwhile: its clean exit may have
     // missed the new name, and nobody would ever release it.
     if (!keep && !state->owner_alive()) {

@@ -1,6 +1,7 @@
 // fork() at the worst moments: a child forked while a region is being
-// written must not be able to write into it once it is published, and a child
-// must not keep a lease (its parent's owner, or a Lease) alive.
+// written must not be able to write into it once it is published, nor drop
+// the writer's lock on its temporary, and a child must not keep a lease (its
+// parent's owner, or a Lease) alive.
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -9,10 +10,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <climits>
 #include <cstring>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "child.hpp"
 #include "kura/core/verify.hpp"
@@ -212,4 +216,38 @@ TEST_CASE("a forked child cannot keep its parent's region under another name", "
   REQUIRE(kept.is_ok());
   CHECK(kept->rfind("/kura_0_", 0) == 0);
   CHECK(shm::remove(*kept).is_ok());
+}
+
+TEST_CASE("a forked child that exits does not release the lock on its parent's temporary",
+          "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  auto me = shm::process_owner();
+  REQUIRE(me.is_ok());
+  const std::set<std::string> before = test::shm_entries();
+  Value v = Value::array_in_place(Dtype::kI32, 1024);
+  auto pending = shm::Pending::create(v);
+  REQUIRE(pending.is_ok());
+  std::vector<std::string> temps;
+  for (const auto& e : test::shm_entries())
+    if (!before.count(e)) temps.push_back(e);
+  REQUIRE(temps.size() == 1);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    { shm::Pending dropped = std::move(pending).value(); }
+    ::_exit(0);  // closes every descriptor it inherited
+  }
+  const int status = wait_child(pid);
+  REQUIRE(WIFEXITED(status));
+  // Still ours, while the owner lives and when it is pruned as a whole.
+  auto mine = shm::prune(*me);
+  REQUIRE(mine.is_ok());
+  CHECK(mine->removed.empty());
+  auto all = shm::prune();
+  REQUIRE(all.is_ok());
+  CHECK(std::find(all->removed.begin(), all->removed.end(), "/" + temps[0]) == all->removed.end());
+  CHECK(test::exists(shm_path(temps[0])));
+  auto shared = std::move(pending).value().publish();
+  REQUIRE(shared.is_ok());
+  CHECK(shared->release().is_ok());
 }

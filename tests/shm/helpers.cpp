@@ -117,6 +117,62 @@ int pending() {
   return 0;
 }
 
+// Holds the lease of `owner` and starts a Pending region of `mib` MiB for it,
+// writes its first half, says "writing" and waits. With `heir`, it forks a
+// child first, which says "heir <pid>" and then holds whatever it inherited
+// until its stdin closes. On the line "publish" it publishes, says the name
+// and waits for stdin to close.
+int write_for(std::uint64_t owner, std::size_t mib, bool heir) {
+  auto lease = shm::Lease::hold(owner);
+  if (!lease) return fail(lease.status().to_string());
+  Value v = Value::array_in_place(Dtype::kU8, mib << 20);
+  auto p = shm::Pending::create(*lease, v);
+  if (!p) return fail(p.status().to_string());
+  if (heir) {
+    int ready[2];
+    if (::pipe(ready) != 0) return fail("pipe failed");
+    pid_t child = ::fork();
+    if (child < 0) return fail("fork failed");
+    if (child == 0) {
+      say("heir " + std::to_string(::getpid()));
+      (void)!::write(ready[1], "r", 1);
+      wait_input();
+      std::_Exit(0);
+    }
+    char c;
+    if (::read(ready[0], &c, 1) != 1) return fail("the heir did not start");
+  }
+  auto block = p->block(v);
+  std::memset(block.data(), 0x5a, block.size() / 2);
+  say("writing");
+  if (wait_input() != "publish") return 0;
+  std::memset(block.data() + block.size() / 2, 0xa5, block.size() - block.size() / 2);
+  auto s = std::move(p).value().publish();
+  if (!s) return fail(s.status().to_string());
+  say(s->name());
+  wait_input();
+  return 0;
+}
+
+// Prunes (the whole directory and `owner`, in turn) without end until stdin
+// closes. Fails when a prune fails or removes anything but a temporary: the
+// test's owner lives, so its regions and lease are never prune's.
+int prune_loop(std::uint64_t owner) {
+  say("looping");
+  long prunes = 0, removed = 0;
+  while (!input_ready()) {
+    auto r = prunes % 2 == 0 ? shm::prune() : shm::prune(owner);
+    if (!r) return fail("prune: " + r.status().to_string());
+    for (const std::string& f : r->removed) {
+      if (f.size() < 4 || f.substr(f.size() - 4) != ".tmp") return fail("prune removed " + f);
+      ++removed;
+    }
+    ++prunes;
+  }
+  say("prunes " + std::to_string(prunes) + " removed " + std::to_string(removed));
+  return 0;
+}
+
 // Makes an owner, then forks a child that never touches kura and outlives
 // us. The child says its pid itself, after fork() has returned in it (so
 // after the fork handlers dropped the lease there), and waits for its stdin
@@ -376,6 +432,9 @@ int run_helper(int argc, char** argv) {
   if (name == "check-sample" && argc == 2) return check_sample_at(argv[1]);
   if (name == "hold" && argc == 2) return hold(std::atoi(argv[1]));
   if (name == "pending") return pending();
+  if (name == "write-for" && (argc == 3 || (argc == 4 && std::strcmp(argv[3], "fork") == 0)))
+    return write_for(std::strtoull(argv[1], nullptr, 16), std::strtoull(argv[2], nullptr, 10), argc == 4);
+  if (name == "prune-loop" && argc == 2) return prune_loop(std::strtoull(argv[1], nullptr, 16));
   if (name == "fork-heir") return fork_heir();
   if (name == "owner-then-exit") return owner_then_exit();
   if (name == "disown-and-exit") return disown_and_exit();

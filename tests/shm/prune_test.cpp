@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "child.hpp"
 #include "kura/shm/owner.hpp"
@@ -172,4 +174,138 @@ TEST_CASE("a full region directory is NoSpace at create time and leaves no file"
   CHECK(msg.find("cannot create region of 2.0 MiB") != std::string::npos);
   CHECK(msg.find(test::shm_dir() + " has 1.0 MiB free") != std::string::npos);
   CHECK(msg.find("--shm-size") != std::string::npos);
+}
+
+namespace {
+
+// The temporaries of `owner` (hex) in the region directory that are not in `before`.
+std::vector<std::string> new_temporaries(const std::set<std::string>& before, const std::string& owner) {
+  std::vector<std::string> out;
+  for (const auto& e : test::shm_entries())
+    if (!before.count(e) && e.rfind("kura_" + owner + "_", 0) == 0 && e.size() > 4 &&
+        e.substr(e.size() - 4) == ".tmp")
+      out.push_back(e);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("prune removes the temporary of a SIGKILLed writer while the owner it wrote for lives",
+          "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  // With a child forked by the writer that outlives it: the child must not
+  // keep the writer's lock on the temporary.
+  const bool with_heir = GENERATE(false, true);
+  INFO((with_heir ? "the writer forked a child that outlives it" : "the writer forked nothing"));
+  auto me = shm::process_owner();
+  REQUIRE(me.is_ok());
+  const std::string me_hex = test::hex(*me);
+  Value v = Value::f64({1, 2, 3});
+  auto earlier = shm::share(v);  // a region of the owner, published before
+  REQUIRE(earlier.is_ok());
+  const std::set<std::string> before = test::shm_entries();
+
+  std::vector<std::string> args{"write-for", me_hex, "8"};
+  if (with_heir) args.push_back("fork");
+  auto writer = test::Child::helper(args);
+  pid_t heir = -1;
+  if (with_heir) {
+    const std::string line = writer.read_line();
+    REQUIRE(line.rfind("heir ", 0) == 0);
+    heir = static_cast<pid_t>(std::stol(line.substr(5)));
+  }
+  REQUIRE(writer.read_line() == "writing");  // the temporary exists from here on
+  const std::vector<std::string> temps = new_temporaries(before, me_hex);
+  REQUIRE(temps.size() == 1);
+  const std::string temp = temps[0];
+
+  const int status = writer.kill_and_wait(SIGKILL);
+  REQUIRE(WIFSIGNALED(status));
+  if (with_heir) REQUIRE(::kill(heir, 0) == 0);
+  REQUIRE(shm::owner_alive(*me));
+  auto report = shm::prune(*me);
+  REQUIRE(report.is_ok());
+  CHECK(report->removed == std::vector<std::string>{"/" + temp});
+  CHECK_FALSE(exists(shm_path(temp)));
+  // Nothing else of the live owner went.
+  CHECK(shm::owner_alive(*me));
+  CHECK(exists(shm_path("kura_" + me_hex + ".lock")));
+  CHECK(exists(shm_path(earlier->name())));
+  auto m = shm::map(earlier->name());
+  REQUIRE(m.is_ok());
+  CHECK((*m->node().array<Dtype::kF64>())[2] == 3.0);
+  if (with_heir) ::kill(heir, SIGKILL);
+  CHECK(earlier->release().is_ok());
+}
+
+TEST_CASE("prune leaves the temporary of a writer that is still writing", "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  auto me = shm::process_owner();
+  REQUIRE(me.is_ok());
+  const std::string me_hex = test::hex(*me);
+  const std::set<std::string> before = test::shm_entries();
+  auto writer = test::Child::helper({"write-for", me_hex, "4"});
+  REQUIRE(writer.read_line() == "writing");
+  const std::vector<std::string> temps = new_temporaries(before, me_hex);
+  REQUIRE(temps.size() == 1);
+  const std::string temp = temps[0];
+
+  auto mine = shm::prune(*me);
+  REQUIRE(mine.is_ok());
+  CHECK(mine->removed.empty());
+  auto all = shm::prune();
+  REQUIRE(all.is_ok());
+  for (const auto& r : all->removed) CHECK(r.rfind("/kura_" + me_hex, 0) != 0);
+  CHECK(exists(shm_path(temp)));
+
+  // The writer finishes undisturbed; the region is ours.
+  writer.send("publish");
+  const std::string name = writer.read_line();
+  REQUIRE(name.rfind("/kura_" + me_hex + "_", 0) == 0);
+  CHECK_FALSE(exists(shm_path(temp)));
+  auto adopted = shm::adopt(name);
+  REQUIRE(adopted.is_ok());
+  auto m = adopted->map();
+  REQUIRE(m.is_ok());
+  auto bytes = m->node().array<Dtype::kU8>();
+  REQUIRE(bytes.is_ok());
+  REQUIRE(bytes->size() == std::size_t{4} << 20);
+  CHECK((*bytes)[0] == 0x5a);
+  CHECK((*bytes)[bytes->size() - 1] == 0xa5);
+  CHECK(adopted->release().is_ok());
+  writer.close_input();
+  CHECK(WEXITSTATUS(writer.wait()) == 0);
+}
+
+TEST_CASE("a prune running meanwhile never takes a region's temporary from its writer",
+          "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  auto me = shm::process_owner();
+  REQUIRE(me.is_ok());
+  auto pruner = test::Child::helper({"prune-loop", test::hex(*me)});
+  REQUIRE(pruner.read_line() == "looping");
+  auto lease = shm::Lease::hold(*me);
+  REQUIRE(lease.is_ok());
+  constexpr int kRegions = 1000;
+  for (int i = 0; i < kRegions; ++i) {
+    Value v = Value::i32({i, i + 1});
+    // In turn as the owner itself and as a writer holding the owner's lease.
+    const bool for_lease = i % 2 == 1;
+    auto s = for_lease ? shm::share(*lease, v) : shm::share(v);
+    if (!s) FAIL("publish " << i << ": " << s.status().to_string());
+    Status released;
+    if (for_lease) {
+      auto adopted = shm::adopt(s->name());
+      if (!adopted) FAIL("adopt " << i << ": " << adopted.status().to_string());
+      released = adopted->release();
+    } else {
+      released = s->release();
+    }
+    if (!released) FAIL("release " << i << " (pruned while published?): " << released.to_string());
+  }
+  pruner.close_input();
+  const std::string line = pruner.read_line();
+  INFO("pruner: " << line);
+  CHECK(line.rfind("prunes ", 0) == 0);
+  CHECK(WEXITSTATUS(pruner.wait()) == 0);
 }

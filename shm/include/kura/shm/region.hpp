@@ -108,10 +108,13 @@ class Shared {
 // already written. The producer fills the arrays and bytes built in place
 // (Value::array_in_place, Value::bytes_in_place) directly in shared memory
 // (no copy at all), then publishes. Dropping it unpublished removes the
-// temporary file. Move-only.
+// temporary file. While it lives it holds a lock on the temporary file, so
+// prune() removes the temporary of a writer that died (SIGKILL), even while
+// the owner it wrote for lives, and never one still being written. Move-only.
 //
 // Across fork(): the writable mapping and descriptor are not inherited (the
-// child could otherwise write into the region after it is published). A
+// child could otherwise write into the region after it is published, or keep
+// the lock on the temporary after the writer died). A
 // forked child must not use a Pending it inherited: block() and publish()
 // abort there, and dropping it does nothing.
 class Pending {
@@ -199,9 +202,11 @@ struct PruneReport {
 
 // Removes every region, temporary file and lease file of this user whose
 // owner is provably dead (its lease is not held) and for whom nobody writes
-// (no Lease is held on it). Never touches a live owner's files, kept
+// (no Lease is held on it), and every temporary file of this user whose
+// writer is provably gone (nobody holds the lock its writer takes on it),
+// even while its owner lives. Never touches a live owner's regions, kept
 // regions, or other users' files. Never blocks on what it finds (a FIFO
-// planted as a lease counts as alive). Errors: Io.
+// planted as a lease or temporary counts as alive). Errors: Io.
 Result<PruneReport> prune() noexcept;
 // The same, for the files of one owner only.
 Result<PruneReport> prune(std::uint64_t owner) noexcept;
