@@ -57,10 +57,14 @@ bool Dispatcher::Core::admit_connection() {
   }
   const std::uint64_t newcomer_cap = std::max<std::uint64_t>(4, max_connections / 4);
   if (newcomers.size() >= newcomer_cap) {
-    auto oldest = std::min_element(newcomers.begin(), newcomers.end(), [](const auto& a, const auto& b) {
-      return a.second.since_ms < b.second.since_ms;
-    });
-    oldest->second.conn->close(Status(Code::kIo, "too many connections wait to say hello: the oldest goes"));
+    // Peer ids count up in the order of accepting (since_ms ties within a
+    // millisecond): the smallest is the oldest.
+    std::uint64_t oldest = 0;
+    for (const auto& [id, n] : newcomers)
+      if (!n.conn->closed() && (oldest == 0 || id < oldest)) oldest = id;
+    if (oldest != 0)
+      newcomers.at(oldest).conn->close(
+          Status(Code::kIo, "too many connections wait to say hello: the oldest goes"));
   }
   return true;
 }

@@ -71,27 +71,37 @@ void Dispatcher::Core::on_submit(std::uint64_t peer, Client& c, Frame&& f) {
 void Dispatcher::Core::pump() {
   std::vector<TaskKey> admitted;
   std::vector<std::pair<TaskKey, detail::WorkerKey>> started;
-  scheduler.pump(admitted, started);
-  for (TaskKey key : admitted) {
-    auto it = tasks.find(key);
-    if (it == tasks.end()) continue;
-    Task& t = it->second;
-    auto c = clients.find(t.client);
-    if (c == clients.end()) continue;
-    if (!t.acked) {
+  for (bool again = true; again;) {
+    again = false;
+    admitted.clear();
+    started.clear();
+    scheduler.pump(admitted, started);
+    for (TaskKey key : admitted) {
+      auto it = tasks.find(key);
+      if (it == tasks.end()) continue;
+      Task& t = it->second;
+      auto c = clients.find(t.client);
+      if (c == clients.end() || t.acked) continue;
       t.acked = true;
       if (c->second.parked > 0) --c->second.parked;
-      if (t.try_submit || options.memory > 0)
-        c->second.conn->send(FrameType::kQueued, 0, t.client_task, nullptr);
+      if (t.try_submit || options.memory > 0) c->second.conn->send(FrameType::kQueued, 0, t.client_task, nullptr);
     }
-  }
-  for (auto [key, worker] : started) {
-    Task& t = tasks.at(key);
-    Worker& w = workers.at(worker);
-    t.worker = worker;
-    w.running = key;
-    w.running_owner = t.owner;
-    w.conn->send(FrameType::kTask, 0, key, t.payload);
+    for (auto [key, worker] : started) {
+      Task& t = tasks.at(key);
+      Worker& w = workers.at(worker);
+      if (w.conn->closed()) {
+        // Going away (its on_close is on the way): it takes nothing more,
+        // and the task goes back to the front.
+        (void)scheduler.remove_worker(worker);
+        (void)scheduler.requeue_front(key, t.fn, t.payload->size());
+        again = true;
+        continue;
+      }
+      t.worker = worker;
+      w.running = key;
+      w.running_owner = t.owner;
+      w.conn->send(FrameType::kTask, 0, key, t.payload);
+    }
   }
 }
 
