@@ -4,22 +4,30 @@
 #pragma once
 
 #include <dirent.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "kura/ipc/client.hpp"
 #include "kura/ipc/dispatcher.hpp"
+#include "kura/ipc/frame.hpp"
+#include "kura/shm/owner.hpp"
+#include "message_internal.hpp"
 #include "process.hpp"
 
 namespace kura::test {
@@ -69,13 +77,21 @@ inline void eventually(const std::function<bool()>& pred, std::chrono::milliseco
 class EmbeddedDispatcher {
  public:
   explicit EmbeddedDispatcher(const SocketDir& dir, unsigned workers = 2, std::uint64_t memory = 0,
-                              std::vector<std::string> worker_extra = {}) {
+                              std::vector<std::string> worker_extra = {})
+      : EmbeddedDispatcher(
+            dir, workers, [memory](ipc::DispatcherOptions& o) { o.memory = memory; },
+            std::move(worker_extra)) {}
+  // The same, with `configure` setting any other options (heartbeats,
+  // bounds) before it starts.
+  EmbeddedDispatcher(const SocketDir& dir, unsigned workers,
+                     const std::function<void(ipc::DispatcherOptions&)>& configure,
+                     std::vector<std::string> worker_extra = {}) {
     ipc::DispatcherOptions o;
     o.socket_path = dir.socket();
     o.workers = workers;
-    o.memory = memory;
     o.worker_command = {kKura, "worker", "--connect", "{socket}"};
     o.worker_command.insert(o.worker_command.end(), worker_extra.begin(), worker_extra.end());
+    configure(o);
     o.log = [this](const std::string& line) {
       std::lock_guard<std::mutex> lock(mu_);
       log_.push_back(line);
@@ -161,5 +177,84 @@ inline int fd_count(pid_t pid) {
 inline bool process_alive(pid_t pid) {
   return ::kill(pid, 0) == 0;
 }
+
+// A raw connection to a dispatcher that speaks bytes: idle connections,
+// forged hellos, frames cut short, and reading what the dispatcher answers.
+class RawPeer {
+ public:
+  explicit RawPeer(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    REQUIRE(path.size() < sizeof addr.sun_path);
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~RawPeer() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  RawPeer(const RawPeer&) = delete;
+  RawPeer& operator=(const RawPeer&) = delete;
+
+  void write(const void* p, std::size_t n) {
+    REQUIRE(::send(fd_, p, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n));
+  }
+  // Writes a frame header announcing `length` payload bytes.
+  void header(ipc::FrameType t, std::uint64_t id, std::uint32_t length) {
+    std::byte h[ipc::kFrameHeaderSize];
+    ipc::encode_frame_header(ipc::FrameHeader{t, 0, id, length},
+                             std::span<std::byte, ipc::kFrameHeaderSize>(h, sizeof h));
+    write(h, sizeof h);
+  }
+  void frame(ipc::FrameType t, std::uint64_t id, const Bytes& payload) {
+    header(t, id, static_cast<std::uint32_t>(payload.size()));
+    if (!payload.empty()) write(payload.data(), payload.size());
+  }
+  // A client's hello of this protocol version.
+  void hello_client() {
+    auto owner = shm::process_owner();
+    REQUIRE(owner.is_ok());
+    auto h = ipc::detail::encode_hello(ipc::detail::Hello{"client", ::getpid(), *owner, 0, {}});
+    REQUIRE(h.is_ok());
+    frame(ipc::FrameType::kHello, 0, *h);
+  }
+  // The next whole frame the dispatcher sends, or nullopt when the
+  // connection closes or `timeout_ms` passes first.
+  std::optional<ipc::Frame> read_frame(int timeout_ms = 20000) {
+    for (;;) {
+      auto f = reader_.next();
+      REQUIRE(f.is_ok());
+      if (*f) return std::move(**f);
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, timeout_ms) != 1) return std::nullopt;
+      std::byte buf[4096];
+      const ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n <= 0) return std::nullopt;
+      REQUIRE(reader_.feed(std::span<const std::byte>(buf, static_cast<std::size_t>(n))).is_ok());
+    }
+  }
+  // True once the dispatcher closed the connection (reads to EOF, bounded).
+  bool closed_by_peer(int timeout_ms = 20000) {
+    char buf[4096];
+    for (;;) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, timeout_ms) != 1) return false;
+      const ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n <= 0) return true;
+    }
+  }
+  // True when the dispatcher has closed the connection by now (no wait).
+  bool closed_now() {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 0) != 1) return false;
+    char c;
+    return ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0;
+  }
+
+ private:
+  int fd_ = -1;
+  ipc::FrameReader reader_;
+};
 
 }  // namespace kura::test
