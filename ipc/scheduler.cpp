@@ -1,34 +1,102 @@
 #include "scheduler.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <utility>
 
 #include "kura/core/status.hpp"
 
 namespace kura::ipc::detail {
 
-// --- TaskList ------------------------------------------------------------------
+// --- task storage --------------------------------------------------------------
 
-void Scheduler::TaskList::push_back(Task* t) noexcept {
-  t->prev = tail;
-  t->next = nullptr;
-  (tail != nullptr ? tail->next : head) = t;
-  tail = t;
-  ++size;
+void Scheduler::push_back(TaskList& l, std::uint32_t i) noexcept {
+  Task& t = slab_[i];
+  t.prev = l.tail;
+  t.next = kNil;
+  (l.tail != kNil ? slab_[l.tail].next : l.head) = i;
+  l.tail = i;
+  ++l.size;
 }
 
-void Scheduler::TaskList::push_front(Task* t) noexcept {
-  t->prev = nullptr;
-  t->next = head;
-  (head != nullptr ? head->prev : tail) = t;
-  head = t;
-  ++size;
+void Scheduler::push_front(TaskList& l, std::uint32_t i) noexcept {
+  Task& t = slab_[i];
+  t.prev = kNil;
+  t.next = l.head;
+  (l.head != kNil ? slab_[l.head].prev : l.tail) = i;
+  l.head = i;
+  ++l.size;
 }
 
-void Scheduler::TaskList::erase(Task* t) noexcept {
-  (t->prev != nullptr ? t->prev->next : head) = t->next;
-  (t->next != nullptr ? t->next->prev : tail) = t->prev;
-  t->prev = t->next = nullptr;
-  --size;
+void Scheduler::unlink(TaskList& l, std::uint32_t i) noexcept {
+  Task& t = slab_[i];
+  (t.prev != kNil ? slab_[t.prev].next : l.head) = t.next;
+  (t.next != kNil ? slab_[t.next].prev : l.tail) = t.prev;
+  t.prev = t.next = kNil;
+  --l.size;
+}
+
+std::size_t Scheduler::KeyIndex::slot_of(TaskKey key) const noexcept {
+  if (slots_.empty() || key == 0) return slots_.size();
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t i = home(key);
+  for (std::uint32_t d = 0;; ++d, i = (i + 1) & mask) {
+    if (slots_[i].key == key) return i;
+    // An empty slot, or one closer to its home than `key` would be: had
+    // `key` been inserted, it would have taken that slot.
+    if (slots_[i].key == 0 || slots_[i].dist < d) return slots_.size();
+  }
+}
+
+std::uint32_t Scheduler::KeyIndex::find(TaskKey key) const noexcept {
+  const std::size_t i = slot_of(key);
+  return i == slots_.size() ? kNil : slots_[i].place;
+}
+
+void Scheduler::KeyIndex::put(Slot s) noexcept {
+  const std::size_t mask = slots_.size() - 1;
+  s.dist = 0;
+  for (std::size_t i = home(s.key);; i = (i + 1) & mask, ++s.dist) {
+    if (slots_[i].key == 0) {
+      slots_[i] = s;
+      return;
+    }
+    if (slots_[i].dist < s.dist) std::swap(slots_[i], s);  // the richer entry moves on
+  }
+}
+
+void Scheduler::KeyIndex::grow() {
+  const std::size_t n = slots_.empty() ? 16 : 2 * slots_.size();
+  std::vector<Slot> old = std::exchange(slots_, std::vector<Slot>(n));
+  bits_ = static_cast<unsigned>(std::countr_zero(n));
+  for (const Slot& s : old)
+    if (s.key != 0) put(s);
+}
+
+void Scheduler::KeyIndex::insert(TaskKey key, std::uint32_t place) {
+  if (2 * (size_ + 1) > slots_.size()) grow();
+  put(Slot{key, place, 0});
+  ++size_;
+}
+
+void Scheduler::KeyIndex::erase(TaskKey key) noexcept {
+  std::size_t i = slot_of(key);
+  if (i == slots_.size()) return;
+  // Backward shift: the entries after the hole that are not at their home
+  // move one slot back, up to an empty slot or one at its home.
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t j = (i + 1) & mask; slots_[j].key != 0 && slots_[j].dist > 0; j = (j + 1) & mask) {
+    slots_[i] = slots_[j];
+    --slots_[i].dist;
+    i = j;
+  }
+  slots_[i] = Slot{};
+  --size_;
+}
+
+void Scheduler::KeyIndex::release() noexcept {
+  slots_ = {};
+  bits_ = 0;
 }
 
 // --- functions -----------------------------------------------------------------
@@ -71,25 +139,49 @@ void Scheduler::refresh_ready(FnId id) {
 
 // --- tasks ---------------------------------------------------------------------
 
-Scheduler::Task& Scheduler::store(TaskKey t, FnId fn, std::uint64_t bytes) {
+std::uint32_t Scheduler::store(TaskKey t, FnId fn, std::uint64_t bytes) {
   KURA_CHECK(t != 0);
   KURA_CHECK(fn < fns_.size());
-  auto [it, inserted] = tasks_.try_emplace(t);
-  KURA_CHECK(inserted);
-  Task& task = it->second;
+  std::uint32_t i = free_;
+  if (i != kNil) {
+    free_ = slab_[i].next;
+  } else {
+    KURA_CHECK(slab_.size() < kNil);
+    i = static_cast<std::uint32_t>(slab_.size());
+    slab_.emplace_back();
+  }
+  index_.insert(t, i);
+  Task& task = slab_[i];
+  task = Task{};
   task.key = t;
   task.fn = fn;
   task.bytes = bytes;
-  return task;
+  return i;
 }
 
-void Scheduler::enqueue(Task& t) {
+// Frees the place of a task that is in no list any more. The last task gone
+// gives back the memory of a large slab and index (a burst is over).
+void Scheduler::forget(std::uint32_t i) noexcept {
+  index_.erase(slab_[i].key);
+  slab_[i].where = Where::kNone;
+  slab_[i].next = free_;
+  free_ = i;
+  constexpr std::size_t kKeep = 4096;  // places kept when empty, to spare reallocating them
+  if (index_.size() == 0 && slab_.size() > kKeep) {
+    slab_ = {};
+    free_ = kNil;
+    index_.release();
+  }
+}
+
+void Scheduler::enqueue(std::uint32_t i) {
+  Task& t = slab_[i];
   Fn& f = fns_[t.fn];
   if (t.front) {
     t.seq = next_front_seq_--;
-    f.queue.push_front(&t);
+    push_front(f.queue, i);
   } else {
-    f.queue.push_back(&t);
+    push_back(f.queue, i);
   }
   t.where = Where::kQueued;
   queued_bytes_ += t.bytes;
@@ -99,9 +191,10 @@ void Scheduler::enqueue(Task& t) {
   if (f.queue.size == 1) refresh_ready(t.fn);
 }
 
-void Scheduler::dequeue(Task& t) noexcept {
+void Scheduler::dequeue(std::uint32_t i) noexcept {
+  Task& t = slab_[i];
   Fn& f = fns_[t.fn];
-  f.queue.erase(&t);
+  unlink(f.queue, i);
   queued_bytes_ -= t.bytes;
   --queued_count_;
   if (f.workers == 0) --unroutable_;
@@ -113,58 +206,57 @@ void Scheduler::dequeue(Task& t) noexcept {
 }
 
 Scheduler::Admit Scheduler::submit(TaskKey t, FnId fn, std::uint64_t bytes, bool try_only) {
-  KURA_CHECK(tasks_.count(t) == 0);
+  KURA_CHECK(index_.find(t) == kNil);
   if (cap_ != 0 && bytes > cap_) return Admit::kTooLarge;
   const bool now = waiting_.size == 0 && fits(bytes);
   if (!now && try_only) return Admit::kFull;
-  Task& task = store(t, fn, bytes);
-  task.seq = next_seq_++;
+  const std::uint32_t i = store(t, fn, bytes);
+  slab_[i].seq = next_seq_++;
   if (now) {
-    enqueue(task);
+    enqueue(i);
     return Admit::kQueued;
   }
-  task.where = Where::kWaiting;
-  waiting_.push_back(&task);
+  slab_[i].where = Where::kWaiting;
+  push_back(waiting_, i);
   return Admit::kWaiting;
 }
 
 Scheduler::Admit Scheduler::requeue_front(TaskKey t, FnId fn, std::uint64_t bytes) {
-  KURA_CHECK(tasks_.count(t) == 0);
+  KURA_CHECK(index_.find(t) == kNil);
   if (cap_ != 0 && bytes > cap_) return Admit::kTooLarge;
-  Task& task = store(t, fn, bytes);
-  task.front = true;
+  const std::uint32_t i = store(t, fn, bytes);
+  slab_[i].front = true;
   if (fits(bytes)) {
-    enqueue(task);
+    enqueue(i);
     return Admit::kQueued;
   }
-  task.where = Where::kWaiting;
-  waiting_.push_front(&task);
+  slab_[i].where = Where::kWaiting;
+  push_front(waiting_, i);
   return Admit::kWaiting;
 }
 
 Scheduler::Where Scheduler::remove(TaskKey t) {
-  auto it = tasks_.find(t);
-  if (it == tasks_.end()) return Where::kNone;
-  Task& task = it->second;
-  const Where was = task.where;
+  const std::uint32_t i = index_.find(t);
+  if (i == kNil) return Where::kNone;
+  const Where was = slab_[i].where;
   switch (was) {
-    case Where::kWaiting: waiting_.erase(&task); break;
-    case Where::kQueued: dequeue(task); break;
+    case Where::kWaiting: unlink(waiting_, i); break;
+    case Where::kQueued: dequeue(i); break;
     case Where::kRunning: {
-      auto w = workers_.find(task.worker);
+      auto w = workers_.find(slab_[i].worker);
       if (w != workers_.end() && w->second.running == t) w->second.running = 0;
       --running_count_;
       break;
     }
     case Where::kNone: break;
   }
-  tasks_.erase(it);
+  forget(i);
   return was;
 }
 
 Scheduler::Where Scheduler::where(TaskKey t) const noexcept {
-  auto it = tasks_.find(t);
-  return it == tasks_.end() ? Where::kNone : it->second.where;
+  const std::uint32_t i = index_.find(t);
+  return i == kNil ? Where::kNone : slab_[i].where;
 }
 
 void Scheduler::task_finished(TaskKey t) {
@@ -261,28 +353,29 @@ bool Scheduler::is_idle(WorkerKey w) const noexcept {
 // Starts on idle worker `w` the oldest queued task among its functions.
 // REQUIRES: there is one.
 void Scheduler::start(Worker& w, std::vector<std::pair<TaskKey, WorkerKey>>& started) {
-  Task* oldest = nullptr;
+  std::uint32_t oldest = kNil;
   for (FnId id : w.fns) {
-    Task* head = fns_[id].queue.head;
-    if (head != nullptr && (oldest == nullptr || head->seq < oldest->seq)) oldest = head;
+    const std::uint32_t head = fns_[id].queue.head;
+    if (head != kNil && (oldest == kNil || slab_[head].seq < slab_[oldest].seq)) oldest = head;
   }
-  KURA_CHECK(oldest != nullptr);
-  started.emplace_back(oldest->key, w.key);
-  dequeue(*oldest);
-  oldest->where = Where::kRunning;
-  oldest->worker = w.key;
+  KURA_CHECK(oldest != kNil);
+  Task& t = slab_[oldest];
+  started.emplace_back(t.key, w.key);
+  dequeue(oldest);
+  t.where = Where::kRunning;
+  t.worker = w.key;
   ++running_count_;
-  w.running = oldest->key;
+  w.running = t.key;
   make_busy(w);
 }
 
 void Scheduler::pump(std::vector<TaskKey>& admitted, std::vector<std::pair<TaskKey, WorkerKey>>& started) {
   for (;;) {
-    while (waiting_.head != nullptr && fits(waiting_.head->bytes)) {
-      Task* t = waiting_.head;
-      admitted.push_back(t->key);
-      waiting_.erase(t);
-      enqueue(*t);
+    while (waiting_.head != kNil && fits(slab_[waiting_.head].bytes)) {
+      const std::uint32_t i = waiting_.head;
+      admitted.push_back(slab_[i].key);
+      unlink(waiting_, i);
+      enqueue(i);
     }
     if (ready_.empty()) return;
     // The longest-idle worker that has the function of some queued task.

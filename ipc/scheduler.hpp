@@ -4,9 +4,11 @@
 //
 // Scheduler: tasks wait for room under a cap on queued payload bytes, queue
 // per function, and go to idle workers that have their function, oldest
-// first. Every operation on one task or one worker is O(1) or O(log n) (a
-// client that disconnects with 320,000 queued tasks removes them in
-// milliseconds, not the 50 s of an O(n) removal each).
+// first. An operation on one task costs O(1), plus O(log F) where it
+// changes whether its function has work for an idle worker (F functions);
+// one on a worker costs O(its functions x log F). A client that disconnects
+// with 320,000 queued tasks has them removed in well under a second, not the
+// 50 s of an O(n) removal each.
 //
 // Deadlines: the task timeouts and peer deadlines of the dispatcher in one
 // indexed heap, served by one timer armed for next().
@@ -137,26 +139,59 @@ class Scheduler {
   std::size_t unroutable_count() const noexcept { return unroutable_; }
 
  private:
+  static constexpr std::uint32_t kNil = UINT32_MAX;
+  // A stored task, in slab_ (its place never changes while stored; free
+  // places are chained through `next`).
   struct Task {
     TaskKey key = 0;
-    FnId fn = 0;
-    Where where = Where::kNone;
-    bool front = false;  // requeued: goes ahead of every queued task
     std::uint64_t bytes = 0;
     std::uint64_t seq = 0;  // queue order: smaller is older
     WorkerKey worker = 0;   // while running
-    Task* prev = nullptr;   // in the waiting line or its function's queue
-    Task* next = nullptr;
+    FnId fn = 0;
+    std::uint32_t prev = kNil;  // in the waiting line or its function's queue
+    std::uint32_t next = kNil;
+    Where where = Where::kNone;
+    bool front = false;  // requeued: goes ahead of every queued task
   };
-  // A doubly linked list through Task::prev/next: O(1) insertion at either
-  // end and removal of any member.
+  // A doubly linked list of places in slab_ through Task::prev/next: O(1)
+  // insertion at either end and removal of any member.
   struct TaskList {
-    Task* head = nullptr;
-    Task* tail = nullptr;
+    std::uint32_t head = kNil;
+    std::uint32_t tail = kNil;
     std::size_t size = 0;
-    void push_back(Task* t) noexcept;
-    void push_front(Task* t) noexcept;
-    void erase(Task* t) noexcept;
+  };
+  // TaskKey -> place in slab_: open addressing, Robin Hood linear probing
+  // (an entry never sits farther from its home slot than the one it passed)
+  // with backward-shift deletion, at most half full. A lookup is one cache
+  // miss where std::unordered_map takes several, and removal stops at the
+  // first entry at its home.
+  class KeyIndex {
+   public:
+    std::uint32_t find(TaskKey key) const noexcept;  // kNil if absent
+    void insert(TaskKey key, std::uint32_t place);   // REQUIRES: key is not 0 and absent
+    void erase(TaskKey key) noexcept;                // an absent key: nothing
+    std::size_t size() const noexcept { return size_; }
+    void release() noexcept;  // REQUIRES: empty; frees the table
+
+   private:
+    struct Slot {
+      TaskKey key = 0;  // 0: empty
+      std::uint32_t place = 0;
+      std::uint32_t dist = 0;  // from its home slot
+    };
+    // The key's low bits with the higher ones folded in: task ids counted
+    // up by the dispatcher land in neighbouring slots (one cache line serves
+    // several), and no bit of a key is ignored.
+    std::size_t home(TaskKey key) const noexcept {
+      for (unsigned s = bits_; s < 64; s *= 2) key ^= key >> s;
+      return static_cast<std::size_t>(key) & (slots_.size() - 1);
+    }
+    std::size_t slot_of(TaskKey key) const noexcept;  // slots_.size() if absent
+    void put(Slot s) noexcept;                        // REQUIRES: a free slot
+    void grow();
+    std::vector<Slot> slots_;  // a power of two of them (at least 16), or none
+    unsigned bits_ = 0;        // log2(slots_.size())
+    std::size_t size_ = 0;
   };
   struct Worker;
   using IdleList = std::list<Worker*>;
@@ -178,9 +213,13 @@ class Scheduler {
   };
 
   bool fits(std::uint64_t bytes) const noexcept { return cap_ == 0 || queued_bytes_ + bytes <= cap_; }
-  Task& store(TaskKey t, FnId fn, std::uint64_t bytes);
-  void enqueue(Task& t);
-  void dequeue(Task& t) noexcept;
+  void push_back(TaskList& l, std::uint32_t i) noexcept;
+  void push_front(TaskList& l, std::uint32_t i) noexcept;
+  void unlink(TaskList& l, std::uint32_t i) noexcept;
+  std::uint32_t store(TaskKey t, FnId fn, std::uint64_t bytes);
+  void forget(std::uint32_t i) noexcept;
+  void enqueue(std::uint32_t i);
+  void dequeue(std::uint32_t i) noexcept;
   void make_idle(Worker& w);
   void make_busy(Worker& w);
   void refresh_ready(FnId id);
@@ -190,7 +229,9 @@ class Scheduler {
   std::deque<std::string> names_;  // a deque: its strings never move, views into them stay valid
   std::unordered_map<std::string_view, FnId> ids_;
   std::vector<Fn> fns_;
-  std::unordered_map<TaskKey, Task> tasks_;  // node-based: a Task never moves while stored
+  std::vector<Task> slab_;
+  std::uint32_t free_ = kNil;  // the first free place in slab_
+  KeyIndex index_;
   TaskList waiting_;
   std::unordered_map<WorkerKey, Worker> workers_;
   // Functions with both queued tasks and idle workers, by the idle_seq of

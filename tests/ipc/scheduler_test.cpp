@@ -593,7 +593,12 @@ struct Model {
   }
 };
 
-void run_model(std::uint64_t cap, std::uint64_t seed) {
+// How the model test makes task keys: counted up as the dispatcher does, or
+// keys that collide in the scheduler's index (multiples of a power of two,
+// or random 64-bit values), so that its probing and deletion are exercised.
+enum class Keys { kCounted, kStrided, kRandom };
+
+void run_model(std::uint64_t cap, std::uint64_t seed, Keys keying) {
   std::mt19937_64 rng(seed);
   auto pick = [&](std::size_t n) { return static_cast<std::size_t>(rng() % n); };
   Scheduler s(cap);
@@ -603,6 +608,15 @@ void run_model(std::uint64_t cap, std::uint64_t seed) {
   std::vector<TaskKey> keys;  // every key used, some long gone
   std::vector<WorkerKey> worker_keys;
   TaskKey next_task = 1;
+  auto new_key = [&] {
+    const TaskKey n = next_task++;
+    switch (keying) {
+      case Keys::kCounted: return n;
+      case Keys::kStrided: return n << 20;
+      case Keys::kRandom: return (rng() << 1) | 1;
+    }
+    return n;
+  };
   WorkerKey next_worker = 1;
   auto bytes = [&] { return cap == 0 ? 1 + rng() % 100 : 1 + rng() % (cap / 3 + cap / 10); };
 
@@ -610,7 +624,7 @@ void run_model(std::uint64_t cap, std::uint64_t seed) {
     INFO("seed " << seed << " step " << step);
     const std::size_t op = pick(100);
     if (op < 35) {
-      const TaskKey t = next_task++;
+      const TaskKey t = new_key();
       const FnId fn = fns[pick(fns.size())];
       const std::uint64_t b = bytes();
       const bool try_only = pick(4) == 0;
@@ -687,9 +701,31 @@ void run_model(std::uint64_t cap, std::uint64_t seed) {
 
 TEST_CASE("scheduler: random operations agree with a reference model", "[ipc][scheduler]") {
   for (std::uint64_t seed = 1; seed <= 4; ++seed) {
-    run_model(1000, seed);
-    run_model(0, seed + 100);
+    run_model(1000, seed, Keys::kCounted);
+    run_model(0, seed + 100, Keys::kCounted);
   }
+  run_model(1000, 11, Keys::kStrided);
+  run_model(0, 12, Keys::kRandom);
+}
+
+TEST_CASE("scheduler: task keys that collide in the index", "[ipc][scheduler]") {
+  // Many keys with the same low bits, stored and removed in an interleaved
+  // order: each must still be found where it is.
+  Scheduler s(0);
+  const FnId f = s.intern("f");
+  std::vector<TaskKey> keys;
+  for (TaskKey i = 1; i <= 3000; ++i) keys.push_back(i << 32);
+  for (TaskKey i = 1; i <= 3000; ++i) keys.push_back((i << 32) | 5);
+  for (TaskKey t : keys) REQUIRE(s.submit(t, f, 1, false) == Admit::kQueued);
+  std::mt19937_64 rng(3);
+  std::shuffle(keys.begin(), keys.end(), rng);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    REQUIRE(s.remove(keys[i]) == Where::kQueued);
+    REQUIRE(s.where(keys[i]) == Where::kNone);
+    if (i % 500 == 0)
+      for (std::size_t j = i + 1; j < keys.size(); ++j) REQUIRE(s.where(keys[j]) == Where::kQueued);
+  }
+  CHECK(s.queued_count() == 0);
 }
 
 // --- Deadlines -------------------------------------------------------------------
