@@ -122,8 +122,8 @@ class Scheduler {
   // dispatcher acknowledges them), in order, and to `started` the (task,
   // worker) pairs to send, in order: those tasks are running from now on
   // (their bytes freed) and those workers busy. Costs O(1) when nothing can
-  // move, and O(log n) per task moved plus O(functions of the worker) per
-  // task started.
+  // move, O(log F) per task admitted and O(functions of the worker x log F)
+  // per task started (F functions): never a scan of all idle workers.
   void pump(std::vector<TaskKey>& admitted, std::vector<std::pair<TaskKey, WorkerKey>>& started);
 
   // Counters for status.
