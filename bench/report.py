@@ -297,6 +297,25 @@ class Report:
                         ["echo tasks through the dispatcher, 2 workers",
                          f"{b['median']:,.0f} ({b['min']:,.0f}-{b['max']:,.0f})"]])
 
+    def scheduler(self):
+        ro = self.get("scheduler/remove_1m/in_order", "4k")
+        rm = self.get("scheduler/remove_1m/shuffled", "4k")
+        dl = self.get("scheduler/deadlines_160k", "4k")
+        cy = self.get("scheduler/cycle_10k_idle", "4k")
+        if not (ro and rm and dl and cy):
+            return
+        self.add("### The dispatcher's scheduler", "",
+                 "ipc/scheduler.hpp alone, no I/O (median over the repetitions).", "")
+        self.table(["", "time", "per item"],
+                   [["remove 1,000,000 queued tasks in submit order", ms(median(ro)),
+                     f"{median(ro, 'remove_ns'):.0f} ns"],
+                    ["remove 1,000,000 queued tasks in a shuffled order", ms(median(rm)),
+                     f"{median(rm, 'remove_ns'):.0f} ns"],
+                    ["160,000 deadlines set, then popped in slices of 4096", ms(median(dl)),
+                     f"longest slice {ms(median(dl, 'slice_max_ms') / 1e3)}"],
+                    ["submit, start, finish with 10,000 idle workers, 100,000 times", ms(median(cy)),
+                     f"{median(cy, 'cycle_ns'):.0f} ns"]])
+
     def lookup(self):
         sizes = self.sizes("lookup/kura_map/")
         if not sizes:
@@ -418,6 +437,10 @@ class Report:
         if raw and disp:
             t.append(("dispatcher round trip, median, under 3x the raw socket ping-pong",
                       f"{disp / raw:.2f}x", disp / raw < 3))
+        rm = self.get("scheduler/remove_1m/shuffled", "4k")
+        if rm:
+            t.append(("dispatcher: removing 1,000,000 queued tasks (shuffled) under 1 s", ms(median(rm)),
+                      median(rm) < 1))
         sizes = self.sizes("lookup/kura_map/")
         if len(sizes) >= 2:
             for label in self.labels():
@@ -581,6 +604,7 @@ def main():
     rep.lines = header(m, quick)
     rep.handoff_ratios()
     rep.round_trip()
+    rep.scheduler()
     rep.copy()
     rep.lookup()
     rep.churn()

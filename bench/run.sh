@@ -104,6 +104,7 @@ run kura_handoff_bench 4k "$small" "${handoff[@]}"
 [[ -z $huge_dir ]] || run kura_handoff_bench huge "$huge_dir" "${handoff[@]}" \
   --methods=kura_in_place,kura_share,kura_dispatcher,boost,shm_file
 run kura_ipc_bench 4k "$small" "${ipc[@]}" --latency_out="$raw/latency.json"
+run kura_scheduler_bench 4k "$small"  # pure code: no regions, once
 uptime >"$raw/load_after.txt"
 echo "== benchmarks took $(($(date +%s) - start)) s"
 
