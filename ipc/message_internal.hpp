@@ -93,4 +93,7 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
 // keeps alive meanwhile).
 Value borrow_value(const Value& v);
 
+// Blocking submits a client may have waiting for room at once (queue_cap > 0).
+inline constexpr std::uint32_t kMaxParkedSubmits = 64;
+
 }  // namespace kura::ipc::detail
