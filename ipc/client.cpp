@@ -255,7 +255,7 @@ struct Client::Impl {
           t.result =
               TaskResult(Outcome::kDisconnected, "lost the connection to the dispatcher: " + close_reason);
           if (!t.setup) arrived.push_back(it->first);
-          if (takeable(t, 0)) ended.push_back(it->first);
+          if (takeable(t, 0) && !stopping) ended.push_back(it->first);  // no callback while destroyed
         }
         ++it;
       }

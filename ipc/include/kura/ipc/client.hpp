@@ -38,8 +38,9 @@ using TaskId = std::uint64_t;
 class Pipeline;
 
 // What map() returns: one result per input, in input order, and the index of
-// the first input whose task did not end ok (the tasks after it were
-// cancelled), if any.
+// the input whose result was the first to arrive not ok (which stopped the
+// map: the others then in flight were cancelled, the ones not sent never
+// ran), if any.
 struct MapResult {
   std::vector<TaskResult> results;
   std::optional<std::size_t> failed;
