@@ -51,8 +51,7 @@ Status connect_error(const std::optional<Status>& connecting, const std::string&
                      const std::string& reason) {
   if (connecting) {
     const Code code = connecting->code();
-    if (code == Code::kNotFound || code == Code::kPermission || code == Code::kInvalidArgument ||
-        code == Code::kOutOfMemory)
+    if (code == Code::kNotFound || code == Code::kPermission || code == Code::kOutOfMemory)
       return *connecting;
     return Status(Code::kIo, connecting->message(), connecting->sys_errno());
   }
