@@ -41,6 +41,17 @@ Result<PipelineResult> Pipeline::run(Client& client, const std::vector<Arg>& inp
   try {
     if (stages_.empty()) return invalid_argument("a pipeline needs a stage");
     if (inputs.empty()) return invalid_argument("a pipeline needs an input");
+    if (client.on_reader_thread())
+      return invalid_argument(
+          "Pipeline::run cannot be called from the completion callback (it runs on the client's reader "
+          "thread)");
+    // The pipeline's tasks are reserved for it: no other wait on the client
+    // takes their results. However it ends, it lets go of them.
+    struct Reservation {
+      Client& client;
+      const std::uint64_t id;
+      ~Reservation() { client.release(id); }
+    } reservation{client, client.reserve()};
     const auto start = Clock::now();
     PipelineResult out;
     std::size_t width = inputs.size();
@@ -77,7 +88,7 @@ Result<PipelineResult> Pipeline::run(Client& client, const std::vector<Arg>& inp
       args.insert(args.end(), st.extra.begin(), st.extra.end());
       TaskOptions options = st.options;
       if (o.copy) options.inline_result = true;
-      return client.submit(Call{st.fn, std::move(args)}, options);
+      return client.submit_reserved(reservation.id, Call{st.fn, std::move(args)}, options);
     };
     // Moves lane `i` on: submits its next map task, or, at a reduce that every
     // lane has reached, the reduce over all of them.
@@ -115,7 +126,7 @@ Result<PipelineResult> Pipeline::run(Client& client, const std::vector<Arg>& inp
         ids.push_back(id);
         (void)client.cancel(id);
       }
-      for (TaskId id : ids) (void)client.wait(id);
+      for (TaskId id : ids) (void)client.wait_reserved(reservation.id, id);
       running.clear();
       for (Lane& l : lanes) take(l, std::nullopt);
     };
@@ -136,15 +147,22 @@ Result<PipelineResult> Pipeline::run(Client& client, const std::vector<Arg>& inp
     while (!running.empty()) {
       ids.clear();
       for (const auto& [id, lane] : running) ids.push_back(id);
-      auto got = client.wait_any_for(ids, std::chrono::milliseconds(100));
+      auto got = client.wait_any_reserved_for(reservation.id, ids, std::chrono::milliseconds(100));
       if (!got) {
         if (o.stop != nullptr && o.stop->load())
           return fail(PipelineFailure{"", 0, "", Outcome::kCancelled, "interrupted"});
         continue;
       }
       auto [id, r] = std::move(*got);
-      const std::size_t where = running.at(id);
-      running.erase(id);
+      auto it = running.find(id);
+      if (it == running.end()) {
+        // None of its tasks is pending any more: only the pipeline takes
+        // them, so the client lost track of them.
+        abandon();
+        return Status(Code::kIo, "the pipeline's tasks are no longer pending: " + r.message());
+      }
+      const std::size_t where = it->second;
+      running.erase(it);
       const std::size_t stage = where == kReduce ? reduce_stage : lanes[where].next;
       ++out.stages[stage].done;
       if (o.progress) o.progress(out.stages, Clock::now() - start);

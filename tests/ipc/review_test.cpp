@@ -72,6 +72,22 @@ std::string read_line_from(int fd, std::chrono::milliseconds timeout) {
   }
 }
 
+// Duplicates every socket descriptor of this process (the copies are not
+// registered to be closed in forked children, so a child keeps them).
+void hold_sockets_across_fork() {
+  std::vector<int> sockets;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* de = ::readdir(d)) {
+      if (de->d_name[0] == '.') continue;
+      const int fd = std::atoi(de->d_name);
+      struct stat st;
+      if (::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) sockets.push_back(fd);
+    }
+    ::closedir(d);
+  }
+  for (int fd : sockets) (void)::dup(fd);
+}
+
 // Kills (and reaps, when they are its children) the processes it was given
 // that the test has not ended itself, however the test ends.
 struct KillOnExit {
@@ -263,6 +279,10 @@ TEST_CASE("a client that dies while a worker writes for it: its files go once th
     if (!held.ok() || held.name().empty()) ::_exit(3);
     if (!(*cc)->submit(call("hold_lease_until", {ipc::Arg::copy(Value::strings_utf8({release}))})))
       ::_exit(4);
+    // The client's socket is closed in a forked child (the fork guard): the
+    // grandchild holds copies of it made before the fork, which nothing
+    // closes.
+    hold_sockets_across_fork();
     pid_t grandchild = ::fork();
     if (grandchild == 0) {
       for (;;) ::pause();  // holds the socket until killed

@@ -80,10 +80,11 @@ class Pipeline {
 
   // Runs the stages over `inputs` (names or inline values) on `client`. A
   // task that fails is reported in the result's `failure`, not as an error.
-  // Errors: InvalidArgument (no stage, no input, an input that cannot be
-  // mapped in copy mode), Io (the client is disconnected), OutOfMemory.
-  // Not thread-safe for one Pipeline object; any number may run at once on
-  // one client.
+  // Its tasks are reserved for this run: no other wait on the client takes
+  // their results. Errors: InvalidArgument (no stage, no input, an input that
+  // cannot be mapped in copy mode; called from the client's completion
+  // callback), Io (the client is disconnected), OutOfMemory. Not thread-safe
+  // for one Pipeline object; any number may run at once on one client.
   Result<PipelineResult> run(Client& client, const std::vector<Arg>& inputs,
                              const PipelineOptions& options = {}) const noexcept;
 
