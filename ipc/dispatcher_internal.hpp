@@ -127,7 +127,7 @@ struct Dispatcher::Core {
   void pump();
   void cancel_task(detail::TaskKey key, Outcome outcome, const std::string& message);
   void forget_task(detail::TaskKey key);
-  void resolve(detail::TaskKey key, std::shared_ptr<const Bytes> payload);
+  void resolve(detail::TaskKey key, std::shared_ptr<const Bytes> payload, const std::string& region);
   void resolve_with(detail::TaskKey key, Outcome outcome, const std::string& message);
   void send_result_to(detail::Connection* conn, std::uint64_t client_task, Outcome outcome,
                       const std::string& message);

@@ -84,7 +84,8 @@ void Dispatcher::Core::pump() {
       if (c == clients.end() || t.acked) continue;
       t.acked = true;
       if (c->second.parked > 0) --c->second.parked;
-      if (t.try_submit || options.memory > 0) c->second.conn->send(FrameType::kQueued, 0, t.client_task, nullptr);
+      if (t.try_submit || options.memory > 0)
+        c->second.conn->send(FrameType::kQueued, 0, t.client_task, nullptr);
     }
     for (auto [key, worker] : started) {
       Task& t = tasks.at(key);
@@ -112,14 +113,19 @@ void Dispatcher::Core::send_result_to(Connection* conn, std::uint64_t client_tas
     conn->send(FrameType::kResult, 0, client_task, std::make_shared<const Bytes>(std::move(payload).value()));
 }
 
-// Ends task `key` with `payload` (a result image) sent to its client.
-void Dispatcher::Core::resolve(TaskKey key, std::shared_ptr<const Bytes> payload) {
+// Ends task `key` with `payload` (a result image, naming `region` when the
+// value came as one) sent to its client. A client whose connection is
+// closing cannot take the region: it is removed here.
+void Dispatcher::Core::resolve(TaskKey key, std::shared_ptr<const Bytes> payload, const std::string& region) {
   auto it = tasks.find(key);
   if (it == tasks.end()) return;
   Task& t = it->second;
-  if (auto c = clients.find(t.client); c != clients.end()) {
+  auto c = clients.find(t.client);
+  if (c != clients.end() && !c->second.conn->closed()) {
     c->second.tasks.erase(t.client_task);
     c->second.conn->send(FrameType::kResult, 0, t.client_task, std::move(payload));
+  } else if (!region.empty()) {
+    (void)shm::remove(region);
   }
   if (t.timeout_ms > 0) timeouts.clear(key);
   tasks.erase(it);
@@ -132,7 +138,7 @@ void Dispatcher::Core::resolve_with(TaskKey key, Outcome outcome, const std::str
     log("cannot encode a result: " + payload.status().to_string());
     return;
   }
-  resolve(key, std::make_shared<const Bytes>(std::move(payload).value()));
+  resolve(key, std::make_shared<const Bytes>(std::move(payload).value()), "");
 }
 
 // A running task's worker is told to stop: it stays busy until it reports,
@@ -198,7 +204,7 @@ void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
       if (!n || n->owner != t->second.owner) return drop(w.conn, "done: a result region of another owner");
     }
     scheduler.task_finished(key);
-    resolve(key, std::move(payload));
+    resolve(key, std::move(payload), msg->name);
   }
   // A client that died meanwhile could not be pruned while this worker held
   // its lease: its files go now.
