@@ -60,6 +60,7 @@ struct Client::Impl {
   bool welcomed = false;
   bool closed = false;
   std::string close_reason;
+  Code close_code = Code::kOk;  // the code of the status the connection ended with
   bool stopping = false;
   std::uint32_t frame_limit = kDefaultFrameLimit;
   std::uint64_t queue_cap = 0;
@@ -79,19 +80,19 @@ struct Client::Impl {
 
   // --- the loop thread ---------------------------------------------------------------
 
-  void loop_main(const std::string& path) {
-    detail::connect_unix(&loop, path, [this](Result<uv_stream_t*> s) {
+  void loop_main(const detail::Endpoint& endpoint) {
+    detail::connect(&loop, endpoint, [this](Result<std::unique_ptr<detail::Stream>> s) {
       if (!s) return closed_with(s.status());
-      conn = detail::Connection::adopt(*s, kDefaultFrameLimit, UINT64_MAX);
+      conn = detail::Connection::adopt(std::move(s).value(), kDefaultFrameLimit, UINT64_MAX);
       Status started = conn->start(
           detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
-                                        [this](detail::Connection&, const Status& why) {
+                                        [this](detail::Connection&, detail::CloseReason, const Status& why) {
                                           conn = nullptr;
                                           closed_with(why);
                                         }});
-      if (!started) return conn->close(started);
+      if (!started) return conn->close(detail::CloseReason::kIo, started);
       auto hello = detail::encode_hello(detail::Hello{"client", ::getpid(), owner});
-      if (!hello) return conn->close(hello.status());
+      if (!hello) return conn->close(detail::CloseReason::kLocal, hello.status());
       send_now(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(hello).value()));
     });
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -111,7 +112,8 @@ struct Client::Impl {
       stop = stopping;
     }
     if (stop) {
-      if (conn != nullptr) conn->close(Status(Code::kIo, "the client disconnected"));
+      if (conn != nullptr)
+        conn->close(detail::CloseReason::kLocal, Status(Code::kIo, "the client disconnected"));
       if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&wake)))
         uv_close(reinterpret_cast<uv_handle_t*>(&wake), nullptr);
     }
@@ -125,6 +127,7 @@ struct Client::Impl {
       if (closed) return;
       closed = true;
       close_reason = why.message();
+      close_code = why.code();
       // The write side goes too (the dup would keep the socket open).
       if (write_fd >= 0) ::shutdown(write_fd, SHUT_RDWR);
       for (auto& [id, t] : tasks) {
@@ -159,10 +162,11 @@ struct Client::Impl {
     switch (f.header.type) {
       case FrameType::kWelcome: {
         auto w = detail::decode_welcome(f.payload);
-        if (!w) return conn->close(w.status());
+        if (!w) return conn->close(detail::CloseReason::kProtocol, w.status());
         conn->set_read_limit(std::max(w->frame_limit, kDefaultFrameLimit));
         const int copy = ::fcntl(conn->fd(), F_DUPFD_CLOEXEC, 0);
-        if (copy < 0) return conn->close(Status(Code::kIo, "cannot duplicate the socket"));
+        if (copy < 0)
+          return conn->close(detail::CloseReason::kLocal, Status(Code::kIo, "cannot duplicate the socket"));
         {
           std::lock_guard<std::mutex> lock(mu);
           welcomed = true;
@@ -211,8 +215,8 @@ struct Client::Impl {
         return;
       }
       default:
-        return conn->close(
-            corrupt("the dispatcher sent a frame of type " + std::to_string(int(f.header.type))));
+        return conn->close(detail::CloseReason::kProtocol, corrupt("the dispatcher sent a frame of type " +
+                                                                   std::to_string(int(f.header.type))));
     }
   }
 
@@ -386,6 +390,7 @@ Result<std::unique_ptr<Client>> Client::connect(const std::string& socket_path) 
     if (path.empty()) {
       KURA_ASSIGN_OR_RETURN(path, default_socket_path());
     }
+    KURA_ASSIGN_OR_RETURN(detail::Endpoint endpoint, detail::parse_endpoint(path));
     detail::ignore_sigpipe();
     auto impl = std::make_unique<Impl>();
     KURA_ASSIGN_OR_RETURN(impl->owner, shm::process_owner());
@@ -397,13 +402,13 @@ Result<std::unique_ptr<Client>> Client::connect(const std::string& socket_path) 
     uv_async_init(&impl->loop, &impl->wake,
                   [](uv_async_t* a) { static_cast<Impl*>(a->loop->data)->on_wake(); });
     Impl* raw = impl.get();
-    impl->io = std::thread([raw, path] { raw->loop_main(path); });
+    impl->io = std::thread([raw, endpoint] { raw->loop_main(endpoint); });
     std::unique_ptr<Client> client(new Client(std::move(impl)));
     std::unique_lock<std::mutex> lock(raw->mu);
     if (!raw->cv.wait_for(lock, kConnectTimeout, [raw] { return raw->welcomed || raw->closed; }))
       return Status(Code::kIo, "the dispatcher at " + path + " did not answer within 10 s");
     if (!raw->welcomed) {
-      Status s = raw->close_reason.find("cannot connect") != std::string::npos
+      Status s = raw->close_code == Code::kNotFound
                      ? Status(Code::kNotFound, raw->close_reason)
                      : Status(Code::kIo, "the dispatcher refused the connection: " + raw->close_reason);
       return s;

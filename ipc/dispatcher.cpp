@@ -57,13 +57,9 @@ std::string default_log_prefix(const std::string& line) {
 }  // namespace
 
 Result<std::string> default_socket_path() noexcept {
-  auto dir = detail::default_socket_dir();
-  if (!dir) return dir.status();
-  try {
-    return *dir + "/dispatcher.sock";
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory();
-  }
+  auto endpoint = detail::default_endpoint();
+  if (!endpoint) return endpoint.status();
+  return std::move(endpoint->path);
 }
 
 struct Dispatcher::Core {
@@ -192,8 +188,15 @@ struct Dispatcher::Core {
         log("pruned " + std::to_string(pruned->removed.size()) + " orphaned files");
       }
     }
-    auto l = detail::listen_unix(
-        &loop, options.socket_path, [this](uv_stream_t* s, std::int64_t pid) { on_accept(s, pid); },
+    auto endpoint = detail::parse_endpoint(options.socket_path);
+    if (!endpoint) {
+      close_all_handles();
+      uv_run(&loop, UV_RUN_DEFAULT);
+      uv_loop_close(&loop);
+      return endpoint.status();
+    }
+    auto l = detail::listen(
+        &loop, *endpoint, [this](std::unique_ptr<detail::Stream> s) { on_accept(std::move(s)); },
         [this](const std::string& line) { log(line); });
     if (!l) {
       close_all_handles();
@@ -243,7 +246,8 @@ struct Dispatcher::Core {
     if (listener) listener->close();
     std::vector<Connection*> conns;
     for (auto& [id, p] : peers) conns.push_back(p.conn);
-    for (Connection* c : conns) c->close(Status(Code::kIo, "the dispatcher is stopping"));
+    for (Connection* c : conns)
+      c->close(detail::CloseReason::kLocal, Status(Code::kIo, "the dispatcher is stopping"));
     for (auto& [id, t] : tasks) close_timer(t);
     while (!recheck_timers.empty()) close_recheck(*recheck_timers.begin());
     // Managed workers see their connection close and exit; those that do not
@@ -347,14 +351,11 @@ struct Dispatcher::Core {
 
   // --- connections ---------------------------------------------------------------
 
-  void on_accept(uv_stream_t* stream, std::int64_t pid) {
-    if (stopping) {
-      uv_close(reinterpret_cast<uv_handle_t*>(stream),
-               [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
-      return;
-    }
+  void on_accept(std::unique_ptr<detail::Stream> stream) {
+    if (stopping) return;  // the stream closes as it goes
+    const std::int64_t pid = stream->peer().pid;
     const std::uint64_t write_limit = std::max<std::uint64_t>(64u << 20, 4ull * options.frame_limit);
-    Connection* c = Connection::adopt(stream, options.frame_limit, write_limit);
+    Connection* c = Connection::adopt(std::move(stream), options.frame_limit, write_limit);
     const std::uint64_t id = next_peer++;
     c->id = id;
     Peer& p = peers[id];
@@ -362,8 +363,10 @@ struct Dispatcher::Core {
     p.pid = pid;
     Status s = c->start(
         Connection::Callbacks{[this](Connection& conn, Frame&& f) { on_frame(conn.id, std::move(f)); },
-                              [this](Connection& conn, const Status& why) { on_close(conn.id, why); }});
-    if (!s) c->close(s);
+                              [this](Connection& conn, detail::CloseReason reason, const Status& why) {
+                                on_close(conn.id, reason, why);
+                              }});
+    if (!s) c->close(detail::CloseReason::kIo, s);
   }
 
   std::string who(const Peer& p) const {
@@ -371,7 +374,7 @@ struct Dispatcher::Core {
     return std::string(role) + " pid " + std::to_string(p.pid);
   }
 
-  void drop(Peer& p, const std::string& why) { p.conn->close(corrupt(why)); }
+  void drop(Peer& p, const std::string& why) { p.conn->close(detail::CloseReason::kLocal, corrupt(why)); }
 
   void on_frame(std::uint64_t peer_id, Frame&& f) {
     auto it = peers.find(peer_id);
@@ -415,7 +418,7 @@ struct Dispatcher::Core {
     if (p.role == Role::kWorker && !p.conn->closed()) worker_ready(peer_id, p);
   }
 
-  void on_close(std::uint64_t peer_id, const Status& why) {
+  void on_close(std::uint64_t peer_id, detail::CloseReason reason, const Status& why) {
     auto it = peers.find(peer_id);
     if (it == peers.end()) return;
     Peer p = std::move(it->second);
@@ -423,7 +426,7 @@ struct Dispatcher::Core {
     closed_bytes_in += p.conn->bytes_in();
     closed_bytes_out += p.conn->bytes_out();
     // A client that hangs up is business as usual; anything else is worth a line.
-    const bool hung_up = why.message() == "the peer closed the connection";
+    const bool hung_up = reason == detail::CloseReason::kPeerClosed;
     if (!stopping && !(hung_up && p.role == Role::kClient))
       log("closed connection of " + who(p) + ": " + why.message());
     if (p.role == Role::kClient) {

@@ -167,20 +167,26 @@ class WorkerLoop {
       return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop_.data = this;
     Status connected = Status(Code::kIo, "not connected");
-    detail::connect_unix(&loop_, options_.socket_path, [&](Result<uv_stream_t*> s) {
+    auto endpoint = detail::parse_endpoint(options_.socket_path);
+    if (!endpoint) {
+      uv_loop_close(&loop_);
+      return endpoint.status();
+    }
+    detail::connect(&loop_, *endpoint, [&](Result<std::unique_ptr<detail::Stream>> s) {
       if (!s) {
         connected = s.status();
         return;
       }
-      conn_ = detail::Connection::adopt(*s, kDefaultFrameLimit, UINT64_MAX);
+      conn_ = detail::Connection::adopt(std::move(s).value(), kDefaultFrameLimit, UINT64_MAX);
       connected = conn_->start(
           detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
-                                        [this](detail::Connection&, const Status& why) { on_close(why); }});
+                                        [this](detail::Connection&, detail::CloseReason reason,
+                                               const Status& why) { on_close(reason, why); }});
       if (!connected) return;
       auto hello = detail::encode_hello(detail::Hello{"worker", ::getpid(), 0});
       if (!hello) {
         connected = hello.status();
-        conn_->close(connected);
+        conn_->close(detail::CloseReason::kLocal, connected);
         return;
       }
       conn_->send(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(hello).value()));
@@ -254,7 +260,7 @@ class WorkerLoop {
     switch (f.header.type) {
       case FrameType::kWelcome: {
         auto w = detail::decode_welcome(f.payload);
-        if (!w) return conn_->close(w.status());
+        if (!w) return conn_->close(detail::CloseReason::kProtocol, w.status());
         conn_->set_read_limit(w->frame_limit);
         frame_limit_ = w->frame_limit;
         return;
@@ -286,13 +292,13 @@ class WorkerLoop {
         if ((f.header.flags & kFlagSetup) == 0) g_cancelled.store(f.header.id);
         return;
       default:
-        return conn_->close(
-            corrupt("the dispatcher sent a frame of type " + std::to_string(int(f.header.type))));
+        return conn_->close(detail::CloseReason::kProtocol, corrupt("the dispatcher sent a frame of type " +
+                                                                    std::to_string(int(f.header.type))));
     }
   }
 
-  void on_close(const Status& why) {
-    ended_well_ = why.message() == "the peer closed the connection";
+  void on_close(detail::CloseReason reason, const Status& why) {
+    ended_well_ = reason == detail::CloseReason::kPeerClosed;
     if (!ended_well_) options_.log("connection to the dispatcher closed: " + why.message());
   }
 
