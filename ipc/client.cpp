@@ -51,7 +51,8 @@ Status connect_error(const std::optional<Status>& connecting, const std::string&
                      const std::string& reason) {
   if (connecting) {
     const Code code = connecting->code();
-    if (code == Code::kNotFound || code == Code::kPermission || code == Code::kOutOfMemory)
+    if (code == Code::kNotFound || code == Code::kPermission || code == Code::kInvalidArgument ||
+        code == Code::kOutOfMemory)
       return *connecting;
     return Status(Code::kIo, connecting->message(), connecting->sys_errno());
   }
@@ -85,11 +86,9 @@ struct Client::Impl {
   int conn_fd = -1;                    // conn's descriptor, closed in forked children (loop thread)
   std::uint64_t owner = 0;
   int efd = -1;
-  // Calling threads write frames themselves, on a descriptor of their own
-  // for the socket (a dup, so that it stays valid whatever the loop does),
-  // one frame at a time.
-  int write_fd = -1;
-  std::mutex write_mu;
+  // Calling threads write frames themselves through the connection's
+  // Sender (under mu; it outlives the connection).
+  std::shared_ptr<detail::Sender> sender;
   std::atomic<std::uint64_t> sent{0}, received{0};
 
   std::mutex mu;
@@ -114,10 +113,6 @@ struct Client::Impl {
 
   ~Impl() {
     if (efd >= 0) ::close(efd);
-    if (write_fd >= 0) {
-      detail::forget_in_forked_child(write_fd);
-      ::close(write_fd);
-    }
   }
 
   bool on_reader_thread() const { return std::this_thread::get_id() == io_id; }
@@ -125,42 +120,54 @@ struct Client::Impl {
   // --- the loop thread ---------------------------------------------------------------
 
   void loop_main(const std::string& path) {
-    detail::connect_unix(&loop, path, [this](Result<uv_stream_t*> s) {
-      if (!s) {
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          connect_failure = s.status();
-        }
-        return closed_with(s.status());
-      }
-      conn = detail::Connection::adopt(*s, kDefaultFrameLimit, UINT64_MAX);
-      bool stop;
+    auto endpoint = detail::parse_endpoint(path);
+    if (!endpoint) {
       {
         std::lock_guard<std::mutex> lock(mu);
-        stop = stopping;
+        connect_failure = endpoint.status();
       }
-      if (stop) {
-        // Destroyed while connecting: the connection goes at once (it has
-        // no callbacks yet, so nothing hears of it).
-        conn->close(Status(Code::kIo, "the client disconnected"));
-        conn = nullptr;
-        return;
-      }
-      Status started = conn->start(detail::Connection::Callbacks{
-          [this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
-          [this](detail::Connection&, const Status& why) { on_connection_closed(why); }});
-      if (!started) return close_connection(started);
-      conn_fd = conn->fd();
-      if (Status guarded = detail::close_in_forked_child(conn_fd); !guarded) {
-        conn_fd = -1;
-        return close_connection(guarded);
-      }
-      auto hello = detail::encode_hello(detail::Hello{"client", ::getpid(), owner, 0, {}});
-      if (!hello) return close_connection(hello.status());
-      send_now(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(hello).value()));
-    });
+      closed_with(endpoint.status());
+    } else {
+      detail::connect(&loop, *endpoint,
+                      [this](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s)); });
+    }
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+  }
+
+  void on_connected(Result<std::unique_ptr<detail::Stream>> s) {
+    if (!s) {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        connect_failure = s.status();
+      }
+      return closed_with(s.status());
+    }
+    conn = detail::Connection::adopt(std::move(s).value(), kDefaultFrameLimit, UINT64_MAX);
+    bool stop;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = stopping;
+    }
+    if (stop) {
+      // Destroyed while connecting: the connection goes at once (it has
+      // no callbacks yet, so nothing hears of it).
+      conn->close(detail::CloseReason::kLocal, Status(Code::kIo, "the client disconnected"));
+      conn = nullptr;
+      return;
+    }
+    Status started = conn->start(detail::Connection::Callbacks{
+        [this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
+        [this](detail::Connection&, detail::CloseReason, const Status& why) { on_connection_closed(why); }});
+    if (!started) return close_connection(started);
+    conn_fd = conn->fd();
+    if (Status guarded = detail::close_in_forked_child(conn_fd); !guarded) {
+      conn_fd = -1;
+      return close_connection(guarded);
+    }
+    auto hello = detail::encode_hello(detail::Hello{"client", ::getpid(), owner, 0, {}});
+    if (!hello) return close_connection(hello.status());
+    send_now(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(hello).value()));
   }
 
   void send_now(FrameType type, std::uint16_t flags, std::uint64_t id, std::shared_ptr<const Bytes> payload) {
@@ -176,7 +183,7 @@ struct Client::Impl {
       detail::forget_in_forked_child(conn_fd);
       conn_fd = -1;
     }
-    conn->close(why);
+    conn->close(detail::CloseReason::kLocal, why);
   }
 
   void on_connection_closed(const Status& why) {
@@ -240,8 +247,6 @@ struct Client::Impl {
       if (closed) return;
       closed = true;
       close_reason = why.message();
-      // The write side goes too (the dup would keep the socket open).
-      if (write_fd >= 0) ::shutdown(write_fd, SHUT_RDWR);
       for (auto it = tasks.begin(); it != tasks.end();) {
         Task& t = it->second;
         settle(t);
@@ -284,18 +289,15 @@ struct Client::Impl {
         auto w = detail::decode_welcome(f.payload);
         if (!w) return close_connection(w.status());
         conn->set_read_limit(std::max(w->frame_limit, kDefaultFrameLimit));
-        const int copy = ::fcntl(conn_fd, F_DUPFD_CLOEXEC, 0);
-        if (copy < 0) return close_connection(Status(Code::kIo, "cannot duplicate the socket"));
-        if (Status guarded = detail::close_in_forked_child(copy); !guarded) {
-          ::close(copy);
-          return close_connection(guarded);
-        }
+        if (w->protocol != kProtocolVersion)
+          return close_connection(
+              Status(Code::kInvalidArgument, detail::version_mismatch("the dispatcher", w->protocol)));
         {
           std::lock_guard<std::mutex> lock(mu);
           welcomed = true;
           frame_limit = w->frame_limit;
           queue_cap = w->queue_cap;
-          write_fd = copy;
+          sender = conn->sender();
         }
         cv.notify_all();
         return;
@@ -353,6 +355,11 @@ struct Client::Impl {
         }
         cv.notify_all();
         return;
+      }
+      case FrameType::kRefused: {
+        auto text = detail::decode_refused(f.payload);
+        return close_connection(Status(Code::kInvalidArgument, "the dispatcher refused this client: " +
+                                                                   (text ? *text : text.status().message())));
       }
       default:
         return close_connection(
@@ -417,60 +424,25 @@ struct Client::Impl {
   // cap always; with one, while fewer than kMaxParkedSubmits wait for room.
   bool may_send() const { return queue_cap == 0 || parked < detail::kMaxParkedSubmits; }
 
-  // Writes one frame from the calling thread, waiting while the socket is
-  // full. Errors: Io.
-  struct OutFrame {
-    FrameType type;
-    std::uint16_t flags;
-    std::uint64_t id;
-    const Bytes* payload;  // may be null
-  };
-
-  Status write_frame(FrameType type, std::uint16_t flags, std::uint64_t id, const Bytes* payload) {
-    const OutFrame f{type, flags, id, payload};
-    return write_frames(std::span<const OutFrame>(&f, 1));
+  // Writes frames from the calling thread through the connection's one
+  // write path (the transport's Sender: frames of one call are contiguous,
+  // and written at once when the socket takes them). Errors: Io.
+  Status write_frame(FrameType type, std::uint16_t flags, std::uint64_t id,
+                     std::shared_ptr<const Bytes> payload) {
+    const detail::OutgoingFrame f{type, flags, id, std::move(payload)};
+    return write_frames(std::span<const detail::OutgoingFrame>(&f, 1));
   }
-  // Writes frames in order with as few system calls as the socket allows.
-  Status write_frames(std::span<const OutFrame> frames) {
-    std::vector<std::array<std::byte, kFrameHeaderSize>> headers(frames.size());
-    std::vector<iovec> iov;
-    iov.reserve(2 * frames.size());
-    std::size_t total = 0;
-    for (std::size_t i = 0; i < frames.size(); ++i) {
-      const OutFrame& f = frames[i];
-      const auto length = f.payload ? static_cast<std::uint32_t>(f.payload->size()) : 0u;
-      encode_frame_header(FrameHeader{f.type, f.flags, f.id, length},
-                          std::span<std::byte, kFrameHeaderSize>(headers[i].data(), kFrameHeaderSize));
-      iov.push_back({headers[i].data(), kFrameHeaderSize});
-      if (length > 0) iov.push_back({const_cast<std::byte*>(f.payload->data()), length});
-      total += kFrameHeaderSize + length;
+  Status write_frames(std::span<const detail::OutgoingFrame> frames) {
+    std::shared_ptr<detail::Sender> out;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      out = sender;
     }
-    std::lock_guard<std::mutex> lock(write_mu);
-    std::size_t first = 0;
-    while (total > 0) {
-      msghdr msg{};
-      msg.msg_iov = iov.data() + first;
-      msg.msg_iovlen = std::min<std::size_t>(iov.size() - first, IOV_MAX);
-      ssize_t w = ::sendmsg(write_fd, &msg, MSG_NOSIGNAL);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-          pollfd p{write_fd, POLLOUT, 0};
-          ::poll(&p, 1, -1);
-          continue;
-        }
-        return Status(Code::kIo, std::string("cannot write to the dispatcher: ") + std::strerror(errno));
-      }
-      sent += static_cast<std::uint64_t>(w);
-      total -= static_cast<std::size_t>(w);
-      while (w > 0) {
-        const std::size_t take = std::min<std::size_t>(iov[first].iov_len, static_cast<std::size_t>(w));
-        iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + take;
-        iov[first].iov_len -= take;
-        w -= static_cast<ssize_t>(take);
-        if (iov[first].iov_len == 0) ++first;
-      }
-    }
+    if (!out) return disconnected();
+    std::uint64_t bytes = 0;
+    for (const auto& f : frames) bytes += kFrameHeaderSize + (f.payload ? f.payload->size() : 0);
+    KURA_RETURN_IF_ERROR(out->send_many(frames));
+    sent += bytes;
     return Status::ok();
   }
 
@@ -485,7 +457,7 @@ struct Client::Impl {
   template <class Ready>
   Result<std::vector<TaskId>> start_many(const Ready& ready, std::uint64_t reservation) {
     std::vector<TaskId> ids;
-    std::vector<OutFrame> frames;
+    std::vector<detail::OutgoingFrame> frames;
     {
       std::lock_guard<std::mutex> lock(mu);
       if (closed) return disconnected();
@@ -501,7 +473,7 @@ struct Client::Impl {
           ++parked;
         }
         ids.push_back(id);
-        frames.push_back(OutFrame{FrameType::kSubmit, 0, id, p.get()});
+        frames.push_back(detail::OutgoingFrame{FrameType::kSubmit, 0, id, p});
       }
     }
     if (frames.empty()) return ids;
@@ -517,13 +489,13 @@ struct Client::Impl {
   // submit first waits (in the client, before its frame is written) while
   // kMaxParkedSubmits others wait for room. The frame is written outside
   // `mu`, so results keep arriving meanwhile.
-  Result<TaskId> start(const Bytes& payload, std::uint16_t flags, FrameType type, bool setup,
-                       std::uint64_t reservation) {
+  Result<TaskId> start(const std::shared_ptr<const Bytes>& payload, std::uint16_t flags, FrameType type,
+                       bool setup, std::uint64_t reservation) {
     TaskId id;
     {
       std::unique_lock<std::mutex> lock(mu);
       if (closed) return disconnected();
-      if (payload.size() > frame_limit) return too_large(payload.size());
+      if (payload->size() > frame_limit) return too_large(payload->size());
       const bool counted = type == FrameType::kSubmit && (flags & kFlagTry) == 0 && queue_cap > 0;
       if (counted) {
         cv.wait(lock, [&] { return closed || may_send(); });
@@ -536,7 +508,7 @@ struct Client::Impl {
       t.counted = counted;
       t.reservation = reservation;
     }
-    Status s = write_frame(type, flags, id, &payload);
+    Status s = write_frame(type, flags, id, payload);
     if (!s) {
       const TaskId one[] = {id};
       forget(one);
@@ -569,7 +541,7 @@ struct Client::Impl {
   Result<TaskId> submit(const Call& call, const TaskOptions& options, std::uint64_t reservation) {
     if (queue_cap > 0 && on_reader_thread()) return from_callback("submit() with a byte cap");
     KURA_ASSIGN_OR_RETURN(auto payload, encode(call, options));
-    KURA_ASSIGN_OR_RETURN(TaskId id, start(*payload, 0, FrameType::kSubmit, false, reservation));
+    KURA_ASSIGN_OR_RETURN(TaskId id, start(payload, 0, FrameType::kSubmit, false, reservation));
     if (queue_cap > 0) {
       std::unique_lock<std::mutex> lock(mu);
       cv.wait(lock, [&] { return state_of(id) != State::kSent; });
@@ -753,7 +725,7 @@ Result<std::optional<TaskId>> Client::try_submit(const Call& call, const TaskOpt
   try {
     if (impl_->on_reader_thread()) return from_callback("try_submit()");
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, options));
-    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(*payload, kFlagTry, FrameType::kSubmit, false, 0));
+    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(payload, kFlagTry, FrameType::kSubmit, false, 0));
     std::unique_lock<std::mutex> lock(impl_->mu);
     impl_->cv.wait(lock, [&] { return impl_->state_of(id) != Impl::State::kSent; });
     if (impl_->state_of(id) == Impl::State::kFull) {
@@ -930,7 +902,7 @@ Status Client::everywhere(const Call& call) noexcept {
   try {
     if (impl_->on_reader_thread()) return from_callback("everywhere()");
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, TaskOptions{}));
-    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(*payload, 0, FrameType::kEverywhere, true, 0));
+    KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(payload, 0, FrameType::kEverywhere, true, 0));
     std::unique_lock<std::mutex> lock(impl_->mu);
     impl_->cv.wait(lock, [&] { return impl_->state_of(id) == Impl::State::kDone; });
     TaskResult r = impl_->take(id);

@@ -1,7 +1,6 @@
+// Frames over a Stream: reading them whole, and the one write path.
 #include <signal.h>
 
-#include <cstring>
-#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -10,27 +9,39 @@
 
 namespace kura::ipc::detail {
 
-// A frame waiting to be written: its header bytes, and its payload, which
-// may be shared with other connections (a frame forwarded as it arrived).
-struct OutFrame {
-  std::byte header[kFrameHeaderSize];
-  std::shared_ptr<const Bytes> payload;
-};
-
 namespace {
 
-constexpr std::size_t kReadBuffer = 64 * 1024;
+// How long a connection whose peer ended its side keeps writing what is
+// queued before it closes anyway (a peer that half-closed and stopped
+// reading must not hold it).
+constexpr std::uint64_t kEndLingerMs = 2000;
 
-// Frames handed to uv_write: they stay alive until it is done with them.
-struct WriteRequest {
-  uv_write_t req;
-  std::vector<OutFrame> frames;
-  Connection* conn;
-  std::uint64_t bytes;
-};
+Status closed_status() {
+  return Status(Code::kIo, "connection closed");
+}
 
-Status uv_status(const char* what, int err) {
-  return Status(Code::kIo, std::string(what) + ": " + uv_strerror(err));
+// The buffers of `frames`, leaving out their first `skip` bytes.
+std::vector<uv_buf_t> buffers_of(std::vector<PendingFrame>& frames, std::uint64_t skip) {
+  std::vector<uv_buf_t> bufs;
+  bufs.reserve(2 * frames.size());
+  for (PendingFrame& f : frames) {
+    bufs.push_back(uv_buf_init(reinterpret_cast<char*>(f.header), kFrameHeaderSize));
+    if (f.payload && !f.payload->empty())
+      bufs.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(f.payload->data())),
+                                 static_cast<unsigned>(f.payload->size())));
+  }
+  std::size_t first = 0;
+  while (skip > 0 && skip >= bufs[first].len) skip -= bufs[first++].len;
+  bufs.erase(bufs.begin(), bufs.begin() + static_cast<std::ptrdiff_t>(first));
+  if (skip > 0) {
+    bufs[0].base += skip;
+    bufs[0].len -= static_cast<std::size_t>(skip);
+  }
+  return bufs;
+}
+
+CloseReason reason_of(const Status& s) {
+  return s.code() == Code::kOutOfMemory ? CloseReason::kOutOfMemory : CloseReason::kProtocol;
 }
 
 }  // namespace
@@ -40,194 +51,269 @@ void ignore_sigpipe() noexcept {
   std::call_once(once, [] { ::signal(SIGPIPE, SIG_IGN); });
 }
 
-bool peer_hung_up(const Status& why) noexcept {
-  return why.message() == "the peer closed the connection";
+std::string_view close_reason_name(CloseReason why) noexcept {
+  switch (why) {
+    case CloseReason::kLocal: return "local";
+    case CloseReason::kPeerClosed: return "peer-closed";
+    case CloseReason::kIo: return "io";
+    case CloseReason::kProtocol: return "protocol";
+    case CloseReason::kBacklog: return "backlog";
+    case CloseReason::kTimeout: return "timeout";
+    case CloseReason::kOutOfMemory: return "out-of-memory";
+  }
+  return "unknown";
 }
 
-Connection* Connection::adopt(uv_stream_t* stream, std::uint32_t read_limit, std::uint64_t write_limit) {
-  return new Connection(stream, read_limit, write_limit);
+// --- Sender ------------------------------------------------------------------------
+
+Status Sender::send(FrameType type, std::uint16_t flags, std::uint64_t id,
+                    std::shared_ptr<const Bytes> payload) {
+  const OutgoingFrame f{type, flags, id, std::move(payload)};
+  return send_many(std::span<const OutgoingFrame>(&f, 1));
 }
 
-Connection::Connection(uv_stream_t* stream, std::uint32_t read_limit, std::uint64_t write_limit)
-    : stream_(stream), reader_(read_limit), write_limit_(write_limit), read_buffer_(new char[kReadBuffer]) {
-  stream_->data = this;
-  uv_check_init(stream_->loop, &flush_);
-  flush_.data = this;
-  uv_unref(reinterpret_cast<uv_handle_t*>(&flush_));  // it never keeps a loop alive on its own
+Status Sender::send_many(std::span<const OutgoingFrame> frames) {
+  std::vector<PendingFrame> pending;
+  std::uint64_t total = 0;
+  try {
+    pending.resize(frames.size());
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+      const OutgoingFrame& f = frames[i];
+      const std::uint64_t length = f.payload ? f.payload->size() : 0;
+      if (length > UINT32_MAX) return invalid_argument("frame payload over 4 GiB");
+      encode_frame_header(FrameHeader{f.type, f.flags, f.id, static_cast<std::uint32_t>(length)},
+                          std::span<std::byte, kFrameHeaderSize>(pending[i].header, kFrameHeaderSize));
+      pending[i].payload = f.payload;
+      total += kFrameHeaderSize + length;
+    }
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (conn_ == nullptr) return closed_status();
+  if (!failed_.is_ok()) return failed_;
+  Connection* c = conn_;
+  try {
+    if (std::this_thread::get_id() == loop_thread_) {
+      append(pending, 0);
+      uv_check_start(&c->flush_check_, [](uv_check_t* h) { static_cast<Connection*>(h->data)->flush(); });
+    } else {
+      std::uint64_t written = 0;
+      if (outbox_.empty() && c->stream_->queued_bytes() == 0) {
+        std::vector<uv_buf_t> bufs = buffers_of(pending, 0);
+        const std::int64_t n = c->stream_->try_write_now(bufs);
+        if (n < 0 && n != UV_ENOSYS) {
+          failed_ = Status(
+              Code::kIo, std::string("cannot write to the connection: ") + uv_strerror(static_cast<int>(n)));
+          uv_async_send(&c->flush_async_);
+          return failed_;
+        }
+        if (n > 0) written = static_cast<std::uint64_t>(n);
+      }
+      c->bytes_out_.fetch_add(total, std::memory_order_relaxed);
+      if (written == total) return Status::ok();
+      append(pending, written);
+      uv_async_send(&c->flush_async_);
+      return Status::ok();
+    }
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory();
+  }
+  c->bytes_out_.fetch_add(total, std::memory_order_relaxed);
+  return Status::ok();
 }
 
-int Connection::fd() const noexcept {
-  uv_os_fd_t fd = -1;
-  if (closed_ || uv_fileno(reinterpret_cast<const uv_handle_t*>(stream_), &fd) != 0) return -1;
-  return fd;
+void Sender::append(std::vector<PendingFrame>& frames, std::uint64_t written) {
+  std::size_t first = 0;
+  while (written > 0 && written >= frames[first].size()) written -= frames[first++].size();
+  if (outbox_.empty()) head_written_ = written;
+  outbox_.insert(outbox_.end(), std::make_move_iterator(frames.begin() + static_cast<std::ptrdiff_t>(first)),
+                 std::make_move_iterator(frames.end()));
+}
+
+// --- Connection --------------------------------------------------------------------
+
+Connection* Connection::adopt(std::unique_ptr<Stream> stream, std::uint32_t read_limit,
+                              std::uint64_t write_limit) {
+  return new Connection(std::move(stream), read_limit, write_limit);
+}
+
+Connection::Connection(std::unique_ptr<Stream> stream, std::uint32_t read_limit, std::uint64_t write_limit)
+    : stream_(std::move(stream)), sender_(new Sender(this)), reader_(read_limit), write_limit_(write_limit) {
+  uv_loop_t* loop = stream_->loop();
+  // None of these keeps a loop alive on its own: the stream does.
+  uv_check_init(loop, &flush_check_);
+  uv_async_init(loop, &flush_async_, [](uv_async_t* h) { static_cast<Connection*>(h->data)->flush(); });
+  uv_timer_init(loop, &partial_timer_);
+  for (uv_handle_t* h :
+       {reinterpret_cast<uv_handle_t*>(&flush_check_), reinterpret_cast<uv_handle_t*>(&flush_async_),
+        reinterpret_cast<uv_handle_t*>(&partial_timer_)}) {
+    h->data = this;
+    uv_unref(h);
+  }
+  handles_open_ = 4;  // the three above and the stream
 }
 
 Status Connection::start(Callbacks callbacks) {
   cb_ = std::move(callbacks);
-  if (closed_) return Status(Code::kIo, "connection is closed");
-  int rc = uv_read_start(stream_, &Connection::on_alloc, &Connection::on_read);
-  if (rc != 0) return uv_status("cannot read from the connection", rc);
-  reading_ = true;
-  return Status::ok();
-}
-
-void Connection::pause_reading() {
-  if (closed_ || !reading_) return;
-  uv_read_stop(stream_);
-  reading_ = false;
-}
-
-void Connection::resume_reading() {
-  if (closed_ || reading_) return;
-  if (int rc = uv_read_start(stream_, &Connection::on_alloc, &Connection::on_read); rc != 0) {
-    close(uv_status("cannot read from the connection", rc));
-    return;
-  }
-  reading_ = true;
-}
-
-void Connection::on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {
-  auto* c = static_cast<Connection*>(h->data);
-  buf->base = c->read_buffer_.get();
-  buf->len = kReadBuffer;
-}
-
-void Connection::on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-  auto* c = static_cast<Connection*>(s->data);
-  if (c->closed_) return;
-  if (n < 0) {
-    c->close(n == UV_EOF ? Status(Code::kIo, "the peer closed the connection")
-                         : uv_status("reading from the connection failed", static_cast<int>(n)));
-    return;
-  }
-  if (n == 0) return;
-  c->bytes_in_ += static_cast<std::uint64_t>(n);
-  Status fed = c->reader_.feed(
-      std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf->base), static_cast<std::size_t>(n)));
-  if (!fed) {
-    c->close(fed);
-    return;
-  }
-  while (!c->closed_) {
-    auto frame = c->reader_.next();
-    if (!frame) {
-      c->close(frame.status());
-      return;
-    }
-    if (!frame->has_value()) return;
-    c->cb_.on_frame(*c, std::move(**frame));
-  }
+  if (closing_) return Status(Code::kIo, "connection is closed");
+  Status s = stream_->start(
+      Stream::Callbacks{[this](std::span<const std::byte> bytes) { on_bytes(bytes); },
+                        [this](CloseReason why, const Status& detail) { on_stream_closed(why, detail); },
+                        [this] { on_end(); }, [this] { close_if_ended_and_drained(); }});
+  if (s) reading_ = true;
+  return s;
 }
 
 void Connection::send(FrameType type, std::uint16_t flags, std::uint64_t id,
                       std::shared_ptr<const Bytes> payload) {
-  if (closed_) return;
-  const std::uint64_t length = payload ? payload->size() : 0;
-  if (length > UINT32_MAX) return close(invalid_argument("frame payload over 4 GiB"));
-  FrameHeader h;
-  h.type = type;
-  h.flags = flags;
-  h.id = id;
-  h.length = static_cast<std::uint32_t>(length);
-  OutFrame& f = out_.emplace_back();
-  encode_frame_header(h, std::span<std::byte, kFrameHeaderSize>(f.header, kFrameHeaderSize));
-  f.payload = std::move(payload);
-  bytes_out_ += kFrameHeaderSize + length;
-  // The frames of this loop turn go out together when it ends (the check
-  // phase runs right after the callbacks that queued them).
-  if (!flush_pending_) {
-    flush_pending_ = true;
-    uv_check_start(&flush_, [](uv_check_t* c) { static_cast<Connection*>(c->data)->flush(); });
+  if (closing_) return;
+  Status s = sender_->send(type, flags, id, std::move(payload));
+  if (!s && !closing_)
+    close(s.code() == Code::kOutOfMemory ? CloseReason::kOutOfMemory : CloseReason::kLocal, s);
+}
+
+void Connection::pause_reading() {
+  if (closing_ || !reading_) return;
+  stream_->pause();
+  reading_ = false;
+  uv_timer_stop(&partial_timer_);
+}
+
+void Connection::resume_reading() {
+  if (closing_ || reading_ || peer_ended_) return;
+  stream_->resume();
+  reading_ = true;
+  if (reader_.buffered() > 0) {
+    last_progress_ = uv_now(stream_->loop());
+    arm_partial_timer();
   }
+}
+
+void Connection::on_bytes(std::span<const std::byte> bytes) {
+  if (closing_) return;
+  bytes_in_ += bytes.size();
+  if (Status fed = reader_.feed(bytes); !fed) return close(reason_of(fed), fed);
+  while (!closing_) {
+    auto frame = reader_.next();
+    if (!frame) return close(reason_of(frame.status()), frame.status());
+    if (!frame->has_value()) break;
+    cb_.on_frame(*this, std::move(**frame));
+  }
+  if (!closing_ && reading_ && reader_.buffered() > 0) {
+    last_progress_ = uv_now(stream_->loop());
+    arm_partial_timer();
+  }
+}
+
+// The peer will send nothing more, but may still read (a client that
+// half-closed to leave reads the results already on their way): what is
+// queued is written first, for at most kEndLingerMs, then the connection
+// closes as the peer's doing.
+void Connection::on_end() {
+  if (closing_) return;
+  peer_ended_ = true;
+  reading_ = false;
+  uv_timer_start(
+      &partial_timer_,
+      [](uv_timer_t* t) {
+        auto* c = static_cast<Connection*>(t->data);
+        c->close(CloseReason::kPeerClosed, Status(Code::kIo, "the peer closed the connection"));
+      },
+      kEndLingerMs, 0);
+  close_if_ended_and_drained();
+}
+
+void Connection::close_if_ended_and_drained() {
+  if (closing_ || !peer_ended_) return;
+  {
+    std::lock_guard<std::mutex> lock(sender_->mu_);
+    if (!sender_->outbox_.empty() || stream_->queued_bytes() > 0) return;
+  }
+  close(CloseReason::kPeerClosed, Status(Code::kIo, "the peer closed the connection"));
+}
+
+void Connection::arm_partial_timer() {
+  if (partial_timeout_ms_ == 0 || uv_is_active(reinterpret_cast<uv_handle_t*>(&partial_timer_))) return;
+  uv_timer_start(&partial_timer_, &Connection::on_partial_timer, partial_timeout_ms_, 0);
+}
+
+// Checks the partial frame's last progress: the timer is started once per
+// partial frame, not per read, and looks again for the time left.
+void Connection::on_partial_timer(uv_timer_t* t) {
+  auto* c = static_cast<Connection*>(t->data);
+  if (c->closing_ || !c->reading_ || c->peer_ended_ || c->reader_.buffered() == 0) return;
+  const std::uint64_t idle = uv_now(t->loop) - c->last_progress_;
+  if (idle >= c->partial_timeout_ms_)
+    return c->close(CloseReason::kTimeout,
+                    Status(Code::kIo, "no byte of a partial frame arrived for " +
+                                          std::to_string(c->partial_timeout_ms_) + " ms"));
+  uv_timer_start(t, &Connection::on_partial_timer, c->partial_timeout_ms_ - idle, 0);
 }
 
 void Connection::flush() {
-  uv_check_stop(&flush_);
-  flush_pending_ = false;
-  if (closed_ || out_.empty()) return;
-  auto* w = new (std::nothrow) WriteRequest;
-  if (w == nullptr) return close(Status::out_of_memory());
-  w->frames = std::move(out_);
-  out_.clear();
-  w->conn = this;
-  w->req.data = w;
-  std::vector<uv_buf_t> bufs;
-  bufs.reserve(2 * w->frames.size());
-  std::uint64_t total = 0;
-  for (OutFrame& f : w->frames) {
-    bufs.push_back(uv_buf_init(reinterpret_cast<char*>(f.header), kFrameHeaderSize));
-    total += kFrameHeaderSize;
-    if (f.payload && !f.payload->empty()) {
-      bufs.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(f.payload->data())),
-                                 static_cast<unsigned>(f.payload->size())));
-      total += f.payload->size();
+  if (closing_) return;
+  uv_check_stop(&flush_check_);
+  Status failed;
+  std::uint64_t queued = 0;
+  {
+    std::lock_guard<std::mutex> lock(sender_->mu_);
+    failed = sender_->failed_;
+    if (failed.is_ok() && !sender_->outbox_.empty()) {
+      try {
+        auto frames = std::make_shared<std::vector<PendingFrame>>(std::move(sender_->outbox_));
+        sender_->outbox_.clear();
+        std::vector<uv_buf_t> bufs = buffers_of(*frames, sender_->head_written_);
+        sender_->head_written_ = 0;
+        stream_->write(bufs, std::move(frames));
+      } catch (const std::bad_alloc&) {
+        failed = Status::out_of_memory();
+      }
     }
+    queued = stream_->queued_bytes();
   }
-  std::size_t first = 0;
-  // Nothing queued: write at once. What the socket takes now needs no
-  // request, no callback and no change to the poll set; only the rest is
-  // queued.
-  if (queued_ == 0) {
-    const int n = uv_try_write(stream_, bufs.data(), static_cast<unsigned>(bufs.size()));
-    if (n < 0 && n != UV_EAGAIN) {
-      delete w;
-      return close(uv_status("cannot write to the connection", n));
-    }
-    std::uint64_t written = n > 0 ? static_cast<std::uint64_t>(n) : 0;
-    if (written == total) {
-      delete w;
-      return;
-    }
-    total -= written;
-    while (written >= bufs[first].len) written -= bufs[first++].len;
-    bufs[first].base += written;
-    bufs[first].len -= static_cast<unsigned>(written);
-  }
-  w->bytes = total;
-  int rc = uv_write(&w->req, stream_, bufs.data() + first, static_cast<unsigned>(bufs.size() - first),
-                    &Connection::on_written);
-  if (rc != 0) {
-    delete w;
-    return close(uv_status("cannot write to the connection", rc));
-  }
-  queued_ += total;
-  if (queued_ > write_limit_)
-    close(
-        Status(Code::kIo, "the peer stopped reading: " + std::to_string(queued_) + " bytes wait to be sent"));
+  if (!failed.is_ok())
+    return close(failed.code() == Code::kOutOfMemory ? CloseReason::kOutOfMemory : CloseReason::kIo, failed);
+  if (queued > write_limit_)
+    return close(
+        CloseReason::kBacklog,
+        Status(Code::kIo, "the peer stopped reading: " + std::to_string(queued) + " bytes wait to be sent"));
+  close_if_ended_and_drained();
 }
 
-void Connection::on_written(uv_write_t* req, int status) {
-  auto* w = static_cast<WriteRequest*>(req->data);
-  Connection* c = w->conn;
-  c->queued_ -= w->bytes;
-  delete w;
-  if (status != 0 && status != UV_ECANCELED && !c->closed_)
-    c->close(uv_status("writing to the connection failed", status));
+void Connection::close(CloseReason why, const Status& detail) {
+  if (closing_) return;
+  begin_close(why, detail);
+  stream_->close(why, detail);
 }
 
-void Connection::close(const Status& why) {
-  if (closed_) return;
-  closed_ = true;
-  close_reason_ = why;
-  out_.clear();  // frames not yet flushed go with the connection
-  uv_close(reinterpret_cast<uv_handle_t*>(&flush_), &Connection::on_closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(stream_), &Connection::on_closed);
+void Connection::on_stream_closed(CloseReason why, const Status& detail) {
+  if (!closing_) begin_close(why, detail);
+  handle_closed();
 }
 
-void Connection::on_closed(uv_handle_t* h) {
-  auto* c = static_cast<Connection*>(h->data);
-  if (h != reinterpret_cast<uv_handle_t*>(&c->flush_)) {
-    if (h->type == UV_NAMED_PIPE) {
-      delete reinterpret_cast<uv_pipe_t*>(h);
-    } else {
-      delete reinterpret_cast<uv_tcp_t*>(h);
-    }
+void Connection::begin_close(CloseReason why, const Status& detail) {
+  closing_ = true;
+  reason_ = why;
+  detail_ = detail;
+  {
+    // From here on the Sender refuses frames; those not yet written go.
+    std::lock_guard<std::mutex> lock(sender_->mu_);
+    sender_->conn_ = nullptr;
+    sender_->outbox_.clear();
   }
-  // Both handles closed (writes still queued were cancelled, on_written
-  // ran, before this): the owner hears of it, then the Connection goes.
-  if (++c->handles_closed < 2) return;
-  if (c->cb_.on_close) c->cb_.on_close(*c, c->close_reason_);
-  delete c;
+  auto closed = [](uv_handle_t* h) { static_cast<Connection*>(h->data)->handle_closed(); };
+  uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&flush_async_), closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&partial_timer_), closed);
+}
+
+void Connection::handle_closed() {
+  // The stream and the three handles closed: the owner hears of it, then
+  // the Connection goes.
+  if (--handles_open_ > 0) return;
+  if (cb_.on_close) cb_.on_close(*this, reason_, detail_);
+  delete this;
 }
 
 }  // namespace kura::ipc::detail

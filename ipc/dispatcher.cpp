@@ -44,13 +44,9 @@ const char* frame_name(FrameType t) {
 }  // namespace
 
 Result<std::string> default_socket_path() noexcept {
-  auto dir = detail::default_socket_dir();
-  if (!dir) return dir.status();
-  try {
-    return *dir + "/dispatcher.sock";
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory();
-  }
+  auto endpoint = detail::default_endpoint();
+  if (!endpoint) return endpoint.status();
+  return std::move(endpoint->path);
 }
 
 Dispatcher::Core::Core(DispatcherOptions o) : options(std::move(o)), scheduler(options.memory) {
@@ -111,16 +107,24 @@ Status Dispatcher::Core::open_loop(bool signals) {
       log("pruned " + std::to_string(pruned->removed.size()) + " orphaned files");
     }
   }
-  auto l = detail::listen_unix(
-      &loop, options.socket_path, [this](uv_stream_t* s, std::int64_t pid) { on_accept(s, pid); },
-      [this](const std::string& line) { log(line); });
-  if (!l) {
+  auto endpoint = detail::parse_endpoint(options.socket_path);
+  Status listening = endpoint.is_ok() ? Status::ok() : endpoint.status();
+  if (endpoint) {
+    auto l = detail::listen(
+        &loop, *endpoint, [this](std::unique_ptr<detail::Stream> s) { on_accept(std::move(s)); },
+        [this](const std::string& line) { log(line); });
+    if (l) {
+      listener = std::move(l).value();
+    } else {
+      listening = l.status();
+    }
+  }
+  if (!listening) {
     close_all_handles();
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    return l.status();
+    return listening;
   }
-  listener = std::move(l).value();
   start_liveness();
   for (unsigned i = 0; i < options.workers; ++i) spawn_worker();
   std::lock_guard<std::mutex> lock(stop_mu);
@@ -167,7 +171,8 @@ void Dispatcher::Core::begin_stop() {
   for (auto& [id, n] : newcomers) conns.push_back(n.conn);
   for (auto& [id, c] : clients) conns.push_back(c.conn);
   for (auto& [id, w] : workers) conns.push_back(w.conn);
-  for (Connection* c : conns) c->close(Status(Code::kIo, "the dispatcher is stopping"));
+  for (Connection* c : conns)
+    c->close(detail::CloseReason::kLocal, Status(Code::kIo, "the dispatcher is stopping"));
   while (!recheck_timers.empty()) close_recheck(*recheck_timers.begin());
   uv_timer_stop(&restart_timer);
   uv_timer_stop(&timeout_timer);
@@ -189,27 +194,26 @@ void Dispatcher::Core::begin_stop() {
 
 // --- connections ---------------------------------------------------------------------
 
-void Dispatcher::Core::on_accept(uv_stream_t* stream, std::int64_t pid) {
-  if (stopping || !admit_connection()) {
-    uv_close(reinterpret_cast<uv_handle_t*>(stream),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
-    return;
-  }
+void Dispatcher::Core::on_accept(std::unique_ptr<detail::Stream> stream) {
+  if (stopping || !admit_connection()) return;  // the stream closes as it goes
+  const std::int64_t pid = stream->peer().pid;
   // Until it says who it is, a connection may send only a small hello.
   const std::uint64_t write_limit = std::max<std::uint64_t>(64u << 20, 4ull * options.frame_limit);
-  Connection* c = Connection::adopt(stream, kHelloLimit, write_limit);
+  Connection* c = Connection::adopt(std::move(stream), kHelloLimit, write_limit);
   const std::uint64_t id = next_peer++;
   c->id = id;
   c->set_partial_frame_timeout(options.partial_frame_timeout_ms);
   newcomers[id] = Newcomer{c, pid, now_ms()};
-  Status s = c->start(
-      Connection::Callbacks{[this](Connection& conn, Frame&& f) { on_frame(conn.id, std::move(f)); },
-                            [this](Connection& conn, const Status& why) { on_close(conn.id, why); }});
-  if (!s) c->close(s);
+  Status s =
+      c->start(Connection::Callbacks{[this](Connection& conn, Frame&& f) { on_frame(conn.id, std::move(f)); },
+                                     [this](Connection& conn, detail::CloseReason reason, const Status& why) {
+                                       on_close(conn.id, reason, why);
+                                     }});
+  if (!s) c->close(detail::CloseReason::kIo, s);
 }
 
 void Dispatcher::Core::drop(Connection* conn, const std::string& why) {
-  conn->close(corrupt(why));
+  conn->close(detail::CloseReason::kLocal, corrupt(why));
 }
 
 // Tells the peer why it is refused, then closes its connection once that is
@@ -226,7 +230,8 @@ void Dispatcher::Core::refuse(Connection* conn, const std::string& why) {
         auto* core = static_cast<Core*>(t->loop->data);
         std::vector<Connection*> conns;
         conns.swap(core->to_refuse);
-        for (Connection* c : conns) c->close(Status(Code::kInvalidArgument, "refused"));
+        for (Connection* c : conns)
+          c->close(detail::CloseReason::kLocal, Status(Code::kInvalidArgument, "refused"));
       },
       0, 0);
 }
@@ -303,7 +308,7 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
   if (auto w = workers.find(peer); w != workers.end()) worker_ready(peer, w->second);
 }
 
-void Dispatcher::Core::on_close(std::uint64_t peer, const Status& why) {
+void Dispatcher::Core::on_close(std::uint64_t peer, detail::CloseReason reason, const Status& why) {
   auto note = [&](Connection* conn) {
     closed_bytes_in += conn->bytes_in();
     closed_bytes_out += conn->bytes_out();
@@ -323,7 +328,7 @@ void Dispatcher::Core::on_close(std::uint64_t peer, const Status& why) {
     clients.erase(c);
     note(cl.conn);
     // A client that hangs up is business as usual; anything else is worth a line.
-    if (!stopping && !detail::peer_hung_up(why))
+    if (!stopping && reason != detail::CloseReason::kPeerClosed)
       log("closed connection of " + who_client(cl) + ": " + why.message());
     client_gone(cl);
     setups_of_gone_client(peer);

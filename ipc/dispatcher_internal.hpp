@@ -108,9 +108,9 @@ struct Dispatcher::Core {
   void request_stop();  // thread-safe
   void begin_stop();
   void close_all_handles();
-  void on_accept(uv_stream_t* stream, std::int64_t pid);
+  void on_accept(std::unique_ptr<detail::Stream> stream);
   void on_frame(std::uint64_t peer, Frame&& f);
-  void on_close(std::uint64_t peer, const Status& why);
+  void on_close(std::uint64_t peer, detail::CloseReason reason, const Status& why);
   void on_hello(std::uint64_t peer, Newcomer& n, const Frame& f);
   void refuse(detail::Connection* conn, const std::string& why);
   void drop(detail::Connection* conn, const std::string& why);

@@ -64,6 +64,7 @@ bool Dispatcher::Core::admit_connection() {
       if (!n.conn->closed() && (oldest == 0 || id < oldest)) oldest = id;
     if (oldest != 0)
       newcomers.at(oldest).conn->close(
+          detail::CloseReason::kLocal,
           Status(Code::kIo, "too many connections wait to say hello: the oldest goes"));
   }
   return true;
@@ -88,14 +89,15 @@ void Dispatcher::Core::on_sweep() {
   for (auto& [id, n] : newcomers)
     if (now - n.since_ms > options.hello_timeout_ms) late.push_back(n.conn);
   for (detail::Connection* c : late)
-    c->close(Status(Code::kIo, "no hello within " + std::to_string(options.hello_timeout_ms) + " ms"));
+    c->close(detail::CloseReason::kTimeout,
+             Status(Code::kIo, "no hello within " + std::to_string(options.hello_timeout_ms) + " ms"));
   for (auto& [id, w] : workers) {
     if (w.conn->closed() || now - w.last_heard_ms <= options.heartbeat_timeout_ms) continue;
     ++workers_dropped;
     log(who_worker(id, w) + " sent nothing for " + std::to_string(now - w.last_heard_ms) +
         " ms (its heartbeat deadline is " + std::to_string(options.heartbeat_timeout_ms) + " ms): dropped");
     kill_managed(w.token);
-    w.conn->close(Status(Code::kIo, "missed its heartbeats"));
+    w.conn->close(detail::CloseReason::kTimeout, Status(Code::kIo, "missed its heartbeats"));
   }
 }
 

@@ -1,19 +1,26 @@
-// Internal to kura_ipc: frames over libuv streams, and the transports that
-// make those streams. The only header of kura that includes uv.h; never
-// installed.
-//
-// A Connection carries frames over one connected uv_stream_t, whatever made
-// it (unix_transport.cpp today; tcp_transport.cpp behind the same two
-// functions later). It lives on one loop thread and is driven by callbacks.
+// Internal to kura_ipc: the transport seam. A Stream is a connected byte
+// stream on one loop thread; a listener and a connector make them for each
+// kind of endpoint (endpoint_internal.hpp). unix_transport.cpp is the first
+// kind; TCP and TLS plug in beside it behind the same three functions.
+// A Connection carries frames over a Stream, and every frame to a peer goes
+// out through its one write path (Sender), so two writers' frames never
+// interleave. The only header of kura that includes uv.h; never installed.
 #pragma once
 
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
 
+#include "endpoint_internal.hpp"
 #include "kura/core/bytes.hpp"
 #include "kura/core/status.hpp"
 #include "kura/ipc/frame.hpp"
@@ -27,10 +34,167 @@ using LogFn = std::function<void(const std::string&)>;
 // process: installs SIG_IGN for SIGPIPE once (process-wide).
 void ignore_sigpipe() noexcept;
 
-// True when a connection closed because the peer closed its end.
-bool peer_hung_up(const Status& why) noexcept;
+// Why a stream or connection closed. Callers decide on this, never on the
+// text of the Status that comes with it (that is for logs).
+enum class CloseReason : std::uint8_t {
+  kLocal,       // this side called close(): the owner decided (stopping, dropping a peer)
+  kPeerClosed,  // the peer closed its end cleanly (EOF)
+  kIo,          // a read or write failed
+  kProtocol,    // the peer sent a malformed frame or one over the read limit
+  kBacklog,     // the peer stopped reading: the write queue passed its limit
+  kTimeout,     // a partial frame made no progress within its deadline
+  kOutOfMemory,
+};
 
-struct OutFrame;  // connection.cpp
+// A short stable word for `why`, such as "peer-closed".
+std::string_view close_reason_name(CloseReason why) noexcept;
+
+// Who is at the other end, as the transport knows it.
+struct PeerInfo {
+  std::string transport;  // "unix"
+  std::int64_t pid = 0;   // SO_PEERCRED for unix; 0 when unknown (remote)
+  std::uint32_t uid = 0;
+  std::string address;  // printable, for logs
+};
+
+// A connected byte stream on one loop thread: every function but
+// try_write_now() and queued_bytes() is called on that thread only. Made by
+// listen() and connect(); destroying a stream that is not closed closes it
+// without calling on_close.
+class Stream {
+ public:
+  struct Callbacks {
+    // Bytes arrived (valid during the call only).
+    std::function<void(std::span<const std::byte>)> on_read;
+    // The stream closed: by close(), the peer (kPeerClosed) or an error.
+    // Called once, from the loop after close() returned, when the stream is
+    // done with its descriptor; the owner may destroy the stream here.
+    std::function<void(CloseReason, const Status&)> on_close;
+    // The peer closed its sending side (end of stream): reading stops, and
+    // what is queued may still be written before the owner closes. Empty:
+    // the stream closes at once with kPeerClosed.
+    std::function<void()> on_end;
+    // Everything queued was taken by the kernel (called after a write that
+    // had to wait completes). May be empty.
+    std::function<void()> on_drained;
+  };
+
+  virtual ~Stream() = default;
+
+  // Starts reading. Errors: Io.
+  virtual Status start(Callbacks cb) = 0;
+  // Queues `bufs` after everything written before; `keep` owns their memory
+  // until they are written or the stream closes. A write that fails closes
+  // the stream (kIo). Does nothing on a closed stream.
+  virtual void write(std::span<const uv_buf_t> bufs, std::shared_ptr<void> keep) = 0;
+  // Writes what the kernel takes at once of `bufs`, without blocking, from
+  // any thread. Returns the bytes written (0: none fit), or a negative uv
+  // error: UV_ENOSYS when this kind of stream cannot write off its loop
+  // thread (the default; a TLS stream), another when the stream is closed or
+  // the write failed. REQUIRES: the caller serialises it with write() and
+  // calls it only when queued_bytes() is 0 (so that bytes stay in order).
+  virtual std::int64_t try_write_now(std::span<const uv_buf_t> bufs) {
+    (void)bufs;
+    return UV_ENOSYS;
+  }
+  // Bytes accepted by write() and not yet taken by the kernel. Any thread.
+  virtual std::uint64_t queued_bytes() const = 0;
+  // Stops and restarts reading.
+  virtual void pause() = 0;
+  virtual void resume() = 0;
+  // Closes the stream, once; on_close gets `why` and `detail` later.
+  virtual void close(CloseReason why, const Status& detail) = 0;
+  virtual bool closed() const = 0;
+  virtual const PeerInfo& peer() const = 0;
+  // The descriptor (for a watcher or a dup), or -1 if none or closed.
+  virtual int fd() const = 0;
+  virtual uv_loop_t* loop() const = 0;
+};
+
+// A listening endpoint. Closing it (or destroying it) stops accepting; a
+// Unix listener then unlinks its socket file if that is still the file it
+// bound (not another listener's that replaced it).
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  virtual void close() = 0;
+  // The endpoint, printable ("unix:/run/user/1000/kura/dispatcher.sock").
+  virtual std::string address() const = 0;
+};
+
+// Called with each accepted stream (a Unix peer is already checked to be
+// this user).
+using AcceptFn = std::function<void(std::unique_ptr<Stream>)>;
+
+// Listens at `at` on `loop` (call on the loop thread). Unix: the directory
+// must pass check_socket_dir; a stale socket file there (nobody accepting)
+// is replaced, a live one is Exists; connections from another user are
+// closed and logged. Running out of descriptors is logged once per burst
+// and survived: connections wait in the backlog until some close. Errors:
+// Exists, InvalidArgument, Permission, Io.
+Result<std::unique_ptr<Listener>> listen(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept,
+                                         LogFn log) noexcept;
+
+// Connects to `to` on `loop` (call on the loop thread); `done` gets the
+// connected stream or an error: NotFound (nobody listens there), Permission
+// (refused, or the listener is another user's), Io.
+void connect(uv_loop_t* loop, const Endpoint& to, std::function<void(Result<std::unique_ptr<Stream>>)> done);
+
+// --- frames over a stream ----------------------------------------------------------
+
+// A frame to send: its payload may be shared with other connections (a
+// frame forwarded as it arrived) and is kept until written.
+struct OutgoingFrame {
+  FrameType type = FrameType::kHello;
+  std::uint16_t flags = 0;
+  std::uint64_t id = 0;
+  std::shared_ptr<const Bytes> payload;  // may be null
+};
+
+class Connection;
+
+// A frame a Sender holds until the stream takes it: its header bytes and
+// its payload.
+struct PendingFrame {
+  std::byte header[kFrameHeaderSize];
+  std::shared_ptr<const Bytes> payload;
+
+  std::uint64_t size() const { return kFrameHeaderSize + (payload ? payload->size() : 0); }
+};
+
+// The one write path of a Connection, usable from any thread. Frames of one
+// call are contiguous on the wire and calls are ordered as they took the
+// Sender's lock. From the loop thread, the frames of one loop turn are
+// written together after it; from another thread, a stream that can write
+// off its loop (Unix) is written at once when nothing waits before it, and
+// the loop finishes what the kernel did not take. The Sender outlives its
+// Connection: then sends return Io "connection closed".
+class Sender {
+ public:
+  // Queues one frame. Errors: Io (the connection is closed, or the write
+  // failed: the connection then closes with kIo), InvalidArgument (a payload
+  // over 4 GiB), OutOfMemory.
+  Status send(FrameType type, std::uint16_t flags, std::uint64_t id, std::shared_ptr<const Bytes> payload);
+  // Queues frames, in order and contiguous. Errors: as send(); on an error
+  // no frame of the call was queued.
+  Status send_many(std::span<const OutgoingFrame> frames);
+
+ private:
+  friend class Connection;
+  explicit Sender(Connection* conn) : conn_(conn), loop_thread_(std::this_thread::get_id()) {}
+  // Appends `frames`, the first `written` bytes of them already sent.
+  // REQUIRES: mu_ held.
+  void append(std::vector<PendingFrame>& frames, std::uint64_t written);
+
+  std::mutex mu_;
+  Connection* conn_;  // null once the connection closes
+  std::thread::id loop_thread_;
+  // Frames not yet handed to the stream, in order; the first `head_written_`
+  // bytes of the first are on the wire already.
+  std::vector<PendingFrame> outbox_;
+  std::uint64_t head_written_ = 0;
+  Status failed_;  // an off-loop write failed: the loop closes the connection
+};
 
 class Connection {
  public:
@@ -38,108 +202,90 @@ class Connection {
     // A frame arrived whole. May call send() and close().
     std::function<void(Connection&, Frame&&)> on_frame;
     // The connection closed (by close(), the peer, or an error), with the
-    // reason. Called once, from the loop after close() returned (never from
-    // inside send() or close()), then the Connection is freed: drop every
-    // pointer to it here.
-    std::function<void(Connection&, const Status& why)> on_close;
+    // reason and a message for logs. Called once, from the loop after
+    // close() returned (never from inside send() or close()), then the
+    // Connection is freed: drop every pointer to it here.
+    std::function<void(Connection&, CloseReason, const Status&)> on_close;
   };
 
-  // Takes a connected stream initialised on its loop (uv_pipe_t or uv_tcp_t
-  // allocated with new), which it closes and frees. Frames longer than
-  // `read_limit` close the connection; so do more than `write_limit` bytes
-  // waiting to be sent (a peer that stopped reading).
-  static Connection* adopt(uv_stream_t* stream, std::uint32_t read_limit, std::uint64_t write_limit);
+  // Takes a connected stream; call on its loop thread. Frames longer than
+  // `read_limit` close the connection (kProtocol); so do more than
+  // `write_limit` bytes waiting to be sent (kBacklog: a peer that stopped
+  // reading).
+  static Connection* adopt(std::unique_ptr<Stream> stream, std::uint32_t read_limit,
+                           std::uint64_t write_limit);
 
   // Starts reading. Errors: Io.
   Status start(Callbacks callbacks);
-  // Queues a frame; the frames of one loop turn are written together right
-  // after it (one system call for many results). `payload` may be shared
-  // with other connections (a frame forwarded as it arrived); it is kept
-  // until written. A write that fails (or a write queue over its limit)
-  // closes the connection, and on_close says why; on a closed connection
-  // send does nothing.
+  // Queues a frame through sender() (loop thread): the frames of one loop
+  // turn are written together right after it. A write that fails (or a
+  // write queue over its limit) closes the connection, and on_close says
+  // why; on a closed connection send does nothing.
   void send(FrameType type, std::uint16_t flags, std::uint64_t id, std::shared_ptr<const Bytes> payload);
+  // The thread-safe write path; it outlives the connection.
+  std::shared_ptr<Sender> sender() const noexcept { return sender_; }
   // Stops and restarts reading (frames already read have been delivered).
   void pause_reading();
   void resume_reading();
-  // Closes the connection, once; on_close gets `why` (later, from the loop).
-  // From here on send() does nothing and no frame is delivered.
-  void close(const Status& why);
-  bool closed() const noexcept { return closed_; }
+  // Closes the connection, once; on_close gets `why` and `detail` (later,
+  // from the loop). From here on send() does nothing and no frame is
+  // delivered.
+  void close(CloseReason why, const Status& detail);
+  bool closed() const noexcept { return closing_; }
+
+  // A connection that holds part of a frame and receives no byte of it for
+  // `ms` milliseconds closes with kTimeout (0, the default: never). Time
+  // while reading is paused does not count.
+  void set_partial_frame_timeout(std::uint64_t ms) noexcept { partial_timeout_ms_ = ms; }
 
   std::uint32_t read_limit() const noexcept { return reader_.limit(); }
   void set_read_limit(std::uint32_t limit) noexcept { reader_.set_limit(limit); }
-  std::uint64_t write_queue_bytes() const noexcept { return queued_; }
-  // A frame that receives no byte for `ms` closes the connection (0: never).
-  void set_partial_frame_timeout(std::uint64_t ms) noexcept { partial_frame_timeout_ms_ = ms; }
+  std::uint64_t write_queue_bytes() const noexcept { return stream_->queued_bytes(); }
   // Bytes read from and queued to the socket so far.
   std::uint64_t bytes_in() const noexcept { return bytes_in_; }
-  std::uint64_t bytes_out() const noexcept { return bytes_out_; }
-  // The socket's descriptor (for peer credentials), or -1.
-  int fd() const noexcept;
+  std::uint64_t bytes_out() const noexcept { return bytes_out_.load(std::memory_order_relaxed); }
+  const PeerInfo& peer() const noexcept { return stream_->peer(); }
+  // The socket's descriptor, or -1.
+  int fd() const noexcept { return closing_ ? -1 : stream_->fd(); }
 
   // For the owner's bookkeeping.
   std::uint64_t id = 0;
 
  private:
-  Connection(uv_stream_t* stream, std::uint32_t read_limit, std::uint64_t write_limit);
+  friend class Sender;
+  Connection(std::unique_ptr<Stream> stream, std::uint32_t read_limit, std::uint64_t write_limit);
+  void on_bytes(std::span<const std::byte> bytes);
+  void on_stream_closed(CloseReason why, const Status& detail);
+  // Hands the outbox to the stream (loop thread).
   void flush();
-  static void on_alloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf);
-  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf);
-  static void on_written(uv_write_t* req, int status);
-  static void on_closed(uv_handle_t* h);
+  // Marks the connection closing and closes its own handles.
+  void begin_close(CloseReason why, const Status& detail);
+  void handle_closed();
+  void arm_partial_timer();
+  static void on_partial_timer(uv_timer_t* t);
+  // The peer ended its side: close once what is queued is written, or
+  // after kEndLingerMs.
+  void on_end();
+  void close_if_ended_and_drained();
 
-  uv_stream_t* stream_;
+  std::unique_ptr<Stream> stream_;
+  std::shared_ptr<Sender> sender_;
   FrameReader reader_;
   std::uint64_t write_limit_;
-  std::uint64_t queued_ = 0;
   std::uint64_t bytes_in_ = 0;
-  std::uint64_t bytes_out_ = 0;
+  std::atomic<std::uint64_t> bytes_out_{0};
   Callbacks cb_;
-  bool closed_ = false;
-  Status close_reason_;
+  bool closing_ = false;
+  CloseReason reason_ = CloseReason::kLocal;
+  Status detail_;
   bool reading_ = false;
-  std::unique_ptr<char[]> read_buffer_;
-  // Frames sent during this loop turn, written together after it.
-  std::vector<OutFrame> out_;
-  uv_check_t flush_;
-  bool flush_pending_ = false;
-  int handles_closed = 0;
-  std::uint64_t partial_frame_timeout_ms_ = 0;
+  uv_check_t flush_check_;  // flushes the frames of a loop turn after it
+  uv_async_t flush_async_;  // flushes frames another thread left
+  uv_timer_t partial_timer_;
+  std::uint64_t partial_timeout_ms_ = 0;
+  std::uint64_t last_progress_ = 0;  // uv_now when a byte of the partial frame last came
+  bool peer_ended_ = false;          // the peer closed its side; closing once drained
+  int handles_open_ = 0;
 };
-
-// --- Unix domain sockets ----------------------------------------------------
-
-// The directory for sockets: $XDG_RUNTIME_DIR/kura, else /tmp/kura-<uid>;
-// created 0700 when missing. Errors: as check_socket_dir.
-Result<std::string> default_socket_dir() noexcept;
-
-// Checks that `dir` is a directory (not a symlink) owned by this user with
-// no group or other permission bits. Errors: Permission, NotFound, Io.
-Status check_socket_dir(const std::string& dir) noexcept;
-
-// A listening socket. Closing it (or destroying it) stops accepting and
-// unlinks the socket file.
-class Listener {
- public:
-  virtual ~Listener() = default;
-  virtual void close() = 0;
-};
-
-// Called with each accepted stream (already checked: the peer is this user)
-// and the peer's pid.
-using AcceptFn = std::function<void(uv_stream_t* stream, std::int64_t peer_pid)>;
-
-// Listens at `path` in a directory that passes check_socket_dir. A stale
-// socket file there (nobody accepting) is replaced; a live one is Exists.
-// Connections from another user are closed and logged. Errors: Exists,
-// InvalidArgument (a path too long for a socket address), Permission, Io.
-Result<std::unique_ptr<Listener>> listen_unix(uv_loop_t* loop, const std::string& path, AcceptFn on_accept,
-                                              LogFn log) noexcept;
-
-// Connects to `path` on `loop` (call on the loop thread); `done` gets the
-// connected stream, checked to belong to a peer of this user, or an error
-// (NotFound: nobody listens there).
-void connect_unix(uv_loop_t* loop, const std::string& path, std::function<void(Result<uv_stream_t*>)> done);
 
 }  // namespace kura::ipc::detail

@@ -1,13 +1,14 @@
-// Unix domain sockets: the socket directory, listening with a peer-uid
-// check, and connecting.
+// Unix domain sockets: the stream, listening with a peer-uid check, and
+// connecting.
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
+#include <climits>
 #include <cstring>
 #include <new>
 #include <string>
@@ -18,12 +19,23 @@ namespace kura::ipc::detail {
 
 namespace {
 
+constexpr std::size_t kReadBuffer = 64 * 1024;
+constexpr int kBacklog = 128;
+// How long a listener that ran out of descriptors waits before it tries to
+// accept again (the connections wait in the backlog meanwhile).
+constexpr std::uint64_t kAcceptRetryMs = 100;
+
 Status uv_status(const std::string& what, int err) {
   Code code = Code::kIo;
   if (err == UV_ENOENT || err == UV_ECONNREFUSED) code = Code::kNotFound;
   if (err == UV_EACCES || err == UV_EPERM) code = Code::kPermission;
   if (err == UV_EADDRINUSE) code = Code::kExists;
+  if (err == UV_ENOMEM) code = Code::kOutOfMemory;
   return Status(code, what + ": " + uv_strerror(err));
+}
+
+Status errno_status(const std::string& what, int err) {
+  return uv_status(what, -err);
 }
 
 struct PeerCred {
@@ -32,10 +44,8 @@ struct PeerCred {
   pid_t pid = 0;
 };
 
-PeerCred peer_of(uv_stream_t* s) {
+PeerCred peer_of(int fd) {
   PeerCred out;
-  uv_os_fd_t fd = -1;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(s), &fd) != 0) return out;
   ucred cred{};
   socklen_t len = sizeof cred;
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return out;
@@ -45,17 +55,18 @@ PeerCred peer_of(uv_stream_t* s) {
   return out;
 }
 
-void close_and_free(uv_pipe_t* p) {
-  uv_close(reinterpret_cast<uv_handle_t*>(p), [](uv_handle_t* h) { delete reinterpret_cast<uv_pipe_t*>(h); });
+sockaddr_un address_of(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  return addr;
 }
 
 // True when something accepts connections at `path` now.
 bool someone_listens(const std::string& path) {
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.data(), path.size());
+  sockaddr_un addr = address_of(path);
   const bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
   return live;
@@ -68,6 +79,233 @@ std::string parent_of(const std::string& path) {
   return path.substr(0, slash);
 }
 
+template <typename Handle>
+void close_and_free(Handle* h) {
+  uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* x) { delete reinterpret_cast<Handle*>(x); });
+}
+
+// --- the stream -------------------------------------------------------------------
+
+class UnixStream final : public Stream {
+ public:
+  // Takes `pipe`, connected and initialised on its loop (allocated with new).
+  UnixStream(uv_pipe_t* pipe, PeerInfo peer) : pipe_(pipe), loop_(pipe->loop), peer_(std::move(peer)) {
+    pipe_->data = this;
+    uv_os_fd_t fd = -1;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(pipe_), &fd) == 0) fd_ = fd;
+  }
+
+  ~UnixStream() override {
+    if (pipe_ == nullptr) return;
+    // Closed or not, the pipe is freed by its close callback, which must not
+    // reach this object any more.
+    pipe_->data = nullptr;
+    if (!closing_) {
+      forget_fd();
+      close_and_free(pipe_);
+    }
+  }
+
+  Status start(Callbacks cb) override {
+    cb_ = std::move(cb);
+    if (closing_) return Status(Code::kIo, "the stream is closed");
+    if (int rc = read_start(); rc != 0) return uv_status("cannot read from the connection", rc);
+    return Status::ok();
+  }
+
+  void write(std::span<const uv_buf_t> bufs, std::shared_ptr<void> keep) override {
+    if (closing_ || bufs.empty()) return;
+    std::vector<uv_buf_t> rest(bufs.begin(), bufs.end());
+    std::uint64_t total = 0;
+    for (const uv_buf_t& b : rest) total += b.len;
+    std::size_t first = 0;
+    // Nothing queued: write at once. What the socket takes now needs no
+    // request, no callback and no change to the poll set.
+    if (queued_.load(std::memory_order_acquire) == 0) {
+      const int n = uv_try_write(stream(), rest.data(), static_cast<unsigned>(rest.size()));
+      if (n < 0 && n != UV_EAGAIN)
+        return close(CloseReason::kIo, uv_status("cannot write to the connection", n));
+      std::uint64_t written = n > 0 ? static_cast<std::uint64_t>(n) : 0;
+      if (written == total) return;
+      total -= written;
+      while (written >= rest[first].len) written -= rest[first++].len;
+      rest[first].base += written;
+      rest[first].len -= written;
+    }
+    auto* w = new (std::nothrow) WriteRequest{{}, std::move(keep), total};
+    if (w == nullptr) return close(CloseReason::kOutOfMemory, Status::out_of_memory());
+    w->req.data = w;
+    queued_.fetch_add(total, std::memory_order_acq_rel);
+    if (int rc = uv_write(&w->req, stream(), rest.data() + first, static_cast<unsigned>(rest.size() - first),
+                          &UnixStream::on_written);
+        rc != 0) {
+      queued_.fetch_sub(total, std::memory_order_acq_rel);
+      delete w;
+      close(CloseReason::kIo, uv_status("cannot write to the connection", rc));
+    }
+  }
+
+  std::int64_t try_write_now(std::span<const uv_buf_t> bufs) override {
+    std::lock_guard<std::mutex> lock(fd_mu_);
+    if (fd_ < 0) return UV_EBADF;
+    std::uint64_t written = 0;
+    std::size_t first = 0;
+    std::size_t skip = 0;  // bytes of bufs[first] already written
+    while (first < bufs.size()) {
+      iovec iov[IOV_MAX];
+      int n = 0;
+      for (std::size_t i = first; i < bufs.size() && n < IOV_MAX; ++i, ++n) {
+        iov[n].iov_base = bufs[i].base + (i == first ? skip : 0);
+        iov[n].iov_len = bufs[i].len - (i == first ? skip : 0);
+      }
+      msghdr msg{};
+      msg.msg_iov = iov;
+      msg.msg_iovlen = static_cast<std::size_t>(n);
+      const ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        return -errno;
+      }
+      written += static_cast<std::uint64_t>(w);
+      std::size_t left = static_cast<std::size_t>(w);
+      while (first < bufs.size() && left >= bufs[first].len - skip) {
+        left -= bufs[first].len - skip;
+        skip = 0;
+        ++first;
+      }
+      skip += left;
+    }
+    return static_cast<std::int64_t>(written);
+  }
+
+  std::uint64_t queued_bytes() const override { return queued_.load(std::memory_order_acquire); }
+
+  void pause() override {
+    if (!closing_) uv_read_stop(stream());
+  }
+  void resume() override {
+    if (closing_) return;
+    if (int rc = read_start(); rc != 0)
+      close(CloseReason::kIo, uv_status("cannot read from the connection", rc));
+  }
+
+  void close(CloseReason why, const Status& detail) override {
+    if (closing_) return;
+    closing_ = true;
+    reason_ = why;
+    detail_ = detail;
+    forget_fd();
+    uv_close(reinterpret_cast<uv_handle_t*>(pipe_), &UnixStream::on_closed);
+  }
+
+  bool closed() const override { return closing_; }
+  const PeerInfo& peer() const override { return peer_; }
+  int fd() const override {
+    std::lock_guard<std::mutex> lock(fd_mu_);
+    return fd_;
+  }
+  uv_loop_t* loop() const override { return loop_; }
+
+ private:
+  struct WriteRequest {
+    uv_write_t req;
+    std::shared_ptr<void> keep;
+    std::uint64_t bytes;
+  };
+
+  uv_stream_t* stream() const { return reinterpret_cast<uv_stream_t*>(pipe_); }
+
+  // Off-loop writers stop using the descriptor before uv_close closes it.
+  void forget_fd() {
+    std::lock_guard<std::mutex> lock(fd_mu_);
+    fd_ = -1;
+  }
+
+  int read_start() {
+    return uv_read_start(
+        stream(),
+        [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
+          auto* self = static_cast<UnixStream*>(h->data);
+          if (!self->read_buffer_) self->read_buffer_.reset(new (std::nothrow) char[kReadBuffer]);
+          *buf = self->read_buffer_ ? uv_buf_init(self->read_buffer_.get(), kReadBuffer)
+                                    : uv_buf_init(nullptr, 0);
+        },
+        &UnixStream::on_read);
+  }
+
+  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+    auto* self = static_cast<UnixStream*>(s->data);
+    if (self == nullptr || self->closing_) return;
+    if (n == UV_ENOBUFS) return self->close(CloseReason::kOutOfMemory, Status::out_of_memory());
+    if (n == UV_EOF) {
+      if (!self->cb_.on_end)
+        return self->close(CloseReason::kPeerClosed, Status(Code::kIo, "the peer closed the connection"));
+      uv_read_stop(s);
+      return self->cb_.on_end();
+    }
+    if (n < 0)
+      return self->close(CloseReason::kIo,
+                         uv_status("reading from the connection failed", static_cast<int>(n)));
+    if (n == 0) return;
+    self->cb_.on_read(std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf->base),
+                                                 static_cast<std::size_t>(n)));
+  }
+
+  static void on_written(uv_write_t* req, int status) {
+    auto* w = static_cast<WriteRequest*>(req->data);
+    auto* self = static_cast<UnixStream*>(req->handle->data);
+    const std::uint64_t bytes = w->bytes;
+    delete w;
+    if (self == nullptr) return;
+    const std::uint64_t left = self->queued_.fetch_sub(bytes, std::memory_order_acq_rel) - bytes;
+    if (status != 0 && status != UV_ECANCELED && !self->closing_)
+      return self->close(CloseReason::kIo, uv_status("writing to the connection failed", status));
+    if (left == 0 && !self->closing_ && self->cb_.on_drained) self->cb_.on_drained();
+  }
+
+  static void on_closed(uv_handle_t* h) {
+    auto* self = static_cast<UnixStream*>(h->data);
+    delete reinterpret_cast<uv_pipe_t*>(h);
+    if (self == nullptr) return;
+    self->pipe_ = nullptr;
+    // The owner may destroy this stream in on_close: nothing of it is used
+    // after (the callback is moved out first).
+    auto on_close = std::move(self->cb_.on_close);
+    const Status detail = self->detail_;
+    const CloseReason why = self->reason_;
+    if (on_close) on_close(why, detail);
+  }
+
+  uv_pipe_t* pipe_;  // null once closed (freed by its close callback)
+  uv_loop_t* loop_;
+  PeerInfo peer_;
+  Callbacks cb_;
+  bool closing_ = false;
+  CloseReason reason_ = CloseReason::kLocal;
+  Status detail_;
+  std::unique_ptr<char[]> read_buffer_;
+  std::atomic<std::uint64_t> queued_{0};
+  mutable std::mutex fd_mu_;
+  int fd_ = -1;  // under fd_mu_; -1 from close() on
+};
+
+PeerInfo peer_info(const PeerCred& cred, const std::string& path) {
+  PeerInfo p;
+  p.transport = "unix";
+  p.pid = cred.pid;
+  p.uid = cred.uid;
+  p.address = "unix:" + path;
+  return p;
+}
+
+// --- the listener -----------------------------------------------------------------
+
+// Accepts with accept4 on a uv_poll_t rather than uv_listen: when the
+// process runs out of descriptors, libuv would accept and drop the waiting
+// connections (its reserve-descriptor trick) without telling the owner;
+// here they wait in the backlog while the listener pauses, and the owner's
+// log hears of it once per burst.
 class UnixListener final : public Listener {
  public:
   UnixListener(std::string path, AcceptFn on_accept, LogFn log)
@@ -75,117 +313,164 @@ class UnixListener final : public Listener {
   ~UnixListener() override { close(); }
 
   Status open(uv_loop_t* loop) {
-    pipe_ = new (std::nothrow) uv_pipe_t;
-    if (pipe_ == nullptr) return Status::out_of_memory();
-    uv_pipe_init(loop, pipe_, 0);
-    pipe_->data = this;
-    if (int rc = uv_pipe_bind(pipe_, path_.c_str()); rc != 0) {
-      close_and_free(pipe_);
-      pipe_ = nullptr;
-      return uv_status("cannot bind the socket " + path_, rc);
-    }
-    bound_ = true;
-    // The directory is 0700 already; the socket itself is the user's only too.
-    ::chmod(path_.c_str(), 0600);
-    if (int rc = uv_listen(reinterpret_cast<uv_stream_t*>(pipe_), 128, &UnixListener::on_connection);
-        rc != 0) {
-      Status s = uv_status("cannot listen on " + path_, rc);
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd_ < 0) return errno_status("cannot create a socket for " + path_, errno);
+    sockaddr_un addr = address_of(path_);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      Status s = errno_status("cannot bind the socket " + path_, errno);
       close();
       return s;
     }
+    struct stat st;
+    if (::lstat(path_.c_str(), &st) == 0) {
+      bound_ = true;
+      dev_ = st.st_dev;
+      ino_ = st.st_ino;
+    }
+    // The directory is 0700 already; the socket itself is the user's only too.
+    ::chmod(path_.c_str(), 0600);
+    if (::listen(fd_, kBacklog) != 0) {
+      Status s = errno_status("cannot listen on " + path_, errno);
+      close();
+      return s;
+    }
+    poll_ = new (std::nothrow) uv_poll_t;
+    retry_ = new (std::nothrow) uv_timer_t;
+    if (poll_ == nullptr || retry_ == nullptr) {
+      delete poll_;
+      delete retry_;
+      poll_ = nullptr;
+      retry_ = nullptr;
+      close();
+      return Status::out_of_memory();
+    }
+    uv_timer_init(loop, retry_);
+    retry_->data = this;
+    if (int rc = uv_poll_init(loop, poll_, fd_); rc != 0) {
+      delete poll_;
+      poll_ = nullptr;
+      close();
+      return uv_status("cannot poll the socket " + path_, rc);
+    }
+    poll_->data = this;
+    uv_poll_start(poll_, UV_READABLE, &UnixListener::on_readable);
     return Status::ok();
   }
 
   void close() override {
-    if (pipe_ != nullptr) {
-      close_and_free(pipe_);
-      pipe_ = nullptr;
+    if (poll_ != nullptr) {
+      close_and_free(poll_);  // stops polling the descriptor at once
+      poll_ = nullptr;
     }
-    if (bound_) {
+    if (retry_ != nullptr) {
+      close_and_free(retry_);
+      retry_ = nullptr;
+    }
+    if (fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+    // Only the socket this listener bound: another listener may have
+    // replaced it since (a second dispatcher that found it stale).
+    struct stat st;
+    if (bound_ && ::lstat(path_.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == dev_ &&
+        st.st_ino == ino_)
       ::unlink(path_.c_str());
-      bound_ = false;
+    bound_ = false;
+  }
+
+  std::string address() const override { return "unix:" + path_; }
+
+ private:
+  static void on_readable(uv_poll_t* p, int status, int) {
+    auto* self = static_cast<UnixListener*>(p->data);
+    if (status < 0) return self->pause_accepting(std::string("polling failed: ") + uv_strerror(status));
+    // A bounded number per loop turn, so that a flood of connections does
+    // not starve the rest of the loop.
+    for (int i = 0; i < kBacklog && self->fd_ >= 0; ++i) {
+      const int fd = ::accept4(self->fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) {
+        const int err = errno;
+        if (err == EINTR || err == ECONNABORTED) continue;
+        if (err == EAGAIN || err == EWOULDBLOCK) return;
+        if (err == EMFILE || err == ENFILE)
+          return self->pause_accepting("out of file descriptors (" + std::string(std::strerror(err)) +
+                                       "); new connections wait until some close");
+        return self->pause_accepting(std::string("accept failed: ") + std::strerror(err));
+      }
+      if (self->troubled_) {
+        self->troubled_ = false;
+        self->log_("accepting connections on " + self->path_ + " again");
+      }
+      self->adopt(fd, p->loop);
     }
   }
 
- private:
-  static void on_connection(uv_stream_t* server, int status) {
-    auto* self = static_cast<UnixListener*>(server->data);
-    if (status != 0) {
-      self->log_("accept on " + self->path_ + " failed: " + uv_strerror(status));
-      return;
-    }
-    auto* client = new (std::nothrow) uv_pipe_t;
-    if (client == nullptr) {
-      self->log_("accept on " + self->path_ + ": out of memory");
-      return;
-    }
-    uv_pipe_init(server->loop, client, 0);
-    if (uv_accept(server, reinterpret_cast<uv_stream_t*>(client)) != 0) {
-      close_and_free(client);
-      return;
-    }
-    PeerCred cred = peer_of(reinterpret_cast<uv_stream_t*>(client));
+  // Stops polling for a moment (the waiting connections stay in the
+  // backlog) and says so once per burst of failures.
+  void pause_accepting(const std::string& why) {
+    if (!troubled_) log_("accept on " + path_ + ": " + why);
+    troubled_ = true;
+    uv_poll_stop(poll_);
+    uv_timer_start(
+        retry_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<UnixListener*>(t->data);
+          if (self->poll_ != nullptr) uv_poll_start(self->poll_, UV_READABLE, &UnixListener::on_readable);
+        },
+        kAcceptRetryMs, 0);
+  }
+
+  void adopt(int fd, uv_loop_t* loop) {
+    const PeerCred cred = peer_of(fd);
     if (!cred.ok || cred.uid != ::geteuid()) {
-      self->log_("refused a connection on " + self->path_ + ": the peer " +
-                 (cred.ok ? "is user " + std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) + ")"
-                          : std::string("has no credentials")) +
-                 ", not this user (" + std::to_string(::geteuid()) + ")");
-      close_and_free(client);
+      log_("refused a connection on " + path_ + ": the peer " +
+           (cred.ok ? "is user " + std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) + ")"
+                    : std::string("has no credentials")) +
+           ", not this user (" + std::to_string(::geteuid()) + ")");
+      ::close(fd);
       return;
     }
-    self->on_accept_(reinterpret_cast<uv_stream_t*>(client), cred.pid);
+    auto* pipe = new (std::nothrow) uv_pipe_t;
+    if (pipe == nullptr) {
+      log_("accept on " + path_ + ": out of memory");
+      ::close(fd);
+      return;
+    }
+    uv_pipe_init(loop, pipe, 0);
+    if (int rc = uv_pipe_open(pipe, fd); rc != 0) {
+      log_("accept on " + path_ + ": " + uv_strerror(rc));
+      ::close(fd);
+      close_and_free(pipe);
+      return;
+    }
+    std::unique_ptr<Stream> stream(new (std::nothrow) UnixStream(pipe, peer_info(cred, path_)));
+    if (!stream) {
+      log_("accept on " + path_ + ": out of memory");
+      close_and_free(pipe);
+      return;
+    }
+    on_accept_(std::move(stream));
   }
 
   std::string path_;
   AcceptFn on_accept_;
   LogFn log_;
-  uv_pipe_t* pipe_ = nullptr;
+  int fd_ = -1;
+  uv_poll_t* poll_ = nullptr;
+  uv_timer_t* retry_ = nullptr;
+  bool troubled_ = false;  // the last accept failed (logged once)
   bool bound_ = false;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
 };
 
 }  // namespace
 
-Status check_socket_dir(const std::string& dir) noexcept {
+Result<std::unique_ptr<Listener>> listen(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept,
+                                         LogFn log) noexcept {
   try {
-    struct stat st;
-    if (::lstat(dir.c_str(), &st) != 0) {
-      if (errno == ENOENT)
-        return Status(Code::kNotFound, "socket directory " + dir + " does not exist", ENOENT);
-      return Status(Code::kIo, "cannot stat socket directory " + dir + ": " + std::strerror(errno), errno);
-    }
-    if (S_ISLNK(st.st_mode))
-      return Status(Code::kPermission, "socket directory " + dir + " is a symbolic link; refusing it");
-    if (!S_ISDIR(st.st_mode))
-      return Status(Code::kPermission, "socket directory " + dir + " is not a directory");
-    if (st.st_uid != ::geteuid())
-      return Status(Code::kPermission, "socket directory " + dir + " belongs to user " +
-                                           std::to_string(st.st_uid) + ", not to this user; refusing it");
-    if ((st.st_mode & 077) != 0)
-      return Status(Code::kPermission, "socket directory " + dir +
-                                           " is open to group or other; it must be mode 0700 (chmod 700 it)");
-    return Status::ok();
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory();
-  }
-}
-
-Result<std::string> default_socket_dir() noexcept {
-  try {
-    const char* xdg = std::getenv("XDG_RUNTIME_DIR");
-    std::string dir = (xdg != nullptr && *xdg == '/') ? std::string(xdg) + "/kura"
-                                                      : "/tmp/kura-" + std::to_string(::geteuid());
-    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-      return Status(Code::kIo, "cannot create socket directory " + dir + ": " + std::strerror(errno), errno);
-    KURA_RETURN_IF_ERROR(check_socket_dir(dir));
-    return dir;
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory();
-  }
-}
-
-Result<std::unique_ptr<Listener>> listen_unix(uv_loop_t* loop, const std::string& path, AcceptFn on_accept,
-                                              LogFn log) noexcept {
-  try {
+    const std::string& path = at.path;
     if (path.empty() || path.size() >= sizeof(sockaddr_un::sun_path))
       return invalid_argument("socket path \"" + path + "\" is empty or longer than " +
                               std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes");
@@ -205,17 +490,17 @@ Result<std::unique_ptr<Listener>> listen_unix(uv_loop_t* loop, const std::string
   }
 }
 
-void connect_unix(uv_loop_t* loop, const std::string& path, std::function<void(Result<uv_stream_t*>)> done) {
+void connect(uv_loop_t* loop, const Endpoint& to, std::function<void(Result<std::unique_ptr<Stream>>)> done) {
   struct Request {
     uv_connect_t req;
     uv_pipe_t* pipe;
     std::string path;
-    std::function<void(Result<uv_stream_t*>)> done;
+    std::function<void(Result<std::unique_ptr<Stream>>)> done;
   };
-  auto* r = new Request{{}, new uv_pipe_t, path, std::move(done)};
+  auto* r = new Request{{}, new uv_pipe_t, to.path, std::move(done)};
   uv_pipe_init(loop, r->pipe, 0);
   r->req.data = r;
-  uv_pipe_connect(&r->req, r->pipe, path.c_str(), [](uv_connect_t* req, int status) {
+  uv_pipe_connect(&r->req, r->pipe, r->path.c_str(), [](uv_connect_t* req, int status) {
     auto* r = static_cast<Request*>(req->data);
     auto done = std::move(r->done);
     uv_pipe_t* pipe = r->pipe;
@@ -226,13 +511,21 @@ void connect_unix(uv_loop_t* loop, const std::string& path, std::function<void(R
       done(uv_status("cannot connect to " + path, status));
       return;
     }
-    PeerCred cred = peer_of(reinterpret_cast<uv_stream_t*>(pipe));
+    uv_os_fd_t fd = -1;
+    PeerCred cred;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(pipe), &fd) == 0) cred = peer_of(fd);
     if (!cred.ok || cred.uid != ::geteuid()) {
       close_and_free(pipe);
       done(Status(Code::kPermission, "the process listening on " + path + " is not this user's"));
       return;
     }
-    done(reinterpret_cast<uv_stream_t*>(pipe));
+    std::unique_ptr<Stream> stream(new (std::nothrow) UnixStream(pipe, peer_info(cred, path)));
+    if (!stream) {
+      close_and_free(pipe);
+      done(Status::out_of_memory());
+      return;
+    }
+    done(std::move(stream));
   });
 }
 

@@ -183,33 +183,19 @@ class WorkerLoop {
     if (int rc = uv_loop_init(&loop_); rc != 0)
       return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop_.data = this;
-    uv_async_init(&loop_, &done_async_,
-                  [](uv_async_t* a) { static_cast<WorkerLoop*>(a->loop->data)->on_done(); });
     uv_timer_init(&loop_, &heartbeat_);
     executor_ = std::thread([this] { executor_main(); });
     executor_id_ = executor_.native_handle();
     Status connected = Status(Code::kIo, "not connected");
-    detail::connect_unix(&loop_, options_.socket_path, [&](Result<uv_stream_t*> s) {
-      if (!s) {
-        connected = s.status();
-        return close_handles();
-      }
-      conn_ = detail::Connection::adopt(*s, kDefaultFrameLimit, UINT64_MAX);
-      connected = conn_->start(
-          detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
-                                        [this](detail::Connection&, const Status& why) { on_close(why); }});
-      if (!connected) return;
-      detail::Hello hello{"worker", ::getpid(), 0, 0, {}};
-      hello.token = start_token();
-      hello.functions = registry().list();
-      auto bytes = detail::encode_hello(hello);
-      if (!bytes) {
-        connected = bytes.status();
-        conn_->close(connected);
-        return;
-      }
-      conn_->send(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(bytes).value()));
-    });
+    auto endpoint = detail::parse_endpoint(options_.socket_path);
+    if (!endpoint) {
+      connected = endpoint.status();
+      close_handles();
+    } else {
+      detail::connect(&loop_, *endpoint, [&](Result<std::unique_ptr<detail::Stream>> s) {
+        on_connected(std::move(s), connected);
+      });
+    }
     uv_run(&loop_, UV_RUN_DEFAULT);
     stop_executor();
     uv_loop_close(&loop_);
@@ -218,6 +204,33 @@ class WorkerLoop {
   }
 
  private:
+  void on_connected(Result<std::unique_ptr<detail::Stream>> s, Status& connected) {
+    if (!s) {
+      connected = s.status();
+      return close_handles();
+    }
+    conn_ = detail::Connection::adopt(std::move(s).value(), kDefaultFrameLimit, UINT64_MAX);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      sender_ = conn_->sender();
+    }
+    connected = conn_->start(
+        detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
+                                      [this](detail::Connection&, detail::CloseReason reason,
+                                             const Status& why) { on_close(reason, why); }});
+    if (!connected) return;
+    detail::Hello hello{"worker", ::getpid(), 0, 0, {}};
+    hello.token = start_token();
+    hello.functions = registry().list();
+    auto bytes = detail::encode_hello(hello);
+    if (!bytes) {
+      connected = bytes.status();
+      conn_->close(detail::CloseReason::kLocal, connected);
+      return;
+    }
+    conn_->send(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(bytes).value()));
+  }
+
   struct Job {
     std::uint64_t id = 0;
     bool setup = false;
@@ -270,10 +283,16 @@ class WorkerLoop {
         job.result = run_job(job.payload, job.setup);
         g_running.store(0);
       }
+      // Free before the dispatcher can hear of it (it then sends the next
+      // task); the result goes out from this thread, through the
+      // connection's one write path.
       lock.lock();
-      done_.push_back(std::move(job));
       busy_ = false;
-      uv_async_send(&done_async_);
+      std::shared_ptr<detail::Sender> sender = sender_;
+      lock.unlock();
+      if (sender)
+        (void)sender->send(FrameType::kDone, job.setup ? kFlagSetup : 0, job.id, std::move(job.result));
+      lock.lock();
     }
   }
 
@@ -286,18 +305,6 @@ class WorkerLoop {
     if (executor_.joinable()) executor_.join();
   }
 
-  // On the loop: results the executor finished go to the dispatcher.
-  void on_done() {
-    std::deque<Job> done;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done.swap(done_);
-    }
-    for (Job& j : done)
-      if (conn_ != nullptr)
-        conn_->send(FrameType::kDone, j.setup ? kFlagSetup : 0, j.id, std::move(j.result));
-  }
-
   // --- the loop ----------------------------------------------------------------
 
   void close_handles() {
@@ -305,7 +312,6 @@ class WorkerLoop {
       if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(h)))
         uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
     };
-    close(&done_async_);
     close(&heartbeat_);
   }
 
@@ -335,10 +341,10 @@ class WorkerLoop {
     switch (f.header.type) {
       case FrameType::kWelcome: {
         auto w = detail::decode_welcome(f.payload);
-        if (!w) return conn_->close(w.status());
+        if (!w) return conn_->close(detail::CloseReason::kProtocol, w.status());
         if (w->protocol != kProtocolVersion) {
           refused_ = Status(Code::kInvalidArgument, detail::version_mismatch("the dispatcher", w->protocol));
-          return conn_->close(refused_);
+          return conn_->close(detail::CloseReason::kLocal, refused_);
         }
         conn_->set_read_limit(w->frame_limit);
         frame_limit_ = w->frame_limit;
@@ -349,12 +355,14 @@ class WorkerLoop {
         auto text = detail::decode_refused(f.payload);
         refused_ = Status(Code::kInvalidArgument,
                           "the dispatcher refused this worker: " + (text ? *text : text.status().message()));
-        return conn_->close(refused_);
+        return conn_->close(detail::CloseReason::kLocal, refused_);
       }
       case FrameType::kTask: {
         {
           std::lock_guard<std::mutex> lock(mu_);
-          if (busy_) return conn_->close(corrupt("the dispatcher sent a task while another ran"));
+          if (busy_)
+            return conn_->close(detail::CloseReason::kProtocol,
+                                corrupt("the dispatcher sent a task while another ran"));
           busy_ = true;
           job_ = Job{f.header.id, (f.header.flags & kFlagSetup) != 0,
                      std::make_shared<const Bytes>(std::move(f.payload)), nullptr};
@@ -378,14 +386,14 @@ class WorkerLoop {
         return;
       }
       default:
-        return conn_->close(
-            corrupt("the dispatcher sent a frame of type " + std::to_string(int(f.header.type))));
+        return conn_->close(detail::CloseReason::kProtocol, corrupt("the dispatcher sent a frame of type " +
+                                                                    std::to_string(int(f.header.type))));
     }
   }
 
-  void on_close(const Status& why) {
+  void on_close(detail::CloseReason reason, const Status& why) {
     conn_ = nullptr;
-    ended_well_ = why.message() == "the peer closed the connection";
+    ended_well_ = reason == detail::CloseReason::kPeerClosed;
     if (!ended_well_ && refused_.is_ok())
       options_.log("connection to the dispatcher closed: " + why.message());
     bool running;
@@ -502,7 +510,6 @@ class WorkerLoop {
 
   WorkerOptions options_;
   uv_loop_t loop_{};
-  uv_async_t done_async_{};
   uv_timer_t heartbeat_{};
   detail::Connection* conn_ = nullptr;
   std::uint32_t frame_limit_ = kDefaultFrameLimit;
@@ -517,7 +524,7 @@ class WorkerLoop {
   std::optional<Job> job_;  // the next job for the executor
   bool busy_ = false;       // a job was handed over and its result not yet taken
   bool quit_ = false;
-  std::deque<Job> done_;
+  std::shared_ptr<detail::Sender> sender_;  // the connection's write path, for results
 };
 
 }  // namespace
