@@ -40,6 +40,104 @@ region_directory <- function() {
   .Call(C_kura_region_directory)
 }
 
+check_workers <- function(cl) {
+  if (!inherits(cl, "cluster")) {
+    stop("`cl` must be a cluster of package parallel (parallel::makeCluster() and friends)")
+  }
+  n <- 1000L
+  probe <- share(as.double(seq_len(n)))
+  expected <- sum(as.double(seq_len(n)))
+  # The probe goes as the bytes of its serialization, unserialized by the
+  # node itself: had parallel unserialized it, an error (another version of
+  # kura) would end the node's worker loop, and a warning (no kura there)
+  # would be lost.
+  bytes <- serialize(probe, NULL)
+  node_report <- function(bytes) {
+    warned <- character()
+    got <- tryCatch(
+      withCallingHandlers(unserialize(bytes), warning = function(w) {
+        warned <<- c(warned, conditionMessage(w))
+        invokeRestart("muffleWarning")
+      }),
+      error = function(e) e
+    )
+    failed <- inherits(got, "error")
+    loaded <- isNamespaceLoaded("kura")
+    list(
+      error = if (failed) conditionMessage(got) else NA_character_,
+      warnings = warned,
+      length = if (failed) NA_real_ else length(got),
+      sum = if (!failed && is.double(got)) sum(got) else NA_real_,
+      version = if (loaded) as.character(getNamespaceVersion("kura")) else NA_character_,
+      libpaths = .libPaths()
+    )
+  }
+  # Sent as a function of the global environment, so that sending it needs
+  # no kura on the node (a closure of kura's namespace would).
+  environment(node_report) <- globalenv()
+  problems <- character()
+  for (i in seq_along(cl)) {
+    r <- tryCatch(parallel::clusterCall(cl[i], node_report, bytes)[[1]], error = function(e) e)
+    why <- if (inherits(r, "error")) {
+      paste0("the node failed: ", conditionMessage(r))
+    } else if (!is.na(r$error)) {
+      paste0(r$error, " (kura ", if (is.na(r$version)) "not loaded" else r$version, " there)")
+    } else if (is.na(r$version)) {
+      paste0(
+        "kura cannot be loaded there, so R replaced the shared vector by a zero-length one",
+        if (length(r$warnings)) paste0(" (R warned: ", r$warnings[[1]], ")") else "",
+        "; its library paths: ", paste(r$libpaths, collapse = ", ")
+      )
+    } else if (!identical(r$length, n) || !identical(r$sum, expected)) {
+      sprintf(
+        "the shared vector arrived with length %s and sum %s, not %d and %s (kura %s there)",
+        format(r$length), format(r$sum), n, format(expected), r$version
+      )
+    }
+    if (!is.null(why)) problems <- c(problems, sprintf("node %d: %s", i, why))
+  }
+  if (length(problems)) {
+    stop(
+      sprintf("%d of %d nodes cannot read shared objects:\n", length(problems), length(cl)),
+      paste(problems, collapse = "\n"),
+      call. = FALSE
+    )
+  }
+  invisible(TRUE)
+}
+
+# The library paths a child R process gets when nothing tells it otherwise:
+# those of R_LIBS, R_LIBS_USER and R_LIBS_SITE, the site libraries and R's
+# own, normalized; those that do not exist left out.
+default_libraries <- function() {
+  vars <- Sys.getenv(c("R_LIBS", "R_LIBS_USER", "R_LIBS_SITE"))
+  paths <- c(unlist(strsplit(vars, .Platform$path.sep, fixed = TRUE)), .Library.site, .Library)
+  paths <- paths[nzchar(paths)]
+  paths <- paths[dir.exists(paths)]
+  unique(normalizePath(paths))
+}
+
+# Makes the library kura was loaded from one that the R processes this
+# session starts look in: a shared vector they unserialize loads kura, and
+# finds none (or another one) otherwise. R_LIBS is what Rscript and R (PSOCK
+# workers, system()) read; callr gives its children this session's
+# .libPaths() instead, so the library goes there too, last, where it changes
+# neither where packages install nor which of them load first.
+expose_library <- function(libname) {
+  lib <- normalizePath(libname, mustWork = FALSE)
+  if (!dir.exists(lib)) return(invisible())
+  if (!(lib %in% default_libraries())) {
+    old <- Sys.getenv("R_LIBS")
+    Sys.setenv(R_LIBS = if (nzchar(old)) paste(lib, old, sep = .Platform$path.sep) else lib)
+  }
+  if (!(lib %in% normalizePath(.libPaths(), mustWork = FALSE))) .libPaths(c(.libPaths(), lib))
+  invisible()
+}
+
 .onLoad <- function(libname, pkgname) {
-  .Call(C_kura_session_start, nzchar(system.file(package = "bit64")))
+  expose_library(libname)
+  .Call(
+    C_kura_session_start, nzchar(system.file(package = "bit64")),
+    as.character(getNamespaceVersion(pkgname))
+  )
 }

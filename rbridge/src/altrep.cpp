@@ -14,6 +14,7 @@
 namespace kura::r {
 
 bool serialize_by_name = true;
+std::string package_version = "unknown";
 
 namespace {
 
@@ -109,24 +110,27 @@ Rboolean inspect_method(SEXP x, int, int, int, void (*)(SEXP, int, int, int)) {
   return TRUE;
 }
 
-// A shared vector serializes as where it is: c(name, flags, steps...), where
-// flags holds "b" when an i64 is read as integer64 and "a" when the
-// attributes are still those of the region. R writes the attributes next to
-// it. A modified vector, or any when serialize_by_name is off, serializes as
-// its data (NULL here).
+// A shared vector serializes as where it is: c(name, flags, tag, steps...),
+// where flags holds "b" when an i64 is read as integer64 and "a" when the
+// attributes are still those of the region, and tag is kStateTag and this
+// package's version (altrep.hpp). R writes the attributes next to it. A
+// modified vector, or any when serialize_by_name is off, serializes as its
+// data (NULL here).
 SEXP serialized_state_method(SEXP x) {
   Vec& v = vec(x);
   if (!serialize_by_name || data_modified(x)) return nullptr;
   return entry([&]() -> SEXP {
     const bool attrs_same = attributes_unchanged(x);
+    const std::string tag = std::string(kStateTag) + package_version;
     return call_r([&]() -> SEXP {
-      const R_xlen_t n = 2 + static_cast<R_xlen_t>(v.steps.size());
+      const R_xlen_t n = 3 + static_cast<R_xlen_t>(v.steps.size());
       SEXP s = PROTECT(Rf_allocVector(STRSXP, n));
       SET_STRING_ELT(s, 0, Rf_mkCharLenCE(v.name.data(), static_cast<int>(v.name.size()), CE_UTF8));
       const char* flags = v.i64_bits ? (attrs_same ? "ab" : "b") : (attrs_same ? "a" : "");
       SET_STRING_ELT(s, 1, Rf_mkChar(flags));
-      for (R_xlen_t k = 2; k < n; ++k) {
-        const std::string& step = v.steps[static_cast<std::size_t>(k - 2)];
+      SET_STRING_ELT(s, 2, Rf_mkCharLenCE(tag.data(), static_cast<int>(tag.size()), CE_UTF8));
+      for (R_xlen_t k = 3; k < n; ++k) {
+        const std::string& step = v.steps[static_cast<std::size_t>(k - 3)];
         SET_STRING_ELT(s, k, Rf_mkCharLenCE(step.data(), static_cast<int>(step.size()), CE_BYTES));
       }
       UNPROTECT(1);

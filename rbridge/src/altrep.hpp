@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kura/core/layout.hpp"
@@ -105,5 +106,17 @@ cetype_t r_encoding(Encoding e) noexcept;
 // Whether shared vectors serialize as their names (the default) or as their
 // data (serialize_by_name(FALSE) in R).
 extern bool serialize_by_name;
+
+// A shared vector serialized by name has the state c(name, flags, tag,
+// steps...) (altrep.cpp), where the tag is kStateTag followed by the
+// sender's package version. The number in kStateTag changes whenever the
+// state's layout or meaning does, so that a receiver of another layout
+// fails loudly instead of misreading it (kura 0.1.0 had no tag, and reads
+// the tag as a malformed step). The version only names the sender in errors.
+inline constexpr std::string_view kStateTag = "kura-state-1 ";
+
+// This package's version (DESCRIPTION), set by .onLoad through
+// kura_session_start; "unknown" before.
+extern std::string package_version;
 
 }  // namespace kura::r

@@ -132,11 +132,13 @@ SEXP kura_use_bit64(SEXP enabled) {
   return Rf_ScalarLogical(before ? TRUE : FALSE);
 }
 
-SEXP kura_session_start(SEXP bit64_installed) {
+SEXP kura_session_start(SEXP bit64_installed, SEXP version) {
   bool flag = false;
   logical_flag(bit64_installed, flag);
   use_bit64 = flag;
   return entry([&]() -> SEXP {
+    if (TYPEOF(version) == STRSXP && XLENGTH(version) == 1 && STRING_ELT(version, 0) != NA_STRING)
+      package_version = CHAR(STRING_ELT(version, 0));
     prune_now_and_then();
     return R_NilValue;
   });

@@ -24,8 +24,10 @@ SEXP kura_prune();
 // value it had.
 SEXP kura_serialize_by_name(SEXP enabled);
 SEXP kura_use_bit64(SEXP enabled);
-// .onLoad: records whether bit64 is installed and prunes dead owners' regions.
-SEXP kura_session_start(SEXP bit64_installed);
+// .onLoad: records whether bit64 is installed and the package's version (a
+// string, for the serialized state of shared vectors), and prunes dead
+// owners' regions.
+SEXP kura_session_start(SEXP bit64_installed, SEXP version);
 // The region directory ($KURA_SHM_DIR or /dev/shm).
 SEXP kura_region_directory();
 

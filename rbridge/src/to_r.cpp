@@ -328,6 +328,18 @@ SEXP unserialize_shared(int type, SEXP state, SEXP attr, int objf, int levs) {
     const std::string name = CHAR(STRING_ELT(state, 0));
     const std::string flags = CHAR(STRING_ELT(state, 1));
     const std::string context = "cannot unserialize shared vector " + name;
+    // A state without kStateTag in third place is another kura's (0.1.0 had
+    // no tag): refused, rather than misread.
+    const bool tagged = XLENGTH(state) >= 3 && STRING_ELT(state, 2) != NA_STRING;
+    const std::string tag = tagged ? CHAR(STRING_ELT(state, 2)) : "";
+    if (tag.rfind(kStateTag, 0) != 0) {
+      const std::string found = tag.rfind("kura-state-", 0) == 0
+                                    ? "its state is \"" + tag + "\""
+                                    : std::string("its state has no version tag, as kura 0.1.0 wrote it");
+      fail("kura: " + context + ": it was serialized by another version of kura (" + found +
+           "; this is kura " + package_version + ", which reads \"" + std::string(kStateTag) +
+           "<version>\"): install the same kura in every process that exchanges shared objects");
+    }
     auto parsed = parse_name(name);
     if (!parsed) fail(parsed.status(), context);
     auto core = open_region(parsed->owner, parsed->counter);
@@ -336,7 +348,7 @@ SEXP unserialize_shared(int type, SEXP state, SEXP attr, int objf, int levs) {
     if (!at) fail(at.status(), context);
     NodeView n = std::move(at).value();
     Where w{name, {}};
-    for (R_xlen_t k = 2; k < XLENGTH(state); ++k) {
+    for (R_xlen_t k = 3; k < XLENGTH(state); ++k) {
       std::string s = CHAR(STRING_ELT(state, k));
       Result<std::optional<NodeView>> next = std::optional<NodeView>();
       if (s == "names") {
