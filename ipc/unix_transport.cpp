@@ -13,6 +13,7 @@
 #include <new>
 #include <string>
 
+#include "fork_guard.hpp"
 #include "transport_internal.hpp"
 
 namespace kura::ipc::detail {
@@ -89,10 +90,13 @@ void close_and_free(Handle* h) {
 class UnixStream final : public Stream {
  public:
   // Takes `pipe`, connected and initialised on its loop (allocated with new).
+  // Its descriptor is closed in children forked without exec (fork_guard.hpp):
+  // a child must not keep a connection of its parent's alive.
   UnixStream(uv_pipe_t* pipe, PeerInfo peer) : pipe_(pipe), loop_(pipe->loop), peer_(std::move(peer)) {
     pipe_->data = this;
     uv_os_fd_t fd = -1;
     if (uv_fileno(reinterpret_cast<uv_handle_t*>(pipe_), &fd) == 0) fd_ = fd;
+    if (fd_ >= 0 && !close_in_forked_child(fd_).is_ok()) fd_guarded_ = false;
   }
 
   ~UnixStream() override {
@@ -219,6 +223,7 @@ class UnixStream final : public Stream {
   // Off-loop writers stop using the descriptor before uv_close closes it.
   void forget_fd() {
     std::lock_guard<std::mutex> lock(fd_mu_);
+    if (fd_ >= 0 && fd_guarded_) forget_in_forked_child(fd_);
     fd_ = -1;
   }
 
@@ -287,7 +292,8 @@ class UnixStream final : public Stream {
   std::unique_ptr<char[]> read_buffer_;
   std::atomic<std::uint64_t> queued_{0};
   mutable std::mutex fd_mu_;
-  int fd_ = -1;  // under fd_mu_; -1 from close() on
+  int fd_ = -1;             // under fd_mu_; -1 from close() on
+  bool fd_guarded_ = true;  // registered with the fork guard
 };
 
 PeerInfo peer_info(const PeerCred& cred, const std::string& path) {
@@ -315,6 +321,13 @@ class UnixListener final : public Listener {
   Status open(uv_loop_t* loop) {
     fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd_ < 0) return errno_status("cannot create a socket for " + path_, errno);
+    // A forked child must not keep the listening socket: the socket would
+    // look alive after this process died, and no dispatcher could replace it.
+    if (Status guarded = close_in_forked_child(fd_); !guarded) {
+      ::close(fd_);
+      fd_ = -1;
+      return guarded;
+    }
     sockaddr_un addr = address_of(path_);
     if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
       Status s = errno_status("cannot bind the socket " + path_, errno);
@@ -367,6 +380,7 @@ class UnixListener final : public Listener {
       retry_ = nullptr;
     }
     if (fd_ >= 0) {
+      forget_in_forked_child(fd_);
       ::close(fd_);
       fd_ = -1;
     }
