@@ -39,6 +39,7 @@
 #include "dispatcher_pool.hpp"
 #include "kura/ipc/client.hpp"
 #include "kura/ipc/dispatcher.hpp"
+#include "kura/ipc/worker.hpp"
 #include "kura/shm/region.hpp"
 
 namespace kura::bench {
@@ -280,7 +281,7 @@ DispatcherPool& pool(unsigned workers, bool pinned) {
   if (!p) {
     ipc::DispatcherOptions o;
     o.workers = workers;
-    o.worker_command = {KURA_TOOL_PATH, "worker", "--connect", "{socket}"};
+    o.worker_command = ipc::Worker::command(KURA_TOOL_PATH);
     p = std::make_unique<DispatcherPool>(std::move(o));
   }
   return *p;

@@ -540,6 +540,10 @@ Status Worker::run(const WorkerOptions& options) noexcept {
   }
 }
 
+std::vector<std::string> Worker::command(const std::string& exe) {
+  return {exe, "worker", "--connect", "{socket}"};
+}
+
 std::optional<int> Worker::main(int argc, char** argv) noexcept {
   if (argc < 4 || std::strcmp(argv[1], "worker") != 0) return std::nullopt;
   WorkerOptions o;

@@ -457,7 +457,7 @@ TEST_CASE("a forked child that drops its parent's Client and Dispatcher leaves t
   ipc::DispatcherOptions o;
   o.socket_path = dir.socket();
   o.workers = 1;
-  o.worker_command = {kKura, "worker", "--connect", "{socket}"};
+  o.worker_command = ipc::Worker::command(kKura);
   o.log = [](const std::string&) {};
   auto d = ipc::Dispatcher::start(o);
   REQUIRE(d.is_ok());

@@ -50,7 +50,7 @@ TEST_CASE("a child forked from a process with an embedded dispatcher keeps none 
     ipc::DispatcherOptions o;
     o.socket_path = dir.socket();
     o.workers = 1;
-    o.worker_command = {kKura, "worker", "--connect", "{socket}"};
+    o.worker_command = ipc::Worker::command(kKura);
     o.log = [](const std::string&) {};
     auto d = ipc::Dispatcher::start(std::move(o));
     if (!d) ::_exit(2);

@@ -26,6 +26,7 @@
 #include "kura/ipc/client.hpp"
 #include "kura/ipc/dispatcher.hpp"
 #include "kura/ipc/frame.hpp"
+#include "kura/ipc/worker.hpp"
 #include "kura/shm/owner.hpp"
 #include "message_internal.hpp"
 #include "process.hpp"
@@ -89,7 +90,7 @@ class EmbeddedDispatcher {
     ipc::DispatcherOptions o;
     o.socket_path = dir.socket();
     o.workers = workers;
-    o.worker_command = {kKura, "worker", "--connect", "{socket}"};
+    o.worker_command = ipc::Worker::command(kKura);
     o.worker_command.insert(o.worker_command.end(), worker_extra.begin(), worker_extra.end());
     configure(o);
     o.log = [this](const std::string& line) {

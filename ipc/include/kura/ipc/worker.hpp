@@ -138,6 +138,12 @@ class Worker {
   // call it first in main(); when the arguments are those it runs the
   // worker and returns the exit code, otherwise it returns nullopt.
   static std::optional<int> main(int argc, char** argv) noexcept;
+
+  // The command that runs `exe` as a worker of the dispatcher whose endpoint
+  // replaces "{socket}": {exe, "worker", "--connect", "{socket}"}, the form
+  // main() and the kura tool take. The one place that form is written; the
+  // default of DispatcherOptions::worker_command.
+  static std::vector<std::string> command(const std::string& exe);
 };
 
 }  // namespace kura::ipc
