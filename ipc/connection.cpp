@@ -97,6 +97,7 @@ Status Sender::send_many(std::span<const OutgoingFrame> frames) {
     if (std::this_thread::get_id() == loop_thread_) {
       append(pending, 0);
       uv_check_start(&c->flush_check_, [](uv_check_t* h) { static_cast<Connection*>(h->data)->flush(); });
+      uv_idle_start(&c->flush_idle_, [](uv_idle_t* h) { static_cast<Connection*>(h->data)->flush(); });
     } else {
       std::uint64_t written = 0;
       if (outbox_.empty() && c->stream_->queued_bytes() == 0) {
@@ -143,15 +144,16 @@ Connection::Connection(std::unique_ptr<Stream> stream, std::uint32_t read_limit,
   uv_loop_t* loop = stream_->loop();
   // None of these keeps a loop alive on its own: the stream does.
   uv_check_init(loop, &flush_check_);
+  uv_idle_init(loop, &flush_idle_);
   uv_async_init(loop, &flush_async_, [](uv_async_t* h) { static_cast<Connection*>(h->data)->flush(); });
   uv_timer_init(loop, &partial_timer_);
   for (uv_handle_t* h :
-       {reinterpret_cast<uv_handle_t*>(&flush_check_), reinterpret_cast<uv_handle_t*>(&flush_async_),
-        reinterpret_cast<uv_handle_t*>(&partial_timer_)}) {
+       {reinterpret_cast<uv_handle_t*>(&flush_check_), reinterpret_cast<uv_handle_t*>(&flush_idle_),
+        reinterpret_cast<uv_handle_t*>(&flush_async_), reinterpret_cast<uv_handle_t*>(&partial_timer_)}) {
     h->data = this;
     uv_unref(h);
   }
-  handles_open_ = 4;  // the three above and the stream
+  handles_open_ = 5;  // the four above and the stream
 }
 
 Status Connection::start(Callbacks callbacks) {
@@ -169,8 +171,12 @@ void Connection::send(FrameType type, std::uint16_t flags, std::uint64_t id,
                       std::shared_ptr<const Bytes> payload) {
   if (closing_) return;
   Status s = sender_->send(type, flags, id, std::move(payload));
-  if (!s && !closing_)
-    close(s.code() == Code::kOutOfMemory ? CloseReason::kOutOfMemory : CloseReason::kLocal, s);
+  if (s || closing_) return;
+  // A payload over 4 GiB is this side's doing; anything else a failed write.
+  const CloseReason why = s.code() == Code::kOutOfMemory       ? CloseReason::kOutOfMemory
+                          : s.code() == Code::kInvalidArgument ? CloseReason::kLocal
+                                                               : CloseReason::kIo;
+  close(why, s);
 }
 
 void Connection::pause_reading() {
@@ -254,6 +260,7 @@ void Connection::on_partial_timer(uv_timer_t* t) {
 void Connection::flush() {
   if (closing_) return;
   uv_check_stop(&flush_check_);
+  uv_idle_stop(&flush_idle_);
   Status failed;
   std::uint64_t queued = 0;
   {
@@ -304,12 +311,13 @@ void Connection::begin_close(CloseReason why, const Status& detail) {
   }
   auto closed = [](uv_handle_t* h) { static_cast<Connection*>(h->data)->handle_closed(); };
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&flush_idle_), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_async_), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&partial_timer_), closed);
 }
 
 void Connection::handle_closed() {
-  // The stream and the three handles closed: the owner hears of it, then
+  // The stream and the four handles closed: the owner hears of it, then
   // the Connection goes.
   if (--handles_open_ > 0) return;
   if (cb_.on_close) cb_.on_close(*this, reason_, detail_);

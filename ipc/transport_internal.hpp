@@ -280,6 +280,10 @@ class Connection {
   Status detail_;
   bool reading_ = false;
   uv_check_t flush_check_;  // flushes the frames of a loop turn after it
+  // Active while frames wait for flush_check_: keeps the loop from blocking
+  // in poll first (a send from a timer callback would otherwise wait for
+  // the next I/O event).
+  uv_idle_t flush_idle_;
   uv_async_t flush_async_;  // flushes frames another thread left
   uv_timer_t partial_timer_;
   std::uint64_t partial_timeout_ms_ = 0;

@@ -169,7 +169,7 @@ struct Served {
   }
 };
 
-TEST_CASE("endpoints parse: unix:PATH and bare paths; other schemes are refused", "[ipc]") {
+TEST_CASE("endpoints parse unix:PATH and bare paths, and refuse other schemes", "[ipc]") {
   auto e = detail::parse_endpoint("unix:/run/user/1000/kura/dispatcher.sock");
   REQUIRE(e.is_ok());
   CHECK(e->kind == Endpoint::Kind::kUnix);
@@ -352,7 +352,7 @@ std::shared_ptr<const Bytes> payload_of(std::uint64_t id) {
   return std::make_shared<const Bytes>(std::move(b));
 }
 
-TEST_CASE("frames from many threads and the loop never interleave; each sender's order holds",
+TEST_CASE("frames from many threads and the loop never interleave, and each sender keeps its order",
           "[ipc][multithread]") {
   constexpr std::uint64_t kThreads = 8, kPerThread = 20000, kFromLoop = 5000;
   SocketDir dir;
