@@ -32,7 +32,7 @@ Status Dispatcher::Core::pool_command() {
   if (options.workers == 0 || !options.worker_command.empty()) return Status::ok();
   std::string exe = self_exe();
   if (exe.empty()) return Status(Code::kIo, "cannot find this executable to start workers with");
-  options.worker_command = Worker::command(exe);
+  options.worker_command = ipc::Worker::command(exe);
   return Status::ok();
 }
 
