@@ -342,3 +342,39 @@ TEST_CASE("a set-up call that kills its worker does not make the dispatcher rest
   INFO("workers started: " << started);
   CHECK(started <= 10);
 }
+
+TEST_CASE("a worker killed while it writes a result leaves no temporary, although its client lives",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 1, 0, {"--plugin", KURA_TEST_PLUGIN});
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  const auto worker = static_cast<pid_t>(status_of(*c).workers.at(0).pid);
+  // The worker writes a result region for this client and keeps writing
+  // until the file named appears (or it is killed).
+  const std::string release = dir.dir() + "/release";
+  ipc::TaskOptions once;
+  once.retries = 1;
+  auto id = c->submit(call("hold_lease_until", {ipc::Arg::copy(Value::strings_utf8({release}))}), once);
+  REQUIRE(id.is_ok());
+  auto temporaries = [&] {
+    std::size_t n = 0;
+    for (const std::string& f : files_of(c->owner()))
+      if (f.find(".tmp") != std::string::npos) ++n;
+    return n;
+  };
+  eventually([&] { return temporaries() == 1; }, 20s, "the worker to start writing for the client");
+  ::kill(worker, SIGKILL);
+  // The task goes to the replacement, which starts a temporary of its own;
+  // the dead worker's is removed while the client (its owner) lives.
+  eventually([&] { return status_of(*c).cumulative == 2 && temporaries() == 1; }, 20s,
+             "the dead worker's temporary to be removed, the retry's to be written");
+  CHECK(shm::owner_alive(c->owner()));
+  REQUIRE(c->cancel(*id).is_ok());
+  CHECK(c->wait(*id).outcome() == ipc::Outcome::kCancelled);
+  // The retry's writer lets go (it does not poll for cancellation) and drops
+  // its temporary.
+  { std::ofstream(release).put('x'); }
+  eventually([&] { return temporaries() == 0; }, 20s, "the cancelled task's temporary to go");
+}
