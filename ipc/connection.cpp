@@ -145,20 +145,31 @@ Connection::Connection(std::unique_ptr<Stream> stream, std::uint32_t read_limit,
   // None of these keeps a loop alive on its own: the stream does.
   uv_check_init(loop, &flush_check_);
   uv_idle_init(loop, &flush_idle_);
-  uv_async_init(loop, &flush_async_, [](uv_async_t* h) { static_cast<Connection*>(h->data)->flush(); });
+  // The first async handle of a loop opens a descriptor (an eventfd), which
+  // can fail when the process has none left: the connection is then
+  // refused by start().
+  async_rc_ =
+      uv_async_init(loop, &flush_async_, [](uv_async_t* h) { static_cast<Connection*>(h->data)->flush(); });
   uv_timer_init(loop, &partial_timer_);
   for (uv_handle_t* h :
        {reinterpret_cast<uv_handle_t*>(&flush_check_), reinterpret_cast<uv_handle_t*>(&flush_idle_),
-        reinterpret_cast<uv_handle_t*>(&flush_async_), reinterpret_cast<uv_handle_t*>(&partial_timer_)}) {
+        reinterpret_cast<uv_handle_t*>(&partial_timer_)}) {
     h->data = this;
     uv_unref(h);
   }
-  handles_open_ = 5;  // the four above and the stream
+  handles_open_ = 4;  // the three above and the stream
+  if (async_rc_ == 0) {
+    flush_async_.data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&flush_async_));
+    ++handles_open_;
+  }
 }
 
 Status Connection::start(Callbacks callbacks) {
   cb_ = std::move(callbacks);
   if (closing_) return Status(Code::kIo, "connection is closed");
+  if (async_rc_ != 0)
+    return Status(Code::kIo, std::string("cannot set up the connection: ") + uv_strerror(async_rc_));
   Status s = stream_->start(
       Stream::Callbacks{[this](std::span<const std::byte> bytes) { on_bytes(bytes); },
                         [this](CloseReason why, const Status& detail) { on_stream_closed(why, detail); },
@@ -312,7 +323,7 @@ void Connection::begin_close(CloseReason why, const Status& detail) {
   auto closed = [](uv_handle_t* h) { static_cast<Connection*>(h->data)->handle_closed(); };
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_idle_), closed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&flush_async_), closed);
+  if (async_rc_ == 0) uv_close(reinterpret_cast<uv_handle_t*>(&flush_async_), closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&partial_timer_), closed);
 }
 

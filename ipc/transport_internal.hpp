@@ -285,6 +285,7 @@ class Connection {
   // the next I/O event).
   uv_idle_t flush_idle_;
   uv_async_t flush_async_;  // flushes frames another thread left
+  int async_rc_ = 0;        // how its initialisation went (0: ready)
   uv_timer_t partial_timer_;
   std::uint64_t partial_timeout_ms_ = 0;
   std::uint64_t last_progress_ = 0;  // uv_now when a byte of the partial frame last came

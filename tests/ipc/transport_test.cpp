@@ -544,6 +544,15 @@ int count_open_fds() {
 
 TEST_CASE("a listener out of descriptors says so once and accepts again when some close",
           "[ipc][multiprocess]") {
+#if defined(__SANITIZE_ADDRESS__)
+  // Under AddressSanitizer the forked listener's accept4 fails with EMFILE
+  // from the first connection on, with a dozen descriptor numbers below the
+  // limit still free (seen with ASan of GCC 12): the limit cannot be
+  // measured out for it. The dispatcher-level test of the same case
+  // (liveness_test.cpp) runs the kura binary under prlimit instead.
+  WARN("skipped under AddressSanitizer");
+  return;
+#endif
   SocketDir dir;
   const std::string path = dir.socket();
   int log_pipe[2];
@@ -569,9 +578,13 @@ TEST_CASE("a listener out of descriptors says so once and accepts again when som
         &loop, *at,
         [](std::unique_ptr<Stream> s) {
           Connection* c = Connection::adopt(std::move(s), kDefaultFrameLimit, UINT64_MAX);
-          if (c->start(Connection::Callbacks{[](Connection&, Frame&&) {},
-                                             [](Connection&, CloseReason, const Status&) {}}))
+          Status started = c->start(Connection::Callbacks{[](Connection&, Frame&&) {},
+                                                          [](Connection&, CloseReason, const Status&) {}});
+          if (started) {
             c->send(FrameType::kWelcome, 0, 1, nullptr);
+          } else {
+            c->close(CloseReason::kIo, started);  // no descriptor left for its set-up
+          }
         },
         say);
     if (!l) ::_exit(4);
