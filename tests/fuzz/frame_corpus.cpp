@@ -37,13 +37,16 @@ int main(int argc, char** argv) {
   Call call{"scale", {Arg::ref("/kura_1f_2a[2,1]"), Arg::copy(Value::f64({2}))}};
   std::vector<std::vector<char>> seeds(4);
   append(seeds[0], FrameType::kHello, 0, msg::encode_hello(msg::Hello{"client", 1, 7, 0, {}}));
+  append(seeds[0], FrameType::kHello, 0, msg::encode_hello(msg::Hello{"worker", 2, 0, 3, {"echo", "sum"}}));
   append(seeds[0], FrameType::kSubmit, 1, msg::encode_submit(call, 7, {}));
   append(seeds[1], FrameType::kResult, 1, msg::encode_result(Outcome::kOk, "", "", &v));
   append(seeds[1], FrameType::kResult, 2, msg::encode_result(Outcome::kOk, "", "/kura_7_9", nullptr));
   append(seeds[2], FrameType::kWelcome, 0, msg::encode_welcome(msg::Welcome{1u << 20, 5, 0, 500}));
   DispatcherStatus s;
-  s.workers = {{10, "idle", 3}};
+  s.workers = {{1, 10, "idle", 3, {"echo"}}};
   append(seeds[2], FrameType::kStatus, 3, msg::encode_status(s));
+  append(seeds[2], FrameType::kRefused, 0, msg::encode_refused("kura protocol 1, this side speaks 2"));
+  append(seeds[2], FrameType::kHeartbeat, 0, Result<Bytes>(Bytes()));
   append(seeds[3], FrameType::kResult, 4, msg::encode_result(Outcome::kTimeout, "timed out", "", nullptr));
   int n = 0;
   for (const auto& stream : seeds) {

@@ -73,6 +73,8 @@ void read_as_messages(const kura::Bytes& payload) {
   require(w.is_ok() || decode_code_ok(w.status().code()), "decode_welcome: unexpected code");
   auto st = d::decode_status(payload);
   require(st.is_ok() || decode_code_ok(st.status().code()), "decode_status: unexpected code");
+  auto rf = d::decode_refused(payload);
+  require(rf.is_ok() || decode_code_ok(rf.status().code()), "decode_refused: unexpected code");
 }
 
 }  // namespace
