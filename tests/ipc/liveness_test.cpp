@@ -42,9 +42,11 @@ class StoppedProcess {
   bool gone_ = false;
 };
 
+// Short enough for a test, long enough that a worker starved by a loaded
+// machine (ctest -j8 on 2 cores) is not taken for a hung one.
 void heartbeats_fast(ipc::DispatcherOptions& o) {
-  o.heartbeat_ms = 100;
-  o.heartbeat_timeout_ms = 1000;
+  o.heartbeat_ms = 200;
+  o.heartbeat_timeout_ms = 2000;
 }
 
 pid_t only_worker_pid(ipc::Client& c) {
@@ -94,7 +96,7 @@ TEST_CASE("a stopped worker misses its heartbeats: dropped, killed and replaced"
     REQUIRE(r.has_value());
     INFO(r->describe() << "\n" << d.log());
     CHECK(r->ok());
-    CHECK(d.wait_log("its heartbeat deadline is 1000 ms): dropped"));
+    CHECK(d.wait_log("its heartbeat deadline is 2000 ms): dropped"));
     stopped.wait_gone();
   }
   wait_workers(*c, 1);
@@ -125,7 +127,7 @@ TEST_CASE("a function busy for three heartbeat deadlines keeps its worker", "[ip
   auto c = connect(d.socket());
   wait_workers(*c, 1);
   const pid_t pid = only_worker_pid(*c);
-  auto id = c->submit(call("sleep", {num(3.5)}));
+  auto id = c->submit(call("sleep", {num(6.5)}));
   REQUIRE(id.is_ok());
   auto r = c->wait_for(*id, 60s);
   REQUIRE(r.has_value());
