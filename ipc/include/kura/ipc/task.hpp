@@ -45,10 +45,11 @@ struct TaskOptions {
   // resolves as kWorkerLost. At most kMaxRetries: a task that kills every
   // worker it reaches must not be able to kill them without end.
   unsigned retries = 0;
-  // When no connected worker has the task's function: false (the default)
-  // ends the task at once as kError ("unknown function"); true keeps it
-  // queued until a worker that has the function connects (its timeout
-  // still applies, and status counts it in `unroutable`).
+  // When no worker has announced the task's function since the dispatcher
+  // started (and some worker has connected): false (the default) ends the
+  // task at once as kError ("unknown function"); true keeps it queued until
+  // a worker that has the function connects (its timeout still applies, and
+  // status counts it in `unroutable`).
   bool wait_for_worker = false;
   // Send the result back inline, copied through the sockets, however large
   // (up to the frame limit), instead of as a region when it is large: for
