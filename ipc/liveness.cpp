@@ -24,6 +24,13 @@ std::string hex_of(std::uint64_t v) {
 
 }  // namespace
 
+// A quarter of the shortest deadline the sweep enforces, at least 50 ms.
+std::uint64_t Dispatcher::Core::sweep_every() const {
+  const std::uint64_t shortest =
+      std::min({options.heartbeat_timeout_ms, options.hello_timeout_ms, options.cancel_grace_ms});
+  return std::max<std::uint64_t>(50, shortest / 4);
+}
+
 void Dispatcher::Core::start_liveness() {
   max_connections = options.max_connections;
   if (max_connections == 0) {
@@ -32,11 +39,15 @@ void Dispatcher::Core::start_liveness() {
         ::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY ? r.rlim_cur : 4096;
     max_connections = limit > kReservedDescriptors + 8 ? limit - kReservedDescriptors : 8;
   }
-  const std::uint64_t every =
-      std::max<std::uint64_t>(50, std::min(options.heartbeat_timeout_ms, options.hello_timeout_ms) / 4);
+  const std::uint64_t every = sweep_every();
   last_sweep_ms = now_ms();
   uv_timer_start(
-      &sweep_timer, [](uv_timer_t* t) { static_cast<Core*>(t->loop->data)->on_sweep(); }, every, every);
+      &sweep_timer,
+      [](uv_timer_t* t) {
+        auto* core = static_cast<Core*>(t->loop->data);
+        core->guarded([core] { core->on_sweep(); });
+      },
+      every, every);
 }
 
 // True when one more connection may be kept; past the cap it is refused
@@ -73,15 +84,17 @@ bool Dispatcher::Core::admit_connection() {
 void Dispatcher::Core::on_sweep() {
   if (stopping) return;
   const std::uint64_t now = now_ms();
-  const std::uint64_t every =
-      std::max<std::uint64_t>(50, std::min(options.heartbeat_timeout_ms, options.hello_timeout_ms) / 4);
+  const std::uint64_t every = sweep_every();
   // The loop itself was held up (the machine stalled, the process was
   // stopped): what peers sent meanwhile is still unread, so silence says
   // nothing about them. Start their clocks again.
   const bool stalled = now - last_sweep_ms > every + options.heartbeat_timeout_ms / 2;
   last_sweep_ms = now;
   if (stalled) {
-    for (auto& [id, w] : workers) w.last_heard_ms = now;
+    for (auto& [id, w] : workers) {
+      w.last_heard_ms = now;
+      if (w.stop_sent_ms != 0) w.stop_sent_ms = now;
+    }
     for (auto& [id, n] : newcomers) n.since_ms = now;
     return;
   }
@@ -92,12 +105,20 @@ void Dispatcher::Core::on_sweep() {
     c->close(detail::CloseReason::kTimeout,
              Status(Code::kIo, "no hello within " + std::to_string(options.hello_timeout_ms) + " ms"));
   for (auto& [id, w] : workers) {
-    if (w.conn->closed() || now - w.last_heard_ms <= options.heartbeat_timeout_ms) continue;
+    if (w.conn->closed()) continue;
+    if (now - w.last_heard_ms > options.heartbeat_timeout_ms) {
+      log(who_worker(id, w) + " sent nothing for " + std::to_string(now - w.last_heard_ms) +
+          " ms (its heartbeat deadline is " + std::to_string(options.heartbeat_timeout_ms) + " ms): dropped");
+    } else if (w.stop_sent_ms != 0 && now - w.stop_sent_ms > options.cancel_grace_ms) {
+      log(who_worker(id, w) + " still runs a task it was told to stop " +
+          std::to_string(now - w.stop_sent_ms) + " ms ago (the grace is " +
+          std::to_string(options.cancel_grace_ms) + " ms): dropped");
+    } else {
+      continue;
+    }
     ++workers_dropped;
-    log(who_worker(id, w) + " sent nothing for " + std::to_string(now - w.last_heard_ms) +
-        " ms (its heartbeat deadline is " + std::to_string(options.heartbeat_timeout_ms) + " ms): dropped");
     kill_managed(w.token);
-    w.conn->close(detail::CloseReason::kTimeout, Status(Code::kIo, "missed its heartbeats"));
+    w.conn->close(detail::CloseReason::kTimeout, Status(Code::kIo, "dropped by the liveness sweep"));
   }
 }
 
@@ -125,7 +146,7 @@ void Dispatcher::Core::prune_owner(std::uint64_t owner, unsigned attempt) {
         auto* what = static_cast<std::pair<std::uint64_t, unsigned>*>(t->data);
         const auto [owner, next] = *what;
         core->close_recheck(t);
-        core->prune_owner(owner, next);
+        core->guarded([core, owner = owner, next = next] { core->prune_owner(owner, next); });
       },
       kRecheckMs[attempt], 0);
 }

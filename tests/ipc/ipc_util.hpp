@@ -202,15 +202,30 @@ class RawPeer {
     REQUIRE(::send(fd_, p, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n));
   }
   // Writes a frame header announcing `length` payload bytes.
-  void header(ipc::FrameType t, std::uint64_t id, std::uint32_t length) {
+  void header(ipc::FrameType t, std::uint64_t id, std::uint32_t length, std::uint16_t flags = 0) {
     std::byte h[ipc::kFrameHeaderSize];
-    ipc::encode_frame_header(ipc::FrameHeader{t, 0, id, length},
+    ipc::encode_frame_header(ipc::FrameHeader{t, flags, id, length},
                              std::span<std::byte, ipc::kFrameHeaderSize>(h, sizeof h));
     write(h, sizeof h);
   }
-  void frame(ipc::FrameType t, std::uint64_t id, const Bytes& payload) {
-    header(t, id, static_cast<std::uint32_t>(payload.size()));
+  void frame(ipc::FrameType t, std::uint64_t id, const Bytes& payload, std::uint16_t flags = 0) {
+    header(t, id, static_cast<std::uint32_t>(payload.size()), flags);
     if (!payload.empty()) write(payload.data(), payload.size());
+  }
+  // A worker's hello with `functions` and start token `token`.
+  void hello_worker(std::vector<std::string> functions, std::uint64_t token = 0) {
+    auto h =
+        ipc::detail::encode_hello(ipc::detail::Hello{"worker", ::getpid(), 0, token, std::move(functions)});
+    REQUIRE(h.is_ok());
+    frame(ipc::FrameType::kHello, 0, *h);
+  }
+  // The next frame of type `t`, skipping others; nullopt when the
+  // connection closes or `timeout_ms` passes first.
+  std::optional<ipc::Frame> next_of(ipc::FrameType t, int timeout_ms = 20000) {
+    for (;;) {
+      auto f = read_frame(timeout_ms);
+      if (!f || f->header.type == t) return f;
+    }
   }
   // A client's hello of this protocol version.
   void hello_client() {

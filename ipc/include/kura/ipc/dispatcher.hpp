@@ -67,6 +67,11 @@ struct DispatcherOptions {
   // before it is dropped.
   std::uint32_t heartbeat_ms = 500;
   std::uint32_t heartbeat_timeout_ms = 5000;
+  // A worker told to stop a task (cancelled, timed out) that still runs it
+  // this long after is dropped (a managed one is killed and replaced): a
+  // function that neither polls its cancel token nor yields to the signal
+  // must not keep its worker from every later task.
+  std::uint32_t cancel_grace_ms = 10000;
   // How long a new connection has to say hello.
   std::uint32_t hello_timeout_ms = 5000;
   // A frame that has begun arriving and receives no byte for this long
