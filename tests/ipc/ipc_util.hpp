@@ -201,6 +201,21 @@ class RawPeer {
   void write(const void* p, std::size_t n) {
     REQUIRE(::send(fd_, p, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n));
   }
+  // Writes all `n` bytes, or returns false once the dispatcher closed the
+  // connection (or read nothing for `timeout_ms`).
+  bool try_write(const void* p, std::size_t n, int timeout_ms = 20000) {
+    const char* at = static_cast<const char*>(p);
+    while (n > 0) {
+      pollfd pfd{fd_, POLLOUT, 0};
+      if (::poll(&pfd, 1, timeout_ms) != 1 || (pfd.revents & POLLOUT) == 0) return false;
+      const ssize_t w = ::send(fd_, at, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (w <= 0) return false;
+      at += w;
+      n -= static_cast<std::size_t>(w);
+    }
+    return true;
+  }
   // Writes a frame header announcing `length` payload bytes.
   void header(ipc::FrameType t, std::uint64_t id, std::uint32_t length, std::uint16_t flags = 0) {
     std::byte h[ipc::kFrameHeaderSize];

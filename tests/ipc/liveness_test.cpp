@@ -4,9 +4,11 @@
 // arriving, running out of descriptors; and clients whose many tasks end at
 // once do not stall the loop.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <thread>
 
 #include "ipc_util.hpp"
@@ -315,4 +317,65 @@ TEST_CASE("many tasks ending at once do not stall the dispatcher", "[ipc][multip
     CHECK(slowest_ms <= 2000);
     CHECK(status_within(*watcher, 2s).awaiting == 0);
   }
+}
+
+TEST_CASE("a dispatcher out of memory closes the connections it cannot serve and keeps serving",
+          "[ipc][multiprocess]") {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer reserves terabytes of address space for its shadow and
+  // aborts when an allocation fails: a limit on address space cannot make
+  // the kura binary of that build run out of memory the way a real one does.
+  WARN("skipped under AddressSanitizer");
+  return;
+#endif
+  ShmGuard guard;
+  SocketDir dir;
+  Process dispatcher(
+      {kKura, "dispatcher", "--socket", dir.socket(), "--workers", "1", "--frame-limit", "256MiB"});
+  auto line = dispatcher.read_line(20s);
+  REQUIRE(line.has_value());
+  REQUIRE(line->find("listening on") != std::string::npos);
+  auto c = connect(dir.socket());
+  wait_workers(*c, 1);
+
+  // Room for about 96 MiB more address space than it uses now.
+  std::ifstream in("/proc/" + std::to_string(dispatcher.pid()) + "/status");
+  std::uint64_t vm_kib = 0;
+  for (std::string l; std::getline(in, l);)
+    if (l.rfind("VmSize:", 0) == 0) vm_kib = std::stoull(l.substr(7));
+  REQUIRE(vm_kib > 0);
+  const rlimit limit{(vm_kib << 10) + (96ull << 20), (vm_kib << 10) + (96ull << 20)};
+  REQUIRE(::prlimit(dispatcher.pid(), RLIMIT_AS, &limit, nullptr) == 0);
+
+  // Four clients each send most of a 200 MiB frame: the dispatcher cannot
+  // hold them all, and closes those it cannot.
+  std::vector<std::unique_ptr<RawPeer>> big;
+  std::vector<char> chunk(1 << 20, 'x');
+  for (int i = 0; i < 4; ++i) {
+    big.push_back(std::make_unique<RawPeer>(dir.socket()));
+    big.back()->hello_client();
+    big.back()->header(ipc::FrameType::kSubmit, 1, 200u << 20);
+  }
+  int refused = 0;
+  for (auto& peer : big) {
+    std::size_t sent = 0;
+    while (sent < (190u << 20) && peer->try_write(chunk.data(), chunk.size())) sent += chunk.size();
+    if (sent < (190u << 20)) ++refused;
+  }
+  INFO(dispatcher.err());
+  CHECK(refused > 0);
+  big.clear();
+
+  // The loop, the worker and the client of before are all still there.
+  CHECK(process_alive(dispatcher.pid()));
+  echo_round_trip(*c, 4);
+  auto again = connect(dir.socket());
+  CHECK(status_of(*again).workers.size() == 1);
+  c.reset();
+  again.reset();
+  dispatcher.signal(SIGTERM);
+  auto code = dispatcher.wait(30s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  CHECK(dispatcher.err().find("out of memory") != std::string::npos);
 }
