@@ -78,6 +78,7 @@ Status Dispatcher::Core::open_loop(bool signals) {
     return invalid_argument("heartbeat_timeout_ms must be longer than heartbeat_ms, which must not be 0");
   if (options.hello_timeout_ms == 0) return invalid_argument("hello_timeout_ms is 0");
   if (options.cancel_grace_ms == 0) return invalid_argument("cancel_grace_ms is 0");
+  if (options.max_client_backlog == 0) return invalid_argument("max_client_backlog is 0");
   KURA_RETURN_IF_ERROR(pool_command());
   if (int rc = uv_loop_init(&loop); rc != 0)
     return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));

@@ -39,6 +39,9 @@ inline constexpr std::uint64_t kStopGraceMs = 5000;
 // A managed worker that dies without having finished a task since it was
 // ready is restarted after a delay that doubles up to this.
 inline constexpr std::uint64_t kMaxRestartDelayMs = 5000;
+// A client with more than this waiting to be written makes the dispatcher
+// add up every client's backlog (against max_client_backlog).
+inline constexpr std::uint64_t kBacklogCheck = 1u << 20;
 // Timeouts handled in one loop turn (a storm of them is taken in slices,
 // so that the loop serves its connections in between).
 inline constexpr std::size_t kTimeoutSlice = 4096;
@@ -60,6 +63,11 @@ struct Dispatcher::Core {
     std::uint64_t owner = 0;
     std::unordered_map<std::uint64_t, detail::TaskKey> tasks;  // its task id -> ours
     std::uint32_t parked = 0;                                  // submits waiting for room
+    // Results naming a region sent to it, while their frames may still be
+    // queued (the payload alive elsewhere than here): the regions to remove
+    // if it is disconnected before it read them.
+    std::vector<std::pair<std::weak_ptr<const Bytes>, std::string>> region_results;
+    std::size_t region_results_trimmed = 0;  // their number after the last trim
   };
   struct Worker {
     detail::Connection* conn = nullptr;
@@ -182,6 +190,8 @@ struct Dispatcher::Core {
   std::uint64_t sweep_every() const;
   void on_sweep();
   bool admit_connection();  // false: over the connection cap (logged)
+  void note_region_result(Client& c, const std::shared_ptr<const Bytes>& payload, const std::string& region);
+  void shed_backlog();  // disconnects the slowest clients while over max_client_backlog
   void prune_owner(std::uint64_t owner, unsigned attempt);
   void close_recheck(uv_timer_t* t);
 

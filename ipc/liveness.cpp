@@ -98,6 +98,7 @@ void Dispatcher::Core::on_sweep() {
     for (auto& [id, n] : newcomers) n.since_ms = now;
     return;
   }
+  shed_backlog();
   std::vector<detail::Connection*> late;
   for (auto& [id, n] : newcomers)
     if (now - n.since_ms > options.hello_timeout_ms) late.push_back(n.conn);
@@ -119,6 +120,47 @@ void Dispatcher::Core::on_sweep() {
     ++workers_dropped;
     kill_managed(w.token);
     w.conn->close(detail::CloseReason::kTimeout, Status(Code::kIo, "dropped by the liveness sweep"));
+  }
+}
+
+void Dispatcher::Core::note_region_result(Client& c, const std::shared_ptr<const Bytes>& payload,
+                                          const std::string& region) {
+  c.region_results.emplace_back(payload, region);
+  if (c.region_results.size() < 2 * c.region_results_trimmed + 64) return;
+  // Results written by now are the client's: forget them (amortised O(1)).
+  std::erase_if(c.region_results, [](const auto& r) { return r.first.expired(); });
+  c.region_results_trimmed = c.region_results.size();
+}
+
+// While the results waiting for clients that do not read add up to more
+// than max_client_backlog, the client with the most waiting goes: its tasks
+// are cancelled (on_close) and the regions of results it was not sent are
+// removed (a result whose payload only the connection's queue still holds
+// was not written; one written in part cannot be read).
+void Dispatcher::Core::shed_backlog() {
+  for (;;) {
+    std::uint64_t total = 0, most = 0;
+    Client* slowest = nullptr;
+    for (auto& [id, c] : clients) {
+      if (c.conn->closed()) continue;
+      const std::uint64_t b = c.conn->write_queue_bytes();
+      total += b;
+      if (b > most) {
+        most = b;
+        slowest = &c;
+      }
+    }
+    if (total <= options.max_client_backlog || slowest == nullptr) return;
+    std::vector<std::string> unsent;
+    for (const auto& [payload, region] : slowest->region_results)
+      if (!payload.expired()) unsent.push_back(region);
+    slowest->region_results.clear();
+    log(who_client(*slowest) + " does not read its results: " + human_bytes(most) + " wait for it, and " +
+        human_bytes(total) + " for all clients, over the dispatcher's bound of " +
+        human_bytes(options.max_client_backlog) + ": disconnected");
+    slowest->conn->close(detail::CloseReason::kBacklog,
+                         Status(Code::kIo, "results waiting for all clients over max_client_backlog"));
+    for (const std::string& r : unsent) (void)shm::remove(r);
   }
 }
 

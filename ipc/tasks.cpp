@@ -132,8 +132,11 @@ void Dispatcher::Core::resolve(TaskKey key, std::shared_ptr<const Bytes> payload
   Task& t = it->second;
   auto c = clients.find(t.client);
   if (c != clients.end() && !c->second.conn->closed()) {
-    c->second.tasks.erase(t.client_task);
-    c->second.conn->send(FrameType::kResult, 0, t.client_task, std::move(payload));
+    Client& cl = c->second;
+    cl.tasks.erase(t.client_task);
+    if (!region.empty()) note_region_result(cl, payload, region);
+    cl.conn->send(FrameType::kResult, 0, t.client_task, std::move(payload));
+    if (cl.conn->write_queue_bytes() > kBacklogCheck) shed_backlog();
   } else if (!region.empty()) {
     (void)shm::remove(region);
   }

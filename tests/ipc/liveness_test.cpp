@@ -379,3 +379,48 @@ TEST_CASE("a dispatcher out of memory closes the connections it cannot serve and
   CHECK(*code == 0);
   CHECK(dispatcher.err().find("out of memory") != std::string::npos);
 }
+
+TEST_CASE("clients that do not read their results are bounded in total: the slowest goes, its regions too",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 1, [](ipc::DispatcherOptions& o) {
+    o.max_client_backlog = 6u << 20;
+    o.frame_limit = 4u << 20;
+  });
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  auto owner = shm::process_owner();
+  REQUIRE(owner.is_ok());
+  auto submit = [&](RawPeer& p, std::uint64_t id, const ipc::Call& what, bool inline_result) {
+    ipc::TaskOptions o;
+    o.inline_result = inline_result;
+    auto bytes = ipc::detail::encode_submit(what, *owner, o);
+    REQUIRE(bytes.is_ok());
+    p.frame(ipc::FrameType::kSubmit, id, *bytes);
+  };
+  // Results of a megabyte each, then results that are regions, then more of
+  // a megabyte: the client reads none of them.
+  const std::vector<double> megabyte(128 * 1024, 1.0), small(1000, 2.0);
+  const ipc::Call big =
+      call("echo", {ipc::Arg::copy(Value::array<Dtype::kF64>(std::span<const double>(megabyte)))});
+  const ipc::Call region =
+      call("scale", {ipc::Arg::copy(Value::array<Dtype::kF64>(std::span<const double>(small))), num(3)});
+  RawPeer deaf(d.socket());
+  deaf.hello_client();
+  std::uint64_t id = 1;
+  for (int i = 0; i < 2; ++i) submit(deaf, id++, big, true);
+  for (int i = 0; i < 4; ++i) submit(deaf, id++, region, false);
+  for (int i = 0; i < 12; ++i) submit(deaf, id++, big, true);
+
+  CHECK(d.wait_log("does not read its results"));
+  CHECK(d.wait_log("over the dispatcher's bound of 6.0 MiB: disconnected"));
+  // The client that reads is served all along.
+  auto r = c->wait_for(c->submit(call("echo", {num(7)})).value(), 20s);
+  REQUIRE(r.has_value());
+  CHECK(r->ok());
+  // The regions written for the deaf client and never sent to it are gone
+  // (ShmGuard fails the test otherwise), and so are its tasks.
+  eventually([&] { return status_of(*c).connections == 2; }, 20s, "the deaf client disconnected");
+  CHECK(status_of(*c).awaiting == 0);
+}

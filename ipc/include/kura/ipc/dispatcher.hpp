@@ -82,6 +82,12 @@ struct DispatcherOptions {
   // quarter of them (at least 4) may be new connections that have not said
   // hello yet: past that the oldest of those is closed.
   std::uint32_t max_connections = 0;
+  // Results written to clients that the kernel has not taken yet (clients
+  // that do not read), over all clients: past this bound the client with the
+  // most waiting is disconnected, its tasks cancelled and the result regions
+  // it was not sent removed. One client alone may have at most
+  // max(64 MiB, 4 x frame_limit) waiting.
+  std::uint64_t max_client_backlog = 256u << 20;
   // everywhere() calls are kept (to run on workers that connect later) until
   // the client that made them disconnects; at most this many, with payloads
   // of at most this many bytes in all. A call past either bound fails.
