@@ -184,9 +184,13 @@ def _clean_up_at_exit():
     with _Owner.lock:
         if _Owner.fd < 0 or _Owner.pid != os.getpid():
             return
-        d = directory()
+        d = _dir
         prefix = "kura_%x_" % _Owner.owner
-        for f in os.listdir(d):
+        try:
+            files = os.listdir(d)
+        except OSError:
+            files = []  # the directory is gone, and everything in it
+        for f in files:
             if not f.startswith(prefix) or f in _Owner.disowned:
                 continue
             rest = f[len(prefix):]
@@ -202,7 +206,10 @@ def _clean_up_at_exit():
                 pass
         lease = "%s/kura_%x.lock" % (d, _Owner.owner)
         if _same_file(_Owner.fd, lease):
-            os.unlink(lease)
+            try:
+                os.unlink(lease)
+            except OSError:
+                pass
         os.close(_Owner.fd)
         _Owner.fd, _Owner.owner = -1, 0
 
