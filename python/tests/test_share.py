@@ -5,6 +5,7 @@ regions live and die by the lease protocol of docs/design.md."""
 import gc
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -80,19 +81,24 @@ def test_values_of_every_kind_round_trip():
         again.release()
 
 
-def test_data_frame():
+@pytest.mark.parametrize("with_pandas", [True, False])
+def test_data_frame(shm_dir, with_pandas, monkeypatch):
+    if with_pandas:
+        pytest.importorskip("pandas")
+    else:
+        monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas fails
     df = kura.data_frame({"a": np.arange(3, dtype="i4"), "b": np.array(["x", "y", None], dtype=object)})
     with kura.share(df) as s:
         v = kura.map(s.name)
-        try:
-            import pandas
-        except ImportError:
-            pandas = None
-        if pandas is None:
+        if not with_pandas:
             assert isinstance(v, dict) and list(v) == ["a", "b"]
             assert v["a"].tolist() == [0, 1, 2] and list(v["b"]) == ["x", "y", None]
         else:
             assert list(v.columns) == ["a", "b"] and v["a"].tolist() == [0, 1, 2]
+            assert v["b"].tolist() == ["x", "y", None]
+            # The numeric column is the mapping's memory, not a copy.
+            col = v["a"].to_numpy()
+            assert mapping_of(col.__array_interface__["data"][0])[2] == os.path.join(shm_dir, s.name[1:])
         lst = kura.open_region(s.name)[1]
         assert kura._reader.attributes(lst)["row.names"].tolist() == [kura.NA_INTEGER, -3]
 
