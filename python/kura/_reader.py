@@ -241,8 +241,12 @@ class Node:
         names, attribute lists), holding the value to the tree rule of
         docs/format.md section 4.9: a header or a data block reached twice,
         or two pieces that overlap, make the region corrupt. The work is
-        bounded by the region's node_count."""
+        bounded by the region's size: a walk stops once it has seen more
+        nodes than node_count, or more header and data bytes than the region
+        holds (links shared by a damaged region could otherwise make it
+        exponential, or quadratic in the size)."""
         seen = 0
+        budget = self.region.size
         pieces = []
         stack = [self]
         while stack:
@@ -250,6 +254,9 @@ class Node:
             seen += 1
             if seen > self.region.node_count:
                 self.region._corrupt("holds more nodes than its node_count %d" % self.region.node_count)
+            budget -= L.HEADER_SIZE + n.data_size
+            if budget < 0:
+                self.region._corrupt("holds more header and data bytes than its size: links are shared")
             pieces.append((n.offset, L.HEADER_SIZE))
             if n.data_size:
                 pieces.append((n.data_offset, n.data_size))

@@ -204,6 +204,20 @@ def test_shared_links_cannot_make_a_walk_exponential():
         kura.share(value(r.root()))
 
 
+def test_a_walk_reads_no_more_than_the_region_holds():
+    # Nine nulls and one large array, then every link pointed at the array.
+    data = bytearray(kura.build([None] * 9 + [np.zeros(4096)]))
+    r = kura.Region(bytes(data))
+    root = r.root()
+    big = struct.unpack_from("<Q", data, root.data_offset + 8 * 9)[0]
+    for i in range(9):
+        struct.pack_into("<Q", data, root.data_offset + 8 * i, big)
+    hashed = []
+    with pytest.raises(kura.CorruptRegion, match="more header and data bytes"):
+        kura.Region(bytes(data)).root().walk(hashed.append)
+    assert len(hashed) < 3
+
+
 def test_verify_finds_a_changed_payload(shm_dir):
     import os
     data = set_bytes(golden(), 448, struct.pack("<d", 1.75))
