@@ -33,3 +33,10 @@ def test_parts():
 def test_map_refuses_invalid_name_before_any_file_access():
     with pytest.raises(kura.InvalidName):
         kura.map("/kura_1_2/../../etc/passwd")
+
+
+@pytest.mark.parametrize("text", VALID + INVALID)
+def test_the_tool_parses_names_the_same_way(text, kura_tool):
+    # Exit code 2 is an invalid name, 3 a valid name for a region that is not there.
+    rc = kura_tool("get", "--", text, check=False).returncode
+    assert rc == (3 if text in VALID else 2), "kura get %r exited %d" % (text, rc)
