@@ -11,7 +11,7 @@ and its R package.
 What share writes:
 
     None                        null
-    bool, numpy bool arrays     lgl (R's logical)
+    bool, numpy bool arrays     lgl (R's logical; a kura.Logical keeps NA_INTEGER as NA)
     int                         i64 (u64 above 2^63-1), one element
     float, complex              f64, c128, one element
     numpy arrays and scalars    the matching dtype; 2 or more dimensions in
@@ -28,11 +28,13 @@ What share writes:
 What map returns: None, a read-only numpy array (kura.Logical for lgl,
 reshaped by a `dim` attribute), kura.Strings, kura.List, kura.Bytes, or for
 a data frame a pandas.DataFrame (a dict of columns without pandas).
+R's NA is kura.NA_REAL in float arrays (kura.is_na finds it among NaNs) and
+kura.NA_INTEGER in lgl arrays; None in strings.
 """
 
 from ._errors import (CorruptRegion, DirectoryError, InvalidName, KuraError, NoSpace, NotAList,
                       NotFound, OutOfRange, Refused)
-from ._layout import FORMAT_VERSION, NA_INTEGER
+from ._layout import FORMAT_VERSION, NA_INTEGER, NA_REAL
 from ._names import Name, format_name, parse_name
 from ._reader import Bytes, List, Logical, Region, Strings
 from ._shm import Shared, directory, map, node, open_region, process_owner, share, verify
@@ -56,7 +58,7 @@ def is_na(a):
 
 __all__ = [
     "Annotated", "Bytes", "CorruptRegion", "DirectoryError", "FORMAT_VERSION", "InvalidName",
-    "KuraError", "List", "Logical", "NA_INTEGER", "Name", "NoSpace", "NotAList", "NotFound",
+    "KuraError", "List", "Logical", "NA_INTEGER", "NA_REAL", "Name", "NoSpace", "NotAList", "NotFound",
     "OutOfRange", "Refused", "Region", "Shared", "Strings", "build", "data_frame", "directory",
     "format_name", "is_na", "map", "node", "open_region", "parse_name", "process_owner", "share",
     "verify",

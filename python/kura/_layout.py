@@ -46,10 +46,10 @@ DTYPES = {
     12: ("lgl", np.dtype("<i4")),
 }
 DTYPE_LGL = 12
-DTYPE_CODES = {name: code for code, (name, _) in DTYPES.items()}
 
 NA_INTEGER = -(1 << 31)
-NA_REAL_BITS = 0x7FF00000000007A2
+NA_REAL_BITS = 0x7FF00000000007A2  # R's NA in f64 (and either half of c128)
+NA_REAL = np.array([NA_REAL_BITS], dtype="<u8").view("<f8")[0]
 
 
 def align64(n: int) -> int:

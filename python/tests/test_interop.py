@@ -34,7 +34,7 @@ EVERY_KIND = {"type": "list", "values": [
 ], "names": ["f", "m", "s", "l", "b", "n", "u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64",
              "f32", "c128", "deep"]}
 
-NA = np.array([0x7FF00000000007A2], dtype="<u8").view("<f8")[0]
+NA = kura.NA_REAL
 
 
 def every_kind_in_python():

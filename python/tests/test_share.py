@@ -34,7 +34,7 @@ def test_every_dtype_round_trips(dt):
 
 
 def test_values_of_every_kind_round_trip():
-    na = np.array([0x7FF00000000007A2], dtype="<u8").view("<f8")[0]
+    na = kura.NA_REAL
     value = {
         "f64": np.array([1.5, na, np.nan]),
         "lgl": np.array([True, False]),
