@@ -40,7 +40,7 @@ from ._reader import Bytes, List, Logical, Region, Strings
 from ._shm import Shared, directory, map, node, open_region, process_owner, share, verify
 from ._writer import Annotated, build, data_frame
 
-__version__ = "0.2.0"
+__version__ = "0.1.0"
 
 
 def is_na(a):

@@ -26,3 +26,15 @@ def test_pip_install_offline_into_a_venv(tmp_path):
     with open(os.path.join(PYTHON_DIR, "LICENSE")) as a, \
             open(os.path.join(os.path.dirname(PYTHON_DIR), "LICENSE")) as b:
         assert a.read() == b.read(), "python/LICENSE must be a copy of the project's LICENSE"
+
+
+def test_version_is_the_projects():
+    import re
+
+    import kura
+    top = os.path.dirname(PYTHON_DIR)
+    with open(os.path.join(top, "CMakeLists.txt")) as f:
+        project = re.search(r"project\(kura VERSION ([0-9.]+)", f.read()).group(1)
+    with open(os.path.join(PYTHON_DIR, "pyproject.toml")) as f:
+        declared = re.search(r'^version = "([0-9.]+)"', f.read(), re.M).group(1)
+    assert kura.__version__ == declared == project
