@@ -14,6 +14,8 @@
 //  - throughput/raw_socket: 64-byte messages pipelined to an echo process;
 //    throughput/dispatcher: 10,000 echo tasks through Client::map over 2
 //    workers. Both report items_per_second.
+//  - rtt/dispatcher/traced: rtt/dispatcher/any with tracing on (a trace
+//    file, and a traceparent on every task).
 //
 // --latency_out=FILE writes every round-trip sample (microseconds) as JSON,
 // {"rtt/raw_socket/any": [...], ...}, for the latency distribution plot.
@@ -33,6 +35,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "bench_util.hpp"
@@ -268,20 +271,22 @@ void BM_RawThroughput(benchmark::State& state) {
 
 // --- the dispatcher ---------------------------------------------------------------
 
-std::map<std::pair<unsigned, bool>, std::unique_ptr<DispatcherPool>>& pools() {
-  static std::map<std::pair<unsigned, bool>, std::unique_ptr<DispatcherPool>> p;
+std::map<std::tuple<unsigned, bool, bool>, std::unique_ptr<DispatcherPool>>& pools() {
+  static std::map<std::tuple<unsigned, bool, bool>, std::unique_ptr<DispatcherPool>> p;
   return p;
 }
 
 // An embedded dispatcher with `workers` kura workers, and a client; a pinned
 // pool is made while the calling thread is pinned, so its dispatcher thread
-// and worker processes inherit the mask.
-DispatcherPool& pool(unsigned workers, bool pinned) {
-  auto& p = pools()[{workers, pinned}];
+// and worker processes inherit the mask. A traced pool writes the spans of
+// traced tasks (to /dev/null: their cost is making and writing them).
+DispatcherPool& pool(unsigned workers, bool pinned, bool traced = false) {
+  auto& p = pools()[{workers, pinned, traced}];
   if (!p) {
     ipc::DispatcherOptions o;
     o.workers = workers;
     o.worker_command = ipc::Worker::command(KURA_TOOL_PATH);
+    if (traced) o.trace_path = "/dev/null";
     p = std::make_unique<DispatcherPool>(std::move(o));
   }
   return *p;
@@ -307,6 +312,28 @@ void BM_TaskRoundTrip(benchmark::State& state, bool pinned) {
     }
   }
   report_latency(state, pinned ? "rtt/dispatcher/pinned" : "rtt/dispatcher/any", samples);
+}
+
+// The same round trip with tracing on: a dispatcher with a trace file and
+// tasks that carry a traceparent (against rtt/dispatcher/any: what tracing
+// costs when it is used; without a traceparent nothing is measured).
+void BM_TracedRoundTrip(benchmark::State& state) {
+  auto& client = pool(1, false, true).client();
+  const ipc::Call echo{"echo", {}};
+  ipc::TaskOptions traced;
+  traced.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  std::vector<double> samples;
+  for (auto _ : state) {
+    samples.clear();
+    for (int i = 0; i < samples_per_run; ++i) {
+      const std::int64_t t0 = now_ns();
+      auto id = client.submit(echo, traced);
+      if (!id) die(id.status().to_string());
+      if (!client.wait(*id).ok()) die("echo failed");
+      samples.push_back(micros_since(t0));
+    }
+  }
+  report_latency(state, "rtt/dispatcher/traced", samples);
 }
 
 void BM_TaskThroughput(benchmark::State& state) {
@@ -363,6 +390,11 @@ int main(int argc, char** argv) {
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
   }
+  with_range(benchmark::RegisterBenchmark("rtt/dispatcher/traced", BM_TracedRoundTrip))
+      ->Iterations(1)
+      ->Repetitions(reps)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
   with_range(benchmark::RegisterBenchmark("throughput/raw_socket", BM_RawThroughput))
       ->Iterations(3)
       ->Repetitions(reps)

@@ -80,6 +80,9 @@ Status Dispatcher::Core::open_loop(bool signals) {
   if (options.cancel_grace_ms == 0) return invalid_argument("cancel_grace_ms is 0");
   if (options.max_client_backlog == 0) return invalid_argument("max_client_backlog is 0");
   KURA_RETURN_IF_ERROR(pool_command());
+  if (!options.trace_path.empty()) {
+    KURA_ASSIGN_OR_RETURN(tracer, detail::Tracer::open(options.trace_path));
+  }
   if (int rc = uv_loop_init(&loop); rc != 0)
     return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
   loop.data = this;

@@ -26,6 +26,7 @@
 #include "kura/ipc/task.hpp"
 #include "message_internal.hpp"
 #include "scheduler.hpp"
+#include "trace.hpp"
 #include "transport_internal.hpp"
 
 namespace kura::ipc {
@@ -93,7 +94,8 @@ struct Dispatcher::Core {
     std::uint64_t timeout_ms = 0;
     bool acked = false;  // admitted to the queue once (and told so, when it waits for that)
     bool try_submit = false;
-    std::uint64_t worker = 0;  // while it runs
+    std::uint64_t worker = 0;                  // while it runs
+    std::unique_ptr<detail::TaskTrace> trace;  // when it is traced
   };
   struct Setup {
     std::shared_ptr<const Bytes> payload;
@@ -165,6 +167,7 @@ struct Dispatcher::Core {
   void arm_timeouts();
   void on_timeouts();
   void stop_running(detail::TaskKey key, Task& t);
+  void end_trace(Task& t);  // writes a traced task's spans
   // True when `region` is a name of a region of `owner` (never the kept owner).
   static bool of_owner(const std::string& region, std::uint64_t owner);
 
@@ -239,8 +242,10 @@ struct Dispatcher::Core {
   std::uint64_t completed = 0;
   std::uint64_t workers_dropped = 0;
   std::uint64_t workers_started = 0;
-  std::uint64_t out_of_memory = 0;    // callbacks cut short by bad_alloc
-  std::uint64_t closed_bytes_in = 0;  // socket bytes of connections that are gone
+  std::uint64_t out_of_memory = 0;         // callbacks cut short by bad_alloc
+  std::unique_ptr<detail::Tracer> tracer;  // when options.trace_path is set
+  bool trace_failed = false;               // a line could not be written (said once)
+  std::uint64_t closed_bytes_in = 0;       // socket bytes of connections that are gone
   std::uint64_t closed_bytes_out = 0;
 };
 

@@ -1,3 +1,5 @@
+#include <time.h>
+
 #include <new>
 #include <string>
 
@@ -287,6 +289,9 @@ Result<Bytes> encode_submit(const Call& call, std::uint64_t owner, const TaskOpt
     if (options.retries > kMaxRetries)
       return invalid_argument("retries is " + std::to_string(options.retries) + ", over the most allowed, " +
                               std::to_string(kMaxRetries));
+    if (!options.traceparent.empty() && !valid_traceparent(options.traceparent))
+      return invalid_argument("traceparent \"" + options.traceparent +
+                              "\" is not a W3C trace context (00-<32 hex>-<16 hex>-<2 hex>)");
     std::vector<std::uint8_t> kinds;
     std::vector<Value> args;
     kinds.reserve(call.args.size());
@@ -314,6 +319,7 @@ Result<Bytes> encode_submit(const Call& call, std::uint64_t owner, const TaskOpt
                             {"retries", u32_of(options.retries)},
                             {"inline_result", Value::array<Dtype::kLgl>({options.inline_result ? 1 : 0})},
                             {"wait_for_worker", Value::array<Dtype::kLgl>({options.wait_for_worker ? 1 : 0})},
+                            {"traceparent", string_of(options.traceparent)},
                             {"kinds", Value::array<Dtype::kU8>(std::span<const std::uint8_t>(kinds))},
                             {"args", Value::list(std::move(args))}}));
   });
@@ -325,7 +331,7 @@ Result<Submit> decode_submit(std::shared_ptr<const Bytes> payload) noexcept {
     std::span<const std::byte> bytes(payload->data(), payload->size());
     KURA_ASSIGN_OR_RETURN(Record r, Record::open(bytes, payload, kMsg,
                                                  {"fn", "owner", "timeout_ms", "retries", "inline_result",
-                                                  "wait_for_worker", "kinds", "args"}));
+                                                  "wait_for_worker", "traceparent", "kinds", "args"}));
     Submit s;
     KURA_ASSIGN_OR_RETURN(s.fn, text(r[0], kMsg, "fn"));
     if (s.fn.empty() || s.fn.size() > kMaxFunctionName)
@@ -337,9 +343,12 @@ Result<Submit> decode_submit(std::shared_ptr<const Bytes> payload) noexcept {
     if (s.retries > kMaxRetries) return bad(kMsg, "retries over " + std::to_string(kMaxRetries));
     KURA_ASSIGN_OR_RETURN(s.inline_result, flag(r[4], kMsg, "inline_result"));
     KURA_ASSIGN_OR_RETURN(s.wait_for_worker, flag(r[5], kMsg, "wait_for_worker"));
-    auto kinds = r[6].array<Dtype::kU8>();
-    if (!kinds) return bad(kMsg, "field \"kinds\" is " + r[6].describe());
-    const NodeView& args = r[7];
+    KURA_ASSIGN_OR_RETURN(s.traceparent, text(r[6], kMsg, "traceparent"));
+    if (!s.traceparent.empty() && !valid_traceparent(s.traceparent))
+      return bad(kMsg, "field \"traceparent\" is not a W3C trace context");
+    auto kinds = r[7].array<Dtype::kU8>();
+    if (!kinds) return bad(kMsg, "field \"kinds\" is " + r[7].describe());
+    const NodeView& args = r[8];
     if (args.kind() != Kind::kList || args.length() != kinds->size())
       return bad(kMsg,
                  "field \"args\" is " + args.describe() + " for " + std::to_string(kinds->size()) + " kinds");
@@ -364,13 +373,23 @@ Result<Submit> decode_submit(std::shared_ptr<const Bytes> payload) noexcept {
   });
 }
 
+std::uint64_t wall_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
 Result<Bytes> encode_result(Outcome outcome, std::string_view message, std::string_view name,
-                            const Value* value) noexcept {
+                            const Value* value, const Timing* timing) noexcept {
   return guard([&]() -> Result<Bytes> {
+    const std::uint64_t times[3] = {timing ? timing->started_ns : 0, timing ? timing->returned_ns : 0,
+                                    timing ? timing->written_ns : 0};
     return image_of(record({{"outcome", Value::array<Dtype::kU8>({static_cast<std::uint8_t>(outcome)})},
                             {"message", string_of(message)},
                             {"name", string_of(name)},
-                            {"value", value != nullptr ? borrow_value(*value) : Value::null()}}));
+                            {"value", value != nullptr ? borrow_value(*value) : Value::null()},
+                            {"timing", Value::array<Dtype::kU64>(std::span<const std::uint64_t>(
+                                           times, timing != nullptr ? 3 : 0))}}));
   });
 }
 
@@ -378,8 +397,8 @@ Result<ResultMsg> decode_result(std::shared_ptr<const Bytes> payload) noexcept {
   return guard([&]() -> Result<ResultMsg> {
     constexpr const char* kMsg = "result";
     std::span<const std::byte> bytes(payload->data(), payload->size());
-    KURA_ASSIGN_OR_RETURN(Record f,
-                          Record::open(bytes, payload, kMsg, {"outcome", "message", "name", "value"}));
+    KURA_ASSIGN_OR_RETURN(
+        Record f, Record::open(bytes, payload, kMsg, {"outcome", "message", "name", "value", "timing"}));
     ResultMsg r;
     KURA_ASSIGN_OR_RETURN(std::uint8_t outcome, scalar<Dtype::kU8>(f[0], kMsg, "outcome"));
     if (outcome > kMaxOutcome) return bad(kMsg, "unknown outcome " + std::to_string(outcome));
@@ -392,6 +411,10 @@ Result<ResultMsg> decode_result(std::shared_ptr<const Bytes> payload) noexcept {
       if (r.outcome != Outcome::kOk) return bad(kMsg, "a name with an outcome other than ok");
     }
     if (r.outcome == Outcome::kOk && r.name.empty()) r.value = f[3];
+    auto times = f[4].array<Dtype::kU64>();
+    if (!times || (times->size() != 0 && times->size() != 3))
+      return bad(kMsg, "field \"timing\" is " + f[4].describe());
+    if (times->size() == 3) r.timing = Timing{(*times)[0], (*times)[1], (*times)[2]};
     return r;
   });
 }

@@ -12,11 +12,13 @@
 //             queue_cap: u64[1], heartbeat_ms: u32[1]
 //   refused   message: strings[1]
 //   submit    fn: strings[1], owner: u64[1], timeout_ms: u64[1], retries: u32[1],
-//             inline_result: lgl[1], wait_for_worker: lgl[1], kinds: u8[n]
+//             inline_result: lgl[1], wait_for_worker: lgl[1],
+//             traceparent: strings[1] ("" when none), kinds: u8[n]
 //             (0 inline, 1 name), args: list[n] (the inline value, or
 //             strings[1] holding the name)
 //   result    outcome: u8[1], message: strings[1], name: strings[1] ("" when
-//             inline), value: the inline value, or null
+//             inline), value: the inline value, or null, timing: u64[0]
+//             or u64[3] (Timing, for a traced task)
 //   status    counters: u64[13], worker_id: u64[w], worker_pid: i64[w],
 //             worker_state: strings[w], worker_done: u64[w], worker_fns: list[w]
 //             of strings
@@ -101,6 +103,7 @@ struct Submit {
   std::uint32_t retries = 0;
   bool inline_result = false;
   bool wait_for_worker = false;
+  std::string traceparent;  // valid_traceparent(), or empty
   struct ArgView {
     std::string name;               // a name argument (checked with parse_name), or empty
     std::optional<NodeView> value;  // an inline argument
@@ -108,12 +111,24 @@ struct Submit {
   std::vector<ArgView> args;
 };
 
+// When a worker ran a traced task, in nanoseconds since the Unix epoch
+// (CLOCK_REALTIME): the function's start and end, and when its result was
+// written (a region published, or the inline value encoded).
+struct Timing {
+  std::uint64_t started_ns = 0;
+  std::uint64_t returned_ns = 0;
+  std::uint64_t written_ns = 0;
+};
+// Now, in nanoseconds since the Unix epoch (the clock of Timing and spans).
+std::uint64_t wall_ns() noexcept;
+
 // A decoded result (also what a worker's kDone carries).
 struct ResultMsg {
   Outcome outcome = Outcome::kError;
   std::string message;
   std::string name;               // the result region, or empty
   std::optional<NodeView> value;  // the inline value (outcome kOk, no name)
+  std::optional<Timing> timing;   // a traced task's times on its worker
 };
 
 Result<Bytes> encode_hello(const Hello& h) noexcept;
@@ -135,7 +150,7 @@ Result<Submit> decode_submit(std::shared_ptr<const Bytes> payload) noexcept;
 
 // `value` is the inline value (outcome kOk, empty name) or null.
 Result<Bytes> encode_result(Outcome outcome, std::string_view message, std::string_view name,
-                            const Value* value) noexcept;
+                            const Value* value, const Timing* timing = nullptr) noexcept;
 Result<ResultMsg> decode_result(std::shared_ptr<const Bytes> payload) noexcept;
 
 Result<Bytes> encode_status(const DispatcherStatus& s) noexcept;

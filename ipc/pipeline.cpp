@@ -88,6 +88,7 @@ Result<PipelineResult> Pipeline::run(Client& client, const std::vector<Arg>& inp
       args.insert(args.end(), st.extra.begin(), st.extra.end());
       TaskOptions options = st.options;
       if (o.copy) options.inline_result = true;
+      if (options.traceparent.empty()) options.traceparent = o.traceparent;
       return client.submit_reserved(reservation.id, Call{st.fn, std::move(args)}, options);
     };
     // Moves lane `i` on: submits its next map task, or, at a reduce that every

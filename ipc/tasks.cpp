@@ -58,6 +58,8 @@ void Dispatcher::Core::on_submit(std::uint64_t peer, Client& c, Frame&& f) {
   t.fn = fn;
   t.retries_left = s->retries;
   t.try_submit = try_only;
+  if (tracer && !s->traceparent.empty())
+    t.trace = detail::start_trace(s->traceparent, s->fn, client_task, size);
   c.tasks[client_task] = key;
   if (s->timeout_ms > 0) {
     t.timeout_ms = s->timeout_ms;
@@ -109,6 +111,12 @@ void Dispatcher::Core::pump() {
         continue;
       }
       t.worker = worker;
+      if (t.trace) {
+        t.trace->started_ns = detail::wall_ns();
+        t.trace->worker = worker;
+        t.trace->worker_pid = w.pid;
+        ++t.trace->attempts;
+      }
       w.running = key;
       w.running_owner = t.owner;
       w.conn->send(FrameType::kTask, 0, key, t.payload);
@@ -141,17 +149,30 @@ void Dispatcher::Core::resolve(TaskKey key, std::shared_ptr<const Bytes> payload
     (void)shm::remove(region);
   }
   if (t.timeout_ms > 0) timeouts.clear(key);
+  if (t.trace) end_trace(t);
   tasks.erase(it);
   ++completed;
 }
 
 void Dispatcher::Core::resolve_with(TaskKey key, Outcome outcome, const std::string& message) {
+  if (auto it = tasks.find(key); it != tasks.end() && it->second.trace) {
+    it->second.trace->outcome = outcome;
+    it->second.trace->message = message;
+  }
   auto payload = detail::encode_result(outcome, message, "", nullptr);
   if (!payload) {
     log("cannot encode a result: " + payload.status().to_string());
     return;
   }
   resolve(key, std::make_shared<const Bytes>(std::move(payload).value()), "");
+}
+
+void Dispatcher::Core::end_trace(Task& t) {
+  t.trace->ended_ns = detail::wall_ns();
+  if (!tracer->write(*t.trace) && !trace_failed) {
+    trace_failed = true;
+    log("cannot write to the trace file " + options.trace_path + ": spans are being lost");
+  }
 }
 
 // A running task's worker is told to stop: it stays busy until it reports
@@ -183,6 +204,11 @@ void Dispatcher::Core::forget_task(TaskKey key) {
   if (it == tasks.end()) return;
   if (scheduler.remove(key) == Scheduler::Where::kRunning) stop_running(key, it->second);
   if (it->second.timeout_ms > 0) timeouts.clear(key);
+  if (detail::TaskTrace* tr = it->second.trace.get()) {
+    tr->outcome = Outcome::kDisconnected;
+    tr->message = "its client went away";
+    end_trace(it->second);
+  }
   tasks.erase(it);
 }
 
@@ -218,6 +244,13 @@ void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
     // Cancelled or timed out while it ran: nobody takes the result.
     if (!msg->name.empty()) (void)shm::remove(msg->name);
   } else {
+    if (detail::TaskTrace* tr = t->second.trace.get()) {
+      tr->outcome = msg->outcome;
+      tr->message = msg->message;
+      tr->timing = msg->timing;
+      tr->result_kind = !msg->name.empty() ? "region" : msg->value ? "inline" : "none";
+      tr->result_bytes = payload->size();
+    }
     scheduler.task_finished(key);
     resolve(key, std::move(payload), msg->name);
   }

@@ -422,7 +422,7 @@ class WorkerLoop {
       cut = std::string(text.substr(0, n)) + "... (" + std::to_string(text.size() - n) + " bytes more)";
       text = cut;
     }
-    auto p = detail::encode_result(o, text, "", nullptr);
+    auto p = detail::encode_result(o, text, "", nullptr, timed_ ? &timing_ : nullptr);
     if (!p) p = detail::encode_result(Outcome::kError, "out of memory", "", nullptr);
     return p ? std::make_shared<const Bytes>(std::move(p).value()) : nullptr;
   }
@@ -430,8 +430,13 @@ class WorkerLoop {
   // Runs one task and returns the result image for the dispatcher.
   std::shared_ptr<const Bytes> run_job(const std::shared_ptr<const Bytes>& payload, bool setup) noexcept {
     try {
+      timed_ = false;
       auto s = detail::decode_submit(payload);
       if (!s) return error_result(Outcome::kError, "cannot read the task: " + s.status().message());
+      // A traced task reports when it ran (Timing): nothing is measured for
+      // any other.
+      timed_ = !s->traceparent.empty();
+      if (timed_) timing_ = {};
       Function fn = registry().find(s->fn);
       if (!fn)
         return error_result(Outcome::kError, "no function \"" + s->fn +
@@ -454,6 +459,7 @@ class WorkerLoop {
       TaskContext::Internals in{&lease};
       TaskContext ctx = TaskContext::Internals::make(std::move(args), s->owner, s->inline_result, &in);
       Result<Output> out = Status(Code::kIo, "not run");
+      if (timed_) timing_.started_ns = detail::wall_ns();
       try {
         out = fn(ctx);
       } catch (const std::bad_alloc&) {
@@ -463,6 +469,7 @@ class WorkerLoop {
       } catch (...) {
         out = Status(Code::kIo, "the function threw an exception of unknown type");
       }
+      if (timed_) timing_.returned_ns = timing_.written_ns = detail::wall_ns();
       if (ctx.cancelled()) {
         // Nobody takes the result: a region the function published for the
         // client is removed here (the Shared of another owner never unlinks).
@@ -502,8 +509,9 @@ class WorkerLoop {
     }
   }
 
-  std::shared_ptr<const Bytes> make_result(const std::string& name, const Value* v) const {
-    auto p = detail::encode_result(Outcome::kOk, "", name, v);
+  std::shared_ptr<const Bytes> make_result(const std::string& name, const Value* v) {
+    if (timed_) timing_.written_ns = detail::wall_ns();
+    auto p = detail::encode_result(Outcome::kOk, "", name, v, timed_ ? &timing_ : nullptr);
     if (!p) return error_result(Outcome::kError, "cannot encode the result: " + p.status().message());
     return std::make_shared<const Bytes>(std::move(p).value());
   }
@@ -522,7 +530,10 @@ class WorkerLoop {
   std::mutex mu_;
   std::condition_variable cv_;
   std::optional<Job> job_;  // the next job for the executor
-  bool busy_ = false;       // a job was handed over and its result not yet taken
+  // The executor's: whether the job it runs is traced, and its times.
+  bool timed_ = false;
+  detail::Timing timing_;
+  bool busy_ = false;  // a job was handed over and its result not yet taken
   bool quit_ = false;
   std::shared_ptr<detail::Sender> sender_;  // the connection's write path, for results
 };

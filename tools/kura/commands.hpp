@@ -55,8 +55,9 @@ struct DispatcherArgs {
   std::uint32_t frame_limit = 0;           // 0: the default
   std::uint32_t heartbeat_timeout_ms = 0;  // 0: the default
   std::uint32_t cancel_grace_ms = 0;       // 0: the default
-  std::uint32_t hello_timeout_ms = 0;      // 0: the default
-  std::uint32_t max_connections = 0;       // 0: the default
+  std::string trace_path;
+  std::uint32_t hello_timeout_ms = 0;  // 0: the default
+  std::uint32_t max_connections = 0;   // 0: the default
 };
 struct SubmitArgs {
   std::string socket;
@@ -66,6 +67,7 @@ struct SubmitArgs {
   bool json = false;
   bool keep = false;
   bool wait_for_worker = false;
+  std::string traceparent;
 };
 int cmd_dispatcher(const DispatcherArgs& args);
 int cmd_worker(const std::string& socket, const std::vector<std::string>& plugins);

@@ -50,6 +50,7 @@ int cmd_dispatcher(const DispatcherArgs& a) {
   }
   if (a.hello_timeout_ms > 0) o.hello_timeout_ms = a.hello_timeout_ms;
   if (a.cancel_grace_ms > 0) o.cancel_grace_ms = a.cancel_grace_ms;
+  o.trace_path = a.trace_path;
   o.max_connections = a.max_connections;
   Status s = ipc::Dispatcher::run(
       std::move(o), [](const std::string& socket) { std::cout << "listening on " << socket << std::endl; });
@@ -124,6 +125,7 @@ int cmd_submit(const SubmitArgs& a) {
   ipc::TaskOptions options;
   options.timeout = std::chrono::milliseconds(a.timeout_ms);
   options.wait_for_worker = a.wait_for_worker;
+  options.traceparent = a.traceparent;
   auto id = (*client)->submit(call, options);
   if (!id) return fail(id.status(), "submit " + a.fn);
   ipc::TaskResult r = (*client)->wait(*id);

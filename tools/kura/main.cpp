@@ -93,6 +93,8 @@ int run(int argc, char** argv, bool stdout_closed) {
   dispatcher->add_option(
       "--hello-timeout", dispatcher_args.hello_timeout_ms,
       "close a connection that has not said hello within this many milliseconds (default 5000)");
+  dispatcher->add_option("--trace", dispatcher_args.trace_path,
+                         "append the spans of traced tasks to this file (OTLP/JSON, one line per task)");
   dispatcher->add_option("--max-connections", dispatcher_args.max_connections,
                          "most connections at once (default: the descriptor limit less 32)");
 
@@ -119,6 +121,9 @@ int run(int argc, char** argv, bool stdout_closed) {
   submit->add_flag("--keep", submit_args.keep, "keep the result under an owner-0 name and print that name");
   submit->add_flag("--wait-for-worker", submit_args.wait_for_worker,
                    "wait for a worker that has the function instead of failing when none has announced it");
+  submit->add_option(
+      "--traceparent", submit_args.traceparent,
+      "a W3C trace context (00-<trace id>-<parent id>-<flags>): the task's spans join that trace");
   submit->add_option("fn", submit_args.fn, "function name, such as sum")->required();
   submit->add_option("args", submit_args.args, "arguments: kura names, numbers, true/false/NA, or strings");
   submit->footer("Example:\n  kura submit sum '/kura_0_3fa2[1]'   # prints the sum of an f64 array");

@@ -93,6 +93,10 @@ struct DispatcherOptions {
   // of at most this many bytes in all. A call past either bound fails.
   std::uint32_t max_setup_calls = 64;
   std::uint64_t max_setup_bytes = 16u << 20;
+  // A file to append the spans of traced tasks to (TaskOptions::traceparent),
+  // in OpenTelemetry's OTLP/JSON, one line per task; empty: none. Tasks
+  // without a traceparent are never measured.
+  std::string trace_path;
   // Where log lines go (connections refused or closed and why, workers
   // started and lost). Empty: standard error, prefixed "kura dispatcher: ".
   std::function<void(const std::string&)> log;

@@ -52,6 +52,10 @@ struct PipelineOptions {
   // When set and it becomes true, the pipeline stops as if a task had failed
   // (looked at least every 100 ms).
   const std::atomic<bool>* stop = nullptr;
+  // The trace context given to every task of the run whose stage's
+  // TaskOptions has none (TaskOptions::traceparent): the run's tasks then
+  // appear in one trace, as children of the caller's span.
+  std::string traceparent;
 };
 
 struct PipelineFailure {

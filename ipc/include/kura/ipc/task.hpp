@@ -55,7 +55,17 @@ struct TaskOptions {
   // (up to the frame limit), instead of as a region when it is large: for
   // measuring what copying costs.
   bool inline_result = false;
+  // A W3C trace context ("00-<32 hex trace id>-<16 hex parent span id>-<2
+  // hex flags>"), or empty. A dispatcher started with a trace file records
+  // the task's spans there as children of that parent (docs/design.md,
+  // section 5); without one it is carried and ignored. A malformed one makes
+  // submit InvalidArgument.
+  std::string traceparent;
 };
+
+// Whether `s` is a traceparent TaskOptions accepts: version 00, lowercase
+// hex, trace and span ids not all zero.
+bool valid_traceparent(std::string_view s) noexcept;
 
 // The most TaskOptions::retries may be; a submit asking for more is
 // InvalidArgument.
