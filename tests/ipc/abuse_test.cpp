@@ -126,15 +126,7 @@ TEST_CASE("abusive peers lose their own connection and nobody else notices", "[i
     Raw r(d.socket());
     r.hello_client();
     auto owner = shm::process_owner();
-    Value forged =
-        Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({*owner}),
-                     Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
-                     Value::array<Dtype::kLgl>({0}), Value::array<Dtype::kLgl>({0}),
-                     Value::array<Dtype::kU8>({1}), Value::list({Value::strings_utf8({"/kura_../etc"})})})
-            .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
-                         String{"inline_result"}, String{"wait_for_worker"}, String{"kinds"},
-                         String{"args"}});
-    auto image = build(forged, Stamp{}, false);
+    auto image = build(forged_submit(*owner, "/kura_../etc"), Stamp{}, false);
     REQUIRE(image.is_ok());
     r.frame(ipc::FrameType::kSubmit, 1, *image);
     CHECK(r.closed_by_peer());

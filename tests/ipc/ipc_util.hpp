@@ -179,6 +179,20 @@ inline bool process_alive(pid_t pid) {
   return ::kill(pid, 0) == 0;
 }
 
+// A submit of `sum` over the argument name `arg`, laid out by hand as
+// encode_submit lays one out (which would refuse a bad name): what a peer
+// that skips the client's checks can send.
+inline Value forged_submit(std::uint64_t owner, const std::string& arg) {
+  return Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({owner}),
+                      Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
+                      Value::array<Dtype::kLgl>({0}), Value::array<Dtype::kLgl>({0}),
+                      Value::strings_utf8({""}), Value::array<Dtype::kU8>({1}),
+                      Value::list({Value::strings_utf8({arg})})})
+      .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
+                   String{"inline_result"}, String{"wait_for_worker"}, String{"traceparent"}, String{"kinds"},
+                   String{"args"}});
+}
+
 // A raw connection to a dispatcher that speaks bytes: idle connections,
 // forged hellos, frames cut short, and reading what the dispatcher answers.
 class RawPeer {

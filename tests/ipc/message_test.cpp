@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 
+#include "ipc_util.hpp"
 #include "kura/core/builder.hpp"
 #include "message_internal.hpp"
 
@@ -46,14 +47,7 @@ TEST_CASE("a submit with a bad name is refused on both sides", "[ipc]") {
   REQUIRE_FALSE(e.is_ok());
   CHECK(e.status().code() == Code::kInvalidArgument);
   // A peer that sends one anyway: built by hand with the same layout.
-  Value forged =
-      Value::list({Value::strings_utf8({"sum"}), Value::array<Dtype::kU64>({1}),
-                   Value::array<Dtype::kU64>({0}), Value::array<Dtype::kU32>({0}),
-                   Value::array<Dtype::kLgl>({0}), Value::array<Dtype::kLgl>({0}),
-                   Value::array<Dtype::kU8>({1}), Value::list({Value::strings_utf8({"/kura_1f_2a[0]"})})})
-          .with_names({String{"fn"}, String{"owner"}, String{"timeout_ms"}, String{"retries"},
-                       String{"inline_result"}, String{"wait_for_worker"}, String{"kinds"}, String{"args"}});
-  auto d = decode_submit(shared(build(forged, Stamp{}, false)));
+  auto d = decode_submit(shared(build(kura::test::forged_submit(1, "/kura_1f_2a[0]"), Stamp{}, false)));
   REQUIRE_FALSE(d.is_ok());
   CHECK(d.status().code() == Code::kCorrupt);
   CHECK(d.status().message().find("argument 1") != std::string::npos);
