@@ -52,7 +52,8 @@ int main(int argc, char** argv) {
   traced.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   append(seeds[3], FrameType::kSubmit, 5, msg::encode_submit(call, 7, traced));
   const msg::Timing timing{1, 2, 3};
-  append(seeds[3], FrameType::kResult, 5, msg::encode_result(Outcome::kOk, "", "/kura_7_a", nullptr, &timing));
+  append(seeds[3], FrameType::kResult, 5,
+         msg::encode_result(Outcome::kOk, "", "/kura_7_a", nullptr, &timing));
   int n = 0;
   for (const auto& stream : seeds) {
     for (char chunk : {char(0), char(7), char(255)}) {
