@@ -215,7 +215,13 @@ void Connection::on_bytes(std::span<const std::byte> bytes) {
     auto frame = reader_.next();
     if (!frame) return close(reason_of(frame.status()), frame.status());
     if (!frame->has_value()) break;
-    cb_.on_frame(*this, std::move(**frame));
+    try {
+      cb_.on_frame(*this, std::move(**frame));
+    } catch (const std::bad_alloc&) {
+      // The owner could not take this frame in: the connection goes, the
+      // loop and every other connection stay.
+      return close(CloseReason::kOutOfMemory, Status::out_of_memory());
+    }
   }
   if (!closing_ && reading_ && reader_.buffered() > 0) {
     last_progress_ = uv_now(stream_->loop());
@@ -331,7 +337,10 @@ void Connection::handle_closed() {
   // The stream and the four handles closed: the owner hears of it, then
   // the Connection goes.
   if (--handles_open_ > 0) return;
-  if (cb_.on_close) cb_.on_close(*this, reason_, detail_);
+  try {
+    if (cb_.on_close) cb_.on_close(*this, reason_, detail_);
+  } catch (const std::bad_alloc&) {  // NOLINT(bugprone-empty-catch): the owner's loss; this goes regardless
+  }
   delete this;
 }
 

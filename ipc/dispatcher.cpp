@@ -77,11 +77,16 @@ Status Dispatcher::Core::open_loop(bool signals) {
   if (options.heartbeat_ms == 0 || options.heartbeat_timeout_ms <= options.heartbeat_ms)
     return invalid_argument("heartbeat_timeout_ms must be longer than heartbeat_ms, which must not be 0");
   if (options.hello_timeout_ms == 0) return invalid_argument("hello_timeout_ms is 0");
+  if (options.cancel_grace_ms == 0) return invalid_argument("cancel_grace_ms is 0");
+  if (options.max_client_backlog == 0) return invalid_argument("max_client_backlog is 0");
   KURA_RETURN_IF_ERROR(pool_command());
   if (int rc = uv_loop_init(&loop); rc != 0)
     return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
   loop.data = this;
-  uv_async_init(&loop, &stop_async, [](uv_async_t* a) { static_cast<Core*>(a->loop->data)->begin_stop(); });
+  uv_async_init(&loop, &stop_async, [](uv_async_t* a) {
+    auto* core = static_cast<Core*>(a->loop->data);
+    core->guarded([core] { core->begin_stop(); });
+  });
   uv_timer_init(&loop, &restart_timer);
   uv_timer_init(&loop, &kill_timer);
   uv_timer_init(&loop, &timeout_timer);
@@ -93,8 +98,10 @@ Status Dispatcher::Core::open_loop(bool signals) {
     uv_signal_init(&loop, &sigterm);
     auto on_signal = [](uv_signal_t* s, int signum) {
       auto* core = static_cast<Core*>(s->loop->data);
-      core->log(std::string("stopping on ") + (signum == SIGINT ? "SIGINT" : "SIGTERM"));
-      core->begin_stop();
+      core->guarded([core, signum] {
+        core->log(std::string("stopping on ") + (signum == SIGINT ? "SIGINT" : "SIGTERM"));
+        core->begin_stop();
+      });
     };
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_signal_start(&sigterm, on_signal, SIGTERM);
@@ -111,7 +118,8 @@ Status Dispatcher::Core::open_loop(bool signals) {
   Status listening = endpoint.is_ok() ? Status::ok() : endpoint.status();
   if (endpoint) {
     auto l = detail::listen(
-        &loop, *endpoint, [this](std::unique_ptr<detail::Stream> s) { on_accept(std::move(s)); },
+        &loop, *endpoint,
+        [this](std::unique_ptr<detail::Stream> s) { guarded([&] { on_accept(std::move(s)); }); },
         [this](const std::string& line) { log(line); });
     if (l) {
       listener = std::move(l).value();
@@ -228,10 +236,12 @@ void Dispatcher::Core::refuse(Connection* conn, const std::string& why) {
       &refuse_timer,
       [](uv_timer_t* t) {
         auto* core = static_cast<Core*>(t->loop->data);
-        std::vector<Connection*> conns;
-        conns.swap(core->to_refuse);
-        for (Connection* c : conns)
-          c->close(detail::CloseReason::kLocal, Status(Code::kInvalidArgument, "refused"));
+        core->guarded([core] {
+          std::vector<Connection*> conns;
+          conns.swap(core->to_refuse);
+          for (Connection* c : conns)
+            c->close(detail::CloseReason::kLocal, Status(Code::kInvalidArgument, "refused"));
+        });
       },
       0, 0);
 }
@@ -270,6 +280,15 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
   if (h->protocol != kProtocolVersion)
     return refuse(
         conn, detail::version_mismatch("a " + h->role + " (pid " + std::to_string(pid) + ")", h->protocol));
+  if (h->role == "worker") {
+    std::size_t unseen = 0;
+    for (const std::string& name : h->functions)
+      if (!scheduler.find(name)) ++unseen;
+    if (scheduler.functions() + unseen > detail::kMaxKnownFunctions)
+      return refuse(conn, "a worker (pid " + std::to_string(pid) + ") whose " + std::to_string(unseen) +
+                              " new function names would take the dispatcher past the " +
+                              std::to_string(detail::kMaxKnownFunctions) + " it keeps");
+  }
   newcomers.erase(peer);
   detail::Welcome welcome{options.frame_limit, ::getpid(), options.memory};
   if (h->role == "client") {
@@ -283,7 +302,18 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
     Worker& w = workers[peer];
     w.conn = conn;
     w.pid = pid;
-    w.token = h->token;
+    // A start token is believed only from the process it was given to (or
+    // one it started: a wrapper script), and once: a token read from a worker's environment by another
+    // process makes that process an outside worker, not the managed one.
+    if (ManagedWorker* m = managed_by_token(h->token);
+        m != nullptr && m->peer == 0 && descends_from(pid, m->process.pid)) {
+      w.token = h->token;
+      m->peer = peer;
+    } else if (h->token != 0) {
+      log("a worker (pid " + std::to_string(pid) +
+          ") sent a start token that is not its own: taken as a worker "
+          "the dispatcher did not start");
+    }
     w.functions = std::move(h->functions);
     w.last_heard_ms = now_ms();
     std::vector<detail::FnId> fns;
@@ -294,7 +324,6 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
     }
     scheduler.add_worker(peer, std::move(fns));
     ++cumulative;
-    if (ManagedWorker* m = managed_by_token(w.token)) m->peer = peer;
     for (std::uint64_t s : setup_order) {
       w.setups.push_back(s);
       setups[s].pending.insert(peer);
@@ -391,7 +420,12 @@ Result<std::unique_ptr<Dispatcher>> Dispatcher::start(DispatcherOptions options)
     auto ready = opened.get_future();
     std::shared_ptr<Core> core = d->core_;
     d->thread_ = std::thread([core, &opened] {
-      Status s = core->open_loop(/*signals=*/false);
+      Status s;
+      try {
+        s = core->open_loop(/*signals=*/false);
+      } catch (const std::bad_alloc&) {
+        s = Status::out_of_memory();
+      }
       const bool ok = s.is_ok();
       opened.set_value(std::move(s));
       if (ok) core->run_loop();

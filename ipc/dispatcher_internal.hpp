@@ -39,9 +39,16 @@ inline constexpr std::uint64_t kStopGraceMs = 5000;
 // A managed worker that dies without having finished a task since it was
 // ready is restarted after a delay that doubles up to this.
 inline constexpr std::uint64_t kMaxRestartDelayMs = 5000;
+// A client with more than this waiting to be written makes the dispatcher
+// add up every client's backlog (against max_client_backlog).
+inline constexpr std::uint64_t kBacklogCheck = 1u << 20;
 // Timeouts handled in one loop turn (a storm of them is taken in slices,
 // so that the loop serves its connections in between).
 inline constexpr std::size_t kTimeoutSlice = 4096;
+
+// True when process `pid` is `ancestor` or descends from it within a few
+// generations (read from /proc; false when either is gone).
+bool descends_from(std::int64_t pid, std::int64_t ancestor);
 
 struct Dispatcher::Core {
   // A connection that has not said hello yet.
@@ -56,6 +63,11 @@ struct Dispatcher::Core {
     std::uint64_t owner = 0;
     std::unordered_map<std::uint64_t, detail::TaskKey> tasks;  // its task id -> ours
     std::uint32_t parked = 0;                                  // submits waiting for room
+    // Results naming a region sent to it, while their frames may still be
+    // queued (the payload alive elsewhere than here): the regions to remove
+    // if it is disconnected before it read them.
+    std::vector<std::pair<std::weak_ptr<const Bytes>, std::string>> region_results;
+    std::size_t region_results_trimmed = 0;  // their number after the last trim
   };
   struct Worker {
     detail::Connection* conn = nullptr;
@@ -69,6 +81,7 @@ struct Dispatcher::Core {
     bool ready = false;                // its set-up calls ran once: it took tasks
     std::uint64_t done = 0;
     std::uint64_t last_heard_ms = 0;
+    std::uint64_t stop_sent_ms = 0;  // when it was told to stop the task it runs, or 0
   };
   struct Task {
     std::uint64_t client = 0;  // peer id
@@ -116,6 +129,21 @@ struct Dispatcher::Core {
   void drop(detail::Connection* conn, const std::string& why);
   void send_status(Client& c, std::uint64_t query);
   void log(const std::string& line) { options.log(line); }
+  // Runs `body`, the work of one of the loop's callbacks: running out of
+  // memory there drops that work and says so in the log, instead of
+  // unwinding through libuv (which cannot be unwound through).
+  template <class F>
+  void guarded(F&& body) noexcept {
+    try {
+      body();
+    } catch (const std::bad_alloc&) {
+      ++out_of_memory;
+      try {
+        log("out of memory in the loop: that callback's work was dropped");
+      } catch (...) {  // NOLINT(bugprone-empty-catch): no memory to say so either
+      }
+    }
+  }
   std::string who_client(const Client& c) const;
   std::string who_worker(std::uint64_t id, const Worker& w) const;
   std::uint64_t now_ms();
@@ -137,6 +165,8 @@ struct Dispatcher::Core {
   void arm_timeouts();
   void on_timeouts();
   void stop_running(detail::TaskKey key, Task& t);
+  // True when `region` is a name of a region of `owner` (never the kept owner).
+  static bool of_owner(const std::string& region, std::uint64_t owner);
 
   // setup.cpp
   void on_everywhere(std::uint64_t peer, Client& c, Frame&& f);
@@ -152,12 +182,16 @@ struct Dispatcher::Core {
   void on_worker_exit(ManagedWorker* m, std::int64_t status, int signal);
   void schedule_restart(bool productive);
   ManagedWorker* managed_by_token(std::uint64_t token);
+  std::uint64_t fresh_token() const;
   void kill_managed(std::uint64_t token);
 
   // liveness.cpp
   void start_liveness();
+  std::uint64_t sweep_every() const;
   void on_sweep();
   bool admit_connection();  // false: over the connection cap (logged)
+  void note_region_result(Client& c, const std::shared_ptr<const Bytes>& payload, const std::string& region);
+  void shed_backlog();  // disconnects the slowest clients while over max_client_backlog
   void prune_owner(std::uint64_t owner, unsigned attempt);
   void close_recheck(uv_timer_t* t);
 
@@ -192,7 +226,6 @@ struct Dispatcher::Core {
   std::set<ManagedWorker*> managed;
   unsigned restarts_pending = 0;
   std::uint64_t restart_delay_ms = 0;
-  std::uint64_t next_token = 1;
 
   std::vector<detail::Connection*> to_refuse;  // closed once their refusal is written
   std::set<uv_timer_t*> recheck_timers;
@@ -206,6 +239,7 @@ struct Dispatcher::Core {
   std::uint64_t completed = 0;
   std::uint64_t workers_dropped = 0;
   std::uint64_t workers_started = 0;
+  std::uint64_t out_of_memory = 0;    // callbacks cut short by bad_alloc
   std::uint64_t closed_bytes_in = 0;  // socket bytes of connections that are gone
   std::uint64_t closed_bytes_out = 0;
 };

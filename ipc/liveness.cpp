@@ -24,6 +24,13 @@ std::string hex_of(std::uint64_t v) {
 
 }  // namespace
 
+// A quarter of the shortest deadline the sweep enforces, at least 50 ms.
+std::uint64_t Dispatcher::Core::sweep_every() const {
+  const std::uint64_t shortest =
+      std::min({options.heartbeat_timeout_ms, options.hello_timeout_ms, options.cancel_grace_ms});
+  return std::max<std::uint64_t>(50, shortest / 4);
+}
+
 void Dispatcher::Core::start_liveness() {
   max_connections = options.max_connections;
   if (max_connections == 0) {
@@ -32,11 +39,15 @@ void Dispatcher::Core::start_liveness() {
         ::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY ? r.rlim_cur : 4096;
     max_connections = limit > kReservedDescriptors + 8 ? limit - kReservedDescriptors : 8;
   }
-  const std::uint64_t every =
-      std::max<std::uint64_t>(50, std::min(options.heartbeat_timeout_ms, options.hello_timeout_ms) / 4);
+  const std::uint64_t every = sweep_every();
   last_sweep_ms = now_ms();
   uv_timer_start(
-      &sweep_timer, [](uv_timer_t* t) { static_cast<Core*>(t->loop->data)->on_sweep(); }, every, every);
+      &sweep_timer,
+      [](uv_timer_t* t) {
+        auto* core = static_cast<Core*>(t->loop->data);
+        core->guarded([core] { core->on_sweep(); });
+      },
+      every, every);
 }
 
 // True when one more connection may be kept; past the cap it is refused
@@ -73,18 +84,21 @@ bool Dispatcher::Core::admit_connection() {
 void Dispatcher::Core::on_sweep() {
   if (stopping) return;
   const std::uint64_t now = now_ms();
-  const std::uint64_t every =
-      std::max<std::uint64_t>(50, std::min(options.heartbeat_timeout_ms, options.hello_timeout_ms) / 4);
+  const std::uint64_t every = sweep_every();
   // The loop itself was held up (the machine stalled, the process was
   // stopped): what peers sent meanwhile is still unread, so silence says
   // nothing about them. Start their clocks again.
   const bool stalled = now - last_sweep_ms > every + options.heartbeat_timeout_ms / 2;
   last_sweep_ms = now;
   if (stalled) {
-    for (auto& [id, w] : workers) w.last_heard_ms = now;
+    for (auto& [id, w] : workers) {
+      w.last_heard_ms = now;
+      if (w.stop_sent_ms != 0) w.stop_sent_ms = now;
+    }
     for (auto& [id, n] : newcomers) n.since_ms = now;
     return;
   }
+  shed_backlog();
   std::vector<detail::Connection*> late;
   for (auto& [id, n] : newcomers)
     if (now - n.since_ms > options.hello_timeout_ms) late.push_back(n.conn);
@@ -92,12 +106,61 @@ void Dispatcher::Core::on_sweep() {
     c->close(detail::CloseReason::kTimeout,
              Status(Code::kIo, "no hello within " + std::to_string(options.hello_timeout_ms) + " ms"));
   for (auto& [id, w] : workers) {
-    if (w.conn->closed() || now - w.last_heard_ms <= options.heartbeat_timeout_ms) continue;
+    if (w.conn->closed()) continue;
+    if (now - w.last_heard_ms > options.heartbeat_timeout_ms) {
+      log(who_worker(id, w) + " sent nothing for " + std::to_string(now - w.last_heard_ms) +
+          " ms (its heartbeat deadline is " + std::to_string(options.heartbeat_timeout_ms) + " ms): dropped");
+    } else if (w.stop_sent_ms != 0 && now - w.stop_sent_ms > options.cancel_grace_ms) {
+      log(who_worker(id, w) + " still runs a task it was told to stop " +
+          std::to_string(now - w.stop_sent_ms) + " ms ago (the grace is " +
+          std::to_string(options.cancel_grace_ms) + " ms): dropped");
+    } else {
+      continue;
+    }
     ++workers_dropped;
-    log(who_worker(id, w) + " sent nothing for " + std::to_string(now - w.last_heard_ms) +
-        " ms (its heartbeat deadline is " + std::to_string(options.heartbeat_timeout_ms) + " ms): dropped");
     kill_managed(w.token);
-    w.conn->close(detail::CloseReason::kTimeout, Status(Code::kIo, "missed its heartbeats"));
+    w.conn->close(detail::CloseReason::kTimeout, Status(Code::kIo, "dropped by the liveness sweep"));
+  }
+}
+
+void Dispatcher::Core::note_region_result(Client& c, const std::shared_ptr<const Bytes>& payload,
+                                          const std::string& region) {
+  c.region_results.emplace_back(payload, region);
+  if (c.region_results.size() < 2 * c.region_results_trimmed + 64) return;
+  // Results written by now are the client's: forget them (amortised O(1)).
+  std::erase_if(c.region_results, [](const auto& r) { return r.first.expired(); });
+  c.region_results_trimmed = c.region_results.size();
+}
+
+// While the results waiting for clients that do not read add up to more
+// than max_client_backlog, the client with the most waiting goes: its tasks
+// are cancelled (on_close) and the regions of results it was not sent are
+// removed (a result whose payload only the connection's queue still holds
+// was not written; one written in part cannot be read).
+void Dispatcher::Core::shed_backlog() {
+  for (;;) {
+    std::uint64_t total = 0, most = 0;
+    Client* slowest = nullptr;
+    for (auto& [id, c] : clients) {
+      if (c.conn->closed()) continue;
+      const std::uint64_t b = c.conn->write_queue_bytes();
+      total += b;
+      if (b > most) {
+        most = b;
+        slowest = &c;
+      }
+    }
+    if (total <= options.max_client_backlog || slowest == nullptr) return;
+    std::vector<std::string> unsent;
+    for (const auto& [payload, region] : slowest->region_results)
+      if (!payload.expired()) unsent.push_back(region);
+    slowest->region_results.clear();
+    log(who_client(*slowest) + " does not read its results: " + human_bytes(most) + " wait for it, and " +
+        human_bytes(total) + " for all clients, over the dispatcher's bound of " +
+        human_bytes(options.max_client_backlog) + ": disconnected");
+    slowest->conn->close(detail::CloseReason::kBacklog,
+                         Status(Code::kIo, "results waiting for all clients over max_client_backlog"));
+    for (const std::string& r : unsent) (void)shm::remove(r);
   }
 }
 
@@ -125,7 +188,7 @@ void Dispatcher::Core::prune_owner(std::uint64_t owner, unsigned attempt) {
         auto* what = static_cast<std::pair<std::uint64_t, unsigned>*>(t->data);
         const auto [owner, next] = *what;
         core->close_recheck(t);
-        core->prune_owner(owner, next);
+        core->guarded([core, owner = owner, next = next] { core->prune_owner(owner, next); });
       },
       kRecheckMs[attempt], 0);
 }

@@ -328,7 +328,9 @@ Result<Submit> decode_submit(std::shared_ptr<const Bytes> payload) noexcept {
                                                   "wait_for_worker", "kinds", "args"}));
     Submit s;
     KURA_ASSIGN_OR_RETURN(s.fn, text(r[0], kMsg, "fn"));
-    if (s.fn.empty()) return bad(kMsg, "empty function name");
+    if (s.fn.empty() || s.fn.size() > kMaxFunctionName)
+      return bad(kMsg,
+                 "a function name that is empty or over " + std::to_string(kMaxFunctionName) + " bytes");
     KURA_ASSIGN_OR_RETURN(s.owner, scalar<Dtype::kU64>(r[1], kMsg, "owner"));
     KURA_ASSIGN_OR_RETURN(s.timeout_ms, scalar<Dtype::kU64>(r[2], kMsg, "timeout_ms"));
     KURA_ASSIGN_OR_RETURN(s.retries, scalar<Dtype::kU32>(r[3], kMsg, "retries"));

@@ -50,9 +50,13 @@ enum Feature : std::uint64_t {
 inline constexpr std::uint64_t kOurFeatures = kFeatureHeartbeat;
 
 // Bounds on a worker's hello: how many functions it may announce, and how
-// long each name may be.
+// long each name may be (a submit's too).
 inline constexpr std::uint64_t kMaxFunctions = 4096;
 inline constexpr std::size_t kMaxFunctionName = 256;
+// Distinct function names a dispatcher keeps over its life (announced by
+// workers or waited for by tasks): what names alone can make it hold, at
+// most kMaxKnownFunctions x kMaxFunctionName bytes and then some.
+inline constexpr std::size_t kMaxKnownFunctions = 16384;
 
 struct Hello {
   std::string role;  // "client" or "worker"

@@ -4,10 +4,13 @@
 // not by pid. A worker that dies is replaced: at once when it finished a
 // task since it was ready, else (a crash loop, a task that kills every
 // worker it reaches) after a delay that doubles up to kMaxRestartDelayMs.
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstring>
+#include <random>
 
 #include "dispatcher_internal.hpp"
 #include "kura/ipc/worker.hpp"
@@ -27,6 +30,36 @@ std::string self_exe() {
 }
 
 }  // namespace
+
+bool descends_from(std::int64_t pid, std::int64_t ancestor) {
+  for (int depth = 0; depth < 8 && pid > 1; ++depth) {
+    if (pid == ancestor) return true;
+    std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+    if (f == nullptr) return false;
+    char line[512];
+    const bool got = std::fgets(line, sizeof line, f) != nullptr;
+    std::fclose(f);
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses, so
+    // the fields start after the last ')'.
+    const char* close = got ? std::strrchr(line, ')') : nullptr;
+    long long ppid = 0;
+    if (close == nullptr || std::sscanf(close + 1, " %*c %lld", &ppid) != 1) return false;
+    pid = ppid;
+  }
+  return pid == ancestor;
+}
+
+// A fresh start token: random, so that no process can guess the token of a
+// worker it did not see started; never 0 and never one in use.
+std::uint64_t Dispatcher::Core::fresh_token() const {
+  for (;;) {
+    std::uint64_t t = 0;
+    if (::getrandom(&t, sizeof t, 0) != static_cast<ssize_t>(sizeof t)) t = std::random_device{}();
+    bool used = t == 0;
+    for (const ManagedWorker* m : managed) used = used || m->token == t;
+    if (!used) return t;
+  }
+}
 
 Status Dispatcher::Core::pool_command() {
   if (options.workers == 0 || !options.worker_command.empty()) return Status::ok();
@@ -59,7 +92,7 @@ void Dispatcher::Core::spawn_worker() {
   args.push_back(nullptr);
   auto* m = new ManagedWorker;
   m->core = this;
-  m->token = next_token++;
+  m->token = fresh_token();
   m->process.data = m;
   // The environment of this process, with the worker's token.
   const std::string prefix = std::string(detail::kWorkerTokenEnv) + "=";
@@ -86,7 +119,7 @@ void Dispatcher::Core::spawn_worker() {
   po.flags = UV_PROCESS_DETACHED;
   po.exit_cb = [](uv_process_t* p, int64_t status, int signal) {
     auto* w = static_cast<ManagedWorker*>(p->data);
-    w->core->on_worker_exit(w, status, signal);
+    w->core->guarded([&] { w->core->on_worker_exit(w, status, signal); });
   };
   if (int rc = uv_spawn(&loop, &m->process, &po); rc != 0) {
     log("cannot start a worker (" + argv[0] + "): " + uv_strerror(rc));
@@ -135,7 +168,9 @@ void Dispatcher::Core::schedule_restart(bool productive) {
         auto* core = static_cast<Core*>(t->loop->data);
         unsigned n = core->restarts_pending;
         core->restarts_pending = 0;
-        for (unsigned i = 0; i < n && !core->stopping; ++i) core->spawn_worker();
+        core->guarded([core, n] {
+          for (unsigned i = 0; i < n && !core->stopping; ++i) core->spawn_worker();
+        });
       },
       restart_delay_ms, 0);
 }

@@ -116,6 +116,12 @@ FnId Scheduler::intern(std::string_view fn) {
   return id;
 }
 
+std::optional<FnId> Scheduler::find(std::string_view fn) const noexcept {
+  auto it = ids_.find(fn);
+  if (it == ids_.end()) return std::nullopt;
+  return it->second;
+}
+
 std::string_view Scheduler::fn_name(FnId id) const {
   KURA_CHECK(id < fns_.size());
   return fns_[id].name;

@@ -58,6 +58,10 @@ class Scheduler {
   // The id of function name `fn`: the same name gives the same id for the
   // life of this object.
   FnId intern(std::string_view fn);
+  // The id of `fn` if intern() gave it one, else nullopt (interns nothing).
+  std::optional<FnId> find(std::string_view fn) const noexcept;
+  // How many distinct names intern() has seen.
+  std::size_t functions() const noexcept { return fns_.size(); }
   // The name of an id intern() returned. REQUIRES: `id` came from intern().
   std::string_view fn_name(FnId id) const;
 

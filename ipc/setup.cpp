@@ -67,9 +67,11 @@ void Dispatcher::Core::on_setup_done(std::uint64_t id, Worker& w, const detail::
                                      std::uint64_t sid) {
   if (w.setup_running == 0 || w.setups.empty() || sid != w.setup_running || w.setups.front() != sid)
     return drop(w.conn, "done: a set-up call it was not given");
+  const std::uint64_t owner = w.running_owner;
+  if (!msg.name.empty() && !of_owner(msg.name, owner))
+    return drop(w.conn, "done: a set-up call's result region of another owner");
   w.setups.pop_front();
   if (!msg.name.empty()) (void)shm::remove(msg.name);  // set-up results are not kept
-  const std::uint64_t owner = w.running_owner;
   if (auto s = setups.find(sid); s != setups.end()) {
     if (msg.outcome != Outcome::kOk) {
       log("set-up call " + std::to_string(sid) + " failed on " + who_worker(id, w) + ": " + msg.message);
@@ -106,17 +108,32 @@ void Dispatcher::Core::setups_of_lost_worker(std::uint64_t id, const Worker& w) 
 }
 
 // A client's set-up calls go with it: they ran for its owner, whose lease
-// is gone or going.
+// is gone or going. Workers forget them too (a call one of them runs now
+// stays at the front of its list until it reports), so that a worker busy
+// for long does not gather the ids of calls that are gone.
 void Dispatcher::Core::setups_of_gone_client(std::uint64_t client) {
+  std::unordered_set<std::uint64_t> gone;
   for (auto it = setup_order.begin(); it != setup_order.end();) {
     auto s = setups.find(*it);
     if (s->second.client != client) {
       ++it;
       continue;
     }
+    gone.insert(*it);
     setup_bytes -= s->second.payload->size();
     setups.erase(s);
     it = setup_order.erase(it);
+  }
+  if (gone.empty()) return;
+  for (auto& [id, w] : workers) {
+    std::uint64_t running = w.setup_running;
+    std::erase_if(w.setups, [&](std::uint64_t sid) {
+      if (sid == running) {
+        running = 0;  // the first of it (the front) stays
+        return false;
+      }
+      return gone.count(sid) != 0;
+    });
   }
 }
 

@@ -20,13 +20,23 @@ void Dispatcher::Core::on_submit(std::uint64_t peer, Client& c, Frame&& f) {
   if (!s) return drop(c.conn, s.status().message());
   if (s->owner != c.owner) return drop(c.conn, "submit: a task for another owner than the client's");
   if (client_task == 0 || c.tasks.count(client_task) != 0) return drop(c.conn, "submit: task id 0 or reused");
-  const detail::FnId fn = scheduler.intern(s->fn);
-  if (!s->wait_for_worker && !scheduler.has_function(fn) && cumulative > 0 && announced.count(fn) == 0) {
+  // A name is interned only for a task that may wait for it: names that no
+  // worker has cost the dispatcher nothing.
+  const std::optional<detail::FnId> known = scheduler.find(s->fn);
+  if (!s->wait_for_worker && cumulative > 0 && !(known && announced.count(*known) != 0)) {
     ++completed;
     return send_result_to(
         c.conn, client_task, Outcome::kError,
         "unknown function \"" + s->fn + "\": no worker has it (submit with wait_for_worker to wait for one)");
   }
+  if (!known && scheduler.functions() >= detail::kMaxKnownFunctions) {
+    ++completed;
+    return send_result_to(c.conn, client_task, Outcome::kError,
+                          "unknown function \"" + s->fn + "\": the dispatcher knows " +
+                              std::to_string(detail::kMaxKnownFunctions) +
+                              " function names already, the most it keeps");
+  }
+  const detail::FnId fn = known ? *known : scheduler.intern(s->fn);
   const std::uint64_t size = payload->size();
   const TaskKey key = next_task++;
   switch (scheduler.submit(key, fn, size, try_only)) {
@@ -122,8 +132,11 @@ void Dispatcher::Core::resolve(TaskKey key, std::shared_ptr<const Bytes> payload
   Task& t = it->second;
   auto c = clients.find(t.client);
   if (c != clients.end() && !c->second.conn->closed()) {
-    c->second.tasks.erase(t.client_task);
-    c->second.conn->send(FrameType::kResult, 0, t.client_task, std::move(payload));
+    Client& cl = c->second;
+    cl.tasks.erase(t.client_task);
+    if (!region.empty()) note_region_result(cl, payload, region);
+    cl.conn->send(FrameType::kResult, 0, t.client_task, std::move(payload));
+    if (cl.conn->write_queue_bytes() > kBacklogCheck) shed_backlog();
   } else if (!region.empty()) {
     (void)shm::remove(region);
   }
@@ -141,11 +154,13 @@ void Dispatcher::Core::resolve_with(TaskKey key, Outcome outcome, const std::str
   resolve(key, std::make_shared<const Bytes>(std::move(payload).value()), "");
 }
 
-// A running task's worker is told to stop: it stays busy until it reports,
-// and its result is then discarded.
+// A running task's worker is told to stop: it stays busy until it reports
+// (its result is then discarded), for at most cancel_grace_ms (on_sweep).
 void Dispatcher::Core::stop_running(TaskKey key, Task& t) {
-  if (auto w = workers.find(t.worker); w != workers.end())
+  if (auto w = workers.find(t.worker); w != workers.end()) {
     w->second.conn->send(FrameType::kCancel, 0, key, nullptr);
+    w->second.stop_sent_ms = now_ms();
+  }
 }
 
 // Takes task `key` out of wherever it is and resolves it as `outcome`.
@@ -191,6 +206,10 @@ void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
   if ((f.header.flags & kFlagSetup) != 0) return on_setup_done(id, w, *msg, f.header.id);
   if (w.setup_running != 0 || f.header.id != w.running || w.running == 0)
     return drop(w.conn, "done: a task it was not given");
+  // A result region is the task's owner's, written for it: a worker may
+  // name no other (the dispatcher removes it when nobody takes it).
+  if (!msg->name.empty() && !of_owner(msg->name, w.running_owner))
+    return drop(w.conn, "done: a result region of another owner");
   const TaskKey key = w.running;
   ++w.done;
   if (ManagedWorker* m = managed_by_token(w.token)) ++m->tasks_done;
@@ -199,10 +218,6 @@ void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
     // Cancelled or timed out while it ran: nobody takes the result.
     if (!msg->name.empty()) (void)shm::remove(msg->name);
   } else {
-    if (!msg->name.empty()) {
-      auto n = parse_name(msg->name);
-      if (!n || n->owner != t->second.owner) return drop(w.conn, "done: a result region of another owner");
-    }
     scheduler.task_finished(key);
     resolve(key, std::move(payload), msg->name);
   }
@@ -211,7 +226,13 @@ void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
   if (w.running_owner != 0 && clients_of_owner(w.running_owner) == 0) prune_owner(w.running_owner, 0);
   w.running = 0;
   w.running_owner = 0;
+  w.stop_sent_ms = 0;
   worker_ready(id, w);
+}
+
+bool Dispatcher::Core::of_owner(const std::string& region, std::uint64_t owner) {
+  auto n = parse_name(region);
+  return n && n->owner == owner && owner != shm::kKeptOwner;
 }
 
 // A worker is gone (it closed, died, or was dropped): the task it ran is
@@ -260,7 +281,11 @@ void Dispatcher::Core::arm_timeouts() {
   timeouts_armed_at = *next;
   const std::uint64_t now = now_ms();
   uv_timer_start(
-      &timeout_timer, [](uv_timer_t* t) { static_cast<Core*>(t->loop->data)->on_timeouts(); },
+      &timeout_timer,
+      [](uv_timer_t* t) {
+        auto* core = static_cast<Core*>(t->loop->data);
+        core->guarded([core] { core->on_timeouts(); });
+      },
       *next > now ? *next - now : 0, 0);
 }
 

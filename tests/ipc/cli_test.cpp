@@ -105,6 +105,42 @@ TEST_CASE("a second dispatcher on a live socket is refused; a stale socket is re
   CHECK(third.wait(20s) == 0);
 }
 
+TEST_CASE("a dispatcher SIGKILLed under load: its workers go, clients see disconnected, a new one serves",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  Process first({kKura, "dispatcher", "--socket", dir.socket(), "--workers", "2"});
+  REQUIRE(first.read_line(20s));
+  auto c = connect(dir.socket());
+  wait_workers(*c, 2);
+  std::vector<pid_t> old_workers;
+  for (const auto& w : status_of(*c).workers) old_workers.push_back(static_cast<pid_t>(w.pid));
+  auto running = c->submit(call("sleep", {num(30)}));
+  REQUIRE(running.is_ok());
+  eventually([&] { return status_of(*c).executing == 1; }, 20s, "the task running");
+
+  first.signal(SIGKILL);
+  REQUIRE(first.wait(20s));
+  auto r = c->wait_for(*running, 20s);
+  REQUIRE(r.has_value());
+  CHECK(r->outcome() == kura::ipc::Outcome::kDisconnected);
+  for (pid_t pid : old_workers)
+    eventually([&] { return !process_alive(pid); }, 20s,
+               "worker " + std::to_string(pid) + " of the killed dispatcher gone");
+
+  Process second({kKura, "dispatcher", "--socket", dir.socket(), "--workers", "1"});
+  REQUIRE(second.read_line(20s));
+  auto again = connect(dir.socket());
+  wait_workers(*again, 1);
+  auto echo = again->wait_for(again->submit(call("echo", {num(3)})).value(), 20s);
+  REQUIRE(echo.has_value());
+  CHECK(echo->ok());
+  c.reset();
+  again.reset();
+  second.signal(SIGTERM);
+  CHECK(second.wait(20s) == 0);
+}
+
 TEST_CASE("a socket directory open to others, or a symlink, is refused", "[ipc]") {
   SocketDir dir;
   const std::string open_dir = dir.dir() + "/open";

@@ -201,16 +201,46 @@ class RawPeer {
   void write(const void* p, std::size_t n) {
     REQUIRE(::send(fd_, p, n, MSG_NOSIGNAL) == static_cast<ssize_t>(n));
   }
+  // Writes all `n` bytes, or returns false once the dispatcher closed the
+  // connection (or read nothing for `timeout_ms`).
+  bool try_write(const void* p, std::size_t n, int timeout_ms = 20000) {
+    const char* at = static_cast<const char*>(p);
+    while (n > 0) {
+      pollfd pfd{fd_, POLLOUT, 0};
+      if (::poll(&pfd, 1, timeout_ms) != 1 || (pfd.revents & POLLOUT) == 0) return false;
+      const ssize_t w = ::send(fd_, at, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (w <= 0) return false;
+      at += w;
+      n -= static_cast<std::size_t>(w);
+    }
+    return true;
+  }
   // Writes a frame header announcing `length` payload bytes.
-  void header(ipc::FrameType t, std::uint64_t id, std::uint32_t length) {
+  void header(ipc::FrameType t, std::uint64_t id, std::uint32_t length, std::uint16_t flags = 0) {
     std::byte h[ipc::kFrameHeaderSize];
-    ipc::encode_frame_header(ipc::FrameHeader{t, 0, id, length},
+    ipc::encode_frame_header(ipc::FrameHeader{t, flags, id, length},
                              std::span<std::byte, ipc::kFrameHeaderSize>(h, sizeof h));
     write(h, sizeof h);
   }
-  void frame(ipc::FrameType t, std::uint64_t id, const Bytes& payload) {
-    header(t, id, static_cast<std::uint32_t>(payload.size()));
+  void frame(ipc::FrameType t, std::uint64_t id, const Bytes& payload, std::uint16_t flags = 0) {
+    header(t, id, static_cast<std::uint32_t>(payload.size()), flags);
     if (!payload.empty()) write(payload.data(), payload.size());
+  }
+  // A worker's hello with `functions` and start token `token`.
+  void hello_worker(std::vector<std::string> functions, std::uint64_t token = 0) {
+    auto h =
+        ipc::detail::encode_hello(ipc::detail::Hello{"worker", ::getpid(), 0, token, std::move(functions)});
+    REQUIRE(h.is_ok());
+    frame(ipc::FrameType::kHello, 0, *h);
+  }
+  // The next frame of type `t`, skipping others; nullopt when the
+  // connection closes or `timeout_ms` passes first.
+  std::optional<ipc::Frame> next_of(ipc::FrameType t, int timeout_ms = 20000) {
+    for (;;) {
+      auto f = read_frame(timeout_ms);
+      if (!f || f->header.type == t) return f;
+    }
   }
   // A client's hello of this protocol version.
   void hello_client() {

@@ -4,9 +4,11 @@
 // arriving, running out of descriptors; and clients whose many tasks end at
 // once do not stall the loop.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <thread>
 
 #include "ipc_util.hpp"
@@ -315,4 +317,110 @@ TEST_CASE("many tasks ending at once do not stall the dispatcher", "[ipc][multip
     CHECK(slowest_ms <= 2000);
     CHECK(status_within(*watcher, 2s).awaiting == 0);
   }
+}
+
+TEST_CASE("a dispatcher out of memory closes the connections it cannot serve and keeps serving",
+          "[ipc][multiprocess]") {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer reserves terabytes of address space for its shadow and
+  // aborts when an allocation fails: a limit on address space cannot make
+  // the kura binary of that build run out of memory the way a real one does.
+  WARN("skipped under AddressSanitizer");
+  return;
+#endif
+  ShmGuard guard;
+  SocketDir dir;
+  Process dispatcher(
+      {kKura, "dispatcher", "--socket", dir.socket(), "--workers", "1", "--frame-limit", "256MiB"});
+  auto line = dispatcher.read_line(20s);
+  REQUIRE(line.has_value());
+  REQUIRE(line->find("listening on") != std::string::npos);
+  auto c = connect(dir.socket());
+  wait_workers(*c, 1);
+
+  // Room for about 96 MiB more address space than it uses now.
+  std::ifstream in("/proc/" + std::to_string(dispatcher.pid()) + "/status");
+  std::uint64_t vm_kib = 0;
+  for (std::string l; std::getline(in, l);)
+    if (l.rfind("VmSize:", 0) == 0) vm_kib = std::stoull(l.substr(7));
+  REQUIRE(vm_kib > 0);
+  const rlimit limit{(vm_kib << 10) + (96ull << 20), (vm_kib << 10) + (96ull << 20)};
+  REQUIRE(::prlimit(dispatcher.pid(), RLIMIT_AS, &limit, nullptr) == 0);
+
+  // Four clients each send most of a 200 MiB frame: the dispatcher cannot
+  // hold them all, and closes those it cannot.
+  std::vector<std::unique_ptr<RawPeer>> big;
+  std::vector<char> chunk(1 << 20, 'x');
+  for (int i = 0; i < 4; ++i) {
+    big.push_back(std::make_unique<RawPeer>(dir.socket()));
+    big.back()->hello_client();
+    big.back()->header(ipc::FrameType::kSubmit, 1, 200u << 20);
+  }
+  int refused = 0;
+  for (auto& peer : big) {
+    std::size_t sent = 0;
+    while (sent < (190u << 20) && peer->try_write(chunk.data(), chunk.size())) sent += chunk.size();
+    if (sent < (190u << 20)) ++refused;
+  }
+  INFO(dispatcher.err());
+  CHECK(refused > 0);
+  big.clear();
+
+  // The loop, the worker and the client of before are all still there.
+  CHECK(process_alive(dispatcher.pid()));
+  echo_round_trip(*c, 4);
+  auto again = connect(dir.socket());
+  CHECK(status_of(*again).workers.size() == 1);
+  c.reset();
+  again.reset();
+  dispatcher.signal(SIGTERM);
+  auto code = dispatcher.wait(30s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  CHECK(dispatcher.err().find("out of memory") != std::string::npos);
+}
+
+TEST_CASE("clients that do not read their results are bounded in total: the slowest goes, its regions too",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 1, [](ipc::DispatcherOptions& o) {
+    o.max_client_backlog = 6u << 20;
+    o.frame_limit = 4u << 20;
+  });
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  auto owner = shm::process_owner();
+  REQUIRE(owner.is_ok());
+  auto submit = [&](RawPeer& p, std::uint64_t id, const ipc::Call& what, bool inline_result) {
+    ipc::TaskOptions o;
+    o.inline_result = inline_result;
+    auto bytes = ipc::detail::encode_submit(what, *owner, o);
+    REQUIRE(bytes.is_ok());
+    p.frame(ipc::FrameType::kSubmit, id, *bytes);
+  };
+  // Results of a megabyte each, then results that are regions, then more of
+  // a megabyte: the client reads none of them.
+  const std::vector<double> megabyte(128 * 1024, 1.0), small(1000, 2.0);
+  const ipc::Call big =
+      call("echo", {ipc::Arg::copy(Value::array<Dtype::kF64>(std::span<const double>(megabyte)))});
+  const ipc::Call region =
+      call("scale", {ipc::Arg::copy(Value::array<Dtype::kF64>(std::span<const double>(small))), num(3)});
+  RawPeer deaf(d.socket());
+  deaf.hello_client();
+  std::uint64_t id = 1;
+  for (int i = 0; i < 2; ++i) submit(deaf, id++, big, true);
+  for (int i = 0; i < 4; ++i) submit(deaf, id++, region, false);
+  for (int i = 0; i < 12; ++i) submit(deaf, id++, big, true);
+
+  CHECK(d.wait_log("does not read its results"));
+  CHECK(d.wait_log("over the dispatcher's bound of 6.0 MiB: disconnected"));
+  // The client that reads is served all along.
+  auto r = c->wait_for(c->submit(call("echo", {num(7)})).value(), 20s);
+  REQUIRE(r.has_value());
+  CHECK(r->ok());
+  // The regions written for the deaf client and never sent to it are gone
+  // (ShmGuard fails the test otherwise), and so are its tasks.
+  eventually([&] { return status_of(*c).connections == 2; }, 20s, "the deaf client disconnected");
+  CHECK(status_of(*c).awaiting == 0);
 }

@@ -54,6 +54,7 @@ struct DispatcherArgs {
   std::uint64_t memory = 0;
   std::uint32_t frame_limit = 0;           // 0: the default
   std::uint32_t heartbeat_timeout_ms = 0;  // 0: the default
+  std::uint32_t cancel_grace_ms = 0;       // 0: the default
   std::uint32_t hello_timeout_ms = 0;      // 0: the default
   std::uint32_t max_connections = 0;       // 0: the default
 };

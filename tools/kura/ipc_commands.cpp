@@ -49,6 +49,7 @@ int cmd_dispatcher(const DispatcherArgs& a) {
     o.heartbeat_ms = std::min(o.heartbeat_ms, std::max(1u, a.heartbeat_timeout_ms / 4));
   }
   if (a.hello_timeout_ms > 0) o.hello_timeout_ms = a.hello_timeout_ms;
+  if (a.cancel_grace_ms > 0) o.cancel_grace_ms = a.cancel_grace_ms;
   o.max_connections = a.max_connections;
   Status s = ipc::Dispatcher::run(
       std::move(o), [](const std::string& socket) { std::cout << "listening on " << socket << std::endl; });

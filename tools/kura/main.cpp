@@ -87,6 +87,9 @@ int run(int argc, char** argv, bool stdout_closed) {
       ->transform(CLI::AsSizeValue(false));
   dispatcher->add_option("--heartbeat-timeout", dispatcher_args.heartbeat_timeout_ms,
                          "drop a worker silent this many milliseconds (default 5000)");
+  dispatcher->add_option("--cancel-grace", dispatcher_args.cancel_grace_ms,
+                         "drop a worker still running a cancelled or timed-out task after this many "
+                         "milliseconds (default 10000)");
   dispatcher->add_option(
       "--hello-timeout", dispatcher_args.hello_timeout_ms,
       "close a connection that has not said hello within this many milliseconds (default 5000)");

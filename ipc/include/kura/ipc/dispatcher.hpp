@@ -67,6 +67,11 @@ struct DispatcherOptions {
   // before it is dropped.
   std::uint32_t heartbeat_ms = 500;
   std::uint32_t heartbeat_timeout_ms = 5000;
+  // A worker told to stop a task (cancelled, timed out) that still runs it
+  // this long after is dropped (a managed one is killed and replaced): a
+  // function that neither polls its cancel token nor yields to the signal
+  // must not keep its worker from every later task.
+  std::uint32_t cancel_grace_ms = 10000;
   // How long a new connection has to say hello.
   std::uint32_t hello_timeout_ms = 5000;
   // A frame that has begun arriving and receives no byte for this long
@@ -77,6 +82,12 @@ struct DispatcherOptions {
   // quarter of them (at least 4) may be new connections that have not said
   // hello yet: past that the oldest of those is closed.
   std::uint32_t max_connections = 0;
+  // Results written to clients that the kernel has not taken yet (clients
+  // that do not read), over all clients: past this bound the client with the
+  // most waiting is disconnected, its tasks cancelled and the result regions
+  // it was not sent removed. One client alone may have at most
+  // max(64 MiB, 4 x frame_limit) waiting.
+  std::uint64_t max_client_backlog = 256u << 20;
   // everywhere() calls are kept (to run on workers that connect later) until
   // the client that made them disconnects; at most this many, with payloads
   // of at most this many bytes in all. A call past either bound fails.

@@ -130,7 +130,7 @@ struct DispatcherStatus {
   std::uint64_t bytes_in = 0;         // bytes the dispatcher read from all its sockets
   std::uint64_t bytes_out = 0;        // bytes it wrote to them
   std::uint64_t unroutable = 0;       // queued tasks that wait for a worker with their function
-  std::uint64_t workers_dropped = 0;  // workers dropped for missing their heartbeats
+  std::uint64_t workers_dropped = 0;  // workers dropped: heartbeats missed, or a stopped task ran on
   std::uint64_t workers_started = 0;  // managed worker processes started
   std::vector<WorkerStatus> workers;
 };
