@@ -432,11 +432,19 @@ TEST_CASE("a walk references the keep-alive once, and a moved view hands its ref
     CHECK(owner.use_count() == base + 1);
     NodeView moved = std::move(leaf).value();
     CHECK(owner.use_count() == base + 1);
-    NodeView copy = moved;
+    NodeView from = moved;
+    NodeView to = std::move(from);
     CHECK(owner.use_count() == base + 2);
+    // What is left behind reads nothing.
+    CHECK(from.kind() == Kind::kNull);  // NOLINT(bugprone-use-after-move): the state a move leaves
+    CHECK(from.data().empty());
+    CHECK(from.child(0).status().code() == Code::kNotAList);
+    CHECK(to.offset() == moved.offset());
+    NodeView copy = moved;
+    CHECK(owner.use_count() == base + 3);
     auto missing = region->at(Path{3, 9});
     CHECK(missing.status().code() == Code::kOutOfRange);
-    CHECK(owner.use_count() == base + 2);
+    CHECK(owner.use_count() == base + 3);
   }
   CHECK(owner.use_count() == base);
 }

@@ -129,7 +129,8 @@ class NodeView {
   NodeView() noexcept = default;
   NodeView(const NodeView& o) noexcept { *this = o; }
   // A move takes over the reference to the keep-alive (no reference count
-  // changes): a Result<NodeView> is moved out at every return.
+  // changes): a Result<NodeView> is moved out at every return. The view
+  // moved from is left an empty null node, which reads no memory.
   NodeView(NodeView&& o) noexcept { *this = std::move(o); }
   NodeView& operator=(const NodeView& o) noexcept {
     if (this != &o) {
@@ -142,6 +143,10 @@ class NodeView {
     if (this != &o) {
       keep_ = std::move(o.keep_);
       copy_fields(o);
+      o.region_ = {};
+      o.h_ = NodeHeader{};
+      o.offset_ = 0;
+      o.depth_ = 0;
     }
     return *this;
   }
