@@ -324,21 +324,44 @@ class Report:
         self.add("### Path lookup", "",
                  "`map` of a name such as `/kura_.._..[4,1,1,1]` (open, map, check the header and the nodes "
                  "on the path, read the f64 there, unmap) in regions of each size, against "
-                 "Boost.Interprocess opening a segment of the same size and `find`ing a named double; and "
-                 "each without the open (a region or segment already mapped). Medians.", "")
+                 "Boost.Interprocess opening a segment of the same size and `find`ing a named double; "
+                 "`map` again with its cache of mappings on (a region this process mapped before: one "
+                 "`fstatat` to honour removal, then the walk), as the mean and as the median of single "
+                 "iterations (p50); and each without the open (a region or segment already mapped), with "
+                 "the walk's time over Boost's `find` measured in the same run. Medians of the "
+                 "repetitions.", "")
+        deepest = str(depths[-1])
         for label in self.labels():
             rows = []
             for d in depths:
                 rows.append(self.lookup_row(f"kura `map`, depth {d}", "lookup/kura_map/{}/" + str(d), sizes,
                                             label))
             rows.append(self.lookup_row("Boost open + `find`", "lookup/boost_open_find/{}", sizes, label))
-            rows.append(self.lookup_row(f"kura walk in a mapped region, depth {depths[-1]}",
-                                        "lookup/kura_walk/{}/" + str(depths[-1]), sizes, label))
+            for d in depths:
+                rows.append(self.lookup_row(f"kura `map`, cached, depth {d}", "lookup/kura_map_cached/{}/" +
+                                            str(d), sizes, label))
+            rows.append(self.lookup_row(f"kura `map`, cached, depth {deepest}, p50 of iterations",
+                                        "lookup/kura_map_cached/{}/" + deepest, sizes, label, "p50_us"))
+            rows.append(self.ratio_row(f"uncached / cached `map`, depth {deepest}",
+                                       "lookup/kura_map/{}/" + deepest, "lookup/kura_map_cached/{}/" + deepest,
+                                       sizes, label))
+            rows.append(self.lookup_row(f"kura walk in a mapped region, depth {deepest}",
+                                        "lookup/kura_walk/{}/" + deepest, sizes, label))
             rows.append(self.lookup_row("Boost `find` in an open segment", "lookup/boost_find/{}", sizes, label))
+            rows.append(self.ratio_row(f"kura walk, depth {deepest} / Boost `find`",
+                                       "lookup/kura_walk/{}/" + deepest, "lookup/boost_find/{}", sizes, label))
             self.table([LABELS[label]] + [size_name(s) for s in sizes] + ["largest / smallest"], rows)
 
-    def lookup_row(self, title, pattern, sizes, label):
-        vals = [median(self.get(pattern.format(s), label)) for s in sizes]
+    def ratio_row(self, title, top, bottom, sizes, label):
+        vals = [(median(self.get(top.format(s), label)), median(self.get(bottom.format(s), label)))
+                for s in sizes]
+        return [title] + [ratio(a, b) for a, b in vals] + [""]
+
+    def lookup_row(self, title, pattern, sizes, label, counter=None):
+        # A counter is in microseconds, the time in seconds.
+        vals = [median(self.get(pattern.format(s), label), counter) for s in sizes]
+        if counter:
+            vals = [v / 1e6 if v is not None else None for v in vals]
         grow = ratio(vals[-1], vals[0]) if vals and vals[0] and vals[-1] else "-"
         return [title] + [ms(v) for v in vals] + [grow]
 
@@ -454,6 +477,21 @@ class Report:
                             worst = max(worst, b / a)
                 t.append((f"path lookup flat in region size, {LABELS[label]}: within 2x from "
                           f"{size_name(sizes[0])} to {size_name(sizes[-1])}", f"{worst:.2f}x", worst <= 2))
+        depths = sorted({int(n.split("/")[3]) for (n, _) in self.rows if n.startswith("lookup/kura_walk/")})
+        for label in self.labels() if depths else []:
+            d = depths[-1]
+            walks = [(median(self.get(f"lookup/kura_walk/{s}/{d}", label)),
+                      median(self.get(f"lookup/boost_find/{s}", label))) for s in sizes]
+            walks = [a / b for a, b in walks if a and b]
+            if walks:
+                t.append((f"depth-{d} walk in a mapped region within 2x Boost `find` in an open segment, "
+                          f"{LABELS[label]} (worst size)", f"{max(walks):.2f}x", max(walks) <= 2))
+            p50 = [median(self.get(f"lookup/kura_map_cached/{s}/{d}", label), "p50_us") for s in sizes]
+            p50 = [v for v in p50 if v]
+            if p50:
+                t.append((f"cached `map` + read at most 1 µs at p50, flat in region size, {LABELS[label]} "
+                          f"(worst size; largest / smallest)", f"{max(p50):.2f} µs; {p50[-1] / p50[0]:.2f}x",
+                          max(p50) <= 1 and p50[-1] / p50[0] <= 2))
 
     def targets_table(self):
         if not self.targets:
@@ -573,6 +611,7 @@ def plot_lookup(rep, out, tmp):
     for label in rep.labels():
         series = [(f"kura map, depth {d}", f"lookup/kura_map/{{}}/{d}") for d in (depths[0], depths[-1])]
         series.append(("Boost open + find", "lookup/boost_open_find/{}"))
+        series.append((f"kura map, cached, depth {depths[-1]}", f"lookup/kura_map_cached/{{}}/{depths[-1]}"))
         for title, pattern in series:
             dat = os.path.join(tmp, f"l_{label}_{len(plots)}.dat")
             with open(dat, "w") as f:

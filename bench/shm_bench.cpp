@@ -11,8 +11,10 @@
 //    built in place (the producer computes the values into it), hashed.
 //  - lookup/kura_map/<MiB>/<depth>: map() of a name with a path of `depth`
 //    indices, such as /kura_.._..[4,1,1,1], and read the f64 there, in
-//    regions of 1 MiB to 1 GiB; lookup/kura_walk: the same path walked in a
-//    region already mapped. lookup/boost_open_find/<MiB>: Boost.Interprocess
+//    regions of 1 MiB to 1 GiB, with map()'s cache off (open, map, unmap
+//    each time); lookup/kura_map_cached: the same with the cache on (one
+//    fstatat per map); lookup/kura_walk: the same path walked in a region
+//    already mapped. lookup/boost_open_find/<MiB>: Boost.Interprocess
 //    opens a segment of that size and find()s a named double;
 //    lookup/boost_find: find() in a segment already open.
 //  - churn/<MiB>: create + fill + publish + release of regions of that size
@@ -24,6 +26,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/interprocess/managed_mapped_file.hpp>
 #include <boost/interprocess/managed_shared_memory.hpp>
 #include <cstring>
@@ -202,14 +205,27 @@ double read_scalar(const NodeView& node) {
   return (*xs)[0];
 }
 
-void BM_KuraMap(benchmark::State& state, std::size_t mib, int depth) {
+// map() + read of the name, with map()'s cache on (`cached`: every map but
+// the first reuses the mapping) or off (open, mmap, munmap each time, as
+// before the cache). Besides the mean, the median of the iterations' own
+// times (p50_us; each timed with two clock reads, about 50 ns here).
+void BM_KuraMap(benchmark::State& state, std::size_t mib, int depth, bool cached) {
   const shm::Shared& r = lookup_region(mib);
   const std::string name = r.name() + path_of(depth);
+  shm::set_map_cache_limits(cached ? shm::MapCacheLimits{} : shm::MapCacheLimits{.mappings = 0});
+  std::vector<std::int64_t> samples;
+  samples.reserve(1 << 20);
   for (auto _ : state) {
+    const std::int64_t t0 = now_ns();
     auto m = shm::map(name);
     if (!m) die(m.status().to_string());
     benchmark::DoNotOptimize(read_scalar(m->node()));
+    if (samples.size() < samples.capacity()) samples.push_back(now_ns() - t0);
   }
+  shm::set_map_cache_limits({});
+  shm::drop_map_cache();  // the region may be released next
+  std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
+  state.counters["p50_us"] = samples.empty() ? 0.0 : static_cast<double>(samples[samples.size() / 2]) / 1e3;
   state.counters["region_bytes"] = static_cast<double>(r.size());
 }
 
@@ -359,7 +375,9 @@ int main(int argc, char** argv) {
     for (std::uint64_t mib : opt.list("lookup_sizes", "1,4,16,64,256,1024")) {
       for (std::uint64_t depth : opt.list("depths", "1,2,4,8")) {
         const std::string suffix = std::to_string(mib) + "/" + std::to_string(depth);
-        reg("lookup/kura_map/" + suffix, BM_KuraMap, mib, static_cast<int>(depth))
+        reg("lookup/kura_map/" + suffix, BM_KuraMap, mib, static_cast<int>(depth), false)
+            ->Unit(benchmark::kMicrosecond);
+        reg("lookup/kura_map_cached/" + suffix, BM_KuraMap, mib, static_cast<int>(depth), true)
             ->Unit(benchmark::kMicrosecond);
         reg("lookup/kura_walk/" + suffix, BM_KuraWalk, mib, static_cast<int>(depth))
             ->Unit(benchmark::kMicrosecond);

@@ -1,6 +1,6 @@
 #include "kura/core/name.hpp"
 
-#include <cstdio>
+#include <charconv>
 
 #include "no_throw_internal.hpp"
 
@@ -94,10 +94,13 @@ Result<Name> parse_name(std::string_view s) noexcept {
 }
 
 std::string format_region_name(std::uint64_t owner, std::uint64_t counter) {
-  char buf[64];
-  int n = std::snprintf(buf, sizeof buf, "/kura_%llx_%llx", static_cast<unsigned long long>(owner),
-                        static_cast<unsigned long long>(counter));
-  return std::string(buf, static_cast<std::size_t>(n));
+  // std::to_chars, not snprintf: every map() formats the region's name.
+  char buf[64] = "/kura_";
+  char* const end = buf + sizeof buf;
+  char* p = std::to_chars(buf + 6, end, owner, 16).ptr;
+  *p++ = '_';
+  p = std::to_chars(p, end, counter, 16).ptr;
+  return std::string(buf, p);
 }
 
 std::string format_name(const Name& name) {

@@ -24,37 +24,159 @@ T load(std::span<const std::byte> region, std::uint64_t offset) {
   return v;
 }
 
-// Checks that `data_size` is what `length` and the kind require.
-Status check_data_size(const NodeHeader& h) {
+// What is wrong with a link or the node it reaches (FORMAT.md section 7),
+// found without allocating: a walk's success path builds no message and no
+// Status; fault_status() makes the message from the same private copy.
+enum class Fault : std::uint8_t {
+  kNone,
+  kOffset,    // not a valid header offset
+  kTooDeep,   // past kMaxDepth links
+  kAncestor,  // points at a node on the path to it
+  kMagic,
+  kKind,
+  kDtype,
+  kFlags,
+  kTag,        // a tag on a node that is not bytes
+  kBytesTag,   // a bytes tag that is not printable ASCII padded with zeros
+  kDataAlign,  // data_offset not 64-aligned
+  kDataZero,   // data_offset 0 with data_size not 0
+  kDataRange,  // the data block runs past the region
+  kDataSize,   // data_size disagrees with length and kind (section 4.2)
+};
+
+// The words of a node header, as check_node() reads them.
+struct HeaderWords {
+  std::uint64_t w[8];
+  std::uint8_t kind() const { return static_cast<std::uint8_t>(w[0] >> 32); }
+  std::uint8_t dtype() const { return static_cast<std::uint8_t>(w[0] >> 40); }
+  std::uint64_t length() const { return w[1]; }
+  std::uint64_t data_offset() const { return w[2]; }
+  std::uint64_t data_size() const { return w[3]; }
+};
+static_assert(sizeof(HeaderWords) == sizeof(NodeHeader));
+
+[[gnu::always_inline]] inline bool data_size_ok(const HeaderWords& h) {
   std::uint64_t want = 0;
-  switch (static_cast<Kind>(h.kind)) {
-    case Kind::kNull:
-      if (h.length != 0 || h.data_size != 0 || h.data_offset != 0)
-        return corrupt("null node with length, data_offset or data_size not 0");
-      return Status::ok();
+  switch (static_cast<Kind>(h.kind())) {
+    case Kind::kNull: return h.length() == 0 && h.data_size() == 0 && h.data_offset() == 0;
     case Kind::kArray:
-      if (__builtin_mul_overflow(h.length, dtype_width(static_cast<Dtype>(h.dtype)), &want) ||
-          want != h.data_size)
-        return corrupt("array of length " + num(h.length) + " has data_size " + num(h.data_size));
-      return Status::ok();
+      return !__builtin_mul_overflow(h.length(), dtype_width(static_cast<Dtype>(h.dtype())), &want) &&
+             want == h.data_size();
     case Kind::kStrings:
-      if (h.length == 0) {
-        if (h.data_size != 0) return corrupt("empty strings node with data_size " + num(h.data_size));
-        return Status::ok();
-      }
-      if (h.length > h.data_size / 16 || align64(16 * h.length) > h.data_size)
-        return corrupt("strings node of length " + num(h.length) + " has data_size " + num(h.data_size));
-      return Status::ok();
+      if (h.length() == 0) return h.data_size() == 0;
+      return h.length() <= h.data_size() / 16 && align64(16 * h.length()) <= h.data_size();
     case Kind::kList:
-      if (__builtin_mul_overflow(h.length, std::uint64_t{8}, &want) || want != h.data_size)
-        return corrupt("list of length " + num(h.length) + " has data_size " + num(h.data_size));
-      return Status::ok();
-    case Kind::kBytes:
-      if (h.data_size != h.length)
-        return corrupt("bytes node of length " + num(h.length) + " has data_size " + num(h.data_size));
-      return Status::ok();
+      return !__builtin_mul_overflow(h.length(), std::uint64_t{8}, &want) && want == h.data_size();
+    case Kind::kBytes: return h.data_size() == h.length();
   }
-  return corrupt("unknown node kind");
+  return false;
+}
+
+// Checks a private copy of a node header against a region of `size` bytes,
+// in registers: checking fields of a copy just stored through memory stalls
+// on store forwarding, and cost more than the rest of a step.
+[[gnu::always_inline]] inline Fault check_node(const HeaderWords& h, std::uint64_t size) {
+  constexpr std::uint32_t kMagic = 0x444f4e4b;  // "KNOD", little-endian
+  if (static_cast<std::uint32_t>(h.w[0]) != kMagic) return Fault::kMagic;
+  if (h.kind() > static_cast<std::uint8_t>(Kind::kBytes)) return Fault::kKind;
+  const Kind kind = static_cast<Kind>(h.kind());
+  if (kind == Kind::kArray ? (h.dtype() == 0 || h.dtype() > kMaxDtype) : h.dtype() != 0) return Fault::kDtype;
+  if ((h.w[0] >> 48) != 0) return Fault::kFlags;
+  const std::uint64_t tag = h.w[7];
+  if (kind != Kind::kBytes) {
+    if (tag != 0) return Fault::kTag;
+  } else {
+    // Printable ASCII (0x21-0x7E), then only zero bytes.
+    unsigned i = 0;
+    auto byte = [&](unsigned k) { return static_cast<std::uint8_t>(tag >> (8 * k)); };
+    while (i < 8 && byte(i) >= 0x21 && byte(i) <= 0x7E) ++i;
+    for (; i < 8; ++i)
+      if (byte(i) != 0) return Fault::kBytesTag;
+  }
+  if (h.data_offset() % kAlign != 0) return Fault::kDataAlign;
+  if (h.data_offset() == 0 && h.data_size() != 0) return Fault::kDataZero;
+  if (h.data_offset() > size || h.data_size() > size - h.data_offset()) return Fault::kDataRange;
+  if (!data_size_ok(h)) return Fault::kDataSize;
+  return Fault::kNone;
+}
+
+// Follows a link to `offset` from a node whose path from the root, itself
+// included, is `ancestors[0..depth)`: checks the link, copies the header
+// there into `out` and checks the copy (also kept in `out` on a fault).
+[[gnu::always_inline]] inline Fault reach(std::span<const std::byte> region, std::uint64_t offset,
+                                          const std::uint64_t* ancestors, unsigned depth, NodeHeader& out) {
+  if (!valid_header_offset(offset, region.size())) return Fault::kOffset;
+  if (depth > kMaxDepth) return Fault::kTooDeep;
+  for (unsigned i = 0; i < depth; ++i)
+    if (ancestors[i] == offset) return Fault::kAncestor;
+  // Each word is read from the region exactly once (an atomic load is never
+  // repeated by the compiler), so the checked copy is the used one. Headers
+  // are 64-aligned in a 64-aligned region: the loads are aligned.
+  HeaderWords h;
+  const auto* src = reinterpret_cast<const std::uint64_t*>(region.data() + offset);
+  auto* dst = reinterpret_cast<std::byte*>(&out);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    h.w[i] = __atomic_load_n(src + i, __ATOMIC_RELAXED);
+    std::memcpy(dst + 8 * i, &h.w[i], sizeof h.w[i]);
+  }
+  return check_node(h, region.size());
+}
+
+std::string describe_header(const NodeHeader& h) {
+  switch (static_cast<Kind>(h.kind)) {
+    case Kind::kNull: return "null";
+    case Kind::kArray:
+      return std::string(dtype_name(static_cast<Dtype>(h.dtype))) + " array of " + num(h.length);
+    case Kind::kStrings: return "strings of " + num(h.length);
+    case Kind::kList: return "list of " + num(h.length);
+    case Kind::kBytes: return "bytes of " + num(h.length);
+  }
+  return "?";
+}
+
+// The message of `f`, found at `offset` with the private copy `h`.
+[[gnu::cold]] Status fault_status(Fault f, const NodeHeader& h, std::uint64_t offset) {
+  const std::string at = " at offset " + num(offset);
+  const Kind kind = static_cast<Kind>(h.kind);
+  switch (f) {
+    case Fault::kNone: break;
+    case Fault::kOffset:
+      return corrupt("node offset " + num(offset) + " is not a 64-aligned header inside the region");
+    case Fault::kTooDeep: return corrupt("node deeper than " + num(kMaxDepth) + " links");
+    case Fault::kAncestor: return corrupt("link at offset " + num(offset) + " points at an ancestor");
+    case Fault::kMagic: return corrupt("bad node magic" + at);
+    case Fault::kKind: return corrupt("unknown node kind " + num(h.kind) + at);
+    case Fault::kDtype:
+      return corrupt("dtype " + num(h.dtype) + " invalid for a " + std::string(kind_name(kind)) + " node" +
+                     at);
+    case Fault::kFlags: return corrupt("unknown node flags" + at);
+    case Fault::kTag: return corrupt("tag set on a " + std::string(kind_name(kind)) + " node" + at);
+    case Fault::kBytesTag: return corrupt("bytes tag is not printable ASCII padded with zeros" + at);
+    case Fault::kDataAlign: return corrupt("data_offset " + num(h.data_offset) + " is not 64-aligned");
+    case Fault::kDataZero: return corrupt("data_offset 0 with data_size " + num(h.data_size));
+    case Fault::kDataRange:
+      return corrupt("data block at " + num(h.data_offset) + " of " + num(h.data_size) +
+                     " bytes runs past the region");
+    case Fault::kDataSize:
+      if (kind == Kind::kNull) return corrupt("null node with length, data_offset or data_size not 0" + at);
+      if (kind == Kind::kStrings && h.length == 0)
+        return corrupt("empty strings node with data_size " + num(h.data_size) + at);
+      return corrupt(std::string(kind == Kind::kArray     ? "array"
+                                 : kind == Kind::kStrings ? "strings node"
+                                 : kind == Kind::kList    ? "list"
+                                                          : "bytes node") +
+                     " of length " + num(h.length) + " has data_size " + num(h.data_size) + at);
+  }
+  return corrupt("unknown fault" + at);
+}
+
+// The error of stepping to child `i` (0-based) of the node `h`: NotAList or
+// OutOfRange.
+[[gnu::cold]] Status step_error(const NodeHeader& h, std::uint64_t i) {
+  if (static_cast<Kind>(h.kind) != Kind::kList)
+    return Status(Code::kNotAList, "cannot step into " + describe_header(h) + ": not a list");
+  return Status(Code::kOutOfRange, "index " + num(i + 1) + " past the end of a list of " + num(h.length));
 }
 
 }  // namespace
@@ -98,73 +220,57 @@ Result<NodeView> Region::root() const noexcept {
 }
 
 Result<NodeView> Region::at(std::span<const std::uint64_t> path) const noexcept {
-  return detail::no_throw([&]() -> Result<NodeView> {
-    KURA_ASSIGN_OR_RETURN(NodeView node, root());
-    for (std::uint64_t index : path) {
-      if (index == 0) return Status(Code::kOutOfRange, "index 0 (indices are 1-based)");
-      KURA_ASSIGN_OR_RETURN(node, node.child(index - 1));
-    }
-    return node;
-  });
+  // One private header copy and one record of the ancestors serve the whole
+  // walk, and each step checks what open() checks; only the node reached
+  // becomes a view, so the keep-alive is referenced once per walk, not once
+  // per step, and the success path builds no Status.
+  NodeView n;
+  n.region_ = bytes_;
+  n.hashed_ = hashed();
+  n.node_count_ = header_.node_count;
+  std::uint64_t offset = header_.root_offset;
+  unsigned depth = 0;
+  Fault f = reach(bytes_, offset, n.ancestors_.data(), 0, n.h_);
+  for (std::uint64_t index : path) {
+    if (f != Fault::kNone) break;
+    if (index == 0)
+      return detail::no_throw([] { return Status(Code::kOutOfRange, "index 0 (indices are 1-based)"); });
+    if (n.h_.kind != static_cast<std::uint8_t>(Kind::kList) || index > n.h_.length)
+      return detail::no_throw([&] { return step_error(n.h_, index - 1); });
+    const auto child = load<std::uint64_t>(bytes_, n.h_.data_offset + 8 * (index - 1));
+    if (child == 0) return detail::no_throw([] { return corrupt("child offset is 0"); });
+    if (depth < kMaxDepth) n.ancestors_[depth] = offset;  // past kMaxDepth, reach() stops the walk
+    ++depth;
+    offset = child;
+    f = reach(bytes_, offset, n.ancestors_.data(), depth, n.h_);
+  }
+  if (f != Fault::kNone) return detail::no_throw([&] { return fault_status(f, n.h_, offset); });
+  n.offset_ = offset;
+  n.depth_ = depth;
+  n.keep_ = keep_;
+  return n;
 }
 
 Result<NodeView> NodeView::open(std::span<const std::byte> region, const std::shared_ptr<const void>& keep,
                                 bool hashed, std::uint64_t node_count, std::uint64_t offset,
                                 const NodeView* parent) noexcept {
-  return detail::no_throw([&] { return open_impl(region, keep, hashed, node_count, offset, parent); });
-}
-
-Result<NodeView> NodeView::open_impl(std::span<const std::byte> region,
-                                     const std::shared_ptr<const void>& keep, bool hashed,
-                                     std::uint64_t node_count, std::uint64_t offset, const NodeView* parent) {
-  const std::uint64_t size = region.size();
-  if (!valid_header_offset(offset, size))
-    return corrupt("node offset " + num(offset) + " is not a 64-aligned header inside the region");
   NodeView n;
+  unsigned depth = 0;
+  if (parent) {
+    depth = parent->depth_ + 1;
+    if (depth <= kMaxDepth) {  // deeper, reach() fails before it reads the ancestors
+      std::copy_n(parent->ancestors_.begin(), parent->depth_, n.ancestors_.begin());
+      n.ancestors_[parent->depth_] = parent->offset_;
+    }
+  }
+  const Fault f = reach(region, offset, n.ancestors_.data(), depth, n.h_);
+  if (f != Fault::kNone) return detail::no_throw([&] { return fault_status(f, n.h_, offset); });
   n.region_ = region;
   n.keep_ = keep;
   n.hashed_ = hashed;
   n.node_count_ = node_count;
   n.offset_ = offset;
-  if (parent) {
-    if (parent->depth_ + 1 > kMaxDepth) return corrupt("node deeper than " + num(kMaxDepth) + " links");
-    n.depth_ = parent->depth_ + 1;
-    std::copy_n(parent->ancestors_.begin(), parent->depth_, n.ancestors_.begin());
-    n.ancestors_[parent->depth_] = parent->offset_;
-    for (unsigned i = 0; i < n.depth_; ++i)
-      if (n.ancestors_[i] == offset)
-        return corrupt("link at offset " + num(offset) + " points at an ancestor");
-  }
-  std::memcpy(&n.h_, region.data() + offset, sizeof n.h_);
-  const NodeHeader& h = n.h_;
-  if (std::memcmp(h.magic, "KNOD", 4) != 0) return corrupt("bad node magic at offset " + num(offset));
-  if (h.kind > static_cast<std::uint8_t>(Kind::kBytes))
-    return corrupt("unknown node kind " + num(h.kind) + " at offset " + num(offset));
-  Kind kind = static_cast<Kind>(h.kind);
-  if (kind == Kind::kArray ? (h.dtype == 0 || h.dtype > kMaxDtype) : h.dtype != 0)
-    return corrupt("dtype " + num(h.dtype) + " invalid for a " + std::string(kind_name(kind)) +
-                   " node at offset " + num(offset));
-  if (h.flags != 0) return corrupt("unknown node flags at offset " + num(offset));
-  if (kind != Kind::kBytes) {
-    for (char c : h.tag)
-      if (c != 0)
-        return corrupt("tag set on a " + std::string(kind_name(kind)) + " node at offset " + num(offset));
-  } else {
-    // Printable ASCII (0x21-0x7E), then only zero bytes.
-    std::size_t i = 0;
-    while (i < sizeof h.tag && h.tag[i] >= 0x21 && h.tag[i] <= 0x7E) ++i;
-    for (; i < sizeof h.tag; ++i)
-      if (h.tag[i] != 0)
-        return corrupt("bytes tag is not printable ASCII padded with zeros at offset " + num(offset));
-  }
-  if (h.data_offset % kAlign != 0) return corrupt("data_offset " + num(h.data_offset) + " is not 64-aligned");
-  if (h.data_offset == 0 && h.data_size != 0)
-    return corrupt("data_offset 0 with data_size " + num(h.data_size));
-  if (h.data_offset > size || h.data_size > size - h.data_offset)
-    return corrupt("data block at " + num(h.data_offset) + " of " + num(h.data_size) +
-                   " bytes runs past the region");
-  Status s = check_data_size(h);
-  if (!s) return Status(Code::kCorrupt, s.message() + " at offset " + num(offset));
+  n.depth_ = depth;
   return n;
 }
 
@@ -191,14 +297,7 @@ std::span<const std::byte> NodeView::data() const noexcept {
 }
 
 std::string NodeView::describe() const {
-  switch (kind()) {
-    case Kind::kNull: return "null";
-    case Kind::kArray: return std::string(dtype_name(dtype())) + " array of " + num(length());
-    case Kind::kStrings: return "strings of " + num(length());
-    case Kind::kList: return "list of " + num(length());
-    case Kind::kBytes: return "bytes of " + num(length());
-  }
-  return "?";
+  return describe_header(h_);
 }
 
 Result<StringRef> NodeView::string(std::uint64_t i) const noexcept {
@@ -225,13 +324,8 @@ Result<StringRef> NodeView::string_impl(std::uint64_t i) const {
 }
 
 Result<NodeView> NodeView::child(std::uint64_t i) const noexcept {
-  return detail::no_throw([&]() -> Result<NodeView> {
-    if (kind() != Kind::kList)
-      return Status(Code::kNotAList, "cannot step into " + describe() + ": not a list");
-    if (i >= length())
-      return Status(Code::kOutOfRange, "index " + num(i + 1) + " past the end of a list of " + num(length()));
-    return open_linked(load<std::uint64_t>(region_, h_.data_offset + 8 * i), "child");
-  });
+  if (kind() != Kind::kList || i >= length()) return detail::no_throw([&] { return step_error(h_, i); });
+  return open_linked(load<std::uint64_t>(region_, h_.data_offset + 8 * i), "child");
 }
 
 Result<NodeView> NodeView::child(std::string_view name) const noexcept {

@@ -36,6 +36,10 @@ struct DirState {
   std::mutex mu;
   std::atomic<const std::string*> dir{nullptr};
   const Status* check = nullptr;  // set with `dir`, read and replaced under `mu`
+  // Set once `check` is ok, which it then stays: check_directory() returns
+  // without the mutex, so every map() is spared a lock, and a child forked
+  // while another thread held it is not left waiting on it for ever.
+  std::atomic<bool> good{false};
 };
 
 DirState& dir_state() noexcept {
@@ -91,6 +95,7 @@ const std::string& fix(DirState& s, std::string dir, Status check) {
   if (const std::string* d = s.dir.load(std::memory_order_acquire)) return *d;
   s.check = new Status(std::move(check));
   auto* fixed = new std::string(std::move(dir));
+  s.good.store(s.check->is_ok(), std::memory_order_release);
   s.dir.store(fixed, std::memory_order_release);
   return *fixed;
 }
@@ -254,6 +259,7 @@ Status set_directory(std::string_view path) noexcept {
       if (!s.check->is_ok()) {
         const Status* refused = s.check;  // read only under `mu`
         s.check = new Status();
+        s.good.store(true, std::memory_order_release);
         delete refused;
       }
     }
@@ -270,6 +276,7 @@ const std::string& directory() noexcept {
 Status check_directory() noexcept {
   (void)detail::shm_dir();
   DirState& s = dir_state();
+  if (s.good.load(std::memory_order_acquire)) return Status::ok();
   std::lock_guard<std::mutex> lock(s.mu);
   if (s.check == nullptr) return Status::out_of_memory();  // shm_dir() could not fix the directory
   try {

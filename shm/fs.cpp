@@ -156,6 +156,13 @@ std::uint64_t shm_free_bytes() noexcept {
   return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
 }
 
+Status region_not_found(const std::string& region_name) {
+  return Status(Code::kNotFound,
+                "region " + region_name +
+                    " does not exist (released by its owner, pruned, or never published; see `kura ls`)",
+                ENOENT);
+}
+
 Status check_own_file(int fd, const std::string& what) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return os_error("cannot stat " + what, errno);

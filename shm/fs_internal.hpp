@@ -89,6 +89,9 @@ using kura::human_bytes;
 // Free bytes in the region directory for this user (0 when statvfs fails).
 std::uint64_t shm_free_bytes() noexcept;
 
+// The NotFound of a region name that leads to no file.
+Status region_not_found(const std::string& region_name);
+
 // Checks an open descriptor of a region or lease: a regular file owned by this
 // user with no group or other permission bits. Errors: Permission, Io.
 Status check_own_file(int fd, const std::string& what);

@@ -16,6 +16,7 @@
 #include "fs_internal.hpp"
 #include "kura/shm/owner.hpp"
 #include "kura/shm/region.hpp"
+#include "map_cache_internal.hpp"
 
 namespace kura::shm {
 
@@ -99,7 +100,10 @@ PruneReport prune_entries(const std::vector<DirEntry>& entries) {
       continue;
     }
     for (const DirEntry* d : owned) {
-      if (::unlink(detail::dir_path(d->file).c_str()) == 0) report.removed.push_back("/" + d->file);
+      if (::unlink(detail::dir_path(d->file).c_str()) == 0) {
+        detail::forget_region("/" + d->file);
+        report.removed.push_back("/" + d->file);
+      }
     }
     if (probe.state == detail::LeaseProbe::State::kDead) {
       const std::string lease = detail::lease_path(owner);

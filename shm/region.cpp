@@ -14,6 +14,7 @@
 
 #include "fs_internal.hpp"
 #include "kura/shm/owner.hpp"
+#include "map_cache_internal.hpp"
 #include "owner_internal.hpp"
 
 namespace kura::shm {
@@ -32,11 +33,7 @@ Status with_context(const Status& s, const std::string& context) {
 // checks it is this user's private regular file.
 Result<int> open_region(const std::string& region_name) {
   auto fd = detail::open_own_file(detail::dir_path(region_name), O_RDONLY, "region " + region_name);
-  if (!fd && fd.status().code() == Code::kNotFound)
-    return Status(Code::kNotFound,
-                  "region " + region_name +
-                      " does not exist (released by its owner, pruned, or never published; see `kura ls`)",
-                  ENOENT);
+  if (!fd && fd.status().code() == Code::kNotFound) return detail::region_not_found(region_name);
   return fd;
 }
 
@@ -93,30 +90,46 @@ const std::string& Mapped::name() const noexcept {
   return state_->name;
 }
 
+namespace {
+
+// Opens the region `region_name`, checks it, maps it and checks its header,
+// then offers the mapping to the cache.
+Result<Region> map_region(const std::string& region_name) {
+  KURA_ASSIGN_OR_RETURN(int raw_fd, open_region(region_name));
+  KURA_ASSIGN_OR_RETURN(OwnedFd fd, OwnedFd::adopt(raw_fd, false));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size < kHeaderSize)
+    return corrupt("region " + region_name + " is " + std::to_string(size) +
+                   " bytes, smaller than a region header");
+  if (size > std::numeric_limits<std::size_t>::max())
+    return corrupt("region " + region_name + " is too large");
+  // PROT_READ, MAP_SHARED, no prefaulting: mapping is O(1) in the size.
+  KURA_ASSIGN_OR_RETURN(Mapping mapping,
+                        Mapping::map(fd.get(), static_cast<std::size_t>(size), false, false));
+  auto owned = std::make_shared<Mapping>(std::move(mapping));
+  auto bytes = std::span<const std::byte>(owned->data(), owned->size());
+  auto region = Region::open(bytes, std::shared_ptr<const void>(owned));
+  if (!region) return with_context(region.status(), "region " + region_name);
+  detail::cache_region(region_name, *region, st);
+  return region;
+}
+
+}  // namespace
+
 Result<Mapped> map(std::string_view name) noexcept {
   return detail::boundary("map", [&]() -> Result<Mapped> {
     KURA_RETURN_IF_ERROR(check_directory());
     KURA_ASSIGN_OR_RETURN(Name n, parse_name(name));
     const std::string region_name = format_region_name(n.owner, n.counter);
-    KURA_ASSIGN_OR_RETURN(int raw_fd, open_region(region_name));
-    KURA_ASSIGN_OR_RETURN(OwnedFd fd, OwnedFd::adopt(raw_fd, false));
-    struct stat st;
-    if (::fstat(fd.get(), &st) != 0) return detail::os_error("cannot stat region " + region_name, errno);
-    const auto size = static_cast<std::uint64_t>(st.st_size);
-    if (size < kHeaderSize)
-      return corrupt("region " + region_name + " is " + std::to_string(size) +
-                     " bytes, smaller than a region header");
-    if (size > std::numeric_limits<std::size_t>::max())
-      return corrupt("region " + region_name + " is too large");
-    // PROT_READ, MAP_SHARED, no prefaulting: mapping is O(1) in the size.
-    KURA_ASSIGN_OR_RETURN(Mapping mapping,
-                          Mapping::map(fd.get(), static_cast<std::size_t>(size), false, false));
-    auto owned = std::make_shared<Mapping>(std::move(mapping));
-    auto bytes = std::span<const std::byte>(owned->data(), owned->size());
-    auto region = Region::open(bytes, std::shared_ptr<const void>(owned));
-    if (!region) return with_context(region.status(), "region " + region_name);
+    KURA_ASSIGN_OR_RETURN(std::optional<Region> cached, detail::cached_region(region_name));
     auto state = std::make_shared<Mapped::State>();
-    state->region = std::move(region).value();
+    if (cached) {
+      state->region = std::move(*cached);
+    } else {
+      KURA_ASSIGN_OR_RETURN(state->region, map_region(region_name));
+    }
     auto node = state->region.at(n.path);
     if (!node) return with_context(node.status(), std::string(name));
     state->node = std::move(node).value();
@@ -182,8 +195,10 @@ Status Shared::release() noexcept {
     unlink_ = false;
     if (!unlink) return Status::ok();  // kept, disowned, written for another owner, or inherited by fork()
     const std::string path = detail::dir_path(name);
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-      return detail::os_error("cannot unlink region " + name, errno);
+    const int rc = ::unlink(path.c_str());
+    const int err = errno;
+    detail::forget_region(name);
+    if (rc != 0 && err != ENOENT) return detail::os_error("cannot unlink region " + name, err);
     return Status::ok();
   });
 }
@@ -202,6 +217,7 @@ Result<std::string> Shared::keep() noexcept {
         return detail::os_error("cannot link " + name_ + " to a kept name", errno);
       }
       ::unlink(from.c_str());
+      detail::forget_region(name_);
       name_.clear();
       size_ = 0;
       unlink_ = false;
@@ -527,6 +543,7 @@ Status remove(std::string_view name) noexcept {
         return Status(Code::kNotFound, "region " + region_name + " does not exist", ENOENT);
       return detail::os_error("cannot remove region " + region_name, errno);
     }
+    detail::forget_region(region_name);
     return Status::ok();
   });
 }

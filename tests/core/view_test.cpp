@@ -1,7 +1,9 @@
 // Views: lookups by index, name and attribute key, the distinct errors of
 // FORMAT.md section 5, laziness, and verify().
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <functional>
+#include <memory>
 #include <new>
 #include <stdexcept>
 
@@ -378,4 +380,71 @@ TEST_CASE("to_value of a subtree copies only that subtree", "[core]") {
     REQUIRE(cv.is_ok());
     CHECK(*cv == v.children[i - 1]);
   }
+}
+
+TEST_CASE("at() and stepping with child() agree on every flipped byte", "[core]") {
+  // at() walks with its own loop (no view per step); child() opens a view
+  // per step. Both must check the same things and say the same, whatever
+  // byte of the region is damaged.
+  const Bytes good = build_ok(kura::test::rich_value());
+  const std::vector<Path> paths = {{}, {1}, {2}, {3}, {3, 1}, {3, 2}, {4}, {5}, {3, 1, 1}, {6}, {0}};
+  int compared = 0;
+  for (std::size_t at = 64; at < good.size(); ++at) {
+    for (std::uint8_t mask : {std::uint8_t{0x01}, std::uint8_t{0x80}, std::uint8_t{0xFF}}) {
+      Bytes b = good;
+      b[at] ^= std::byte{mask};
+      auto region = Region::open(b);
+      REQUIRE(region.is_ok());  // only the region header is hashed
+      for (const Path& path : paths) {
+        auto walked = region->at(path);
+        Result<NodeView> stepped = region->root();
+        for (std::uint64_t index : path) {
+          if (!stepped.is_ok()) break;
+          stepped = index == 0 ? Result<NodeView>(Status(Code::kOutOfRange, "index 0 (indices are 1-based)"))
+                               : stepped->child(index - 1);
+        }
+        INFO("byte " << at << " ^ " << int(mask) << ", path of " << path.size());
+        REQUIRE(walked.is_ok() == stepped.is_ok());
+        if (walked.is_ok()) {
+          CHECK(walked->offset() == stepped->offset());
+          CHECK(walked->depth() == stepped->depth());
+          CHECK(std::memcmp(&walked->header(), &stepped->header(), sizeof(NodeHeader)) == 0);
+        } else {
+          CHECK(walked.status().code() == stepped.status().code());
+          CHECK(walked.status().message() == stepped.status().message());
+        }
+        ++compared;
+      }
+    }
+  }
+  CHECK(compared > 10000);
+}
+
+TEST_CASE("a walk references the keep-alive once, and a moved view hands its reference over", "[core]") {
+  const Bytes b = build_ok(kura::test::rich_value());
+  auto owner = std::make_shared<int>(0);
+  auto region = Region::open(b, owner);
+  REQUIRE(region.is_ok());
+  const long base = owner.use_count();  // ours and the Region's
+  {
+    auto leaf = region->at(Path{3, 1});
+    REQUIRE(leaf.is_ok());
+    CHECK(owner.use_count() == base + 1);
+    NodeView moved = std::move(leaf).value();
+    CHECK(owner.use_count() == base + 1);
+    NodeView from = moved;
+    NodeView to = std::move(from);
+    CHECK(owner.use_count() == base + 2);
+    // What is left behind reads nothing.
+    CHECK(from.kind() == Kind::kNull);  // NOLINT(bugprone-use-after-move): the state a move leaves
+    CHECK(from.data().empty());
+    CHECK(from.child(0).status().code() == Code::kNotAList);
+    CHECK(to.offset() == moved.offset());
+    NodeView copy = moved;
+    CHECK(owner.use_count() == base + 3);
+    auto missing = region->at(Path{3, 9});
+    CHECK(missing.status().code() == Code::kOutOfRange);
+    CHECK(owner.use_count() == base + 3);
+  }
+  CHECK(owner.use_count() == base);
 }

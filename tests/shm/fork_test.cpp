@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <climits>
 #include <cstring>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "child.hpp"
@@ -250,4 +252,77 @@ TEST_CASE("a forked child that exits does not release the lock on its parent's t
   auto shared = std::move(pending).value().publish();
   REQUIRE(shared.is_ok());
   CHECK(shared->release().is_ok());
+}
+
+TEST_CASE("a forked child starts with an empty map cache, and keeps the views it inherited",
+          "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  shm::drop_map_cache();
+  Value v = Value::list({Value::f64({6.5})});
+  auto s = shm::share(v);
+  REQUIRE(s.is_ok());
+  const std::string name = s->name() + "[1]";
+  auto view = shm::map(name);
+  REQUIRE(view.is_ok());
+  REQUIRE(shm::map_cache_stats().mappings == 1);
+  auto value_of = [](const shm::Mapped& m) {
+    auto a = m.node().array<Dtype::kF64>();
+    return a.is_ok() && a->size() == 1 ? (*a)[0] : -1.0;
+  };
+
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (shm::map_cache_stats().mappings != 0) ::_exit(2);
+    if (value_of(*view) != 6.5) ::_exit(3);
+    auto again = shm::map(name);
+    if (!again.is_ok() || value_of(*again) != 6.5) ::_exit(4);
+    auto hit = shm::map(name);
+    const shm::MapCacheStats st = shm::map_cache_stats();
+    if (!hit.is_ok() || st.hits != 1 || st.misses != 1) ::_exit(5);
+    ::_exit(0);
+  }
+  const int status = wait_child(pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(shm::map_cache_stats().mappings == 1);
+  auto after = shm::map(name);
+  REQUIRE(after.is_ok());
+  CHECK(value_of(*after) == 6.5);
+  REQUIRE(s->release().is_ok());
+}
+
+TEST_CASE("fork() while another thread maps through the cache leaves the child a usable cache",
+          "[shm][multiprocess]") {
+  test::ShmGuard guard;
+  Value v = Value::list({Value::i32({41})});
+  auto s = shm::share(v);
+  REQUIRE(s.is_ok());
+  const std::string name = s->name() + "[1]";
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0};
+  std::thread mapper([&] {
+    for (int k = 0; !stop; ++k) {
+      if (!shm::map(name).is_ok()) ++failed;
+      if (k % 7 == 0) shm::drop_map_cache();  // misses too: the lock is taken and released often
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      // The mapper thread does not exist here; had fork() caught it holding
+      // the cache's lock, this map would never return.
+      auto m = shm::map(name);
+      ::_exit(m.is_ok() && m->node().array<Dtype::kI32>().is_ok() ? 0 : 1);
+    }
+    const int status = wait_child(pid);
+    INFO("child " << i << " (status -1: it hung and was killed)");
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+  }
+  stop = true;
+  mapper.join();
+  CHECK(failed == 0);
+  REQUIRE(s->release().is_ok());
 }

@@ -33,6 +33,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <utility>
 
 #include "kura/core/layout.hpp"
 #include "kura/core/name.hpp"
@@ -102,12 +103,11 @@ class NodeView {
 
  private:
   friend class Region;
+  // The node at `offset`, reached from `parent` (null for the root): checks
+  // the link and the node (FORMAT.md section 7).
   static Result<NodeView> open(std::span<const std::byte> region, const std::shared_ptr<const void>& keep,
                                bool hashed, std::uint64_t node_count, std::uint64_t offset,
                                const NodeView* parent) noexcept;
-  static Result<NodeView> open_impl(std::span<const std::byte> region,
-                                    const std::shared_ptr<const void>& keep, bool hashed,
-                                    std::uint64_t node_count, std::uint64_t offset, const NodeView* parent);
   Result<StringRef> string_impl(std::uint64_t i) const;
   Result<NodeView> open_linked(std::uint64_t offset, const char* link) const noexcept;
   // The InvalidArgument of array<D>() for a node that is not an array of `d`.
@@ -128,18 +128,38 @@ class NodeView {
  public:
   NodeView() noexcept = default;
   NodeView(const NodeView& o) noexcept { *this = o; }
+  // A move takes over the reference to the keep-alive (no reference count
+  // changes): a Result<NodeView> is moved out at every return. The view
+  // moved from is left an empty null node, which reads no memory.
+  NodeView(NodeView&& o) noexcept { *this = std::move(o); }
   NodeView& operator=(const NodeView& o) noexcept {
     if (this != &o) {
-      region_ = o.region_;
       keep_ = o.keep_;
-      h_ = o.h_;
-      offset_ = o.offset_;
-      node_count_ = o.node_count_;
-      hashed_ = o.hashed_;
-      depth_ = o.depth_;
-      std::copy_n(o.ancestors_.begin(), o.depth_, ancestors_.begin());
+      copy_fields(o);
     }
     return *this;
+  }
+  NodeView& operator=(NodeView&& o) noexcept {
+    if (this != &o) {
+      keep_ = std::move(o.keep_);
+      copy_fields(o);
+      o.region_ = {};
+      o.h_ = NodeHeader{};
+      o.offset_ = 0;
+      o.depth_ = 0;
+    }
+    return *this;
+  }
+
+ private:
+  void copy_fields(const NodeView& o) noexcept {
+    region_ = o.region_;
+    h_ = o.h_;
+    offset_ = o.offset_;
+    node_count_ = o.node_count_;
+    hashed_ = o.hashed_;
+    depth_ = o.depth_;
+    std::copy_n(o.ancestors_.begin(), o.depth_, ancestors_.begin());
   }
 };
 

@@ -8,6 +8,7 @@
 // ever open a half-written region.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -53,7 +54,45 @@ class Mapped {
 // the nodes on it (O(depth), whatever the region's size). Errors:
 // InvalidName, NotFound, Permission (a symlink, another user's region, or one
 // open to group/other), Corrupt, OutOfRange, NotAList, Io. Thread-safe.
+//
+// Mappings are cached per process: mapping a name (any path in it) of a
+// region this process mapped before reuses that mapping and its checked
+// header. A cached map makes one system call, fstatat(2) of the region's
+// name, and reuses the mapping only when the name still leads to the same
+// file (device and inode, which the kernel cannot give to another file while
+// the cache maps this one), of the same size, still this user's and private;
+// otherwise the name is mapped afresh (a region replaced under its name is
+// the new file), and a name that is gone is NotFound as before. Views of a
+// removed region keep working. Bounds (MapCacheLimits): at most 64 mappings
+// and 2 GiB by default, least recently used first out; a region larger than
+// the byte bound is never cached. A cached mapping holds its region's memory:
+// a region this process releases or removes (Shared::release, Shared::keep,
+// remove, prune) leaves the cache at once; one removed by another process
+// leaves it at the next map of its name, when the bounds push it out, when a
+// map that misses the cache checks the least recently used entry, or at
+// drop_map_cache(). fork(): the child starts with an empty cache (views it
+// inherited keep working).
 Result<Mapped> map(std::string_view name) noexcept;
+
+// The bounds of map()'s cache.
+struct MapCacheLimits {
+  std::size_t mappings = 64;                     // 0 turns the cache off
+  std::uint64_t bytes = std::uint64_t{2} << 30;  // address space, summed over the cached regions
+};
+// Sets the bounds, evicting at once what exceeds them. Thread-safe.
+void set_map_cache_limits(const MapCacheLimits& limits) noexcept;
+// Empties the cache: mappings no view holds are unmapped. Thread-safe.
+void drop_map_cache() noexcept;
+
+struct MapCacheStats {
+  std::uint64_t hits = 0;    // maps that reused a mapping
+  std::uint64_t misses = 0;  // maps that found no entry, or a stale one
+  std::size_t mappings = 0;  // entries now
+  std::uint64_t bytes = 0;   // their regions' sizes, summed
+};
+// Counts since the process started (or, in a forked child, since the fork).
+// Thread-safe.
+MapCacheStats map_cache_stats() noexcept;
 
 struct ShareOptions {
   bool hashed = true;  // compute node hashes (kura verify can then check them)
