@@ -322,8 +322,23 @@ class WorkerLoop {
         [](uv_timer_t* t) {
           auto* self = static_cast<WorkerLoop*>(t->loop->data);
           if (self->conn_ != nullptr) self->conn_->send(FrameType::kHeartbeat, 0, 0, nullptr);
+          self->forget_idle_mappings();
         },
         every_ms, every_ms);
+  }
+
+  // map() keeps regions mapped for the next task that names them; a worker
+  // idle for a whole heartbeat interval lets them go, so that regions
+  // removed meanwhile do not stay in memory because it once read them.
+  void forget_idle_mappings() {
+    std::uint64_t started;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (busy_) return;
+      started = jobs_started_;
+    }
+    if (started == jobs_at_last_beat_) shm::drop_map_cache();
+    jobs_at_last_beat_ = started;
   }
 
   Status load_plugin(const std::string& path) {
@@ -364,6 +379,7 @@ class WorkerLoop {
             return conn_->close(detail::CloseReason::kProtocol,
                                 corrupt("the dispatcher sent a task while another ran"));
           busy_ = true;
+          ++jobs_started_;
           job_ = Job{f.header.id, (f.header.flags & kFlagSetup) != 0,
                      std::make_shared<const Bytes>(std::move(f.payload)), nullptr};
         }
@@ -529,7 +545,9 @@ class WorkerLoop {
   pthread_t executor_id_{};
   std::mutex mu_;
   std::condition_variable cv_;
-  std::optional<Job> job_;  // the next job for the executor
+  std::optional<Job> job_;               // the next job for the executor
+  std::uint64_t jobs_started_ = 0;       // under mu_
+  std::uint64_t jobs_at_last_beat_ = 0;  // the loop's
   // The executor's: whether the job it runs is traced, and its times.
   bool timed_ = false;
   detail::Timing timing_;

@@ -429,3 +429,32 @@ TEST_CASE("clients that do not read their results are bounded in total: the slow
   eventually([&] { return status_of(*c).connections == 2; }, 20s, "the deaf client disconnected");
   CHECK(status_of(*c).awaiting == 0);
 }
+
+TEST_CASE("an idle worker unmaps the regions it read, so removed ones free their memory",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 1, [](ipc::DispatcherOptions& o) {
+    o.heartbeat_ms = 1000;
+    o.heartbeat_timeout_ms = 10000;
+  });
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  const pid_t worker = static_cast<pid_t>(status_of(*c).workers.at(0).pid);
+  auto input = shm::share(Value::f64({1, 2, 3}));
+  REQUIRE(input.is_ok());
+  const std::string file = input->name().substr(1);  // the name without its '/'
+  auto r = c->wait_for(c->submit(call("sum", {ipc::Arg::ref(input->name())})).value(), 20s);
+  REQUIRE(r.has_value());
+  REQUIRE(r->ok());
+  auto mapped = [&] {
+    std::ifstream maps("/proc/" + std::to_string(worker) + "/maps");
+    for (std::string l; std::getline(maps, l);)
+      if (l.find(file) != std::string::npos) return true;
+    return false;
+  };
+  // Mapped still: the worker lets go only after a whole idle interval (1 s).
+  CHECK(mapped());
+  (void)input->release();
+  eventually([&] { return !mapped(); }, 20s, "the worker unmapping the removed region " + file);
+}
