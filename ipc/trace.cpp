@@ -13,32 +13,23 @@
 #include <cstring>
 #include <vector>
 
+#include "kura/core/bytes.hpp"
+
 namespace kura::ipc::detail {
 
 namespace {
 
-// `s` as a JSON string literal.
+// `s` as a JSON string literal; bytes that are not UTF-8 (a function's
+// message may hold any) become '?'.
 void json_string(std::string& out, std::string_view s) {
-  out += '"';
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += ch;
-        }
-    }
+  if (valid_utf8(s)) {
+    out += json_quote(s);
+    return;
   }
-  out += '"';
+  std::string ascii(s);
+  for (char& c : ascii)
+    if (static_cast<unsigned char>(c) >= 0x80) c = '?';
+  out += json_quote(ascii);
 }
 
 class Attributes {

@@ -473,7 +473,7 @@ TEST_CASE("base64: RFC 4648 vectors and strict decoding", "[tools]") {
 }
 
 TEST_CASE("UTF-8 validation", "[tools]") {
-  using kura::tool::valid_utf8;
+  using kura::valid_utf8;
   CHECK(valid_utf8(""));
   CHECK(valid_utf8("plain"));
   CHECK(valid_utf8("\xC3\xA9\xE6\x97\xA5\xF0\x9F\x8E\x89\xF4\x8F\xBF\xBF"));

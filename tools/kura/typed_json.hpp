@@ -43,6 +43,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kura/core/bytes.hpp"
 #include "kura/core/status.hpp"
 #include "kura/core/value.hpp"
 #include "kura/core/view.hpp"
@@ -76,12 +77,7 @@ Result<std::string> to_typed_json(const Value& value) noexcept;
 
 // --- Pieces shared with the plain printer ----------------------------------
 
-// True when `s` is well-formed UTF-8 (no overlong forms, no surrogates,
-// nothing above U+10FFFF).
-bool valid_utf8(std::string_view s) noexcept;
-
-// `s` (valid UTF-8) as a quoted JSON string.
-std::string json_quote(std::string_view s);
+// valid_utf8() and json_quote() are kura/core/bytes.hpp's.
 
 // The shortest text that reads back to the same double (or float), always
 // with a '.', an exponent, or a letter so that JSON reads it as a float.

@@ -1,12 +1,14 @@
 // kura::Bytes: a byte vector whose storage is 64-byte aligned, so that a
 // region image held in ordinary memory can be read with typed views exactly
-// like a mapped one.
+// like a mapped one; and small text helpers shared by the tool and the
+// libraries.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <new>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kura {
@@ -29,5 +31,12 @@ using Bytes = std::vector<std::byte, Aligned64Allocator<std::byte>>;
 
 // A size for people: "704 B", "1.3 KiB", "2.0 GiB" (binary units).
 std::string human_bytes(std::uint64_t n);
+
+// Whether `s` is well-formed UTF-8 (no overlong forms, no surrogates, at
+// most U+10FFFF).
+bool valid_utf8(std::string_view s) noexcept;
+// `s` (valid UTF-8) as a quoted JSON string: quotes, backslashes and
+// control characters escaped.
+std::string json_quote(std::string_view s);
 
 }  // namespace kura
