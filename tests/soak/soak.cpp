@@ -273,9 +273,14 @@ struct ChaosLog {
   std::uint64_t fill_bytes = 0, fill_free_after = 0;
   std::uint64_t started_before_kill = 0, kills_before_restart = 0;
   std::vector<std::string> misses;
+  std::vector<std::pair<std::int64_t, std::string>> timeline;  // every chaos action, for diagnosis
   void event(Interval i) {
     std::lock_guard<std::mutex> lock(mu);
     worker_events.push_back(i);
+  }
+  void note(std::int64_t t, std::string what) {
+    std::lock_guard<std::mutex> lock(mu);
+    timeline.emplace_back(t, std::move(what));
   }
 };
 
@@ -380,6 +385,7 @@ class Soak {
  private:
   void start_process_client(int id, std::uint64_t first);
   std::string whose(const std::string& region_file);
+  std::string when(const std::string& region_file);
   void chaos();
   void kill_worker(std::mt19937_64& rng);
   void stop_worker();
@@ -394,6 +400,8 @@ class Soak {
     return !done_;
   }
   int judge();
+  [[noreturn]] void hang(const std::string& where);
+  void watchdog();
 
   Config cfg_;
   RegionDir dir_;
@@ -407,7 +415,9 @@ class Soak {
   std::mutex procs_mu_;
   std::vector<std::unique_ptr<ClientProc>> procs_;
   std::atomic<bool> done_{false};
-  std::set<pid_t> signalled_;  // workers the chaos has killed or stopped
+  std::atomic<int> threads_done_{0};
+  std::atomic<bool> finished_{false};  // the checks are done: the watchdog stands down
+  std::set<pid_t> signalled_;          // workers the chaos has killed or stopped
   std::string checks_, d_logs_;
   double run_s_ = 0;
 };
@@ -421,6 +431,62 @@ std::string Soak::whose(const std::string& f) {
       return client < kThreadClients ? "the soak process's, of its client threads"
                                      : "client process " + std::to_string(client) + "'s";
   return "an owner no client reported";
+}
+
+// Past every bound of the run: says what has not ended, kills the processes
+// the soak started (by pid) and exits 1.
+void Soak::hang(const std::string& where) {
+  std::printf("FAIL: HANG: the soak did not finish %s\n", where.c_str());
+  {
+    std::lock_guard<std::mutex> lock(ledger_.mu);
+    std::printf("  %" PRIu64 " of %" PRIu64 " tasks ended; client threads done: %d of %d\n",
+                ledger_.ended.load(), cfg_.per_client * kClients, threads_done_.load(), kThreadClients);
+    for (const auto& [client, open] : ledger_.open)
+      if (!open.empty())
+        std::printf("  client %d: %zu tasks submitted without a result (first %" PRIu64 ")\n", client,
+                    open.size(), *open.begin());
+  }
+  if (auto s = mon_->last())
+    std::printf("  dispatcher: %" PRIu64 " awaiting, %" PRIu64 " executing, %" PRIu64
+                " completed, %zu workers, queued %" PRIu64 " bytes\n",
+                s->awaiting, s->executing, s->completed, s->workers.size(), s->queued_bytes);
+  std::printf("%s", d_.tail_logs().c_str());
+  std::fflush(stdout);
+  {
+    std::lock_guard<std::mutex> lock(procs_mu_);
+    for (auto& p : procs_)
+      if (p->pid > 0) ::kill(p->pid, SIGKILL);
+  }
+  ::kill(d_.pid, SIGKILL);
+  dir_.remove();
+  std::error_code ec;
+  std::filesystem::remove_all(sock_dir_, ec);
+  std::_Exit(1);
+}
+
+void Soak::watchdog() {
+  while (now_ns() < give_up_ns_ + 60 * kSec) {
+    if (finished_) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  hang("60 s past its deadline (" + std::to_string(secs(give_up_ns_ - start_ns_)).substr(0, 5) + " s)");
+}
+
+// When region file `f` was last written, against the chaos actions nearest
+// to it: what a leftover region points to.
+std::string Soak::when(const std::string& f) {
+  struct stat st {};
+  if (::stat((dir_.path + "/" + f).c_str(), &st) != 0) return "gone";
+  timespec real{};
+  ::clock_gettime(CLOCK_REALTIME, &real);
+  const std::int64_t offset = static_cast<std::int64_t>(real.tv_sec) * kSec + real.tv_nsec - now_ns();
+  const std::int64_t t = static_cast<std::int64_t>(st.st_mtim.tv_sec) * kSec + st.st_mtim.tv_nsec - offset;
+  std::string out = "written " + std::to_string(secs(t - start_ns_)).substr(0, 5) + " s into the run";
+  std::lock_guard<std::mutex> lock(chaos_.mu);
+  for (const auto& [at, what] : chaos_.timeline)
+    if (at > t - 2 * kSec && at < t + 2 * kSec)
+      out += "; " + what + " at " + std::to_string(secs(at - t)).substr(0, 6) + " s from then";
+  return out;
 }
 
 void Soak::start_process_client(int id, std::uint64_t first) {
@@ -475,6 +541,7 @@ void Soak::kill_worker(std::mt19937_64& rng) {
   const pid_t pid = live[rng() % live.size()];
   const std::int64_t t = now_ns();
   chaos_.event({t, t});
+  chaos_.note(t, "SIGKILL worker " + std::to_string(pid));
   signalled_.insert(pid);
   if (::kill(pid, SIGKILL) == 0) {
     std::lock_guard<std::mutex> lock(chaos_.mu);
@@ -504,6 +571,7 @@ void Soak::stop_worker() {
   const std::int64_t t2 = now_ns();
   ::kill(pid, SIGCONT);
   chaos_.event({t, t2});
+  chaos_.note(t, "SIGSTOP worker " + std::to_string(pid));
   std::lock_guard<std::mutex> lock(chaos_.mu);
   ++chaos_.stops;
   chaos_.stop_drop_s = secs(t2 - t);
@@ -592,6 +660,7 @@ void Soak::fill() {
       std::chrono::milliseconds(static_cast<int>(std::min(2.0, cfg_.seconds / 10) * 1000)));
   ::close(fd);
   ::unlink(path.c_str());
+  chaos_.note(t, "fill");
   std::lock_guard<std::mutex> lock(chaos_.mu);
   chaos_.fills.push_back({t, now_ns()});
   chaos_.fill_bytes = total;
@@ -620,6 +689,7 @@ void Soak::restart_dispatcher() {
   {
     std::lock_guard<std::mutex> lock(chaos_.mu);
     chaos_.dispatcher_kills.push_back(t);
+    chaos_.timeline.emplace_back(t, "SIGKILL dispatcher");
   }
   ::kill(d_.pid, SIGKILL);
   reap(d_.pid, 10 * kSec);
@@ -698,7 +768,7 @@ int Soak::run() {
   const std::uint64_t total = cfg_.per_client * kClients;
   start_ns_ = now_ns() + 200 * kMs;
   span_ns_ = static_cast<std::int64_t>(cfg_.seconds * 0.8 * 1e9);
-  give_up_ns_ = start_ns_ + static_cast<std::int64_t>(cfg_.seconds * 3 * 1e9) + 120 * kSec;
+  give_up_ns_ = start_ns_ + static_cast<std::int64_t>(cfg_.seconds * 2 * 1e9) + 60 * kSec;
 
   for (int id = kThreadClients; id < kClients; ++id) start_process_client(id, 0);
   std::vector<std::thread> threads;
@@ -713,8 +783,10 @@ int Soak::run() {
       c.give_up_ns = give_up_ns_;
       c.out = [this, id](const std::string& l) { ledger_.line(id, l.substr(0, l.size() - 1)); };
       (void)run_client(c);
+      threads_done_.fetch_add(1);
     });
   std::thread chaos_thread([this] { chaos(); });
+  std::thread watchdog_thread([this] { watchdog(); });
 
   // The steady phases: tasks 55-75% and 75-95% ended, after the restart.
   for (;;) {
@@ -767,6 +839,8 @@ int Soak::run() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   auto final_status = mon_->last();
   mon_->stop();
+  finished_ = true;
+  watchdog_thread.join();
 
   ::kill(d_.pid, SIGTERM);
   const int d_exit = reap(d_.pid, 30 * kSec);
@@ -816,7 +890,7 @@ int Soak::run() {
             "); dropped by the second: " + std::to_string(final_status ? final_status->workers_dropped : 0));
   check(pool_ok, "pool back to " + std::to_string(kWorkers) + " idle workers, nothing awaiting or executing");
   std::string left;
-  for (const auto& f : regions_end) left += " " + f + " (" + whose(f) + ")";
+  for (const auto& f : regions_end) left += " " + f + " (" + whose(f) + "; " + when(f) + ")";
   check(regions_end == regions_base,
         "region directory back to baseline: " + std::to_string(regions_base.size()) +
             " region files before, " + std::to_string(regions_end.size()) + " after" + left);
@@ -924,7 +998,11 @@ int Soak::judge() {
     if (expected || explained(t, r)) continue;
     if (r.got == Got::kLost) ++lost;
     if ((r.got == Got::kOk || r.got == Got::kError) && !r.verified) ++wrong;
-    miss(r.client, t, (r.got == Got::kOk && !r.verified ? "wrong value: " : "unexplained: ") + what);
+    std::string since;  // where a lost task sits against the dispatcher's restart
+    if (r.got == Got::kLost && !chaos_.dispatcher_kills.empty())
+      since = "; submitted " + std::to_string(secs(r.t0 - chaos_.dispatcher_kills.front())).substr(0, 6) +
+              " s after the dispatcher was killed";
+    miss(r.client, t, (r.got == Got::kOk && !r.verified ? "wrong value: " : "unexplained: ") + what + since);
   }
   std::uint64_t abandoned = 0;
   for (int c = 0; c < kClients; ++c)
@@ -967,7 +1045,8 @@ int Soak::judge() {
   std::printf(
       "Tasks by what the client expected (rows) and what it got (columns). Expected: ok, except fail and\n"
       "unknown fn: error, cancel: cancelled, timeout: timeout, race cancel: ok or cancelled. The chaos may\n"
-      "also explain worker-lost (kills or stops from 1 s before the task to its end, more than its retries),\n"
+      "also explain worker-lost (kills or stops from 1 s before the task to its end, more than its "
+      "retries),\n"
       "disconnected (the dispatcher killed while its connection was up), no-space or an error naming the\n"
       "free space (during the fill), abandoned (in flight in the killed client process). miss: anything "
       "else.\n");
