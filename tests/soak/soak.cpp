@@ -437,8 +437,7 @@ std::string Soak::whose(const std::string& f) {
 // the soak started (by pid) and exits 1.
 void Soak::hang(const std::string& where) {
   std::printf("FAIL: HANG: the soak did not finish %s\n", where.c_str());
-  {
-    std::lock_guard<std::mutex> lock(ledger_.mu);
+  if (std::unique_lock<std::mutex> lock(ledger_.mu, std::try_to_lock); lock.owns_lock()) {
     std::printf("  %" PRIu64 " of %" PRIu64 " tasks ended; client threads done: %d of %d\n",
                 ledger_.ended.load(), cfg_.per_client * kClients, threads_done_.load(), kThreadClients);
     for (const auto& [client, open] : ledger_.open)
@@ -452,11 +451,9 @@ void Soak::hang(const std::string& where) {
                 s->awaiting, s->executing, s->completed, s->workers.size(), s->queued_bytes);
   std::printf("%s", d_.tail_logs().c_str());
   std::fflush(stdout);
-  {
-    std::lock_guard<std::mutex> lock(procs_mu_);
+  if (std::unique_lock<std::mutex> lock(procs_mu_, std::try_to_lock); lock.owns_lock())
     for (auto& p : procs_)
       if (p->pid > 0) ::kill(p->pid, SIGKILL);
-  }
   ::kill(d_.pid, SIGKILL);
   dir_.remove();
   std::error_code ec;
@@ -677,7 +674,7 @@ void Soak::restart_dispatcher() {
                  return signalled_.count(static_cast<pid_t>(w.pid)) > 0;
                });
       },
-      10 * kSec);
+      20 * kSec);
   std::vector<pid_t> old_workers;
   if (auto s = mon_->last()) {
     for (const auto& w : s->workers) old_workers.push_back(static_cast<pid_t>(w.pid));
@@ -767,7 +764,7 @@ int Soak::run() {
 
   const std::uint64_t total = cfg_.per_client * kClients;
   start_ns_ = now_ns() + 200 * kMs;
-  span_ns_ = static_cast<std::int64_t>(cfg_.seconds * 0.8 * 1e9);
+  span_ns_ = static_cast<std::int64_t>(cfg_.seconds * 0.9 * 1e9);
   give_up_ns_ = start_ns_ + static_cast<std::int64_t>(cfg_.seconds * 2 * 1e9) + 60 * kSec;
 
   for (int id = kThreadClients; id < kClients; ++id) start_process_client(id, 0);
@@ -839,8 +836,9 @@ int Soak::run() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   auto final_status = mon_->last();
   mon_->stop();
-  finished_ = true;
-  watchdog_thread.join();
+
+  std::string left;  // (whose() and when() take the locks)
+  for (const auto& f : regions_end) left += " " + f + " (" + whose(f) + "; " + when(f) + ")";
 
   ::kill(d_.pid, SIGTERM);
   const int d_exit = reap(d_.pid, 30 * kSec);
@@ -889,8 +887,6 @@ int Soak::run() {
             std::to_string(d2_replaced) + " by the second (" + std::to_string(d2_losses) +
             "); dropped by the second: " + std::to_string(final_status ? final_status->workers_dropped : 0));
   check(pool_ok, "pool back to " + std::to_string(kWorkers) + " idle workers, nothing awaiting or executing");
-  std::string left;
-  for (const auto& f : regions_end) left += " " + f + " (" + whose(f) + "; " + when(f) + ")";
   check(regions_end == regions_base,
         "region directory back to baseline: " + std::to_string(regions_base.size()) +
             " region files before, " + std::to_string(regions_end.size()) + " after" + left);
@@ -924,6 +920,8 @@ int Soak::run() {
   run_s_ = secs(end_ns - start_ns_);
   d_logs_ = d_.tail_logs();
   const int rc = judge();
+  finished_ = true;
+  watchdog_thread.join();
   dir_.remove();
   std::error_code ec;
   std::filesystem::remove_all(sock_dir_, ec);
