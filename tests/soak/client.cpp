@@ -1,10 +1,12 @@
 #include "client.hpp"
 
 #include <cinttypes>
+#include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -84,8 +86,62 @@ struct InFlight {
   Task task{};
   std::int64_t t0 = 0;
   std::int64_t conn_t = 0;
-  std::int64_t cancel_at = 0;  // 0: no cancel due
   std::optional<shm::Shared> arg;
+};
+
+// Sends the planned cancels at their time, from a thread of its own: the
+// client's thread may be blocked in submit() waiting for room in the queue,
+// room that only those cancels free when every worker runs a sleep(30).
+class Canceller {
+ public:
+  Canceller() : thread_([this] { loop(); }) {}
+  ~Canceller() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  // The client the cancels go to (nullptr: none); forgets those not sent.
+  void set_client(ipc::Client* c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    client_ = c;
+    due_.clear();
+  }
+  void at(std::int64_t t, ipc::TaskId id) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      due_.emplace(t, id);
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      if (due_.empty()) {
+        cv_.wait(lock);
+        continue;
+      }
+      const std::int64_t wait = due_.begin()->first - now_ns();
+      if (wait > 0) {
+        cv_.wait_for(lock, std::chrono::nanoseconds(wait));
+        continue;
+      }
+      const ipc::TaskId id = due_.begin()->second;
+      due_.erase(due_.begin());
+      if (client_) (void)client_->cancel(id);  // a lost connection shows in the results
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::multimap<std::int64_t, ipc::TaskId> due_;
+  ipc::Client* client_ = nullptr;
+  bool stop_ = false;
+  std::thread thread_;
 };
 
 class Runner {
@@ -108,7 +164,6 @@ class Runner {
       }
       const std::int64_t now = now_ns();
       while (!broken_ && next < c_.count && pending_.size() < kWindow && now >= due(next)) submit(next++);
-      send_cancels();
       give_up_stale();
       if (pending_.empty()) {
         if (next < c_.count)
@@ -118,6 +173,7 @@ class Runner {
       }
       take_one(next < c_.count && pending_.size() < kWindow ? due(next) : 0);
     }
+    canceller_.set_client(nullptr);
     client_.reset();
     held_.clear();
     return 0;
@@ -130,11 +186,13 @@ class Runner {
   }
 
   bool connect() {
+    canceller_.set_client(nullptr);
     client_.reset();
     while (now_ns() < c_.give_up_ns) {
       auto c = ipc::Client::connect(c_.socket);
       if (c) {
         client_ = std::move(c).value();
+        canceller_.set_client(client_.get());
         conn_t_ = now_ns();
         broken_ = false;
         return true;
@@ -221,18 +279,9 @@ class Runner {
       return;
     }
     if (t.kind == TaskKind::kRaceCancel) (void)client_->cancel(*id);
-    if (t.kind == TaskKind::kCancel) f.cancel_at = f.t0 + static_cast<std::int64_t>(t.param) * kMs;
+    if (t.kind == TaskKind::kCancel) canceller_.at(f.t0 + static_cast<std::int64_t>(t.param) * kMs, *id);
     ids_.push_back(*id);
     pending_.emplace(*id, std::move(f));
-  }
-
-  void send_cancels() {
-    const std::int64_t now = now_ns();
-    for (auto& [id, f] : pending_)
-      if (f.cancel_at != 0 && now >= f.cancel_at) {
-        f.cancel_at = 0;
-        if (!client_->cancel(id)) broken_ = true;
-      }
   }
 
   // A task with no result long past any of the plan's bounds is lost: a
@@ -252,14 +301,11 @@ class Runner {
     }
   }
 
-  // Waits for one result, at most until `until` (0: 20 ms), the next
-  // cancel, or 20 ms, whichever is first.
+  // Waits for one result, at most until `until` (0: 20 ms) or 20 ms,
+  // whichever is first.
   void take_one(std::int64_t until) {
     std::int64_t wait = 20 * kMs;
-    const std::int64_t now = now_ns();
-    if (until != 0) wait = std::min(wait, until - now);
-    for (const auto& [id, f] : pending_)
-      if (f.cancel_at != 0) wait = std::min(wait, f.cancel_at - now);
+    if (until != 0) wait = std::min(wait, until - now_ns());
     wait = std::max<std::int64_t>(wait, kMs);
     auto got = client_->wait_any_for(ids_, std::chrono::milliseconds(wait / kMs));
     if (!got) return;
@@ -296,6 +342,7 @@ class Runner {
 
   const ClientConfig& c_;
   std::unique_ptr<ipc::Client> client_;
+  Canceller canceller_;  // after client_: stopped before that goes
   std::int64_t conn_t_ = 0;
   bool broken_ = false;
   std::map<ipc::TaskId, InFlight> pending_;
