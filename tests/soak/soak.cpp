@@ -863,9 +863,12 @@ int Soak::run() {
             std::to_string(chaos_.victim_prune_s).substr(0, 4) + " s");
   check(!chaos_.fills.empty(),
         "region directory filled" +
-            std::string(dir_.private_tmpfs ? " to the brim (private " : " by a bounded 64 MiB (shared ") +
-            "tmpfs, " + std::to_string(kTmpfsBytes >> 20) +
-            " MiB): " + std::to_string(chaos_.fill_bytes >> 10) + " KiB written, " +
+            (dir_.private_tmpfs
+                 ? " to the brim (a private tmpfs of " + std::to_string(kTmpfsBytes >> 20) + " MiB)"
+                 : " by " + std::to_string(kFallbackFillBytes >> 20) +
+                       " MiB only (no private tmpfs could be mounted; " + dir_.path +
+                       " is on a shared file system)") +
+            ": " + std::to_string(chaos_.fill_bytes >> 10) + " KiB written, " +
             std::to_string(chaos_.fill_free_after >> 10) + " KiB free, for " +
             (chaos_.fills.empty()
                  ? std::string("0")
