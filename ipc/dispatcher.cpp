@@ -326,7 +326,7 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
       announced.insert(fns.back());
     }
     scheduler.add_worker(peer, std::move(fns));
-    ++cumulative;
+    if (cumulative++ == 0) end_unknown_functions();
     for (std::uint64_t s : setup_order) {
       w.setups.push_back(s);
       setups[s].pending.insert(peer);

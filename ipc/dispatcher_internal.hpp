@@ -95,6 +95,8 @@ struct Dispatcher::Core {
     bool acked = false;  // admitted to the queue once (and told so, when it waits for that)
     bool try_submit = false;
     std::uint64_t worker = 0;                  // while it runs
+    std::uint64_t sent_ns = 0;                 // when it was last sent to a worker (wall_ns)
+    bool wait = false;                         // TaskOptions::wait_for_worker
     std::unique_ptr<detail::TaskTrace> trace;  // when it is traced
   };
   struct Setup {
@@ -162,6 +164,8 @@ struct Dispatcher::Core {
   void send_result_to(detail::Connection* conn, std::uint64_t client_task, Outcome outcome,
                       const std::string& message);
   void worker_lost(std::uint64_t id, Worker& w, const std::string& why);
+  void remove_unsent_result(const Task& t, std::int64_t worker_pid);
+  void end_unknown_functions();  // when the first worker connects
   void client_gone(Client& c);
   std::size_t clients_of_owner(std::uint64_t owner) const;
   void arm_timeouts();

@@ -58,6 +58,7 @@ void Dispatcher::Core::on_submit(std::uint64_t peer, Client& c, Frame&& f) {
   t.fn = fn;
   t.retries_left = s->retries;
   t.try_submit = try_only;
+  t.wait = s->wait_for_worker;
   if (tracer && !s->traceparent.empty())
     t.trace = detail::start_trace(s->traceparent, s->fn, client_task, size);
   c.tasks[client_task] = key;
@@ -111,6 +112,7 @@ void Dispatcher::Core::pump() {
         continue;
       }
       t.worker = worker;
+      t.sent_ns = detail::wall_ns();
       if (t.trace) {
         t.trace->started_ns = detail::wall_ns();
         t.trace->worker = worker;
@@ -284,6 +286,7 @@ void Dispatcher::Core::worker_lost(std::uint64_t id, Worker& w, const std::strin
   auto it = tasks.find(key);
   if (it == tasks.end()) return;
   Task& t = it->second;
+  remove_unsent_result(t, w.pid);
   if (t.retries_left > 0) {
     --t.retries_left;
     t.worker = 0;
@@ -292,6 +295,46 @@ void Dispatcher::Core::worker_lost(std::uint64_t id, Worker& w, const std::strin
   }
   resolve_with(key, Outcome::kWorkerLost,
                "the " + who_worker(id, w) + " was lost while running the task: " + why);
+}
+
+// A worker lost while it ran task `t` may have published the task's result
+// and died before its name reached the dispatcher: a region of the task's
+// owner that this worker's process wrote since the task was sent. Nobody
+// will ever hear of it, and its owner lives: it is removed here.
+void Dispatcher::Core::remove_unsent_result(const Task& t, std::int64_t worker_pid) {
+  if (worker_pid <= 0 || t.sent_ns == 0) return;
+  auto regions = shm::list();
+  if (!regions) return;
+  for (const shm::RegionInfo& r : *regions) {
+    if (r.owner != t.owner) continue;
+    auto m = shm::map(r.name);
+    if (!m) continue;
+    const RegionHeader& h = m->region().header();
+    if (static_cast<std::int64_t>(h.creator_pid) == worker_pid && h.created_ns >= t.sent_ns) {
+      log("removed " + r.name + ", a result its worker (pid " + std::to_string(worker_pid) +
+          ") wrote but never reported");
+      (void)shm::remove(r.name);
+    }
+  }
+  // The dispatcher reads no region otherwise: keep none of them mapped.
+  shm::drop_map_cache();
+}
+
+// The first worker has connected: a task that did not ask to wait for its
+// function, submitted while no worker was there, now ends as it would have
+// had the worker been there (an unknown function).
+void Dispatcher::Core::end_unknown_functions() {
+  std::vector<TaskKey> unknown;
+  for (const auto& [key, t] : tasks)
+    if (!t.wait && t.worker == 0 && announced.count(t.fn) == 0) unknown.push_back(key);
+  for (TaskKey key : unknown) {
+    auto it = tasks.find(key);
+    if (it == tasks.end()) continue;
+    const std::string fn(scheduler.fn_name(it->second.fn));
+    cancel_task(
+        key, Outcome::kError,
+        "unknown function \"" + fn + "\": no worker has it (submit with wait_for_worker to wait for one)");
+  }
 }
 
 std::size_t Dispatcher::Core::clients_of_owner(std::uint64_t owner) const {

@@ -477,3 +477,47 @@ TEST_CASE("a forked child that drops its parent's Client and Dispatcher leaves t
   auto r = c->wait(c->submit(call("echo", {num(9)})).value());
   CHECK(number(r) == 9);
 }
+
+TEST_CASE("a worker killed after publishing a result it never reported leaves no region behind",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 1, 0, {"--plugin", KURA_TEST_PLUGIN});
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  const auto pid = static_cast<pid_t>(status_of(*c).workers.at(0).pid);
+  auto id = c->submit(call("publish_then_sleep"));
+  REQUIRE(id.is_ok());
+  const std::size_t before = shm::list().value().size();
+  eventually([&] { return shm::list().value().size() > before; }, 20s, "the published result");
+  REQUIRE(::kill(pid, SIGKILL) == 0);
+  auto r = c->wait_for(*id, 20s);
+  REQUIRE(r.has_value());
+  CHECK(r->outcome() == ipc::Outcome::kWorkerLost);
+  CHECK(d.wait_log("wrote but never reported"));
+  CHECK(shm::list().value().size() == before);
+}
+
+TEST_CASE("a task for an unknown function submitted before any worker ends when the first one connects",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 0);
+  auto c = connect(d.socket());
+  auto lost = c->submit(call("no_such_fn"));
+  REQUIRE(lost.is_ok());
+  ipc::TaskOptions wait;
+  wait.wait_for_worker = true;
+  auto waiting = c->submit(call("no_such_fn"), wait);
+  REQUIRE(waiting.is_ok());
+  eventually([&] { return status_of(*c).awaiting == 2; }, 20s, "both tasks queued");
+  Process worker({kKura, "worker", "--connect", d.socket()});
+  auto r = c->wait_for(*lost, 20s);
+  REQUIRE(r.has_value());
+  CHECK(r->outcome() == ipc::Outcome::kError);
+  CHECK(r->message().find("unknown function \"no_such_fn\"") != std::string::npos);
+  // The one that asked to wait still does.
+  CHECK_FALSE(c->wait_for(*waiting, 0ms).has_value());
+  CHECK(status_of(*c).awaiting == 1);
+  (void)c->cancel(*waiting);
+}
