@@ -57,11 +57,11 @@ class Attributes {
 };
 
 struct Span {
-  std::string id, parent, name;
+  std::string id = {}, parent = {}, name = {};
   std::uint64_t start = 0, end = 0;
   std::string attributes = "[]";
   bool error = false;
-  std::string message;
+  std::string message = {};
 };
 
 void append_span(std::string& out, const std::string& trace_id, const Span& s) {

@@ -55,7 +55,7 @@ struct PipelineOptions {
   // The trace context given to every task of the run whose stage's
   // TaskOptions has none (TaskOptions::traceparent): the run's tasks then
   // appear in one trace, as children of the caller's span.
-  std::string traceparent;
+  std::string traceparent = {};
 };
 
 struct PipelineFailure {

@@ -60,7 +60,7 @@ struct TaskOptions {
   // the task's spans there as children of that parent (docs/design.md,
   // section 5); without one it is carried and ignored. A malformed one makes
   // submit InvalidArgument.
-  std::string traceparent;
+  std::string traceparent = {};
 };
 
 // Whether `s` is a traceparent TaskOptions accepts: version 00, lowercase
