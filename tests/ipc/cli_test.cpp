@@ -89,7 +89,7 @@ TEST_CASE("kura dispatcher, status and submit from the command line", "[ipc][mul
   CHECK(::lstat(dir.socket().c_str(), &st_sock) != 0);  // the socket file is removed
 }
 
-TEST_CASE("a second dispatcher on a live socket is refused; a stale socket is replaced",
+TEST_CASE("a second dispatcher on a live socket is refused, and a stale socket is replaced",
           "[ipc][multiprocess]") {
   SocketDir dir;
   Process first({kKura, "dispatcher", "--socket", dir.socket()});

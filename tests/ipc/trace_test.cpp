@@ -182,7 +182,7 @@ TEST_CASE("a traced pipeline writes one line of nested spans per task, and nothi
                                                 "summary", "summary", "summary"});
 }
 
-TEST_CASE("kura submit --traceparent into kura dispatcher --trace; a failed task's spans say so",
+TEST_CASE("kura submit --traceparent into kura dispatcher --trace, and a failed task's spans say so",
           "[ipc][multiprocess]") {
   ShmGuard guard;
   SocketDir dir;

@@ -68,7 +68,7 @@ bool starts_with(const std::string& s, const std::string& prefix) {
 
 }  // namespace
 
-TEST_CASE("the region directory is fixed at first use; set_directory takes the same one only", "[shm]") {
+TEST_CASE("the region directory is fixed at first use, and set_directory takes the same one only", "[shm]") {
   test::ShmGuard guard;
   CHECK(shm::directory() == test::shm_dir());
   CHECK(shm::check_directory().is_ok());
