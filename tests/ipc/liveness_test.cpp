@@ -314,7 +314,13 @@ TEST_CASE("many tasks ending at once do not stall the dispatcher", "[ipc][multip
     CHECK(timeouts == kTasks);
     CHECK(failed == 0);
     INFO("the slowest status() took " << slowest_ms.load() << " ms");
-    CHECK(slowest_ms <= 2000);
+    // A bound on a stall, not a timing: the quadratic removal this guards
+    // against froze the loop for over 10 s (and far longer under ASan).
+#if defined(__SANITIZE_ADDRESS__)
+    CHECK(slowest_ms <= 8000);
+#else
+    CHECK(slowest_ms <= 3000);
+#endif
     CHECK(status_within(*watcher, 2s).awaiting == 0);
   }
 }
