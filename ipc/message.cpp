@@ -498,3 +498,31 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
 }
 
 }  // namespace kura::ipc::detail
+
+namespace kura::ipc {
+
+namespace {
+
+// Whether s[from, from + n) is lowercase hex, and not all '0' when
+// `nonzero`.
+bool hex_field(std::string_view s, std::size_t from, std::size_t n, bool nonzero) {
+  bool any = false;
+  for (std::size_t i = from; i < from + n; ++i) {
+    const char c = s[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    any = any || c != '0';
+  }
+  return any || !nonzero;
+}
+
+}  // namespace
+
+// Here rather than in task.cpp: the frame parsers (and their fuzz target)
+// check it.
+bool valid_traceparent(std::string_view s) noexcept {
+  // 00-<trace id: 32>-<parent id: 16>-<flags: 2>
+  return s.size() == 55 && s.substr(0, 3) == "00-" && s[35] == '-' && s[52] == '-' &&
+         hex_field(s, 3, 32, true) && hex_field(s, 36, 16, true) && hex_field(s, 53, 2, false);
+}
+
+}  // namespace kura::ipc

@@ -2,28 +2,6 @@
 
 namespace kura::ipc {
 
-namespace {
-
-// Whether s[from, from + n) is lowercase hex, and not all '0' when
-// `nonzero`.
-bool hex_field(std::string_view s, std::size_t from, std::size_t n, bool nonzero) {
-  bool any = false;
-  for (std::size_t i = from; i < from + n; ++i) {
-    const char c = s[i];
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-    any = any || c != '0';
-  }
-  return any || !nonzero;
-}
-
-}  // namespace
-
-bool valid_traceparent(std::string_view s) noexcept {
-  // 00-<trace id: 32>-<parent id: 16>-<flags: 2>
-  return s.size() == 55 && s.substr(0, 3) == "00-" && s[35] == '-' && s[52] == '-' &&
-         hex_field(s, 3, 32, true) && hex_field(s, 36, 16, true) && hex_field(s, 53, 2, false);
-}
-
 std::string_view outcome_name(Outcome o) noexcept {
   switch (o) {
     case Outcome::kOk: return "ok";
