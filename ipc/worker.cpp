@@ -78,9 +78,10 @@ GlobalRegistry& registry() {
 // Cancellation. The dispatcher sends a kCancel frame; the worker's loop,
 // which stays free while a function runs on the executor thread, marks the
 // task (TaskContext::cancelled polls the mark), wakes a sleeping
-// TaskContext through an eventfd, and sends kCancelSignal to the executor
-// thread (its value the task id) for code that does not poll: a handler of
-// its own may act on it. One worker loop per process at a time.
+// TaskContext through an eventfd, and sends WorkerOptions::cancel_signal
+// (kCancelSignal unless the host chose another) to the thread that runs
+// functions (its value the task id) for code that does not poll: a handler
+// of its own may act on it. One worker loop per process at a time.
 namespace {
 
 std::atomic<std::uint64_t> g_running{0};    // the task running now, 0 when idle
@@ -107,10 +108,11 @@ void on_cancel_signal(int, siginfo_t* info, void*) {
 struct TaskContext::Internals {
   std::optional<shm::Lease>* lease;  // held on first need
 
-  static TaskContext make(std::vector<NodeView> args, std::uint64_t owner, bool want_inline,
-                          const Internals* in) {
+  static TaskContext make(std::vector<NodeView> args, std::vector<std::string> names, std::uint64_t owner,
+                          bool want_inline, const Internals* in) {
     TaskContext c;
     c.args_ = std::move(args);
+    c.names_ = std::move(names);
     c.owner_ = owner;
     c.inline_ = want_inline;
     c.in_ = in;
@@ -164,9 +166,10 @@ Status Worker::add(std::string name, Function fn) noexcept {
 
 namespace {
 
-// One worker process's connection and loop. Functions run on an executor
-// thread, one at a time, so the loop stays free to answer the dispatcher
-// while they run: it sends heartbeats, acts on cancels, and sees the
+// One worker process's connection and loop. Functions run one at a time on
+// an executor thread (or on the calling thread, with the loop on a thread of
+// its own: WorkerOptions::run_on_calling_thread), so the loop stays free to
+// answer the dispatcher while they run: it sends heartbeats, acts on cancels, and sees the
 // dispatcher go away (the process then exits at once: a worker never
 // outlives its dispatcher, and nobody wants the result).
 class WorkerLoop {
@@ -184,8 +187,12 @@ class WorkerLoop {
       return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop_.data = this;
     uv_timer_init(&loop_, &heartbeat_);
-    executor_ = std::thread([this] { executor_main(); });
-    executor_id_ = executor_.native_handle();
+    if (!options_.run_on_calling_thread) {
+      executor_ = std::thread([this] { executor_main(); });
+      executor_id_ = executor_.native_handle();
+    } else {
+      executor_id_ = ::pthread_self();
+    }
     Status connected = Status(Code::kIo, "not connected");
     auto endpoint = detail::parse_endpoint(options_.socket_path);
     if (!endpoint) {
@@ -196,8 +203,17 @@ class WorkerLoop {
         on_connected(std::move(s), connected);
       });
     }
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    stop_executor();
+    if (options_.run_on_calling_thread) {
+      std::thread loop_thread([this] {
+        uv_run(&loop_, UV_RUN_DEFAULT);
+        stop_executor();
+      });
+      executor_main();
+      loop_thread.join();
+    } else {
+      uv_run(&loop_, UV_RUN_DEFAULT);
+      stop_executor();
+    }
     uv_loop_close(&loop_);
     if (!refused_.is_ok()) return refused_;
     return ended_well_ ? Status::ok() : connected;
@@ -397,7 +413,7 @@ class WorkerLoop {
         if (busy_ && g_running.load() == id) {
           sigval v{};
           v.sival_ptr = reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
-          ::pthread_sigqueue(executor_id_, kCancelSignal, v);
+          ::pthread_sigqueue(executor_id_, options_.cancel_signal, v);
         }
         return;
       }
@@ -458,9 +474,12 @@ class WorkerLoop {
         return error_result(Outcome::kError, "no function \"" + s->fn +
                                                  "\" in this worker (it has: " + registry().names() + ")");
       std::vector<NodeView> args;
+      std::vector<std::string> names;
       args.reserve(s->args.size());
+      names.reserve(s->args.size());
       for (std::size_t i = 0; i < s->args.size(); ++i) {
         const auto& a = s->args[i];
+        names.push_back(a.name);
         if (a.value) {
           args.push_back(*a.value);
           continue;
@@ -473,7 +492,8 @@ class WorkerLoop {
       }
       std::optional<shm::Lease> lease;
       TaskContext::Internals in{&lease};
-      TaskContext ctx = TaskContext::Internals::make(std::move(args), s->owner, s->inline_result, &in);
+      TaskContext ctx =
+          TaskContext::Internals::make(std::move(args), std::move(names), s->owner, s->inline_result, &in);
       Result<Output> out = Status(Code::kIo, "not run");
       if (timed_) timing_.started_ns = detail::wall_ns();
       try {

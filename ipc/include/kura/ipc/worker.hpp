@@ -64,6 +64,10 @@ class TaskContext {
   // The arguments in order: the mapped value of each name argument, or the
   // inline value. Each view keeps its memory alive.
   std::span<const NodeView> args() const noexcept { return args_; }
+  // The name argument `i` was given by, "" for an inline value (a host that
+  // maps names its own way, as an R worker does, maps it again).
+  // REQUIRES: i < args().size().
+  const std::string& arg_name(std::size_t i) const noexcept { return names_[i]; }
   // The owner the results belong to.
   std::uint64_t client_owner() const noexcept { return owner_; }
   // True when the client asked for the result inline (TaskOptions::
@@ -87,6 +91,7 @@ class TaskContext {
  private:
   friend struct Internals;
   std::vector<NodeView> args_;
+  std::vector<std::string> names_;
   std::uint64_t owner_ = 0;
   bool inline_ = false;
   const Internals* in_ = nullptr;
@@ -117,6 +122,16 @@ struct WorkerOptions {
   std::uint64_t inline_limit = 64 * 1024;
   // Where log lines go. Empty: standard error, prefixed "kura worker: ".
   std::function<void(const std::string&)> log;
+  // Run the functions on the thread that calls Worker::run, the loop on a
+  // thread of its own: for a host whose code must run on its main thread
+  // (an R worker). Otherwise they run on an executor thread and the loop on
+  // the calling thread.
+  bool run_on_calling_thread = false;
+  // The signal sent to the thread running a function when its task is
+  // cancelled (with the task id as its value). The worker handles
+  // kCancelSignal itself; any other is left to the handler the host
+  // installed (an R worker uses SIGINT, which R turns into an interrupt).
+  int cancel_signal = kCancelSignal;
 };
 
 class Worker {
@@ -126,7 +141,8 @@ class Worker {
   static Status add(std::string name, Function fn) noexcept;
 
   // Loads the plugins, connects to the dispatcher and runs its tasks, one at
-  // a time, until the dispatcher goes away; returns ok then. If a function is
+  // a time, until the dispatcher goes away; returns ok then. The worker
+  // announces the functions added before it connects. If a function is
   // still running when the dispatcher goes away, the process exits at once
   // (_exit(0)): a worker never outlives its dispatcher. Errors: NotFound
   // (nobody listens at the socket), Permission, Io, InvalidArgument (a
