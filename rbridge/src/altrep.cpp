@@ -232,8 +232,8 @@ R_xlen_t get_region_method(SEXP x, R_xlen_t i, R_xlen_t n, T* buf) {
 SEXP string_from_region(const Vec& v, R_xlen_t i) {
   const StringAt s = string_at(v, static_cast<std::uint64_t>(i));
   if (s.problem != nullptr)
-    Rf_error("kura: corrupt region %s: string %lld: %s", v.core->name.c_str(), static_cast<long long>(i + 1),
-             s.problem);
+    Rf_error("kura: corrupt %s%s: string %lld: %s", v.core != nullptr ? "region " : "value",
+             v.core != nullptr ? v.core->name.c_str() : "", static_cast<long long>(i + 1), s.problem);
   if (s.na) return NA_STRING;
   return Rf_mkCharLenCE(s.bytes, s.nbytes, r_encoding(s.encoding));
 }

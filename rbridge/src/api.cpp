@@ -71,14 +71,8 @@ SEXP kura_map_shared(SEXP name) {
   SEXP head = PROTECT(Rf_cons(R_NilValue, R_NilValue));
   SEXP out = entry([&]() -> SEXP {
     const char* s = CHAR(text);
-    auto parsed = parse_name(s);
-    if (!parsed) return R_NilValue;  // not a name at all
-    const std::string context = std::string("map_shared(\"") + s + "\")";
-    auto core = open_region(parsed->owner, parsed->counter);
-    if (!core) fail(core.status(), context);
-    auto node = (*core)->mapped.region().at(parsed->path);
-    if (!node) fail(node.status(), context);
-    return node_to_r(*core, *node, Where{s, {}}, Keep(head));
+    SEXP x = value_of_name(s, std::string("map_shared(\"") + s + "\")", Keep(head));
+    return x == nullptr ? R_NilValue : x;  // nullptr: not a name at all
   });
   UNPROTECT(1);
   return out;

@@ -3,6 +3,7 @@
 #include "api.hpp"
 #include "r_api.hpp"
 #include "r_edge.hpp"
+#include "tasks.hpp"
 
 namespace {
 
@@ -23,6 +24,19 @@ const R_CallMethodDef kCallMethods[] = {
     {"kura_use_bit64", routine(&kura_use_bit64), 1},
     {"kura_session_start", routine(&kura_session_start), 2},
     {"kura_region_directory", routine(&kura_region_directory), 0},
+    {"kura_dispatcher_start", routine(&kura_dispatcher_start), 4},
+    {"kura_dispatcher_stop", routine(&kura_dispatcher_stop), 1},
+    {"kura_dispatcher_log", routine(&kura_dispatcher_log), 1},
+    {"kura_client_connect", routine(&kura_client_connect), 1},
+    {"kura_client_close", routine(&kura_client_close), 1},
+    {"kura_task_submit", routine(&kura_task_submit), 8},
+    {"kura_task_wait", routine(&kura_task_wait), 3},
+    {"kura_task_cancel", routine(&kura_task_cancel), 2},
+    {"kura_client_everywhere", routine(&kura_client_everywhere), 4},
+    {"kura_client_status", routine(&kura_client_status), 1},
+    {"kura_client_bytes", routine(&kura_client_bytes), 1},
+    {"kura_worker_serve", routine(&kura_worker_serve), 4},
+    {"kura_share_once", routine(&kura_share_once), 2},
     {nullptr, nullptr, 0},
 };
 

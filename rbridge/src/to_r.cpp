@@ -33,8 +33,9 @@ struct Plan {
   R_xlen_t row_names = -1;                               // a data frame without row.names: its row count
 };
 
-[[noreturn]] void corrupt_error(const RegionCore& core, const Status& s) {
-  fail(s, "region " + core.name);
+// `core` is null for a value that is not in a region (node_to_r_copy).
+[[noreturn]] void corrupt_error(const RegionCore* core, const Status& s) {
+  fail(s, core != nullptr ? "region " + core->name : std::string("value"));
 }
 
 // R takes dim before names (setting dim drops names), and class last (R
@@ -159,8 +160,9 @@ SEXP realize(Plan& p) {
 
 class Builder {
  public:
+  // With no `core`, every vector is an ordinary R copy.
   Builder(std::shared_ptr<RegionCore> core, Keep keep, const NodeView& start)
-      : core_(std::move(core)), keep_(keep), budget_(start) {}
+      : core_(std::move(core)), copy_(core_ == nullptr), keep_(keep), budget_(start) {}
 
   SEXP value(const NodeView& n, const Where& w) {
     if (n.kind() == Kind::kList) return list_value(n, w);
@@ -171,12 +173,12 @@ class Builder {
  private:
   template <class T>
   T checked(Result<T> r) {
-    if (!r) corrupt_error(*core_, r.status());
+    if (!r) corrupt_error(core_.get(), r.status());
     return std::move(r).value();
   }
 
   void take(const NodeView& n) {
-    if (Status s = budget_.take(n); !s) corrupt_error(*core_, s);
+    if (Status s = budget_.take(n); !s) corrupt_error(core_.get(), s);
   }
 
   // `in_attribute`: the node is (inside) an attribute value; `of_list`: of a
@@ -202,8 +204,8 @@ class Builder {
       case Kind::kArray:
       case Kind::kStrings:
         p.vec = make_vec(core_, n, w, use_bit64);
-        p.plain = in_attribute && !of_list && n.length() <= kPlainAttributeLength;
-        p.materialize = in_attribute && of_list && n.length() <= kPlainAttributeLength;
+        p.plain = copy_ || (in_attribute && !of_list && n.length() <= kPlainAttributeLength);
+        p.materialize = !copy_ && in_attribute && of_list && n.length() <= kPlainAttributeLength;
         p.i64 = n.kind() == Kind::kArray && n.dtype() == Dtype::kI64;
         p.i64_bits = p.vec->i64_bits;
         break;
@@ -224,11 +226,11 @@ class Builder {
     if (auto attrs = checked(n.attrs())) {
       take(*attrs);
       auto keys = checked(attrs->names());
-      if (!keys) corrupt_error(*core_, corrupt("attribute list without keys"));
+      if (!keys) corrupt_error(core_.get(), corrupt("attribute list without keys"));
       take(*keys);
       for (std::uint64_t i = 0; i < attrs->length(); ++i) {
         StringRef key = checked(keys->string(i));
-        if (key.na) corrupt_error(*core_, corrupt("attribute key " + std::to_string(i + 1) + " is NA"));
+        if (key.na) corrupt_error(core_.get(), corrupt("attribute key " + std::to_string(i + 1) + " is NA"));
         std::string k(key.bytes);
         p.attributes.emplace_back(k, plan(checked(attrs->child(i)), step(w, "attr:" + k), true, of_list));
       }
@@ -243,7 +245,7 @@ class Builder {
   SEXP list_value(const NodeView& n, const Where& w) {
     take(n);
     if (n.length() > static_cast<std::uint64_t>(R_XLEN_T_MAX))
-      corrupt_error(*core_, corrupt(n.describe() + " is longer than R lists can be"));
+      corrupt_error(core_.get(), corrupt(n.describe() + " is longer than R lists can be"));
     const auto length = static_cast<R_xlen_t>(n.length());
     Plan attrs;
     attrs.kind = Kind::kList;
@@ -282,6 +284,7 @@ class Builder {
   }
 
   std::shared_ptr<RegionCore> core_;
+  bool copy_;
   Keep keep_;
   WalkBudget budget_;
 };
@@ -300,7 +303,7 @@ SEXP unserialize_bytes(std::span<const std::byte> bytes) {
 std::unique_ptr<Vec> make_vec(const std::shared_ptr<RegionCore>& core, const NodeView& n, const Where& w,
                               bool i64_bits) {
   if (n.length() > static_cast<std::uint64_t>(R_XLEN_T_MAX))
-    corrupt_error(*core, corrupt(n.describe() + " is longer than R vectors can be"));
+    corrupt_error(core.get(), corrupt(n.describe() + " is longer than R vectors can be"));
   auto v = std::make_unique<Vec>();
   v->core = core;
   v->kind = n.kind();
@@ -319,6 +322,21 @@ std::unique_ptr<Vec> make_vec(const std::shared_ptr<RegionCore>& core, const Nod
 SEXP node_to_r(const std::shared_ptr<RegionCore>& core, const NodeView& node, const Where& where, Keep keep) {
   Builder b(core, keep, node);
   return b.value(node, where);
+}
+
+SEXP value_of_name(const std::string& name, const std::string& context, Keep keep) {
+  auto parsed = parse_name(name);
+  if (!parsed) return nullptr;
+  auto core = open_region(parsed->owner, parsed->counter);
+  if (!core) fail(core.status(), context);
+  auto node = (*core)->mapped.region().at(parsed->path);
+  if (!node) fail(node.status(), context);
+  return node_to_r(*core, *node, Where{name, {}}, keep);
+}
+
+SEXP node_to_r_copy(const NodeView& node, Keep keep) {
+  Builder b(nullptr, keep, node);
+  return b.value(node, Where{});
 }
 
 SEXP unserialize_shared(int type, SEXP state, SEXP attr, int objf, int levs) {

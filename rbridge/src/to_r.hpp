@@ -43,6 +43,16 @@ struct Where {
 // that does not unserialize, attributes R refuses, out of memory).
 SEXP node_to_r(const std::shared_ptr<RegionCore>& core, const NodeView& node, const Where& where, Keep keep);
 
+// The R value at the region or path-form name `name` (map_shared), or
+// nullptr when `name` is not a name at all. Errors (thrown as Error, the
+// message beginning with `context`): as open_region and node_to_r.
+SEXP value_of_name(const std::string& name, const std::string& context, Keep keep);
+
+// The R value of `node`, which is not in a region (an inline task argument
+// or result): the same as node_to_r gives, with every vector an ordinary R
+// copy. Errors: as node_to_r.
+SEXP node_to_r_copy(const NodeView& node, Keep keep);
+
 // The Vec of node `n` (an array, strings or bytes node) at `w`; an i64 is
 // read as integer64 when `i64_bits`. Errors (thrown): a node longer than R
 // vectors can be.
