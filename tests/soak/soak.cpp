@@ -500,9 +500,12 @@ std::optional<std::int64_t> Soak::written_at(const std::string& f) {
 
 // Whether region file `f` was written within 250 ms of a SIGKILL of the
 // dispatcher: a result published by a worker whose report died with the
-// dispatcher. Nothing removes it while its client lives (a known defect,
-// issue 18's closing note): the soak reports such regions apart, and fails
-// on any other.
+// dispatcher. Nothing removes it while its client's process lives (a known
+// defect, issue 18): the client never heard its name, and cannot tell it
+// from regions of its owner that the process holds on purpose (a result in
+// flight to another Client of the process, a result taken or disowned, one
+// written for it under a Lease); it goes once the process exits (prune).
+// The soak reports such regions apart, and fails on any other.
 bool Soak::written_as_dispatcher_died(const std::string& f) {
   const auto t = written_at(f);
   if (!t) return false;
