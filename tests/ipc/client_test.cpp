@@ -96,13 +96,6 @@ class Thieves {
   std::thread any_, guess_;
 };
 
-// The payload size of a submit of sleep(x): every number gives the same.
-std::uint64_t sleep_payload() {
-  auto probe = ipc::detail::encode_submit(call("sleep", {num(0.0)}), 1, {});
-  REQUIRE(probe.is_ok());
-  return probe->size();
-}
-
 // Files of the region directory that belong to `owner` (regions and
 // temporaries; not its lease), other than `except`.
 std::vector<std::string> regions_of(std::uint64_t owner, const std::string& except) {
@@ -134,13 +127,7 @@ TEST_CASE("cancel and try_submit and status are answered at once while 70 submit
   // The only worker is busy for a minute; three tasks fill the queue.
   const ipc::TaskId busy = c->submit(call("sleep", {num(60)})).value();
   eventually([&] { return status_of(*c).executing == 1; }, 20s, "the long task to run");
-  std::vector<ipc::TaskId> queued;
-  for (int i = 0; i < 3; ++i) {
-    auto t = c->try_submit(call("sleep", {num(0.0)}));
-    REQUIRE(t.is_ok());
-    REQUIRE(t->has_value());
-    queued.push_back(**t);
-  }
+  const std::vector<ipc::TaskId> queued = try_fill(*c, 3);
   for (int i = 0; i < kWaiting; ++i)
     threads.all.emplace_back([&, i] { submitted[i] = c->submit(call("sleep", {num(0.0)})); });
   // 64 of them reach the dispatcher and wait for room there; the other 6

@@ -162,9 +162,7 @@ TEST_CASE("the byte cap is exact: try_submit answers full and submit waits for r
   ShmGuard guard;
   SocketDir dir;
   // Measure one task's payload, then allow exactly three in the queue.
-  auto probe = ipc::detail::encode_submit(call("sleep", {num(0.0)}), 1, {});
-  REQUIRE(probe.is_ok());
-  const std::uint64_t cap = 3 * probe->size();
+  const std::uint64_t cap = 3 * sleep_payload();
   EmbeddedDispatcher d(dir, 1, cap);
   auto c = connect(d.socket());
   wait_workers(*c, 1);
@@ -172,13 +170,7 @@ TEST_CASE("the byte cap is exact: try_submit answers full and submit waits for r
   auto busy = c->submit(call("sleep", {num(30)}));
   REQUIRE(busy.is_ok());
   eventually([&] { return status_of(*c).executing == 1; }, 20s, "the long task to run");
-  std::vector<ipc::TaskId> queued;
-  for (int i = 0; i < 3; ++i) {
-    auto t = c->try_submit(call("sleep", {num(0.0)}));
-    REQUIRE(t.is_ok());
-    REQUIRE(t->has_value());
-    queued.push_back(**t);
-  }
+  const std::vector<ipc::TaskId> queued = try_fill(*c, 3);
   auto full = c->try_submit(call("sleep", {num(0.0)}));
   REQUIRE(full.is_ok());
   CHECK_FALSE(full->has_value());
@@ -246,6 +238,59 @@ TEST_CASE("cancel: a queued task never runs, a running one stops and its worker 
   CHECK(c->cancel(done).is_ok());
   CHECK(number(rd) == 8);
   CHECK(status_of(*c).completed == 4);
+}
+
+// The soak (issue 18) requires a restarted dispatcher's `completed` to equal
+// the tasks its clients submitted: every way a task ends with a result
+// counts once, and nothing else does.
+TEST_CASE(
+    "completed counts each task that ended with a result, not a try_submit answered full nor a task "
+    "whose client left",
+    "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 1, 3 * sleep_payload());
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  std::uint64_t results = 0;
+  auto outcome_of = [&](ipc::TaskId id) {
+    ++results;
+    return c->wait(id).outcome();
+  };
+  CHECK(outcome_of(c->submit(call("echo", {num(1)})).value()) == ipc::Outcome::kOk);
+  CHECK(outcome_of(c->submit(call("fail", {ipc::Arg::copy(Value::strings_utf8({"no"}))})).value()) ==
+        ipc::Outcome::kError);
+  // Answered at submit: a function no worker has, a payload over the cap.
+  CHECK(outcome_of(c->submit(call("no_such_function")).value()) == ipc::Outcome::kError);
+  const std::vector<double> big(1000, 1.0);
+  const ipc::Arg over_cap = ipc::Arg::copy(Value::array<Dtype::kF64>(std::span<const double>(big)));
+  CHECK(outcome_of(c->submit(call("echo", {over_cap})).value()) == ipc::Outcome::kError);
+  // The only worker busy, three tasks fill the queue: a try_submit is
+  // answered full, and a submit waits for room until its timeout.
+  const ipc::TaskId busy = c->submit(call("sleep", {num(60)})).value();
+  eventually([&] { return status_of(*c).executing == 1; }, 20s, "the long task to run");
+  const std::vector<ipc::TaskId> queued = try_fill(*c, 3);
+  auto full = c->try_submit(call("sleep", {num(0.0)}));
+  REQUIRE(full.is_ok());
+  CHECK_FALSE(full->has_value());
+  ipc::TaskOptions soon;
+  soon.timeout = 50ms;
+  CHECK(outcome_of(c->submit(call("sleep", {num(0.0)}), soon).value()) == ipc::Outcome::kTimeout);
+  REQUIRE(c->cancel(queued[0]).is_ok());
+  CHECK(outcome_of(queued[0]) == ipc::Outcome::kCancelled);
+  // Another client's task takes the room and is forgotten when it leaves.
+  {
+    auto other = connect(d.socket());
+    REQUIRE(other->submit(call("sleep", {num(60)})).is_ok());  // returns once queued
+    CHECK(status_of(*c).awaiting == 3);
+  }
+  eventually([&] { return status_of(*c).awaiting == 2; }, 20s, "the other client's task to be forgotten");
+  REQUIRE(c->cancel(busy).is_ok());
+  CHECK(outcome_of(busy) == ipc::Outcome::kCancelled);
+  CHECK(outcome_of(queued[1]) == ipc::Outcome::kOk);
+  CHECK(outcome_of(queued[2]) == ipc::Outcome::kOk);
+  CHECK(results == 9);
+  CHECK(status_of(*c).completed == results);
 }
 
 TEST_CASE("a timeout counts from submission and resolves as timeout", "[ipc][multiprocess]") {

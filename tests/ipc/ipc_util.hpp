@@ -164,6 +164,26 @@ inline ipc::Arg num(double x) {
   return ipc::Arg::copy(Value::f64({x}));
 }
 
+// The payload size of a submit of sleep(x): every number gives the same.
+inline std::uint64_t sleep_payload() {
+  auto probe = ipc::detail::encode_submit(call("sleep", {num(0.0)}), 1, {});
+  REQUIRE(probe.is_ok());
+  return probe->size();
+}
+
+// Submits `n` sleep(0)s with try_submit, each of which must be admitted
+// (the queue has room for them); returns their ids.
+inline std::vector<ipc::TaskId> try_fill(ipc::Client& c, int n) {
+  std::vector<ipc::TaskId> ids;
+  for (int i = 0; i < n; ++i) {
+    auto t = c.try_submit(call("sleep", {num(0.0)}));
+    REQUIRE(t.is_ok());
+    REQUIRE(t->has_value());
+    ids.push_back(**t);
+  }
+  return ids;
+}
+
 // The number of open descriptors of process `pid`.
 inline int fd_count(pid_t pid) {
   int n = 0;

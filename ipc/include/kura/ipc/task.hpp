@@ -127,13 +127,19 @@ struct WorkerStatus {
   std::vector<std::string> functions;  // the functions it has, sorted
 };
 
-// What Client::status() reports (DESIGN.md section 4).
+// What Client::status() reports (DESIGN.md section 4). `completed` counts
+// the tasks this dispatcher has ended with a result since it started,
+// whatever the outcome, those answered at submit included (an unknown
+// function, a payload over the cap); a try_submit() answered full is no
+// task, and the tasks of a client that left before they ended are
+// forgotten, not counted. A status asked after a client took a result
+// counts that result's task.
 struct DispatcherStatus {
   std::uint64_t connections = 0;      // clients and workers connected now
   std::uint64_t cumulative = 0;       // workers that ever connected
   std::uint64_t awaiting = 0;         // tasks queued or waiting for room
   std::uint64_t executing = 0;        // tasks running on a worker
-  std::uint64_t completed = 0;        // tasks resolved, whatever the outcome
+  std::uint64_t completed = 0;        // tasks ended with a result, whatever the outcome (above)
   std::uint64_t queued_bytes = 0;     // payload bytes in the queue now
   std::uint64_t queued_peak = 0;      // the most there ever were
   std::uint64_t queued_cap = 0;       // the cap (0: none)
