@@ -136,6 +136,12 @@ expose_library <- function(libname) {
 
 .onLoad <- function(libname, pkgname) {
   expose_library(libname)
+  # make_cluster()'s nodes speak parallel's node interface, whose generics
+  # parallel does not export.
+  parallel_ns <- asNamespace("parallel")
+  registerS3method("sendData", "kura_node", sendData.kura_node, envir = parallel_ns)
+  registerS3method("recvData", "kura_node", recvData.kura_node, envir = parallel_ns)
+  registerS3method("recvOneData", "kura_cluster", recvOneData.kura_cluster, envir = parallel_ns)
   .Call(
     C_kura_session_start, nzchar(system.file(package = "bit64")),
     as.character(getNamespaceVersion(pkgname))

@@ -3,6 +3,10 @@
 // thread of its own (ipc::WorkerOptions::run_on_calling_thread) and keeps
 // heartbeats and cancels going while R computes. A cancel arrives as SIGINT,
 // which R turns into an interrupt of the running task.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <optional>
 #include <string>
@@ -139,6 +143,26 @@ SEXP kura_worker_serve(SEXP socket, SEXP names, SEXP handler, SEXP utf8_locale) 
     g_serving.handler = R_NilValue;
     if (!s) fail(s, "the worker stopped");
     return R_NilValue;
+  });
+}
+
+SEXP kura_claim_slot(SEXP dir, SEXP n) {
+  return entry([&]() -> SEXP {
+    if (TYPEOF(dir) != STRSXP || XLENGTH(dir) != 1 || STRING_ELT(dir, 0) == NA_STRING)
+      fail("kura: the directory must be a string");
+    const int slots = Rf_asInteger(n);
+    if (slots == NA_INTEGER || slots < 1) fail("kura: the number of slots must be positive");
+    const std::string base = CHAR(STRING_ELT(dir, 0));
+    for (int k = 1; k <= slots; ++k) {
+      const std::string path = base + "/node-" + std::to_string(k);
+      const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd < 0) fail("kura: cannot open " + path);
+      // Held (and the descriptor kept) for the life of the process: the
+      // kernel lets go of the lock when the process ends, however it ends.
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return Rf_ScalarInteger(k);
+      ::close(fd);
+    }
+    fail("kura: all " + std::to_string(slots) + " node slots are taken");
   });
 }
 

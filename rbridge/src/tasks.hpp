@@ -50,6 +50,11 @@ SEXP kura_client_bytes(SEXP client);
 // away (NULL), or raises the error that kept it from serving.
 SEXP kura_worker_serve(SEXP socket, SEXP names, SEXP handler, SEXP utf8_locale);
 
+// The first of slots 1..n in directory `dir` that no live process holds,
+// now held by this one until it ends (a lock on the file node-<k>): which
+// node of a cluster a worker is. Errors: all taken, the directory unusable.
+SEXP kura_claim_slot(SEXP dir, SEXP n);
+
 // x shared once: the shared version made for this same object before (while
 // it lives), or share(x), marking x not mutable so that a change to it makes
 // a new object. For arguments of tasks.
