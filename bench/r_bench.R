@@ -159,6 +159,44 @@ stopCluster(cl2)
 rm(sdf)
 invisible(gc())
 
+# --- Tasks on 2 kura workers (and mirai's, when it is installed) --------------
+# mirai is not a Debian package: without it the rows are kura's alone.
+have_mirai <- requireNamespace("mirai", quietly = TRUE)
+workers(2)
+stopifnot(identical(task(function() 1)[], 1))
+rtts <- 200L
+add(sprintf("kura tasks: empty task round trip (per task, %d in a row)", rtts), measure(function() {
+  for (i in seq_len(rtts)) task(function() NULL)[]
+}) / rtts)
+add("kura tasks: task_map() of 10,000 trivial tasks over 2 workers", measure(function() {
+  task_map(seq_len(10000), function(i) i)
+}))
+fresh <- NULL
+add("kura tasks: column means of a 5 x 5e6 data frame sent from the session", measure(
+  function() task_map(fresh, mean),
+  setup = function() fresh <<- as.data.frame(lapply(df, function(col) col + 0)),
+  teardown = function() {
+    fresh <<- NULL
+    invisible(gc())
+  }
+), note = "shared once per run (200 MB), then names")
+workers(0)
+if (have_mirai) {
+  mirai::daemons(2)
+  add(sprintf("mirai: empty task round trip (per task, %d in a row)", rtts), measure(function() {
+    for (i in seq_len(rtts)) mirai::mirai(NULL)[]
+  }) / rtts)
+  add("mirai: mirai_map() of 10,000 trivial tasks over 2 daemons", measure(function() {
+    mirai::mirai_map(seq_len(10000), function(i) i)[]
+  }))
+  add("mirai: column means of a 5 x 5e6 data frame sent from the session", measure(function() {
+    mirai::mirai_map(df, mean)[]
+  }), note = "serialized to each task")
+  mirai::daemons(0)
+} else {
+  cat("mirai is not installed: the task rows are kura's figures alone\n")
+}
+
 table <- do.call(rbind, rows)
 md <- c(
   sprintf("R %s, %d runs after a warm-up; median and range (min-max), milliseconds.",
