@@ -77,7 +77,8 @@ sendData.kura_node <- function(node, data) {
     C_kura_task_submit, s$client, paste0("kura.node.", node$k), list(spec_bytes(spec)), 0, 0L, TRUE, FALSE,
     utf8_locale()
   )
-  s$pending[[node$k]] <- c(s$pending[[node$k]], list(list(id = id, tag = call$tag, start = proc.time()[[3]])))
+  p <- list(id = id, tag = call$tag, start = proc.time()[[3]], keep = spec$args)
+  s$pending[[node$k]] <- c(s$pending[[node$k]], list(p))
   invisible()
 }
 

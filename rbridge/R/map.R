@@ -31,16 +31,16 @@ task_map <- function(.x, .f, ..., .args = list(), .by = c("elements", "rows"), .
   # too, and travel as their path-form names) and the common arguments.
   .x <- prepare_arg(.x)
   named <- is.character(.f)
-  common <- lapply(common, if (named) named_arg else prepare_arg)
+  common <- lapply(common, prepare_arg)
   c <- client()
   send <- function(i) {
+    args <- c(lapply(item(i), prepare_arg), common)
     if (named) {
       .Call(
-        C_kura_task_submit, c, .f, c(lapply(item(i), named_arg), common), timeout, .retries, FALSE,
-        FALSE, utf8_locale()
+        C_kura_task_submit, c, .f, lapply(args, named_arg), timeout, .retries, FALSE, FALSE, utf8_locale()
       )
     } else {
-      spec <- make_spec(.f, c(item(i), common))
+      spec <- make_spec(.f, args)
       .Call(C_kura_task_submit, c, kR, list(spec_bytes(spec)), timeout, .retries, TRUE, FALSE, utf8_locale())
     }
   }

@@ -90,7 +90,8 @@ stop_workers <- function() {
   if (!is.null(.kura$client)) .Call(C_kura_client_close, .kura$client)
   if (!is.null(.kura$dispatcher)) .Call(C_kura_dispatcher_stop, .kura$dispatcher)
   if (!is.null(.kura$dir)) unlink(.kura$dir, recursive = TRUE)
-  for (v in c("client", "dispatcher", "dir", "mode", "n", "seed_state", "functions")) {
+  vars <- c("client", "dispatcher", "dir", "mode", "n", "seed_state", "functions", "setup_keep", "share_cache")
+  for (v in vars) {
     if (exists(v, envir = .kura, inherits = FALSE)) rm(list = v, envir = .kura)
   }
   invisible()
@@ -157,22 +158,54 @@ share_above <- function() {
   if (!is.numeric(v) || length(v) != 1L || is.na(v)) 65536 else v
 }
 
-# `x` as it travels: a shared object as itself (it serializes as its name),
-# one larger than the threshold shared once (the same object shared again is
-# not copied again), anything else as it is.
-prepare_arg <- function(x) {
-  if (is.null(x) || is_shared(x) || is.function(x) || is.environment(x)) return(x)
-  big <- if (is.atomic(x)) {
-    as.double(length(x)) * 8 > share_above() && utils::object.size(x) > share_above()
-  } else {
-    is.list(x) && utils::object.size(x) > share_above()
-  }
-  if (big) .Call(C_kura_share_once, x, utf8_locale()) else x
+# The most bytes of automatically shared arguments kept for the next tasks.
+share_cache_bytes <- function() {
+  v <- getOption("kura.share_cache", 2^31)
+  if (!is.numeric(v) || length(v) != 1L || is.na(v)) 2^31 else v
 }
 
-# A named function's argument: a name when shared, else the value.
+# `x` as it travels: a shared object as itself (it serializes as its name),
+# one larger than the threshold shared, anything else as it is. Whoever
+# sends a task keeps its shared arguments alive until it has ended (the
+# worker maps them by name). An argument is shared once: the shared versions
+# are kept, by what they hold (kura_content_key), for the tasks that follow,
+# up to kura.share_cache bytes (the least recently used go first).
+prepare_arg <- function(x) {
+  if (is.null(x) || is_shared(x) || is.function(x) || is.environment(x)) return(x)
+  if (is.atomic(x) && as.double(length(x)) * 8 <= share_above()) return(x)
+  if (!is.atomic(x) && !is.list(x)) return(x)
+  size <- as.double(utils::object.size(x))
+  if (size <= share_above()) return(x)
+  key <- .Call(C_kura_content_key, x)
+  if (is.null(key)) return(share(x))
+  cache <- .kura$share_cache
+  if (is.null(cache)) cache <- .kura$share_cache <- new.env(parent = emptyenv())
+  hit <- cache[[key]]
+  if (!is.null(hit)) {
+    hit$used <- Sys.time()
+    return(hit$shared)
+  }
+  shared <- share(x)
+  if (size <= share_cache_bytes()) {
+    keys <- ls(cache, all.names = TRUE)
+    total <- sum(vapply(keys, function(k) cache[[k]]$size, 0))
+    while (length(keys) && total + size > share_cache_bytes()) {
+      oldest <- keys[[which.min(vapply(keys, function(k) as.double(cache[[k]]$used), 0))]]
+      total <- total - cache[[oldest]]$size
+      rm(list = oldest, envir = cache)
+      keys <- setdiff(keys, oldest)
+    }
+    entry <- new.env(parent = emptyenv())
+    entry$shared <- shared
+    entry$size <- size
+    entry$used <- Sys.time()
+    assign(key, entry, envir = cache)
+  }
+  shared
+}
+
+# A named function's argument, prepared: a name when shared, else the value.
 named_arg <- function(x) {
-  x <- prepare_arg(x)
   name <- shared_name(x)
   if (is.null(name)) x else structure(name, class = "kura_name")
 }
@@ -191,12 +224,13 @@ try_task <- function(.f, ..., .args = list(), .timeout = NULL, .retries = 0L) {
   submit(.f, list(...), .args, .timeout, .retries, try_only = TRUE)
 }
 
-new_task <- function(id) {
+new_task <- function(id, keep = NULL) {
   t <- new.env(parent = emptyenv())
   t$id <- id
   t$done <- FALSE
   t$value <- NULL
   t$client <- .kura$client
+  t$keep <- keep  # the arguments, shared ones among them, until the task ends
   class(t) <- "kura_task"
   t
 }
@@ -209,6 +243,7 @@ submit <- function(.f, dots, .args, .timeout, .retries, try_only) {
     stop("`.timeout` must be a number of milliseconds")
   }
   if (identical(.kura$mode, "sync")) return(run_sync(.f, args))
+  args <- lapply(args, prepare_arg)
   if (is.character(.f)) {
     if (length(.f) != 1L || is.na(.f)) stop("`.f` must be one function name")
     id <- .Call(
@@ -222,11 +257,11 @@ submit <- function(.f, dots, .args, .timeout, .retries, try_only) {
       try_only, utf8_locale()
     )
   }
-  if (is.null(id)) NULL else new_task(id)
+  if (is.null(id)) NULL else new_task(id, args)
 }
 
+# The spec of an R task; `args` prepared.
 make_spec <- function(.f, args) {
-  args <- lapply(args, prepare_arg)
   if (is.function(.f)) {
     # Source references are for the session's own debugging; they would
     # travel with every task.
@@ -262,6 +297,7 @@ settle <- function(t, r) {
   t$done <- TRUE
   t$value <- if (identical(r[[2]], "ok")) r[[4]] else error_value(r[[2]], r[[3]])
   t$client <- NULL
+  t$keep <- NULL
   invisible(t)
 }
 
@@ -333,6 +369,9 @@ everywhere <- function(expr, .args = list()) {
     run_spec(spec)
     return(invisible())
   }
+  # Kept while the workers are: the dispatcher replays the call to every
+  # worker that joins later, which maps the shared arguments then.
+  .kura$setup_keep <- c(.kura$setup_keep, list(spec$args))
   err <- .Call(C_kura_client_everywhere, client(), kR, list(spec_bytes(spec)), utf8_locale())
   if (!is.null(err)) stop("everywhere(): ", err, call. = FALSE)
   invisible()
@@ -408,7 +447,7 @@ run_sync <- function(.f, args) {
       if (is.null(f)) stop("no function \"", .f, "\" (sync mode has the functions given to workers())")
       do.call(f, args)
     } else {
-      run_spec(make_spec(.f, args))
+      run_spec(make_spec(.f, lapply(args, prepare_arg)))
     },
     error = function(e) error_value("error", error_text(e))
   )

@@ -36,8 +36,8 @@ const R_CallMethodDef kCallMethods[] = {
     {"kura_client_status", routine(&kura_client_status), 1},
     {"kura_client_bytes", routine(&kura_client_bytes), 1},
     {"kura_worker_serve", routine(&kura_worker_serve), 4},
-    {"kura_share_once", routine(&kura_share_once), 2},
     {"kura_claim_slot", routine(&kura_claim_slot), 2},
+    {"kura_content_key", routine(&kura_content_key), 1},
     {nullptr, nullptr, 0},
 };
 

@@ -1,15 +1,18 @@
 // The session's side of R tasks: a dispatcher on a thread of the session and
 // a client of it (tasks.hpp).
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
+#include <xxhash.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
-#include "api.hpp"
 #include "from_r.hpp"
 #include "kura/ipc/client.hpp"
 #include "kura/ipc/dispatcher.hpp"
@@ -132,21 +135,43 @@ SEXP result_to_r(ipc::TaskId id, ipc::TaskResult& r, Keep keep) {
   });
 }
 
-// Objects shared by kura_share_once, by the address of the original: a weak
-// reference keyed on it holds the shared version while the original lives.
-std::unordered_map<SEXP, SEXP>& shared_once() {
-  static auto* m = new std::unordered_map<SEXP, SEXP>;
-  return *m;
-}
-
-void forget_shared_once(SEXP weak) {
-  auto& m = shared_once();
-  for (auto it = m.begin(); it != m.end(); ++it) {
-    if (it->second == weak) {
-      m.erase(it);
-      return;
-    }
+// Feeds what `x` is (type, length, elements, attributes, to any depth) to
+// `st`; false for an object with parts other than vectors and lists.
+bool feed_content(XXH3_state_t* st, SEXP x, int depth) {
+  if (depth > 256) return false;
+  const int type = TYPEOF(x);
+  const std::int64_t head[3] = {type, type == NILSXP ? 0 : static_cast<std::int64_t>(XLENGTH(x)), OBJECT(x)};
+  XXH3_128bits_update(st, head, sizeof head);
+  std::size_t width = 0;
+  switch (type) {
+    case NILSXP: return true;
+    case LGLSXP:
+    case INTSXP: width = sizeof(int); break;
+    case REALSXP: width = sizeof(double); break;
+    case CPLXSXP: width = sizeof(Rcomplex); break;
+    case RAWSXP: width = 1; break;
+    case STRSXP:
+      for (R_xlen_t i = 0; i < XLENGTH(x); ++i) {
+        SEXP c = STRING_ELT(x, i);
+        const std::int64_t tag[2] = {c == NA_STRING ? -1 : LENGTH(c), c == NA_STRING ? 0 : Rf_getCharCE(c)};
+        XXH3_128bits_update(st, tag, sizeof tag);
+        if (c != NA_STRING) XXH3_128bits_update(st, CHAR(c), static_cast<std::size_t>(LENGTH(c)));
+      }
+      break;
+    case VECSXP:
+      for (R_xlen_t i = 0; i < XLENGTH(x); ++i)
+        if (!feed_content(st, VECTOR_ELT(x, i), depth + 1)) return false;
+      break;
+    default: return false;
   }
+  if (width != 0 && XLENGTH(x) > 0)
+    XXH3_128bits_update(st, DATAPTR_RO(x), static_cast<std::size_t>(XLENGTH(x)) * width);
+  for (SEXP a = ATTRIB(x); a != R_NilValue; a = CDR(a)) {
+    const char* key = CHAR(PRINTNAME(TAG(a)));
+    XXH3_128bits_update(st, key, std::strlen(key) + 1);
+    if (!feed_content(st, CAR(a), depth + 1)) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -390,6 +415,19 @@ SEXP kura_client_status(SEXP client) {
   });
 }
 
+SEXP kura_content_key(SEXP x) {
+  return entry([&]() -> SEXP {
+    XXH3_state_t st;
+    XXH3_128bits_reset(&st);
+    if (!feed_content(&st, x, 0)) return R_NilValue;
+    const XXH128_hash_t h = XXH3_128bits_digest(&st);
+    char hex[33];
+    std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                  static_cast<unsigned long long>(h.low64));
+    return call_r([&]() -> SEXP { return Rf_mkString(hex); });
+  });
+}
+
 SEXP kura_client_bytes(SEXP client) {
   return entry([&]() -> SEXP {
     ipc::Client& c = client_of(client);
@@ -402,26 +440,6 @@ SEXP kura_client_bytes(SEXP client) {
       return out;
     });
   });
-}
-
-SEXP kura_share_once(SEXP x, SEXP utf8_locale) {
-  auto& m = shared_once();
-  if (auto it = m.find(x); it != m.end()) {
-    SEXP shared = R_WeakRefValue(it->second);
-    if (shared != R_NilValue) return shared;
-  }
-  SEXP shared = PROTECT(kura_share(x, utf8_locale));
-  if (shared != x) {
-    MARK_NOT_MUTABLE(x);
-    SEXP weak = R_MakeWeakRefC(x, shared, forget_shared_once, FALSE);
-    try {
-      m[x] = weak;
-    } catch (const std::bad_alloc&) {
-      // Not remembered: the next task shares it again.
-    }
-  }
-  UNPROTECT(1);
-  return shared;
 }
 
 }  // extern "C"

@@ -50,14 +50,14 @@ SEXP kura_client_bytes(SEXP client);
 // away (NULL), or raises the error that kept it from serving.
 SEXP kura_worker_serve(SEXP socket, SEXP names, SEXP handler, SEXP utf8_locale);
 
+// A key of what `x` holds (its type, length, elements and attributes, to any
+// depth: a 128-bit XXH3 in hex), equal for equal objects; NULL for one with
+// parts other than vectors and lists. Shared arguments are cached by it.
+SEXP kura_content_key(SEXP x);
+
 // The first of slots 1..n in directory `dir` that no live process holds,
 // now held by this one until it ends (a lock on the file node-<k>): which
 // node of a cluster a worker is. Errors: all taken, the directory unusable.
 SEXP kura_claim_slot(SEXP dir, SEXP n);
-
-// x shared once: the shared version made for this same object before (while
-// it lives), or share(x), marking x not mutable so that a change to it makes
-// a new object. For arguments of tasks.
-SEXP kura_share_once(SEXP x, SEXP utf8_locale);
 
 }  // extern "C"
