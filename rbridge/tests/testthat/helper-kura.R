@@ -140,9 +140,9 @@ with_workers <- function(code, ...) {
   .seen$pids <- numeric()
   workers(...)
   on.exit(workers(0))
-  if (workers() > 0) wait_for_pool(workers())
+  if (isTRUE(workers() > 0)) wait_for_pool(workers())
   code()
-  if (workers() > 0) worker_pids()
+  if (isTRUE(workers() > 0)) worker_pids()
   workers(0)
   wait_for(function() !any_alive(.seen$pids), 60, "the workers to exit")
   wait_for(function() {

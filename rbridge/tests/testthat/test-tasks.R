@@ -217,30 +217,34 @@ test_that("a shared 100 MB argument to 8 tasks travels as its name", {
 
 test_that("an unshared argument above kura.share_above is shared once, automatically", {
   with_workers(function() {
-    x <- as.double(seq_len(1e6))
+    look <- global(function(v) list(sum = sum(v), shared = kura::is_shared(v)))
+    x <- runif(1e6)
     sent <- kura:::client_bytes()[["sent"]]
-    first <- task(function(v) list(sum = sum(v), shared = is_shared(v)), x)
+    first <- task(look, x)
     expect_lt(kura:::client_bytes()[["sent"]] - sent, 1e5)
     files <- region_files()
-    second <- task(function(v) list(sum = sum(v), shared = is_shared(v)), x)
+    second <- task(look, x)
     expect_identical(region_files(), files)
     expect_identical(value_of(first), list(sum = sum(x), shared = TRUE))
     expect_identical(value_of(second), list(sum = sum(x), shared = TRUE))
     expect_false(is_shared(x))
-    small <- value_of(task(function(v) is_shared(v), as.double(1:100)))
-    expect_false(small)
+    expect_false(value_of(task(look, runif(100)))$shared)
+    # Raised, the threshold lets larger arguments travel in the task, up to
+    # the dispatcher's frame limit.
     withr::local_options(kura.share_above = 1e9)
+    y <- runif(5e4)
     sent <- kura:::client_bytes()[["sent"]]
-    inline <- task(function(v) list(sum = sum(v), shared = is_shared(v)), as.double(seq_len(1e6)))
-    expect_gt(kura:::client_bytes()[["sent"]] - sent, 8e6)
-    expect_identical(value_of(inline), list(sum = sum(x), shared = FALSE))
+    inline <- task(look, y)
+    expect_gt(kura:::client_bytes()[["sent"]] - sent, 4e5)
+    expect_identical(value_of(inline), list(sum = sum(y), shared = FALSE))
+    expect_error(task(look, runif(2e5)), "frame limit")
     # A temporary shared automatically lives until its task has run.
     withr::local_options(kura.share_above = 65536)
     blocker <- start_blocker()
-    temporary <- task(global(function(v) sum(v)), as.double(seq_len(1e5)) + 0)
+    temporary <- task(look, as.double(seq_len(1e5)) + 0)
     invisible(gc())
     cancel(blocker)
-    expect_identical(value_of(temporary), sum(as.double(seq_len(1e5))))
+    expect_identical(value_of(temporary), list(sum = sum(as.double(seq_len(1e5))), shared = TRUE))
   }, 1)
 })
 
@@ -396,6 +400,42 @@ test_that("a C++ client calls an R function the workers registered", {
     expect_identical(v$outcome, "error")
     expect_match(v$message, "non-numeric argument")
   }, 1, functions = list(twice = function(x) x * 2))
+})
+
+test_that("workers(socket =) uses a running dispatcher with C++ and serve() workers; losing it gives disconnected", {
+  tool <- kura_tool()
+  dir <- tempfile("kura-d")
+  dir.create(dir, mode = "0700")
+  on.exit(unlink(dir, recursive = TRUE))
+  socket <- file.path(dir, "d.sock")
+  log <- file.path(dir, "log")
+  system2("sh", c("-c", shQuote(sprintf(
+    "echo $$ > %s; exec %s dispatcher --socket %s --workers 1",
+    file.path(dir, "pid"), tool, socket
+  ))), stdout = log, stderr = log, wait = FALSE)
+  wait_for(function() file.exists(socket) && file.exists(file.path(dir, "pid")), 60, "the dispatcher")
+  dispatcher <- as.numeric(readLines(file.path(dir, "pid")))
+  on.exit(tools::pskill(dispatcher, tools::SIGKILL), add = TRUE, after = FALSE)
+  system2(file.path(R.home("bin"), "Rscript"), c("-e", shQuote(sprintf(
+    "kura::serve('%s', list(triple = function(x) x * 3))", socket
+  ))), stdout = log, stderr = log, wait = FALSE)
+  with_workers(function() {
+    wait_for(function() {
+      w <- status()$workers
+      nrow(w) == 2 && any(grepl("triple", w$functions))
+    }, 60, "a C++ worker and an R worker")
+    .seen$pids <- c(worker_pids(), dispatcher)
+    expect_identical(value_of(task("sum", share(c(1, 2, 3)))), 6)
+    expect_identical(value_of(task("triple", 2)), 6)
+    # Only the R worker has R tasks' function.
+    expect_identical(value_of(task(function() 40 + 2)), 42)
+    t <- task(global(function() Sys.sleep(60)))
+    wait_for(function() status()$counters[["executing"]] == 1, 60, "the task to run")
+    tools::pskill(dispatcher, tools::SIGKILL)
+    v <- value_of(t, 60)
+    expect_true(is_error_value(v))
+    expect_identical(v$outcome, "disconnected")
+  }, socket = socket)
 })
 
 test_that("sync mode runs tasks in the session, in order, with error values", {
