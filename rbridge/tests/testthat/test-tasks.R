@@ -469,6 +469,9 @@ test_that("bad arguments are errors that say what is wrong", {
   expect_identical(workers(), 0L)
   expect_error(task(function() 1), "no workers")
   expect_error(status(), "no workers")
+  expect_error(serve(file.path(tempdir(), "no-such.sock")), "cannot connect")
+  expect_error(serve(1), "socket must be a string")
+  expect_error(serve("x", list(function(x) x)), "named list of functions")
   with_workers(function() {
     expect_error(task(1), "must be a function")
     expect_error(task(c("a", "b")), "one function name")
