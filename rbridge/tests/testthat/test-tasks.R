@@ -159,6 +159,33 @@ start_blocker <- function() {
   blocker
 }
 
+test_that("an R error is not retried; a task's worker counts it done", {
+  with_workers(function() {
+    path <- tempfile()
+    on.exit(unlink(path))
+    v <- value_of(task(global(function(path) {
+      cat("run\n", file = path, append = TRUE)
+      stop("once")
+    }), path, .retries = 2))
+    expect_identical(v$outcome, "error")
+    expect_identical(readLines(path), "run")
+    expect_identical(status()$workers$tasks_done, 1)
+    expect_identical(value_of(task(function() 1)), 1)
+    expect_identical(status()$workers$tasks_done, 2)
+  }, 1)
+})
+
+test_that("stopping the workers under a running task ends its worker; collecting it is an error", {
+  with_workers(function() {
+    t <- start_blocker()
+    pid <- worker_pids()
+    workers(0)
+    wait_for(function() !any_alive(pid), 60, "the worker to exit")
+    expect_error(t[], "closed|stopped")
+    expect_error(unresolved(t), "closed|stopped")
+  }, 1)
+})
+
 test_that("the byte cap bounds queued payload and try_task() says so with NULL", {
   with_workers(function() {
     expect_identical(status()$counters[["queued_cap"]], 20000)
@@ -349,6 +376,17 @@ test_that("everywhere() sets up every worker, and a worker that replaces a kille
     expect_error(everywhere(stop("set-up failed")), "set-up failed")
     expect_error(everywhere(x, .args = list(1)), "named list")
   }, 2)
+})
+
+test_that("everywhere()'s large arguments reach a worker that starts later", {
+  with_workers(function() {
+    everywhere(total <- sum(big), .args = list(big = as.double(seq_len(1e5)) + 0))
+    invisible(gc())
+    killed <- worker_pids()
+    tools::pskill(killed, tools::SIGKILL)
+    wait_for_pool(1, not = killed)
+    expect_identical(value_of(task(global(function() total))), sum(as.double(seq_len(1e5))))
+  }, 1)
 })
 
 test_that("a seed gives the same random numbers over 1 and 2 workers", {
