@@ -71,3 +71,86 @@ run_tool <- function(args, input = NULL) {
   out <- suppressWarnings(system2(kura_tool(), args, stdout = TRUE, stderr = TRUE, input = input))
   list(status = if (is.null(attr(out, "status"))) 0L else attr(out, "status"), out = out)
 }
+
+# --- Tasks ---------------------------------------------------------------------
+
+# Bounded wait for `cond()` that fails the test, saying what it waited for
+# (and what the session's dispatcher logged last).
+wait_for <- function(cond, seconds = 60, what = "the condition") {
+  if (!wait_until(cond, seconds)) {
+    log <- utils::tail(kura:::dispatcher_log(), 10)
+    stop("gave up after ", seconds, " s waiting for ", what,
+      if (length(log)) paste0("; the dispatcher logged:\n", paste(log, collapse = "\n")),
+      call. = FALSE
+    )
+  }
+  invisible(TRUE)
+}
+
+# Whether any of the processes `pids` is alive (or a zombie).
+any_alive <- function(pids) any(file.exists(file.path("/proc", pids)))
+
+# `f` with the global environment as its own, so that it travels without
+# the test's environments (a closure carries its enclosures).
+global <- function(f) {
+  environment(f) <- globalenv()
+  f
+}
+
+# A task's value, failing the test if the task has not ended within
+# `seconds` (t[] itself waits without end).
+value_of <- function(t, seconds = 60) {
+  wait_for(function() !unresolved(t), seconds, paste("task", format(t$id), "to end"))
+  t[]
+}
+
+# `expr` (a blocking call such as race()) stopped by R after `seconds`.
+within_seconds <- function(expr, seconds = 60) {
+  setTimeLimit(elapsed = seconds, transient = TRUE)
+  on.exit(setTimeLimit(elapsed = Inf))
+  expr
+}
+
+# The pids of every worker seen by the current with_workers() call.
+.seen <- new.env(parent = emptyenv())
+
+# The pool's worker pids now (and remembered, so that with_workers() checks
+# that each of them has exited).
+worker_pids <- function() {
+  pids <- status()$workers$pid
+  .seen$pids <- union(.seen$pids, pids)
+  pids
+}
+
+# Waits until the pool has `n` workers, none of them one of `not`; their pids.
+wait_for_pool <- function(n, not = numeric(), seconds = 60) {
+  wait_for(function() {
+    w <- status()$workers
+    nrow(w) == n && !any(w$pid %in% not) && all(file.exists(file.path("/proc", w$pid)))
+  }, seconds, paste("a pool of", n, "workers"))
+  worker_pids()
+}
+
+# Runs `code` (a function of no arguments, so that what it makes is garbage
+# once it returns) with workers(...) set up, then stops them and checks that
+# every worker process has exited and the region directory holds nothing
+# new.
+with_workers <- function(code, ...) {
+  before <- region_files()
+  .seen$pids <- numeric()
+  workers(...)
+  on.exit(workers(0))
+  if (isTRUE(workers() > 0)) wait_for_pool(workers())
+  code()
+  if (isTRUE(workers() > 0)) worker_pids()
+  workers(0)
+  wait_for(function() !any_alive(.seen$pids), 60, "the workers to exit")
+  wait_for(function() {
+    invisible(gc())
+    length(setdiff(region_files(), before)) == 0
+  }, 60, "the regions to be removed")
+  testthat::expect_identical(setdiff(region_files(), before), character())
+}
+
+# The socket of the session's dispatcher (workers(n) set up).
+session_socket <- function() file.path(kura:::.kura$dir, "dispatcher.sock")
