@@ -57,6 +57,7 @@ print.kura_cluster <- function(x, ...) {
 
 # A node's worker process: the slot it holds says which node it is.
 serve_node <- function() {
+  attach_kura()
   args <- commandArgs(trailingOnly = TRUE)
   k <- .Call(C_kura_claim_slot, args[[2]], as.integer(args[[3]]))
   functions <- list()
@@ -72,7 +73,8 @@ sendData.kura_node <- function(node, data) {
   if (is.null(s$client)) stop("the cluster was stopped")
   if (!identical(data$type, "EXEC")) return(invisible())
   call <- data$data
-  spec <- list(kind = "call", f = call$fun, args = lapply(call$args, prepare_arg))
+  spec <- make_spec(call$fun, lapply(call$args, prepare_arg))
+  spec$seed <- NULL  # the streams of workers(seed =) are for tasks
   id <- .Call(
     C_kura_task_submit, s$client, paste0("kura.node.", node$k), list(spec_bytes(spec)), 0, 0L, TRUE, FALSE,
     utf8_locale()

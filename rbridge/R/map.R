@@ -15,8 +15,10 @@ task_map <- function(.x, .f, ..., .args = list(), .by = c("elements", "rows"), .
   common <- c(list(...), .args)
   item <- function(i) if (rows) lapply(.x, function(col) col[[i]]) else list(.x[[i]])
   out <- vector("list", n)
-  names(out) <- if (rows) attr(.x, "row.names") else names(.x)
-  if (!is.null(names(out)) && is.integer(names(out))) names(out) <- NULL
+  # Named as the elements are, or as the rows are when they have names of
+  # their own (not R's automatic 1..n).
+  labels <- if (rows) attr(.x, "row.names") else names(.x)
+  if (is.character(labels)) names(out) <- labels
   if (n == 0L) return(out)
   if (identical(.kura$mode, "sync")) {
     for (i in seq_len(n)) {

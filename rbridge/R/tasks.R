@@ -263,10 +263,10 @@ submit <- function(.f, dots, .args, .timeout, .retries, try_only) {
 # The spec of an R task; `args` prepared.
 make_spec <- function(.f, args) {
   if (is.function(.f)) {
-    # Source references are for the session's own debugging; they would
-    # travel with every task.
-    f <- .f
-    if (!is.primitive(f)) attr(f, "srcref") <- NULL
+    # Source references (the function's and those of functions defined in
+    # its body) are for the session's own debugging; they hold the whole
+    # source file, which would travel with every task.
+    f <- if (is.primitive(.f)) .f else utils::removeSource(.f)
     list(kind = "call", f = f, args = args, seed = next_seed())
   } else if (is.language(.f)) {
     if (length(args) && (is.null(names(args)) || any(!nzchar(names(args))))) {
@@ -430,9 +430,17 @@ serve <- function(socket, functions = list()) {
   invisible()
 }
 
+# A worker that workers() or make_cluster() starts has kura attached, as the
+# session has, so that tasks call share() and friends without kura::.
+attach_kura <- function() {
+  if (!("package:kura" %in% search())) attachNamespace("kura")
+  invisible()
+}
+
 # The command line of a worker that workers() starts: its socket and the file
 # of its named functions ("" for none).
 serve_managed <- function() {
+  attach_kura()
   args <- commandArgs(trailingOnly = TRUE)
   functions <- if (length(args) >= 2L && nzchar(args[[2]])) readRDS(args[[2]]) else list()
   serve(args[[1]], functions)

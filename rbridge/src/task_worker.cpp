@@ -103,6 +103,18 @@ void run_at_top_level(void* p) {
   });
 }
 
+// The last R error's message, without R's "Error: " or "Error in <call> : "
+// prefix and the trailing newline.
+std::string r_error_message() {
+  std::string m = R_curErrorBuf();
+  if (m.rfind("Error", 0) == 0) {
+    const auto colon = m.find(": ");
+    if (colon != std::string::npos) m.erase(0, colon + 2);
+  }
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
 ipc::Function r_function(std::string fn) {
   return [fn](ipc::TaskContext& ctx) -> Result<ipc::Output> {
     let_go_of_last_result();
@@ -111,7 +123,12 @@ ipc::Function r_function(std::string fn) {
     TaskRun t{&ctx, &fn, std::nullopt, {}};
     const bool finished = R_ToplevelExec(run_at_top_level, &t) == TRUE;
     R_interrupts_pending = 0;
-    if (!finished) return Status(Code::kIo, t.error.empty() ? "interrupted" : t.error);
+    if (!finished) {
+      // An R error outside the handler's tryCatch (an argument that does
+      // not unserialize, say) left its message in R's error buffer.
+      if (t.error.empty() && !ctx.cancelled()) t.error = r_error_message();
+      return Status(Code::kIo, t.error.empty() ? "interrupted" : t.error);
+    }
     if (!t.error.empty()) return Status(Code::kInvalidArgument, t.error);
     if (!t.value) return Status(Code::kIo, "the task gave no value");
     return ipc::Output(std::move(*t.value));
