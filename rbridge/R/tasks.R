@@ -426,6 +426,10 @@ task_handler <- function(functions) {
 
 serve <- function(socket, functions = list()) {
   functions <- check_functions(functions)
+  # A task's error goes back to its client; printed here too it would only
+  # clutter the worker's standard error (the session's, for workers()).
+  old <- options(show.error.messages = FALSE)
+  on.exit(options(old))
   .Call(C_kura_worker_serve, socket, c(kR, names(functions)), task_handler(functions), utf8_locale())
   invisible()
 }

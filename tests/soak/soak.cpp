@@ -9,7 +9,11 @@
 // against what its client expected and what the chaos allowed, and the
 // checks (pool, region directory, descriptors, memory). Exit 1 on any miss.
 //
-//   kura_soak --kura PATH [--seconds S] [--no-rss-bound]
+//   kura_soak --kura PATH [--seconds S] [--no-rss-bound] [--r-libs DIR]
+//
+// With --r-libs, every worker the dispatchers start is an R worker or one of
+// kura's own, at random: R workers run the same functions on R's main
+// thread, cancelled by interrupts, and the chaos treats them alike.
 //
 // The region directory is a private 256 MiB tmpfs in a mount namespace of
 // the soak's own (it runs as root), so filling it touches nobody else; where
@@ -183,6 +187,7 @@ struct RegionDir {
 // A `kura dispatcher` process on the soak's socket.
 struct DispatcherProc {
   std::string kura, socket, log_dir;
+  std::string worker_command;  // empty: kura's own workers
   pid_t pid = -1;
   int incarnation = 0;
 
@@ -190,9 +195,21 @@ struct DispatcherProc {
     const std::string log = log_dir + "/dispatcher-" + std::to_string(++incarnation) + ".log";
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) die("cannot open " + log);
-    pid = spawn({kura, "dispatcher", "--socket", socket, "--workers", std::to_string(kWorkers), "--memory",
-                 kMemoryCap, "--heartbeat-timeout", std::to_string(kHeartbeatTimeoutMs)},
-                fd, fd);
+    std::vector<std::string> argv = {kura,
+                                     "dispatcher",
+                                     "--socket",
+                                     socket,
+                                     "--workers",
+                                     std::to_string(kWorkers),
+                                     "--memory",
+                                     kMemoryCap,
+                                     "--heartbeat-timeout",
+                                     std::to_string(kHeartbeatTimeoutMs)};
+    if (!worker_command.empty()) {
+      argv.push_back("--worker-command");
+      argv.push_back(worker_command);
+    }
+    pid = spawn(argv, fd, fd);
     ::close(fd);
     const std::int64_t end = now_ns() + 30 * kSec;
     while (now_ns() < end) {
@@ -304,6 +321,12 @@ class Monitor {
     return last_;
   }
   void set_dispatcher(pid_t pid) { dispatcher_pid_ = pid; }
+  // The workers seen in any status so far, and those of them that were R
+  // workers (they have kura.r).
+  std::pair<std::size_t, std::size_t> workers_seen() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {seen_workers_.size(), seen_r_workers_.size()};
+  }
   // 0: no phase; 1 or 2: the steady phases whose peak VmRSS is kept.
   void set_phase(int p) { phase_ = p; }
   std::int64_t peak(int p) const { return peak_[p]; }
@@ -350,6 +373,11 @@ class Monitor {
             dropped = s->workers_dropped;
           }
           std::lock_guard<std::mutex> lock(mu_);
+          for (const auto& w : s->workers) {
+            seen_workers_.insert(w.pid);
+            if (std::find(w.functions.begin(), w.functions.end(), "kura.r") != w.functions.end())
+              seen_r_workers_.insert(w.pid);
+          }
           last_ = std::move(s).value();
           last_asked_ns_ = asked;
         } else {
@@ -376,6 +404,7 @@ class Monitor {
   std::mutex mu_;
   std::optional<ipc::DispatcherStatus> last_;
   std::int64_t last_asked_ns_ = 0;
+  std::set<std::int64_t> seen_workers_, seen_r_workers_;  // by pid
 };
 
 // A client process: this program with --client, its lines on a pipe.
@@ -387,6 +416,7 @@ struct ClientProc {
 
 struct Config {
   std::string self, kura;
+  std::string r_libs;  // set: half the pool's workers are R workers of the R package installed there
   double seconds = 60;
   std::uint64_t per_client = 0;
   bool rss_bound = true;  // off for sanitizer builds
@@ -401,6 +431,9 @@ class Soak {
  private:
   void start_process_client(int id, std::uint64_t first);
   std::string whose(const std::string& region_file);
+  // The script each worker of the pool runs (--r-libs): R or kura's own, at
+  // random; returns the dispatcher's --worker-command.
+  std::string write_worker_script();
   std::string when(const std::string& region_file);
   std::optional<std::int64_t> written_at(const std::string& region_file);
   bool written_as_dispatcher_died(const std::string& region_file);
@@ -441,6 +474,22 @@ class Soak {
 };
 
 // Which of the soak's processes owns region file `f` (kura_<owner>_<n>).
+std::string Soak::write_worker_script() {
+  const std::string path = sock_dir_ + "/worker.sh";
+  std::ofstream f(path);
+  f << "#!/bin/sh\n"
+       "# A worker of the soak's pool: an R worker or kura's own, at random (exec keeps the pid\n"
+       "# the dispatcher started, which its start token is believed from).\n"
+       "if [ $(( $(od -An -N1 -tu1 /dev/urandom) % 2 )) -eq 0 ]; then\n"
+       "  R_LIBS='"
+    << cfg_.r_libs << "' exec Rscript -e 'kura:::serve_managed()' \"$1\" ''\n"
+    << "fi\n"
+    << "exec '" << cfg_.kura << "' worker --connect \"$1\"\n";
+  f.close();
+  if (!f || ::chmod(path.c_str(), 0700) != 0) die("cannot write " + path);
+  return path + " {socket}";
+}
+
 std::string Soak::whose(const std::string& f) {
   const std::uint64_t owner = std::strtoull(f.c_str() + 5, nullptr, 16);
   std::lock_guard<std::mutex> lock(ledger_.mu);
@@ -791,6 +840,7 @@ int Soak::run() {
   d_.kura = cfg_.kura;
   d_.socket = socket_;
   d_.log_dir = sock_dir_;
+  if (!cfg_.r_libs.empty()) d_.worker_command = write_worker_script();
   d_.start();
 
   mon_ = std::make_unique<Monitor>(socket_, chaos_);
@@ -948,6 +998,11 @@ int Soak::run() {
             std::to_string(d2_replaced) + " by the second (" + std::to_string(d2_losses) +
             "); dropped by the second: " + std::to_string(final_status ? final_status->workers_dropped : 0));
   check(pool_ok, "pool back to " + std::to_string(kWorkers) + " idle workers, nothing awaiting or executing");
+  if (!cfg_.r_libs.empty()) {
+    const auto [seen, r_seen] = mon_->workers_seen();
+    check(r_seen > 0 && r_seen < seen, "R workers in the pool: " + std::to_string(r_seen) + " of the " +
+                                           std::to_string(seen) + " workers seen (the others kura's own)");
+  }
   check(unexplained == 0,
         "region directory back to baseline: " + std::to_string(regions_base.size()) +
             " region files before, " + std::to_string(regions_end.size()) + " after" +
@@ -1177,7 +1232,9 @@ void write_line(const std::string& l) {
 }
 
 int usage() {
-  std::cerr << "usage: kura_soak --kura PATH [--seconds S] [--no-rss-bound]\n"
+  std::cerr << "usage: kura_soak --kura PATH [--seconds S] [--no-rss-bound] [--r-libs DIR]\n"
+               "  --r-libs DIR: each worker the dispatchers start is, at random, an R worker (the R\n"
+               "    package installed in DIR, serving kura's functions on R's main thread) or kura's own.\n"
                "  S >= 10 (default 60): 100,000 tasks at 60 s and above, in proportion below.\n"
                "  --no-rss-bound: report the dispatcher's resident memory without bounding it (sanitizer "
                "builds).\n";
@@ -1221,6 +1278,7 @@ int main(int argc, char** argv) {
   Config cfg;
   cfg.kura = opt["kura"];
   cfg.rss_bound = !no_rss_bound;
+  if (opt.count("r-libs")) cfg.r_libs = opt["r-libs"];
   if (opt.count("seconds")) cfg.seconds = std::atof(opt["seconds"].c_str());
   if (!(cfg.seconds >= 10)) return usage();
   std::error_code ec;

@@ -58,6 +58,7 @@ struct DispatcherArgs {
   std::string trace_path;
   std::uint32_t hello_timeout_ms = 0;  // 0: the default
   std::uint32_t max_connections = 0;   // 0: the default
+  std::string worker_command;          // words separated by spaces; empty: the default
 };
 struct SubmitArgs {
   std::string socket;

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 
 #include "commands.hpp"
 #include "kura/core/name.hpp"
@@ -52,6 +53,8 @@ int cmd_dispatcher(const DispatcherArgs& a) {
   if (a.cancel_grace_ms > 0) o.cancel_grace_ms = a.cancel_grace_ms;
   o.trace_path = a.trace_path;
   o.max_connections = a.max_connections;
+  std::istringstream words(a.worker_command);
+  for (std::string w; words >> w;) o.worker_command.push_back(w);
   Status s = ipc::Dispatcher::run(
       std::move(o), [](const std::string& socket) { std::cout << "listening on " << socket << std::endl; });
   if (!s) return fail(s, "dispatcher");

@@ -97,6 +97,9 @@ int run(int argc, char** argv, bool stdout_closed) {
                          "append the spans of traced tasks to this file (OTLP/JSON, one line per task)");
   dispatcher->add_option("--max-connections", dispatcher_args.max_connections,
                          "most connections at once (default: the descriptor limit less 32)");
+  dispatcher->add_option("--worker-command", dispatcher_args.worker_command,
+                         "the command that starts each worker, words separated by spaces, {socket} "
+                         "replaced by the socket (default: \"<this kura> worker --connect {socket}\")");
 
   std::string socket;
   std::vector<std::string> plugins;
