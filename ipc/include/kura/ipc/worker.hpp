@@ -115,7 +115,12 @@ class Registry {
 inline constexpr const char* kPluginEntry = "kura_register_functions";
 
 struct WorkerOptions {
+  // The dispatcher's endpoint: its Unix socket, or "tcp://HOST:PORT" (a
+  // worker on another host; then secret_file is required).
   std::string socket_path;
+  // The shared secret file (kura/ipc/secret.hpp) a TCP endpoint's
+  // dispatcher and this worker prove to each other; unused for a Unix one.
+  std::string secret_file;
   std::vector<std::string> plugins;
   // Results whose image is at most this many bytes are sent inline; larger
   // ones are written as regions for the client.
