@@ -197,6 +197,8 @@ std::array<std::byte, kGreetingSize> Handshake::greeting() const noexcept {
 
 Result<std::size_t> Handshake::feed(std::span<const std::byte> in, Bytes& reply) noexcept {
   try {
+    if (failed_) return invalid_argument("the handshake failed already");
+    failed_ = true;  // until this call succeeds
     const std::size_t before = have_;
     const std::size_t take = std::min(in.size(), wanted());
     std::memcpy(got_.data() + have_, in.data(), take);
@@ -216,7 +218,9 @@ Result<std::size_t> Handshake::feed(std::span<const std::byte> in, Bytes& reply)
                          std::span<const std::byte, kAnswerSize>(got_.data() + kGreetingSize, kAnswerSize)))
         return Status(Code::kPermission,
                       "the peer's answer is wrong: it has another secret, or replayed an old handshake");
+      proved_ = true;
     }
+    failed_ = false;
     return take;
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory();

@@ -74,12 +74,13 @@ class Handshake {
   // handshake: the first 8 bytes are not kAuthMagic, e.g. a peer that sent
   // a frame straight away), Permission (the peer's answer is wrong: another
   // secret, or an answer recorded from another connection). OutOfMemory.
+  // After an error, every call fails (InvalidArgument).
   Result<std::size_t> feed(std::span<const std::byte> in, Bytes& reply) noexcept;
 
   // How many more bytes the handshake needs from the peer (0 once done).
   std::size_t wanted() const noexcept { return kHandshakeSize - have_; }
   // The peer proved the secret.
-  bool done() const noexcept { return have_ == kHandshakeSize; }
+  bool done() const noexcept { return proved_; }
 
  private:
   AuthSide side_;
@@ -87,6 +88,8 @@ class Handshake {
   Nonce mine_;
   std::array<std::byte, kHandshakeSize> got_{};
   std::size_t have_ = 0;
+  bool proved_ = false;
+  bool failed_ = false;  // feed() failed: every later call fails too
 };
 
 }  // namespace kura::ipc::detail

@@ -479,6 +479,7 @@ Status Dispatcher::run(DispatcherOptions options, std::function<void(const std::
     Core core(std::move(options));
     KURA_RETURN_IF_ERROR(core.open_loop(handle_signals));
     if (on_listening) on_listening(core.options.socket_path);
+    if (on_listening && !core.tcp_address.empty()) on_listening(core.tcp_address);
     core.run_loop();
     return Status::ok();
   } catch (const std::bad_alloc&) {

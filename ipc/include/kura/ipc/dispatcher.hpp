@@ -133,8 +133,9 @@ class Dispatcher {
 
   // Runs a dispatcher on the calling thread (the kura dispatcher command)
   // until SIGINT or SIGTERM arrives, which it handles when `handle_signals`.
-  // `on_listening` is called once it listens (the TCP listener's address,
-  // if any, is logged: "listening on tcp://..."). Errors: as start().
+  // `on_listening` is called once it listens, with the socket path, then
+  // with the TCP listener's address if there is one ("tcp://127.0.0.1:4000").
+  // Errors: as start().
   static Status run(DispatcherOptions options,
                     std::function<void(const std::string& socket)> on_listening = {},
                     bool handle_signals = true) noexcept;

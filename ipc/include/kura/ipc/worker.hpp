@@ -118,9 +118,6 @@ struct WorkerOptions {
   // The dispatcher's endpoint: its Unix socket, or "tcp://HOST:PORT" (a
   // worker on another host; then secret_file is required).
   std::string socket_path;
-  // The shared secret file (kura/ipc/secret.hpp) a TCP endpoint's
-  // dispatcher and this worker prove to each other; unused for a Unix one.
-  std::string secret_file;
   std::vector<std::string> plugins;
   // Results whose image is at most this many bytes are sent inline; larger
   // ones are written as regions for the client.
@@ -137,6 +134,9 @@ struct WorkerOptions {
   // kCancelSignal itself; any other is left to the handler the host
   // installed (an R worker uses SIGINT, which R turns into an interrupt).
   int cancel_signal = kCancelSignal;
+  // The shared secret file (kura/ipc/secret.hpp) a TCP endpoint's
+  // dispatcher and this worker prove to each other; unused for a Unix one.
+  std::string secret_file;
 };
 
 class Worker {
