@@ -115,8 +115,7 @@ int run(int argc, char** argv, bool stdout_closed) {
 
   std::string secret_path;
   auto* secret = app.add_subcommand(
-      "secret",
-      "Write a new shared secret (mode 0600) for a dispatcher's TCP workers; never replaces a file");
+      "secret", "Write a new shared secret for TCP workers (mode 0600; never replaces a file)");
   secret->add_option("file", secret_path, "where to write it")->required();
   secret->footer(
       "Example:\n  kura secret ~/.kura-secret\n  kura dispatcher --listen tcp://0.0.0.0:7100 --secret-file "
