@@ -2,6 +2,7 @@
 // the handshake of auth_internal.hpp before its owner sees it; the stream
 // is socket_stream.cpp's.
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <sys/socket.h>
 
 #include <new>
@@ -16,10 +17,6 @@ namespace kura::ipc::detail {
 namespace {
 
 constexpr int kBacklog = 128;
-// Connections still in their handshake, at most: past this, new ones are
-// closed at once (a flood of silent peers costs each at most the handshake
-// timeout and cannot take every descriptor).
-constexpr std::size_t kMaxHandshakes = 64;
 
 template <typename Handle>
 void close_and_free(Handle* h) {
@@ -60,6 +57,7 @@ PeerInfo peer_of(const uv_tcp_t* tcp) {
 // What the listener and the handshakes it started share: a handshake may
 // end after the listener closed.
 struct ListenState {
+  ~ListenState() { OPENSSL_cleanse(secret.data(), secret.size()); }
   AcceptFn on_accept;
   LogFn log;
   std::string secret;
@@ -194,6 +192,7 @@ Result<std::unique_ptr<Listener>> listen_tcp(uv_loop_t* loop, const Endpoint& at
 
 void connect_tcp(uv_loop_t* loop, const Endpoint& to, ConnectFn done, std::string secret) {
   struct Request {
+    ~Request() { OPENSSL_cleanse(secret.data(), secret.size()); }
     uv_connect_t req;
     uv_tcp_t* tcp;
     std::string where;

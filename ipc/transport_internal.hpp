@@ -132,6 +132,11 @@ using ConnectFn = std::function<void(Result<std::unique_ptr<Stream>>)>;
 
 // How long a TCP peer has to complete the handshake.
 constexpr std::uint64_t kHandshakeTimeoutMs = 5000;
+// TCP connections a listener keeps in their handshake at once: past this,
+// new ones are closed at once and logged (a flood of silent peers holds
+// each slot for at most kHandshakeTimeoutMs and cannot take every
+// descriptor).
+constexpr std::size_t kMaxHandshakes = 64;
 
 // Listens at `at` on `loop` (call on the loop thread). Unix: the directory
 // must pass check_socket_dir; a stale socket file there (nobody accepting)

@@ -18,6 +18,7 @@
 #include "kura/shm/region.hpp"
 #include "private_shm_dir.hpp"
 #include "shm_guard.hpp"
+#include "transport_internal.hpp"
 
 using namespace kura;
 using namespace kura::test;
@@ -289,6 +290,37 @@ TEST_CASE("tcp: wrong secret, no handshake, a replayed handshake, garbage and a 
   CHECK(d.log().find("closed connection of worker") == std::string::npos);
 }
 
+TEST_CASE("tcp: connections in their handshake are bounded, and their slots free when they go",
+          "[ipc][multiprocess][tcp]") {
+  ShmGuard guard;
+  SocketDir dir;
+  const std::string secret_file = make_secret(dir, "secret");
+  EmbeddedDispatcher d(dir, 0, [&](ipc::DispatcherOptions& o) {
+    o.tcp_listen = "tcp://127.0.0.1:0";
+    o.secret_file = secret_file;
+  });
+  const std::string address = d.get().tcp_address();
+  const TcpAddress at = tcp_address(address);
+  {
+    std::vector<std::unique_ptr<RawPeer>> silent;
+    for (std::size_t i = 0; i < ipc::detail::kMaxHandshakes; ++i) {
+      silent.push_back(std::make_unique<RawPeer>(at.get(), at.len));
+      // Each has its greeting: the dispatcher holds it in its handshake.
+      std::array<std::byte, ipc::detail::kGreetingSize> greeting;
+      REQUIRE(silent.back()->read_exact(greeting.data(), greeting.size()));
+    }
+    RawPeer one_more(at.get(), at.len);
+    CHECK(one_more.closed_by_peer());
+    REQUIRE(d.wait_log("connections are in their handshake already"));
+  }
+  // The silent peers hung up: their slots are free, and a worker gets in.
+  Process worker({kKura, "worker", "--connect", address, "--secret-file", secret_file});
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  Numbers numbers(10);
+  CHECK(sum_of(*c, numbers.name()) == numbers.sum);
+}
+
 TEST_CASE("tcp: a client over TCP is refused, even with the secret", "[ipc][multiprocess][tcp]") {
   ShmGuard guard;
   SocketDir dir;
@@ -328,8 +360,9 @@ TEST_CASE("tcp: a TCP listener without a secret does not start", "[ipc][tcp]") {
   CHECK_THAT(cli.err, Catch::Contains("needs a shared secret"));
 }
 
-TEST_CASE("tcp: kura secret writes a 0600 file once; a secret open to others or behind a symlink is refused",
-          "[ipc][tcp]") {
+TEST_CASE(
+    "tcp: kura secret writes a 0600 file once, and a secret open to others or behind a symlink is refused",
+    "[ipc][tcp]") {
   SocketDir dir;
   const std::string path = make_secret(dir, "secret");
   struct stat st;
