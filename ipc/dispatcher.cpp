@@ -63,6 +63,8 @@ std::string Dispatcher::Core::who_client(const Client& c) const {
 }
 
 std::string Dispatcher::Core::who_worker(std::uint64_t id, const Worker& w) const {
+  if (w.conn->peer().transport == "tcp")
+    return "worker " + std::to_string(id) + " (" + w.conn->peer().address + ")";
   return "worker " + std::to_string(id) + " (pid " + std::to_string(w.pid) + ")";
 }
 
@@ -130,7 +132,9 @@ Status Dispatcher::Core::open_loop(bool signals) {
       listening = l.status();
     }
   }
+  if (listening && !options.tcp_listen.empty()) listening = listen_tcp();
   if (!listening) {
+    if (listener) listener->close();
     close_all_handles();
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
@@ -140,6 +144,20 @@ Status Dispatcher::Core::open_loop(bool signals) {
   for (unsigned i = 0; i < options.workers; ++i) spawn_worker();
   std::lock_guard<std::mutex> lock(stop_mu);
   open = true;
+  return Status::ok();
+}
+
+Status Dispatcher::Core::listen_tcp() {
+  KURA_ASSIGN_OR_RETURN(detail::Endpoint at, detail::parse_endpoint(options.tcp_listen));
+  if (at.kind != detail::Endpoint::Kind::kTcp)
+    return invalid_argument("tcp_listen \"" + options.tcp_listen + "\" is not a tcp://HOST:PORT endpoint");
+  KURA_ASSIGN_OR_RETURN(
+      tcp_listener,
+      detail::listen(
+          &loop, at, [this](std::unique_ptr<detail::Stream> s) { guarded([&] { on_accept(std::move(s)); }); },
+          [this](const std::string& line) { log(line); }, options.secret_file));
+  tcp_address = tcp_listener->address();
+  log("listening on " + tcp_address);
   return Status::ok();
 }
 
@@ -178,6 +196,7 @@ void Dispatcher::Core::begin_stop() {
   if (stopping) return;
   stopping = true;
   if (listener) listener->close();
+  if (tcp_listener) tcp_listener->close();
   std::vector<Connection*> conns;
   for (auto& [id, n] : newcomers) conns.push_back(n.conn);
   for (auto& [id, c] : clients) conns.push_back(c.conn);
@@ -292,6 +311,10 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
                               " new function names would take the dispatcher past the " +
                               std::to_string(detail::kMaxKnownFunctions) + " it keeps");
   }
+  const bool remote = conn->peer().transport == "tcp";
+  if (remote && h->role == "client")
+    return refuse(conn, "a client connecting over TCP from " + conn->peer().address +
+                            ": clients connect on the dispatcher's Unix socket");
   newcomers.erase(peer);
   detail::Welcome welcome{options.frame_limit, ::getpid(), options.memory};
   if (h->role == "client") {
@@ -308,7 +331,8 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
     // A start token is believed only from the process it was given to (or
     // one it started: a wrapper script), and once: a token read from a worker's environment by another
     // process makes that process an outside worker, not the managed one.
-    if (ManagedWorker* m = managed_by_token(h->token);
+    // A worker over TCP has no pid this host can check: never a managed one.
+    if (ManagedWorker* m = remote ? nullptr : managed_by_token(h->token);
         m != nullptr && m->peer == 0 && descends_from(pid, m->process.pid)) {
       w.token = h->token;
       m->peer = peer;
@@ -439,6 +463,7 @@ Result<std::unique_ptr<Dispatcher>> Dispatcher::start(DispatcherOptions options)
       return s;
     }
     d->socket_path_ = d->core_->options.socket_path;
+    d->tcp_address_ = d->core_->tcp_address;
     d->pid_ = ::getpid();
     return d;
   } catch (const std::bad_alloc&) {
@@ -454,6 +479,7 @@ Status Dispatcher::run(DispatcherOptions options, std::function<void(const std::
     Core core(std::move(options));
     KURA_RETURN_IF_ERROR(core.open_loop(handle_signals));
     if (on_listening) on_listening(core.options.socket_path);
+    if (on_listening && !core.tcp_address.empty()) on_listening(core.tcp_address);
     core.run_loop();
     return Status::ok();
   } catch (const std::bad_alloc&) {

@@ -121,6 +121,8 @@ struct Dispatcher::Core {
 
   // dispatcher.cpp
   Status open_loop(bool signals);
+  // Opens options.tcp_listen (open_loop). Errors: as Dispatcher::start().
+  Status listen_tcp();
   void run_loop();
   void request_stop();  // thread-safe
   void begin_stop();
@@ -210,6 +212,9 @@ struct Dispatcher::Core {
   bool handle_signals = false;
   bool stopping = false;
   std::unique_ptr<detail::Listener> listener;
+  // DispatcherOptions::tcp_listen's listener, or null; and the address it got.
+  std::unique_ptr<detail::Listener> tcp_listener;
+  std::string tcp_address;
   std::mutex stop_mu;  // guards `open` against a stop() from another thread
   bool open = false;
 

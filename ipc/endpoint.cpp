@@ -1,4 +1,6 @@
-// Endpoints: parsing "unix:PATH" (or a bare PATH), and the default one.
+// Endpoints: parsing "unix:PATH" (or a bare PATH) and "tcp://HOST:PORT", and
+// the default one.
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -17,6 +19,7 @@ namespace kura::ipc::detail {
 namespace {
 
 constexpr std::string_view kUnixScheme = "unix:";
+constexpr std::string_view kTcpScheme = "tcp://";
 constexpr std::size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
 
 // The scheme of `text` ("tcp" of "tcp://h:1"), or empty when `text` starts
@@ -41,9 +44,56 @@ std::string quoted(std::string_view text) {
   return out + "\"";
 }
 
+// "HOST:PORT" of a tcp:// endpoint (`text` the whole endpoint, for messages).
+Result<Endpoint> parse_tcp(std::string_view text, std::string_view rest) {
+  const auto bad = [&](const std::string& why) {
+    return invalid_argument("endpoint " + quoted(text) + ": " + why +
+                            " (write tcp://HOST:PORT, HOST an IPv4 address or [an IPv6 one])");
+  };
+  std::string_view host;
+  std::string_view port;
+  bool v6 = false;
+  if (!rest.empty() && rest[0] == '[') {
+    const std::size_t close = rest.find(']');
+    if (close == std::string_view::npos) return bad("an IPv6 address without its closing bracket");
+    host = rest.substr(1, close - 1);
+    if (close + 1 >= rest.size() || rest[close + 1] != ':') return bad("no :PORT after the address");
+    port = rest.substr(close + 2);
+    v6 = true;
+  } else {
+    const std::size_t colon = rest.rfind(':');
+    if (colon == std::string_view::npos) return bad("no :PORT");
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  if (host.empty()) return bad("the host is empty");
+  if (host.size() >= INET6_ADDRSTRLEN) return bad("the host is too long for an address");
+  const std::string h(host);
+  unsigned char addr[sizeof(in6_addr)];
+  if (::inet_pton(v6 ? AF_INET6 : AF_INET, h.c_str(), addr) != 1)
+    return bad(v6 ? "not an IPv6 address in the brackets"
+                  : "the host is not an IPv4 address (host names are not resolved)");
+  if (port.empty() || port.size() > 5) return bad("the port is not a number from 0 to 65535");
+  unsigned value = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9') return bad("the port is not a number from 0 to 65535");
+    value = value * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (value > 65535) return bad("the port is not a number from 0 to 65535");
+  Endpoint e;
+  e.kind = Endpoint::Kind::kTcp;
+  e.host = h;
+  e.port = static_cast<std::uint16_t>(value);
+  return e;
+}
+
 }  // namespace
 
 std::string Endpoint::to_string() const {
+  if (kind == Kind::kTcp) {
+    const bool v6 = host.find(':') != std::string::npos;
+    return std::string(kTcpScheme) + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  }
   return std::string(kUnixScheme) + path;
 }
 
@@ -52,10 +102,12 @@ Result<Endpoint> parse_endpoint(std::string_view text) noexcept {
     std::string_view path = text;
     if (text.substr(0, kUnixScheme.size()) == kUnixScheme) {
       path = text.substr(kUnixScheme.size());
+    } else if (text.substr(0, kTcpScheme.size()) == kTcpScheme) {
+      return parse_tcp(text, text.substr(kTcpScheme.size()));
     } else if (std::string_view scheme = scheme_of(text); !scheme.empty()) {
-      if (scheme == "tcp" || scheme == "tls")
-        return invalid_argument("endpoint " + quoted(text) + ": " + std::string(scheme) +
-                                " endpoints are not supported yet (use unix:PATH)");
+      if (scheme == "tls")
+        return invalid_argument("endpoint " + quoted(text) +
+                                ": tls endpoints are not supported yet (use unix:PATH or tcp://HOST:PORT)");
       return invalid_argument("endpoint " + quoted(text) + ": unknown scheme \"" + std::string(scheme) +
                               "\" (use unix:PATH, or ./PATH for a relative path with a colon)");
     }

@@ -1,7 +1,9 @@
 // Internal to kura_ipc: the transport seam. A Stream is a connected byte
 // stream on one loop thread; a listener and a connector make them for each
-// kind of endpoint (endpoint_internal.hpp). unix_transport.cpp is the first
-// kind; TCP and TLS plug in beside it behind the same three functions.
+// kind of endpoint (endpoint_internal.hpp): unix_transport.cpp and
+// tcp_transport.cpp, behind the same two functions (transport.cpp); both use
+// the stream of socket_stream.cpp. A TCP connection proves the shared secret
+// both ways (auth_internal.hpp) before either side sees it.
 // A Connection carries frames over a Stream, and every frame to a peer goes
 // out through its one write path (Sender), so two writers' frames never
 // interleave. The only header of kura that includes uv.h; never installed.
@@ -20,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "auth_internal.hpp"
 #include "endpoint_internal.hpp"
 #include "kura/core/bytes.hpp"
 #include "kura/core/status.hpp"
@@ -51,10 +54,10 @@ std::string_view close_reason_name(CloseReason why) noexcept;
 
 // Who is at the other end, as the transport knows it.
 struct PeerInfo {
-  std::string transport;  // "unix"
-  std::int64_t pid = 0;   // SO_PEERCRED for unix; 0 when unknown (remote)
-  std::uint32_t uid = 0;
-  std::string address;  // printable, for logs
+  std::string transport;  // "unix" or "tcp"
+  std::int64_t pid = 0;   // SO_PEERCRED for unix; 0 for tcp (unknown)
+  std::uint32_t uid = 0;  // SO_PEERCRED for unix; 0 for tcp (unknown)
+  std::string address;    // printable, for logs: the peer's "tcp://1.2.3.4:5678"
 };
 
 // A connected byte stream on one loop thread: every function but
@@ -123,22 +126,64 @@ class Listener {
 };
 
 // Called with each accepted stream (a Unix peer is already checked to be
-// this user).
+// this user; a TCP peer has proved the secret).
 using AcceptFn = std::function<void(std::unique_ptr<Stream>)>;
+using ConnectFn = std::function<void(Result<std::unique_ptr<Stream>>)>;
+
+// How long a TCP peer has to complete the handshake.
+constexpr std::uint64_t kHandshakeTimeoutMs = 5000;
+// TCP connections a listener keeps in their handshake at once: past this,
+// new ones are closed at once and logged (a flood of silent peers holds
+// each slot for at most kHandshakeTimeoutMs and cannot take every
+// descriptor).
+constexpr std::size_t kMaxHandshakes = 64;
 
 // Listens at `at` on `loop` (call on the loop thread). Unix: the directory
 // must pass check_socket_dir; a stale socket file there (nobody accepting)
 // is replaced, a live one is Exists; connections from another user are
 // closed and logged. Running out of descriptors is logged once per burst
-// and survived: connections wait in the backlog until some close. Errors:
-// Exists, InvalidArgument, Permission, Io.
-Result<std::unique_ptr<Listener>> listen(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept,
-                                         LogFn log) noexcept;
+// and survived: connections wait in the backlog until some close. TCP:
+// needs `secret_file` (read_secret_file, read once here); each connection
+// is handed on only once it proved the secret within kHandshakeTimeoutMs,
+// else it is closed and logged; address() tells the port a port 0 got.
+// Errors: Exists, InvalidArgument (a TCP endpoint without a secret file),
+// Permission, NotFound, Io; those of read_secret_file.
+Result<std::unique_ptr<Listener>> listen(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept, LogFn log,
+                                         const std::string& secret_file = {}) noexcept;
 
 // Connects to `to` on `loop` (call on the loop thread); `done` gets the
 // connected stream or an error: NotFound (nobody listens there), Permission
-// (refused, or the listener is another user's), Io.
-void connect(uv_loop_t* loop, const Endpoint& to, std::function<void(Result<std::unique_ptr<Stream>>)> done);
+// (refused, the listener is another user's, or a TCP listener that did not
+// prove the secret), InvalidArgument (a TCP endpoint without a secret file),
+// Corrupt (what answered is not a kura listener), Io. `secret_file` is read
+// for TCP only.
+void connect(uv_loop_t* loop, const Endpoint& to, ConnectFn done, const std::string& secret_file = {});
+
+// The kinds of transport, behind listen() and connect().
+Result<std::unique_ptr<Listener>> listen_unix(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept,
+                                              LogFn log) noexcept;
+void connect_unix(uv_loop_t* loop, const Endpoint& to, ConnectFn done);
+Result<std::unique_ptr<Listener>> listen_tcp(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept,
+                                             LogFn log, std::string secret) noexcept;
+void connect_tcp(uv_loop_t* loop, const Endpoint& to, ConnectFn done, std::string secret);
+
+// A Stream over `handle`: a uv_pipe_t or uv_tcp_t allocated with new,
+// connected and initialised on its loop; the stream frees it. Null when out
+// of memory (then `handle` is the caller's still).
+std::unique_ptr<Stream> make_socket_stream(uv_stream_t* handle, PeerInfo peer);
+
+// Runs the handshake of auth_internal.hpp as `side` on `stream` (from
+// make_socket_stream, not started) with `secret` (kSecretSize bytes): it
+// reads no byte past the handshake. `done` gets the stream back once the
+// peer proved the secret, or the error after which the stream is closed
+// and gone: Corrupt (not a kura handshake), Permission (a wrong answer),
+// Io (the peer closed, or said nothing for `timeout_ms`).
+void authenticate(std::unique_ptr<Stream> stream, AuthSide side, std::span<const std::byte> secret,
+                  std::uint64_t timeout_ms, ConnectFn done);
+
+// A Status for the libuv error `err`: NotFound, Permission, Exists,
+// OutOfMemory or Io.
+Status uv_status(const std::string& what, int err);
 
 // --- frames over a stream ----------------------------------------------------------
 

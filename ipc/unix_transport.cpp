@@ -1,14 +1,12 @@
-// Unix domain sockets: the stream, listening with a peer-uid check, and
-// connecting.
+// Unix domain sockets: listening with a peer-uid check, and connecting (the
+// stream is socket_stream.cpp's).
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <new>
 #include <string>
@@ -20,20 +18,10 @@ namespace kura::ipc::detail {
 
 namespace {
 
-constexpr std::size_t kReadBuffer = 64 * 1024;
 constexpr int kBacklog = 128;
 // How long a listener that ran out of descriptors waits before it tries to
 // accept again (the connections wait in the backlog meanwhile).
 constexpr std::uint64_t kAcceptRetryMs = 100;
-
-Status uv_status(const std::string& what, int err) {
-  Code code = Code::kIo;
-  if (err == UV_ENOENT || err == UV_ECONNREFUSED) code = Code::kNotFound;
-  if (err == UV_EACCES || err == UV_EPERM) code = Code::kPermission;
-  if (err == UV_EADDRINUSE) code = Code::kExists;
-  if (err == UV_ENOMEM) code = Code::kOutOfMemory;
-  return Status(code, what + ": " + uv_strerror(err));
-}
 
 Status errno_status(const std::string& what, int err) {
   return uv_status(what, -err);
@@ -84,217 +72,6 @@ template <typename Handle>
 void close_and_free(Handle* h) {
   uv_close(reinterpret_cast<uv_handle_t*>(h), [](uv_handle_t* x) { delete reinterpret_cast<Handle*>(x); });
 }
-
-// --- the stream -------------------------------------------------------------------
-
-class UnixStream final : public Stream {
- public:
-  // Takes `pipe`, connected and initialised on its loop (allocated with new).
-  // Its descriptor is closed in children forked without exec (fork_guard.hpp):
-  // a child must not keep a connection of its parent's alive.
-  UnixStream(uv_pipe_t* pipe, PeerInfo peer) : pipe_(pipe), loop_(pipe->loop), peer_(std::move(peer)) {
-    pipe_->data = this;
-    uv_os_fd_t fd = -1;
-    if (uv_fileno(reinterpret_cast<uv_handle_t*>(pipe_), &fd) == 0) fd_ = fd;
-    if (fd_ >= 0 && !close_in_forked_child(fd_).is_ok()) fd_guarded_ = false;
-  }
-
-  ~UnixStream() override {
-    if (pipe_ == nullptr) return;
-    // Closed or not, the pipe is freed by its close callback, which must not
-    // reach this object any more.
-    pipe_->data = nullptr;
-    if (!closing_) {
-      forget_fd();
-      close_and_free(pipe_);
-    }
-  }
-
-  Status start(Callbacks cb) override {
-    cb_ = std::move(cb);
-    if (closing_) return Status(Code::kIo, "the stream is closed");
-    if (int rc = read_start(); rc != 0) return uv_status("cannot read from the connection", rc);
-    return Status::ok();
-  }
-
-  void write(std::span<const uv_buf_t> bufs, std::shared_ptr<void> keep) override {
-    if (closing_ || bufs.empty()) return;
-    std::vector<uv_buf_t> rest(bufs.begin(), bufs.end());
-    std::uint64_t total = 0;
-    for (const uv_buf_t& b : rest) total += b.len;
-    std::size_t first = 0;
-    // Nothing queued: write at once. What the socket takes now needs no
-    // request, no callback and no change to the poll set.
-    if (queued_.load(std::memory_order_acquire) == 0) {
-      const int n = uv_try_write(stream(), rest.data(), static_cast<unsigned>(rest.size()));
-      if (n < 0 && n != UV_EAGAIN)
-        return close(CloseReason::kIo, uv_status("cannot write to the connection", n));
-      std::uint64_t written = n > 0 ? static_cast<std::uint64_t>(n) : 0;
-      if (written == total) return;
-      total -= written;
-      while (written >= rest[first].len) written -= rest[first++].len;
-      rest[first].base += written;
-      rest[first].len -= written;
-    }
-    auto* w = new (std::nothrow) WriteRequest{{}, std::move(keep), total};
-    if (w == nullptr) return close(CloseReason::kOutOfMemory, Status::out_of_memory());
-    w->req.data = w;
-    queued_.fetch_add(total, std::memory_order_acq_rel);
-    if (int rc = uv_write(&w->req, stream(), rest.data() + first, static_cast<unsigned>(rest.size() - first),
-                          &UnixStream::on_written);
-        rc != 0) {
-      queued_.fetch_sub(total, std::memory_order_acq_rel);
-      delete w;
-      close(CloseReason::kIo, uv_status("cannot write to the connection", rc));
-    }
-  }
-
-  std::int64_t try_write_now(std::span<const uv_buf_t> bufs) override {
-    std::lock_guard<std::mutex> lock(fd_mu_);
-    if (fd_ < 0) return UV_EBADF;
-    std::uint64_t written = 0;
-    std::size_t first = 0;
-    std::size_t skip = 0;  // bytes of bufs[first] already written
-    while (first < bufs.size()) {
-      iovec iov[IOV_MAX];
-      int n = 0;
-      for (std::size_t i = first; i < bufs.size() && n < IOV_MAX; ++i, ++n) {
-        iov[n].iov_base = bufs[i].base + (i == first ? skip : 0);
-        iov[n].iov_len = bufs[i].len - (i == first ? skip : 0);
-      }
-      msghdr msg{};
-      msg.msg_iov = iov;
-      msg.msg_iovlen = static_cast<std::size_t>(n);
-      const ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        return -errno;
-      }
-      written += static_cast<std::uint64_t>(w);
-      std::size_t left = static_cast<std::size_t>(w);
-      while (first < bufs.size() && left >= bufs[first].len - skip) {
-        left -= bufs[first].len - skip;
-        skip = 0;
-        ++first;
-      }
-      skip += left;
-    }
-    return static_cast<std::int64_t>(written);
-  }
-
-  std::uint64_t queued_bytes() const override { return queued_.load(std::memory_order_acquire); }
-
-  void pause() override {
-    if (!closing_) uv_read_stop(stream());
-  }
-  void resume() override {
-    if (closing_) return;
-    if (int rc = read_start(); rc != 0)
-      close(CloseReason::kIo, uv_status("cannot read from the connection", rc));
-  }
-
-  void close(CloseReason why, const Status& detail) override {
-    if (closing_) return;
-    closing_ = true;
-    reason_ = why;
-    detail_ = detail;
-    forget_fd();
-    uv_close(reinterpret_cast<uv_handle_t*>(pipe_), &UnixStream::on_closed);
-  }
-
-  bool closed() const override { return closing_; }
-  const PeerInfo& peer() const override { return peer_; }
-  int fd() const override {
-    std::lock_guard<std::mutex> lock(fd_mu_);
-    return fd_;
-  }
-  uv_loop_t* loop() const override { return loop_; }
-
- private:
-  struct WriteRequest {
-    uv_write_t req;
-    std::shared_ptr<void> keep;
-    std::uint64_t bytes;
-  };
-
-  uv_stream_t* stream() const { return reinterpret_cast<uv_stream_t*>(pipe_); }
-
-  // Off-loop writers stop using the descriptor before uv_close closes it.
-  void forget_fd() {
-    std::lock_guard<std::mutex> lock(fd_mu_);
-    if (fd_ >= 0 && fd_guarded_) forget_in_forked_child(fd_);
-    fd_ = -1;
-  }
-
-  int read_start() {
-    return uv_read_start(
-        stream(),
-        [](uv_handle_t* h, std::size_t, uv_buf_t* buf) {
-          auto* self = static_cast<UnixStream*>(h->data);
-          if (!self->read_buffer_) self->read_buffer_.reset(new (std::nothrow) char[kReadBuffer]);
-          *buf = self->read_buffer_ ? uv_buf_init(self->read_buffer_.get(), kReadBuffer)
-                                    : uv_buf_init(nullptr, 0);
-        },
-        &UnixStream::on_read);
-  }
-
-  static void on_read(uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-    auto* self = static_cast<UnixStream*>(s->data);
-    if (self == nullptr || self->closing_) return;
-    if (n == UV_ENOBUFS) return self->close(CloseReason::kOutOfMemory, Status::out_of_memory());
-    if (n == UV_EOF) {
-      if (!self->cb_.on_end)
-        return self->close(CloseReason::kPeerClosed, Status(Code::kIo, "the peer closed the connection"));
-      uv_read_stop(s);
-      return self->cb_.on_end();
-    }
-    if (n < 0)
-      return self->close(CloseReason::kIo,
-                         uv_status("reading from the connection failed", static_cast<int>(n)));
-    if (n == 0) return;
-    self->cb_.on_read(std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf->base),
-                                                 static_cast<std::size_t>(n)));
-  }
-
-  static void on_written(uv_write_t* req, int status) {
-    auto* w = static_cast<WriteRequest*>(req->data);
-    auto* self = static_cast<UnixStream*>(req->handle->data);
-    const std::uint64_t bytes = w->bytes;
-    delete w;
-    if (self == nullptr) return;
-    const std::uint64_t left = self->queued_.fetch_sub(bytes, std::memory_order_acq_rel) - bytes;
-    if (status != 0 && status != UV_ECANCELED && !self->closing_)
-      return self->close(CloseReason::kIo, uv_status("writing to the connection failed", status));
-    if (left == 0 && !self->closing_ && self->cb_.on_drained) self->cb_.on_drained();
-  }
-
-  static void on_closed(uv_handle_t* h) {
-    auto* self = static_cast<UnixStream*>(h->data);
-    delete reinterpret_cast<uv_pipe_t*>(h);
-    if (self == nullptr) return;
-    self->pipe_ = nullptr;
-    // The owner may destroy this stream in on_close: nothing of it is used
-    // after (the callback is moved out first).
-    auto on_close = std::move(self->cb_.on_close);
-    const Status detail = self->detail_;
-    const CloseReason why = self->reason_;
-    if (on_close) on_close(why, detail);
-  }
-
-  uv_pipe_t* pipe_;  // null once closed (freed by its close callback)
-  uv_loop_t* loop_;
-  PeerInfo peer_;
-  Callbacks cb_;
-  bool closing_ = false;
-  CloseReason reason_ = CloseReason::kLocal;
-  Status detail_;
-  std::unique_ptr<char[]> read_buffer_;
-  std::atomic<std::uint64_t> queued_{0};
-  mutable std::mutex fd_mu_;
-  int fd_ = -1;             // under fd_mu_; -1 from close() on
-  bool fd_guarded_ = true;  // registered with the fork guard
-};
 
 PeerInfo peer_info(const PeerCred& cred, const std::string& path) {
   PeerInfo p;
@@ -458,7 +235,8 @@ class UnixListener final : public Listener {
       close_and_free(pipe);
       return;
     }
-    std::unique_ptr<Stream> stream(new (std::nothrow) UnixStream(pipe, peer_info(cred, path_)));
+    std::unique_ptr<Stream> stream =
+        make_socket_stream(reinterpret_cast<uv_stream_t*>(pipe), peer_info(cred, path_));
     if (!stream) {
       log_("accept on " + path_ + ": out of memory");
       close_and_free(pipe);
@@ -481,8 +259,8 @@ class UnixListener final : public Listener {
 
 }  // namespace
 
-Result<std::unique_ptr<Listener>> listen(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept,
-                                         LogFn log) noexcept {
+Result<std::unique_ptr<Listener>> listen_unix(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept,
+                                              LogFn log) noexcept {
   try {
     const std::string& path = at.path;
     if (path.empty() || path.size() >= sizeof(sockaddr_un::sun_path))
@@ -504,7 +282,7 @@ Result<std::unique_ptr<Listener>> listen(uv_loop_t* loop, const Endpoint& at, Ac
   }
 }
 
-void connect(uv_loop_t* loop, const Endpoint& to, std::function<void(Result<std::unique_ptr<Stream>>)> done) {
+void connect_unix(uv_loop_t* loop, const Endpoint& to, ConnectFn done) {
   struct Request {
     uv_connect_t req;
     uv_pipe_t* pipe;
@@ -533,7 +311,8 @@ void connect(uv_loop_t* loop, const Endpoint& to, std::function<void(Result<std:
       done(Status(Code::kPermission, "the process listening on " + path + " is not this user's"));
       return;
     }
-    std::unique_ptr<Stream> stream(new (std::nothrow) UnixStream(pipe, peer_info(cred, path)));
+    std::unique_ptr<Stream> stream =
+        make_socket_stream(reinterpret_cast<uv_stream_t*>(pipe), peer_info(cred, path));
     if (!stream) {
       close_and_free(pipe);
       done(Status::out_of_memory());

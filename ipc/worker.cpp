@@ -199,9 +199,10 @@ class WorkerLoop {
       connected = endpoint.status();
       close_handles();
     } else {
-      detail::connect(&loop_, *endpoint, [&](Result<std::unique_ptr<detail::Stream>> s) {
-        on_connected(std::move(s), connected);
-      });
+      detail::connect(
+          &loop_, *endpoint,
+          [&](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s), connected); },
+          options_.secret_file);
     }
     if (options_.run_on_calling_thread) {
       std::thread loop_thread([this] {

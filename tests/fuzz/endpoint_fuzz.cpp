@@ -30,9 +30,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         "an unexpected error code");
     return 0;
   }
-  require(!e->path.empty(), "an endpoint with an empty path");
+  using Kind = kura::ipc::detail::Endpoint::Kind;
+  require(e->kind == Kind::kTcp ? !e->host.empty() : !e->path.empty(),
+          "an endpoint with an empty path or host");
   auto again = kura::ipc::detail::parse_endpoint(e->to_string());
   require(again.is_ok(), "a printed endpoint does not parse");
-  require(again->kind == e->kind && again->path == e->path, "a printed endpoint parses to another");
+  require(
+      again->kind == e->kind && again->path == e->path && again->host == e->host && again->port == e->port,
+      "a printed endpoint parses to another");
   return 0;
 }

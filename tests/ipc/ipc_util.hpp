@@ -226,6 +226,12 @@ class RawPeer {
     std::memcpy(addr.sun_path, path.data(), path.size());
     REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
   }
+  // A TCP connection to `addr` (of `len` bytes).
+  RawPeer(const sockaddr* addr, socklen_t len) {
+    fd_ = ::socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    REQUIRE(::connect(fd_, addr, len) == 0);
+  }
   ~RawPeer() {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -298,6 +304,21 @@ class RawPeer {
       if (n <= 0) return std::nullopt;
       REQUIRE(reader_.feed(std::span<const std::byte>(buf, static_cast<std::size_t>(n))).is_ok());
     }
+  }
+  // Reads exactly `n` raw bytes; false when the connection closes or
+  // `timeout_ms` passes first.
+  bool read_exact(void* p, std::size_t n, int timeout_ms = 20000) {
+    char* at = static_cast<char*>(p);
+    while (n > 0) {
+      pollfd pfd{fd_, POLLIN, 0};
+      if (::poll(&pfd, 1, timeout_ms) != 1) return false;
+      const ssize_t r = ::read(fd_, at, n);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return false;
+      at += r;
+      n -= static_cast<std::size_t>(r);
+    }
+    return true;
   }
   // True once the dispatcher closed the connection (reads to EOF, bounded).
   bool closed_by_peer(int timeout_ms = 20000) {

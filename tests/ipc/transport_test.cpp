@@ -192,10 +192,27 @@ TEST_CASE("endpoints parse unix:PATH and bare paths, and refuse other schemes", 
   REQUIRE(unix_relative.is_ok());
   CHECK(unix_relative->path == "a:b.sock");
 
-  auto tcp = detail::parse_endpoint("tcp://localhost:7000");
-  REQUIRE(!tcp.is_ok());
-  CHECK(tcp.status().code() == Code::kInvalidArgument);
-  CHECK_THAT(tcp.status().message(), Catch::Contains("not supported yet"));
+  auto tcp = detail::parse_endpoint("tcp://127.0.0.1:7000");
+  REQUIRE(tcp.is_ok());
+  CHECK(tcp->kind == detail::Endpoint::Kind::kTcp);
+  CHECK(tcp->host == "127.0.0.1");
+  CHECK(tcp->port == 7000);
+  CHECK(tcp->to_string() == "tcp://127.0.0.1:7000");
+  auto tcp6 = detail::parse_endpoint("tcp://[::1]:0");
+  REQUIRE(tcp6.is_ok());
+  CHECK(tcp6->host == "::1");
+  CHECK(tcp6->port == 0);
+  CHECK(tcp6->to_string() == "tcp://[::1]:0");
+  for (std::string bad : {"tcp://localhost:7000", "tcp://127.0.0.1", "tcp://127.0.0.1:65536", "tcp://:80",
+                          "tcp://[::1:80", "tcp://::1:80", "tcp://1.2.3.4:8x", "tcp://[127.0.0.1]:80"}) {
+    auto e = detail::parse_endpoint(bad);
+    INFO(bad);
+    REQUIRE(!e.is_ok());
+    CHECK(e.status().code() == Code::kInvalidArgument);
+  }
+  auto tls = detail::parse_endpoint("tls://127.0.0.1:7000");
+  REQUIRE(!tls.is_ok());
+  CHECK_THAT(tls.status().message(), Catch::Contains("not supported yet"));
   auto http = detail::parse_endpoint("http://x");
   REQUIRE(!http.is_ok());
   CHECK(http.status().code() == Code::kInvalidArgument);

@@ -59,6 +59,8 @@ struct DispatcherArgs {
   std::uint32_t hello_timeout_ms = 0;  // 0: the default
   std::uint32_t max_connections = 0;   // 0: the default
   std::string worker_command;          // words separated by spaces; empty: the default
+  std::string tcp_listen;              // empty: no TCP listener
+  std::string secret_file;
 };
 struct SubmitArgs {
   std::string socket;
@@ -71,7 +73,9 @@ struct SubmitArgs {
   std::string traceparent;
 };
 int cmd_dispatcher(const DispatcherArgs& args);
-int cmd_worker(const std::string& socket, const std::vector<std::string>& plugins);
+int cmd_worker(const std::string& socket, const std::string& secret_file,
+               const std::vector<std::string>& plugins);
+int cmd_secret(const std::string& path);
 int cmd_status(const std::string& socket, bool json);
 int cmd_submit(const SubmitArgs& args);
 

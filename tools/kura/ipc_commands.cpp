@@ -1,5 +1,5 @@
-// The dispatcher subcommands of the kura tool: dispatcher, worker, status and
-// submit (DESIGN.md section 5).
+// The dispatcher subcommands of the kura tool: dispatcher, worker, secret,
+// status and submit (DESIGN.md section 5).
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -11,6 +11,7 @@
 #include "kura/core/name.hpp"
 #include "kura/ipc/client.hpp"
 #include "kura/ipc/dispatcher.hpp"
+#include "kura/ipc/secret.hpp"
 #include "kura/ipc/worker.hpp"
 #include "print.hpp"
 #include "typed_json.hpp"
@@ -55,18 +56,27 @@ int cmd_dispatcher(const DispatcherArgs& a) {
   o.max_connections = a.max_connections;
   std::istringstream words(a.worker_command);
   for (std::string w; words >> w;) o.worker_command.push_back(w);
+  o.tcp_listen = a.tcp_listen;
+  o.secret_file = a.secret_file;
   Status s = ipc::Dispatcher::run(
       std::move(o), [](const std::string& socket) { std::cout << "listening on " << socket << std::endl; });
   if (!s) return fail(s, "dispatcher");
   return kExitOk;
 }
 
-int cmd_worker(const std::string& socket, const std::vector<std::string>& plugins) {
+int cmd_worker(const std::string& socket, const std::string& secret_file,
+               const std::vector<std::string>& plugins) {
   ipc::WorkerOptions o;
   o.socket_path = socket;
+  o.secret_file = secret_file;
   o.plugins = plugins;
   Status s = ipc::Worker::run(o);
   if (!s) return fail(s, "worker");
+  return kExitOk;
+}
+
+int cmd_secret(const std::string& path) {
+  if (Status s = ipc::write_secret_file(path); !s) return fail(s, "secret");
   return kExitOk;
 }
 

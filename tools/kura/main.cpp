@@ -100,12 +100,29 @@ int run(int argc, char** argv, bool stdout_closed) {
   dispatcher->add_option("--worker-command", dispatcher_args.worker_command,
                          "the command that starts each worker, words separated by spaces, {socket} "
                          "replaced by the socket (default: \"<this kura> worker --connect {socket}\")");
+  dispatcher->add_option("--listen", dispatcher_args.tcp_listen,
+                         "also listen for workers on tcp://HOST:PORT (port 0: any free port; the address is "
+                         "logged); needs --secret-file");
+  dispatcher->add_option(
+      "--secret-file", dispatcher_args.secret_file,
+      "the shared secret TCP workers and the dispatcher prove to each other (kura secret)");
 
   std::string socket;
+  std::string secret_file;
   std::vector<std::string> plugins;
   auto* worker = app.add_subcommand("worker", "Run tasks for a dispatcher until it goes away");
-  worker->add_option("--connect", socket, "the dispatcher's socket")->required();
+  worker->add_option("--connect", socket, "the dispatcher's socket, or tcp://HOST:PORT")->required();
+  worker->add_option("--secret-file", secret_file,
+                     "the shared secret, for a tcp:// dispatcher (kura secret)");
   worker->add_option("--plugin", plugins, "a shared library that registers functions");
+
+  std::string secret_path;
+  auto* secret = app.add_subcommand(
+      "secret", "Write a new shared secret for TCP workers (mode 0600; never replaces a file)");
+  secret->add_option("file", secret_path, "where to write it")->required();
+  secret->footer(
+      "Example:\n  kura secret ~/.kura-secret\n  kura dispatcher --listen tcp://0.0.0.0:7100 --secret-file "
+      "~/.kura-secret");
 
   auto* status = app.add_subcommand("status", "Print a dispatcher's counters and workers");
   status->add_option("--socket", socket, "the dispatcher's socket (default: per-user socket)");
@@ -158,7 +175,8 @@ int run(int argc, char** argv, bool stdout_closed) {
   if (rm->parsed()) return cmd_rm(name);
   if (prune->parsed()) return cmd_prune();
   if (dispatcher->parsed()) return cmd_dispatcher(dispatcher_args);
-  if (worker->parsed()) return cmd_worker(socket, plugins);
+  if (worker->parsed()) return cmd_worker(socket, secret_file, plugins);
+  if (secret->parsed()) return cmd_secret(secret_path);
   if (status->parsed()) return cmd_status(socket, json);
   if (submit->parsed()) return cmd_submit(submit_args);
   if (demo->parsed()) return cmd_demo(demo_args);

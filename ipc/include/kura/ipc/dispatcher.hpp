@@ -47,6 +47,17 @@ struct DispatcherOptions {
   // The socket to listen on, in a directory of this user's with mode 0700.
   // Empty: default_socket_path().
   std::string socket_path;
+  // A second listener, for workers on other hosts: "tcp://HOST:PORT" (HOST
+  // a numeric IPv4 address, or an IPv6 one in brackets; port 0 picks a free
+  // port, see Dispatcher::tcp_address()). Empty: none. Every connection on
+  // it must prove the secret of `secret_file` (and the dispatcher proves it
+  // back) before its first frame; clients are refused there (they connect
+  // on the Unix socket), and its workers are never taken as managed ones.
+  std::string tcp_listen;
+  // The shared secret for tcp_listen (write_secret_file in
+  // kura/ipc/secret.hpp makes one): required with tcp_listen, loopback
+  // included; read once at start.
+  std::string secret_file;
   // Local worker processes to start and keep running (a dead one is
   // replaced); 0 for none (workers connect by themselves).
   unsigned workers = 0;
@@ -114,13 +125,17 @@ Result<std::string> default_socket_path() noexcept;
 class Dispatcher {
  public:
   // Starts the dispatcher on a new thread and returns once it listens.
-  // Errors: InvalidArgument (options), Exists (another dispatcher listens
-  // on the socket), Permission (socket directory), Io, OutOfMemory.
+  // Errors: InvalidArgument (options; tcp_listen without secret_file),
+  // Exists (another dispatcher listens on the socket), Permission (socket
+  // directory; a secret file that is a symlink, another user's or open to
+  // group or other), Io, OutOfMemory.
   static Result<std::unique_ptr<Dispatcher>> start(DispatcherOptions options) noexcept;
 
   // Runs a dispatcher on the calling thread (the kura dispatcher command)
   // until SIGINT or SIGTERM arrives, which it handles when `handle_signals`.
-  // `on_listening` is called once it listens. Errors: as start().
+  // `on_listening` is called once it listens, with the socket path, then
+  // with the TCP listener's address if there is one ("tcp://127.0.0.1:4000").
+  // Errors: as start().
   static Status run(DispatcherOptions options,
                     std::function<void(const std::string& socket)> on_listening = {},
                     bool handle_signals = true) noexcept;
@@ -132,6 +147,9 @@ class Dispatcher {
   // Stops the dispatcher and waits for its thread. Thread-safe; idempotent.
   void stop() noexcept;
   const std::string& socket_path() const noexcept { return socket_path_; }
+  // The address the TCP listener got ("tcp://127.0.0.1:40123"), or empty
+  // without one.
+  const std::string& tcp_address() const noexcept { return tcp_address_; }
 
  private:
   struct Core;
@@ -139,6 +157,7 @@ class Dispatcher {
   std::shared_ptr<Core> core_;
   std::thread thread_;
   std::string socket_path_;
+  std::string tcp_address_;
   int pid_ = 0;  // the process that started it
 };
 

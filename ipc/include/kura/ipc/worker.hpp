@@ -115,6 +115,8 @@ class Registry {
 inline constexpr const char* kPluginEntry = "kura_register_functions";
 
 struct WorkerOptions {
+  // The dispatcher's endpoint: its Unix socket, or "tcp://HOST:PORT" (a
+  // worker on another host; then secret_file is required).
   std::string socket_path;
   std::vector<std::string> plugins;
   // Results whose image is at most this many bytes are sent inline; larger
@@ -132,6 +134,9 @@ struct WorkerOptions {
   // kCancelSignal itself; any other is left to the handler the host
   // installed (an R worker uses SIGINT, which R turns into an interrupt).
   int cancel_signal = kCancelSignal;
+  // The shared secret file (kura/ipc/secret.hpp) a TCP endpoint's
+  // dispatcher and this worker prove to each other; unused for a Unix one.
+  std::string secret_file;
 };
 
 class Worker {
