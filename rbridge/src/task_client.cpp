@@ -88,6 +88,13 @@ double number_arg(SEXP x, const char* what) {
   return v;
 }
 
+// A task id as R holds it (a double): a whole number from 1 to 2^53.
+ipc::TaskId task_id(double v) {
+  if (!(v >= 1 && v <= 9007199254740992.0) || v != static_cast<double>(static_cast<std::uint64_t>(v)))
+    fail("kura: not a task id");
+  return static_cast<ipc::TaskId>(v);
+}
+
 bool flag_arg(SEXP x) {
   return TYPEOF(x) == LGLSXP && XLENGTH(x) == 1 && LOGICAL(x)[0] == TRUE;
 }
@@ -299,7 +306,7 @@ SEXP kura_task_wait(SEXP client, SEXP ids, SEXP timeout_ms) {
     ipc::Client& c = client_of(client);
     if (TYPEOF(ids) != REALSXP || XLENGTH(ids) == 0) fail("kura: task ids must be a non-empty double vector");
     std::vector<ipc::TaskId> wanted;
-    for (R_xlen_t i = 0; i < XLENGTH(ids); ++i) wanted.push_back(static_cast<ipc::TaskId>(REAL(ids)[i]));
+    for (R_xlen_t i = 0; i < XLENGTH(ids); ++i) wanted.push_back(task_id(REAL(ids)[i]));
     const double t = number_arg(timeout_ms, "the timeout");
     using Clock = std::chrono::steady_clock;
     const auto deadline =
@@ -332,8 +339,7 @@ SEXP kura_task_wait(SEXP client, SEXP ids, SEXP timeout_ms) {
 SEXP kura_task_cancel(SEXP client, SEXP id) {
   return entry([&]() -> SEXP {
     ipc::Client& c = client_of(client);
-    const double v = number_arg(id, "the task id");
-    if (Status s = c.cancel(static_cast<ipc::TaskId>(v)); !s) fail(s, "cannot cancel the task");
+    if (Status s = c.cancel(task_id(number_arg(id, "the task id"))); !s) fail(s, "cannot cancel the task");
     return R_NilValue;
   });
 }
