@@ -196,13 +196,14 @@ TEST_CASE("a worker that runs on past a cancel is dropped after the grace, and r
   wait_workers(*c, 1);
   const pid_t first = static_cast<pid_t>(status_of(*c).workers.at(0).pid);
 
-  // hold_lease_until ignores cancellation (a function busy computing).
+  // hold_lease_until ignores cancellation (a function busy computing). It
+  // is running once it made its result region (a cancel that comes before
+  // the function starts is honoured without it); counted from before the
+  // submit, since the region may come before the test looks.
+  const std::size_t before = shm_entries().size();
   auto id =
       c->submit(call("hold_lease_until", {ipc::Arg::copy(Value::strings_utf8({dir.dir() + "/never"}))}));
   REQUIRE(id.is_ok());
-  // Running once it made its result region (a cancel that comes before the
-  // function starts is honoured without it).
-  const std::size_t before = shm_entries().size();
   eventually([&] { return shm_entries().size() > before; }, 20s, "the function running");
   REQUIRE(c->cancel(*id).is_ok());
   auto r = c->wait_for(*id, 20s);
