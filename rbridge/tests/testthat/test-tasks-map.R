@@ -149,7 +149,7 @@ test_that("the client's entry points refuse what is not a task id", {
     c <- kura:::.kura$client
     for (bad in list(NaN, -1, 0, 1.5, 2^60)) {
       expect_error(.Call(kura:::C_kura_task_wait, c, bad, 0), "not a task id")
-      expect_error(.Call(kura:::C_kura_task_cancel, c, bad), "not a task id")
+      expect_error(.Call(kura:::C_kura_task_cancel, c, bad), "not a task id|must not be NA")
     }
     expect_identical(value_of(task(global(function() 7))), 7)
   }, 1)
