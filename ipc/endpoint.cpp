@@ -99,6 +99,8 @@ std::string Endpoint::to_string() const {
 
 Result<Endpoint> parse_endpoint(std::string_view text) noexcept {
   try {
+    if (text.find('\0') != std::string_view::npos)
+      return invalid_argument("endpoint " + quoted(text) + ": contains a NUL byte");
     std::string_view path = text;
     if (text.substr(0, kUnixScheme.size()) == kUnixScheme) {
       path = text.substr(kUnixScheme.size());
