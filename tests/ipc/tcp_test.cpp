@@ -196,6 +196,15 @@ void remote_worker_sums(const std::string& host) {
   CHECK(worker_code.has_value());
 }
 
+// Options of a dispatcher that also listens on 127.0.0.1 (any free port)
+// for workers proving the secret in `secret_file`.
+std::function<void(ipc::DispatcherOptions&)> on_loopback(const std::string& secret_file) {
+  return [secret_file](ipc::DispatcherOptions& o) {
+    o.tcp_listen = "tcp://127.0.0.1:0";
+    o.secret_file = secret_file;
+  };
+}
+
 }  // namespace
 
 TEST_CASE("tcp: a kura worker over tcp://127.0.0.1 runs a local client's tasks", "[ipc][multiprocess][tcp]") {
@@ -217,10 +226,7 @@ TEST_CASE("tcp: wrong secret, no handshake, a replayed handshake, garbage and a 
   const std::string secret_file = make_secret(dir, "secret");
   const std::string other_file = make_secret(dir, "other");
   const std::string secret = read_secret(secret_file);
-  EmbeddedDispatcher d(dir, 0, [&](ipc::DispatcherOptions& o) {
-    o.tcp_listen = "tcp://127.0.0.1:0";
-    o.secret_file = secret_file;
-  });
+  EmbeddedDispatcher d(dir, 0, on_loopback(secret_file));
   const std::string address = d.get().tcp_address();
   REQUIRE(address.rfind("tcp://127.0.0.1:", 0) == 0);
   const TcpAddress at = tcp_address(address);
@@ -297,10 +303,7 @@ TEST_CASE("tcp: connections in their handshake are bounded, and their slots free
   ShmGuard guard;
   SocketDir dir;
   const std::string secret_file = make_secret(dir, "secret");
-  EmbeddedDispatcher d(dir, 0, [&](ipc::DispatcherOptions& o) {
-    o.tcp_listen = "tcp://127.0.0.1:0";
-    o.secret_file = secret_file;
-  });
+  EmbeddedDispatcher d(dir, 0, on_loopback(secret_file));
   const std::string address = d.get().tcp_address();
   const TcpAddress at = tcp_address(address);
   {
@@ -327,10 +330,7 @@ TEST_CASE("tcp: a client over TCP is refused, even with the secret", "[ipc][mult
   ShmGuard guard;
   SocketDir dir;
   const std::string secret_file = make_secret(dir, "secret");
-  EmbeddedDispatcher d(dir, 0, [&](ipc::DispatcherOptions& o) {
-    o.tcp_listen = "tcp://127.0.0.1:0";
-    o.secret_file = secret_file;
-  });
+  EmbeddedDispatcher d(dir, 0, on_loopback(secret_file));
   const TcpAddress at = tcp_address(d.get().tcp_address());
   RawPeer p(at.get(), at.len);
   handshake(p, read_secret(secret_file));
