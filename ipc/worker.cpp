@@ -14,6 +14,7 @@
 #include <new>
 #include <thread>
 
+#include "transfer_internal.hpp"
 #include "transport_internal.hpp"
 #include "worker_internal.hpp"
 
@@ -29,7 +30,8 @@ namespace {
 // outlives its dispatcher, and nobody wants the result).
 class WorkerLoop {
  public:
-  explicit WorkerLoop(const WorkerOptions& o) : options_(o), runner_(o.inline_limit) {
+  explicit WorkerLoop(const WorkerOptions& o)
+      : options_(o), runner_(o.inline_limit), remote_(o.object_cache_bytes) {
     if (!options_.log)
       options_.log = [](const std::string& line) { std::fprintf(stderr, "kura worker: %s\n", line.c_str()); };
   }
@@ -86,6 +88,7 @@ class WorkerLoop {
       std::lock_guard<std::mutex> lock(mu_);
       sender_ = conn_->sender();
     }
+    remote_.attach(conn_->sender());
     connected = conn_->start(
         detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
                                       [this](detail::Connection&, detail::CloseReason reason,
@@ -134,7 +137,7 @@ class WorkerLoop {
       } else {
         // Set-up calls are never cancelled: they run under id 0's mark.
         detail::begin_task(job.setup ? 0 : job.id);
-        job.result = runner_.run(job.payload, job.setup);
+        job.result = runner_.run(job.id, job.payload, job.setup);
         detail::end_task();
       }
       // Free before the dispatcher can hear of it (it then sends the next
@@ -217,6 +220,16 @@ class WorkerLoop {
         }
         conn_->set_read_limit(w->frame_limit);
         runner_.set_frame_limit(w->frame_limit);
+        // A dispatcher whose regions this host cannot see by their names
+        // sends their bytes instead (its names mean nothing here).
+        if (w->regions != detail::region_home()) {
+          if ((w->features & detail::kFeatureObjects) == 0) {
+            refused_ = Status(Code::kInvalidArgument,
+                              "the dispatcher's regions are not on this host and it cannot send them");
+            return conn_->close(detail::CloseReason::kLocal, refused_);
+          }
+          runner_.set_remote(&remote_);
+        }
         start_heartbeats(w->heartbeat_ms);
         return;
       }
@@ -240,6 +253,14 @@ class WorkerLoop {
         cv_.notify_one();
         return;
       }
+      case FrameType::kObject:
+      case FrameType::kChunk:
+      case FrameType::kAck:
+      case FrameType::kStored: {
+        if (Status s = remote_.on_frame(std::move(f)); !s)
+          return conn_->close(detail::CloseReason::kProtocol, s);
+        return;
+      }
       case FrameType::kCancel: {
         // Tasks arrive before their cancel, in order, on this one connection:
         // the mark is enough for a task not started yet, and one that has
@@ -247,6 +268,7 @@ class WorkerLoop {
         if ((f.header.flags & kFlagSetup) != 0) return;
         const std::uint64_t id = f.header.id;
         detail::mark_cancelled(id);
+        remote_.wake();
         std::lock_guard<std::mutex> lock(mu_);
         if (busy_ && detail::running(id)) {
           sigval v{};
@@ -263,6 +285,7 @@ class WorkerLoop {
 
   void on_close(detail::CloseReason reason, const Status& why) {
     conn_ = nullptr;
+    remote_.lost();
     ended_well_ = reason == detail::CloseReason::kPeerClosed;
     if (!ended_well_ && refused_.is_ok())
       options_.log("connection to the dispatcher closed: " + why.message());
@@ -283,7 +306,8 @@ class WorkerLoop {
   uv_loop_t loop_{};
   uv_timer_t heartbeat_{};
   detail::Connection* conn_ = nullptr;
-  detail::TaskRunner runner_;  // the executor's
+  detail::TaskRunner runner_;     // the executor's
+  detail::RemoteObjects remote_;  // used when the dispatcher's regions are not on this host
   bool ended_well_ = false;
   Status refused_ = Status::ok();
 
