@@ -138,6 +138,19 @@ PagesWritten private_pages_written(const PrivateMapping& m) noexcept {
   return out;
 }
 
+void populate_read(const std::byte* data, std::uint64_t size) noexcept {
+#ifdef MADV_POPULATE_READ
+  if (data == nullptr || size == 0) return;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto start = reinterpret_cast<std::uintptr_t>(data) / page * page;
+  const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(data) + size;
+  (void)::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ);
+#else
+  (void)data;
+  (void)size;
+#endif
+}
+
 void unmap_private(PrivateMapping& m) noexcept {
   if (m.base != nullptr) ::munmap(m.base, m.length);
   m = PrivateMapping{};
