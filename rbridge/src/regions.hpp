@@ -68,7 +68,9 @@ void unmap_private(PrivateMapping& m) noexcept;
 // region, into this process's page tables now, in one call
 // (MADV_POPULATE_READ, Linux 5.14): for a reader about to read all of it,
 // one call costs less than a fault per 64 KiB. Does nothing where the
-// kernel lacks it (the pages are then faulted in as they are read).
+// kernel lacks it (the pages are then faulted in as they are read), and
+// when a sample of the pages (/proc/self/pagemap) shows them mapped in
+// already.
 // Allocates nothing; no error (the pages are still readable either way).
 void populate_read(const std::byte* data, std::uint64_t size) noexcept;
 
