@@ -29,6 +29,8 @@ out_file <- arg("--out")
 # (how the huge-page run below calls this script again).
 reads_only <- arg("--reads-only")
 reps <- as.integer(Sys.getenv("KURA_R_BENCH_REPS", "7"))
+load_average <- function() paste(strsplit(readLines("/proc/loadavg"), " ")[[1]][1:3], collapse = ", ")
+load_before <- load_average()
 
 # Seconds per run of `run()`, `reps` runs after a warm-up; `setup()` before
 # and `teardown()` after each run are not timed.
@@ -67,7 +69,7 @@ names(df) <- paste0("c", 1:5)
 # "again": the same region once more, the mapping cached in the worker. The
 # worker's sum() of a plain vector in its own memory is the floor: what R's
 # sum() itself costs.
-whole_vector_reads <- function(where = "") {
+whole_vector_reads <- function() {
   cl <- makePSOCKcluster(1)
   on.exit(stopCluster(cl))
   invisible(clusterEvalQ(cl, {
@@ -91,12 +93,12 @@ whole_vector_reads <- function(where = "") {
     }, 0)[-1]
   }
   map_sum <- function(name) clusterCall(cl, function(name) timed(function() sum(map_shared(name))), name)[[1]]
-  add(paste0("second process: map_shared() + sum(), first map", where),
+  add("second process: map_shared() + sum(), first map",
       first_map(function(i) share(x + i), function(s) map_sum(shared_name(s))))
   s <- share(x)
-  add(paste0("second process: map_shared() + sum() again (mapping cached)", where),
+  add("second process: map_shared() + sum() again (mapping cached)",
       vapply(seq_len(reps + 1), function(i) map_sum(shared_name(s)), 0)[-1])
-  add(paste0("second process: sum() of a plain vector in its own memory", where),
+  add("second process: sum() of a plain vector in its own memory",
       vapply(seq_len(reps + 1), function(i) clusterEvalQ(cl, timed(function() sum(plain)))[[1]], 0)[-1])
   rm(s)
   invisible(gc())
@@ -114,11 +116,11 @@ whole_vector_reads <- function(where = "") {
     m <- col_means(d)
     as.numeric(Sys.time() - t0, units = "secs")
   }
-  add(paste0("2 PSOCK workers: column means of a shared 5 x 5e6 data frame, first map", where),
+  add("2 PSOCK workers: column means of a shared 5 x 5e6 data frame, first map",
       first_map(function(i) share(df + i), timed_means))
   sdf <- share(df)
   stopifnot(isTRUE(all.equal(col_means(sdf), unname(colMeans(df)))))
-  add(paste0("2 PSOCK workers: the same column means again (mappings cached)", where),
+  add("2 PSOCK workers: the same column means again (mappings cached)",
       vapply(seq_len(reps + 1), function(i) timed_means(sdf), 0)[-1])
 }
 
@@ -243,7 +245,9 @@ if (Sys.getenv("KURA_R_BENCH_HUGE", "1") != "0" && Sys.info()[["effective_user"]
     unlink(rows_file)
   }
 }
-if (is.null(huge_rows)) cat("the huge-page run was skipped (needs root and unshare; KURA_R_BENCH_HUGE=0 skips it)\n")
+huge_note <- if (is.null(huge_rows)) {
+  "The whole-vector reads on a huge-page tmpfs were skipped (they need root and unshare; KURA_R_BENCH_HUGE=0 skips them)."
+}
 
 # --- Tasks on 2 kura workers (and mirai's, when it is installed) --------------
 # mirai is not a Debian package: without it the rows are kura's alone.
@@ -287,14 +291,15 @@ if (have_mirai) {
 
 table <- do.call(rbind, rows)
 md <- c(
-  sprintf("R %s, %d runs after a warm-up; median and range (min-max), milliseconds.",
-          paste(R.version$major, R.version$minor, sep = "."), reps),
+  sprintf("R %s, %d runs after a warm-up; median and range (min-max), milliseconds. Load average %s before, %s after.",
+          paste(R.version$major, R.version$minor, sep = "."), reps, load_before, load_average()),
   "",
   "| operation | median | range | |",
   "|---|---:|---:|---|",
   sprintf("| %s | %s | %s-%s | %s |", table$what, format(round(1e3 * table$median, 3), nsmall = 3, trim = TRUE),
           format(round(1e3 * table$min, 3), nsmall = 3, trim = TRUE),
-          format(round(1e3 * table$max, 3), nsmall = 3, trim = TRUE), table$note)
+          format(round(1e3 * table$max, 3), nsmall = 3, trim = TRUE), table$note),
+  if (!is.null(huge_note)) c("", huge_note)
 )
 cat("", md, sep = "\n")
 if (!is.null(out_file)) writeLines(md, out_file)
