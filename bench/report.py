@@ -18,8 +18,6 @@ import re
 import subprocess
 import sys
 
-import report_plots
-
 UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 MIB = 1 << 20
 LABELS = {"4k": "/dev/shm, 4 KiB pages", "huge": "tmpfs huge=always, 2 MiB pages"}
@@ -562,6 +560,7 @@ def main():
                    "targets": [{"target": a, "result": b, "met": c} for a, b, c in rep.targets],
                    "results": sorted(rows.values(), key=lambda r: (r["name"], r["dir"]))}, f, indent=1)
     print("\n".join(rep.lines))
+    import report_plots  # here: it imports this module's constants
     report_plots.plot_all(rep, raw, out)
 
 
