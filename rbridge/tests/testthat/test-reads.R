@@ -13,6 +13,8 @@ test_that("element access maps in only the pages it reads", {
   expect_identical(head(y, 3), c(1, 2, 3))
   expect_identical(tail(y, 1), n)
   expect_identical(length(y), as.integer(n))
+  expect_identical(y[1:10], as.double(1:10))
+  expect_match(capture.output(str(y)), "num")
   # A few fault-around windows (64 KiB each), not the vector's 16 MiB.
   expect_lt(region_rss_kb(name), 1024)
 })
