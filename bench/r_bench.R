@@ -4,6 +4,11 @@
 #   tools/run rbench [--out bench/results/r.md]
 #   R_LIBS=build/r/lib Rscript bench/r_bench.R [--out FILE]
 #
+# The whole-vector reads run a second time with the regions on a tmpfs
+# mounted huge=always (2 MiB pages), in a private mount namespace, when this
+# runs as root (as tools/run does) and KURA_R_BENCH_HUGE is not 0; else the
+# table says they were skipped.
+#
 # Each operation runs KURA_R_BENCH_REPS times (default 7) after one warm-up
 # run; the table gives the median and the range (min-max) of the runs. The
 # machine is shared, so look at the spread before reading much into a
@@ -15,8 +20,17 @@ suppressPackageStartupMessages({
 })
 
 args <- commandArgs(trailingOnly = TRUE)
-out_file <- if (length(args) >= 2 && args[[1]] == "--out") args[[2]] else NULL
+arg <- function(flag) {
+  at <- match(flag, args)
+  if (is.na(at) || at == length(args)) NULL else args[[at + 1]]
+}
+out_file <- arg("--out")
+# --reads-only FILE: only the whole-vector reads, their rows saved to FILE
+# (how the huge-page run below calls this script again).
+reads_only <- arg("--reads-only")
 reps <- as.integer(Sys.getenv("KURA_R_BENCH_REPS", "7"))
+load_average <- function() paste(strsplit(readLines("/proc/loadavg"), " ")[[1]][1:3], collapse = ", ")
+load_before <- load_average()
 
 # Seconds per run of `run()`, `reps` runs after a warm-up; `setup()` before
 # and `teardown()` after each run are not timed.
@@ -44,6 +58,77 @@ add <- function(what, times, note = "") {
 
 n <- 1e7
 x <- as.double(seq_len(n)) / 7
+df <- as.data.frame(lapply(1:5, function(j) as.double(seq_len(5e6)) + j))
+names(df) <- paste0("c", 1:5)
+
+# --- Whole-vector reads in other processes --------------------------------
+# A second process maps 1e7 doubles and sums them; 2 PSOCK workers take the
+# column means of a shared 5 x 5e6 data frame. "First map": a region the
+# workers have not mapped before (shared anew before each run, not timed),
+# so every page is mapped into them during the run, as in mori's figures;
+# "again": the same region once more, the mapping cached in the worker. The
+# worker's sum() of a plain vector in its own memory is the floor: what R's
+# sum() itself costs.
+whole_vector_reads <- function() {
+  cl <- makePSOCKcluster(1)
+  on.exit(stopCluster(cl))
+  invisible(clusterEvalQ(cl, {
+    library(kura)
+    timed <- function(f) {
+      invisible(gc())
+      t0 <- Sys.time()
+      f()
+      as.numeric(Sys.time() - t0, units = "secs")
+    }
+    plain <- as.double(seq_len(1e7)) / 7
+    NULL
+  }))
+  first_map <- function(share_one, run) {
+    vapply(seq_len(reps + 1), function(i) {
+      s <- share_one(i)
+      t <- run(s)
+      rm(s)
+      invisible(gc())
+      t
+    }, 0)[-1]
+  }
+  map_sum <- function(name) clusterCall(cl, function(name) timed(function() sum(map_shared(name))), name)[[1]]
+  add("second process: map_shared() + sum(), first map",
+      first_map(function(i) share(x + i), function(s) map_sum(shared_name(s))))
+  s <- share(x)
+  add("second process: map_shared() + sum() again (mapping cached)",
+      vapply(seq_len(reps + 1), function(i) map_sum(shared_name(s)), 0)[-1])
+  add("second process: sum() of a plain vector in its own memory",
+      vapply(seq_len(reps + 1), function(i) clusterEvalQ(cl, timed(function() sum(plain)))[[1]], 0)[-1])
+  rm(s)
+  invisible(gc())
+
+  cl2 <- makePSOCKcluster(2)
+  on.exit(stopCluster(cl2), add = TRUE)
+  invisible(clusterEvalQ(cl2, {
+    library(kura)
+    NULL
+  }))
+  col_means <- function(d) unlist(parLapply(cl2, seq_along(d), function(j, d) mean(d[[j]]), d = d))
+  timed_means <- function(d) {
+    invisible(clusterEvalQ(cl2, invisible(gc())))
+    t0 <- Sys.time()
+    m <- col_means(d)
+    as.numeric(Sys.time() - t0, units = "secs")
+  }
+  add("2 PSOCK workers: column means of a shared 5 x 5e6 data frame, first map",
+      first_map(function(i) share(df + i), timed_means))
+  sdf <- share(df)
+  stopifnot(isTRUE(all.equal(col_means(sdf), unname(colMeans(df)))))
+  add("2 PSOCK workers: the same column means again (mappings cached)",
+      vapply(seq_len(reps + 1), function(i) timed_means(sdf), 0)[-1])
+}
+
+if (!is.null(reads_only)) {
+  whole_vector_reads()
+  saveRDS(do.call(rbind, rows), reads_only)
+  quit(save = "no")
+}
 
 # --- share() against a plain copy ---------------------------------------------
 y <- NULL
@@ -74,15 +159,6 @@ invisible(clusterEvalQ(cl, {
 in_worker <- function(f, ...) {
   vapply(seq_len(reps + 1), function(i) clusterCall(cl, f, ...)[[1]], 0)[-1]
 }
-add("second process: map_shared() + sum()", in_worker(function(name) {
-  invisible(gc())
-  t0 <- Sys.time()
-  s <- sum(map_shared(name))
-  t <- as.numeric(Sys.time() - t0, units = "secs")
-  rm(s)
-  invisible(gc())
-  t
-}, name))
 bytes <- serialize(x, NULL)
 invisible(clusterCall(cl, function(b) {
   assign("bytes", b, envir = globalenv())
@@ -126,21 +202,10 @@ add("y[1] <- 0 on a plain vector another binding holds (R copies)", measure(
 rm(mapped, shared)
 invisible(gc())
 
-# --- 2 PSOCK workers, column means of a 5 x 5e6 data frame -------------------
-df <- as.data.frame(lapply(1:5, function(j) as.double(seq_len(5e6)) + j))
-names(df) <- paste0("c", 1:5)
-sdf <- share(df)
+# --- Whole-vector reads; 2 PSOCK workers, column means of the plain data frame --
+whole_vector_reads()
 cl2 <- makePSOCKcluster(2)
-invisible(clusterEvalQ(cl2, {
-  library(kura)
-  NULL
-}))
 col_means <- function(d) unlist(parLapply(cl2, seq_along(d), function(j, d) mean(d[[j]]), d = d))
-stopifnot(isTRUE(all.equal(col_means(sdf), unname(colMeans(df)))))
-add("2 PSOCK workers: column means of a shared 5 x 5e6 data frame", measure(
-  function() col_means(sdf),
-  teardown = function() clusterEvalQ(cl2, invisible(gc()))
-))
 add("2 PSOCK workers: column means of the plain data frame", measure(
   function() col_means(df),
   teardown = function() clusterEvalQ(cl2, invisible(gc()))
@@ -156,8 +221,33 @@ add("2 PSOCK workers: clusterExport() of the plain data frame", measure(
   })
 ))
 stopCluster(cl2)
-rm(sdf)
 invisible(gc())
+
+# --- The whole-vector reads again, on 2 MiB pages -----------------------------
+# This script again (--reads-only), in a private mount namespace with its
+# regions on a tmpfs mounted huge=always there, gone with the namespace.
+huge_rows <- NULL
+if (Sys.getenv("KURA_R_BENCH_HUGE", "1") != "0" && Sys.info()[["effective_user"]] == "root" &&
+    nzchar(Sys.which("unshare"))) {
+  rows_file <- tempfile(fileext = ".rds")
+  self <- normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(), value = TRUE)[[1]]))
+  script <- paste(
+    "d=$(mktemp -d /tmp/kura-rbench-huge.XXXXXX) &&",
+    "mount -t tmpfs -o huge=always,size=2g,mode=0700 tmpfs \"$d\" &&",
+    "KURA_SHM_DIR=\"$d\" \"$0\" \"$1\" --reads-only \"$2\"; s=$?; umount \"$d\"; rmdir \"$d\"; exit $s"
+  )
+  status <- system2("unshare", c("-m", "sh", "-c", shQuote(script), file.path(R.home("bin"), "Rscript"),
+                                 shQuote(self), shQuote(rows_file)))
+  if (status == 0 && file.exists(rows_file)) {
+    huge_rows <- readRDS(rows_file)
+    huge_rows$what <- paste(huge_rows$what, "(huge-page tmpfs)")
+    rows[[length(rows) + 1]] <- huge_rows
+    unlink(rows_file)
+  }
+}
+huge_note <- if (is.null(huge_rows)) {
+  "The whole-vector reads on a huge-page tmpfs were skipped (they need root and unshare; KURA_R_BENCH_HUGE=0 skips them)."
+}
 
 # --- Tasks on 2 kura workers (and mirai's, when it is installed) --------------
 # mirai is not a Debian package: without it the rows are kura's alone.
@@ -201,14 +291,15 @@ if (have_mirai) {
 
 table <- do.call(rbind, rows)
 md <- c(
-  sprintf("R %s, %d runs after a warm-up; median and range (min-max), milliseconds.",
-          paste(R.version$major, R.version$minor, sep = "."), reps),
+  sprintf("R %s, %d runs after a warm-up; median and range (min-max), milliseconds. Load average %s before, %s after.",
+          paste(R.version$major, R.version$minor, sep = "."), reps, load_before, load_average()),
   "",
   "| operation | median | range | |",
   "|---|---:|---:|---|",
   sprintf("| %s | %s | %s-%s | %s |", table$what, format(round(1e3 * table$median, 3), nsmall = 3, trim = TRUE),
           format(round(1e3 * table$min, 3), nsmall = 3, trim = TRUE),
-          format(round(1e3 * table$max, 3), nsmall = 3, trim = TRUE), table$note)
+          format(round(1e3 * table$max, 3), nsmall = 3, trim = TRUE), table$note),
+  if (!is.null(huge_note)) c("", huge_note)
 )
 cat("", md, sep = "\n")
 if (!is.null(out_file)) writeLines(md, out_file)

@@ -17,13 +17,18 @@
 //    already mapped. lookup/boost_open_find/<MiB>: Boost.Interprocess
 //    opens a segment of that size and find()s a named double;
 //    lookup/boost_find: find() in a segment already open.
+//    lookup/syscall_floor/<call>: one system call (getppid, fstat of a kept
+//    descriptor, fstatat of a region's name), the floor of a cached map().
 //  - churn/<MiB>: create + fill + publish + release of regions of that size
 //    in a loop, with each phase's share of the time as counters.
 //
 // Options (before Google Benchmark's): --lookup_sizes=1,4,16,64,256,1024
 // (MiB) --depths=1,2,4,8 --copy_mib=1024 --churn_mib=64 --hash_mib=1,256 --repetitions=5
 // --boost=shm|file --only=hash,copy,lookup,churn.
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -242,6 +247,29 @@ void BM_KuraWalk(benchmark::State& state, std::size_t mib, int depth) {
   state.counters["region_bytes"] = static_cast<double>(r.size());
 }
 
+// What a cached map() cannot do without: one system call. The cheapest
+// (getppid), fstat() of a descriptor kept open to the region, and the
+// fstatat() of the region's name that a cache hit makes.
+enum class Floor { kGetppid, kFstat, kFstatat };
+
+void BM_SyscallFloor(benchmark::State& state, std::size_t mib, Floor which) {
+  const shm::Shared& r = lookup_region(mib);
+  const std::string path = shm::directory() + r.name();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) die("cannot open " + path);
+  struct stat st;
+  for (auto _ : state) {
+    switch (which) {
+      case Floor::kGetppid: benchmark::DoNotOptimize(::syscall(SYS_getppid)); break;
+      case Floor::kFstat: benchmark::DoNotOptimize(::fstat(fd, &st)); break;
+      case Floor::kFstatat:
+        benchmark::DoNotOptimize(::fstatat(AT_FDCWD, path.c_str(), &st, AT_SYMLINK_NOFOLLOW));
+        break;
+    }
+  }
+  ::close(fd);
+}
+
 BoostSegment segment;  // chosen in main()
 
 struct Raw {
@@ -372,7 +400,12 @@ int main(int argc, char** argv) {
     reg("copy/in_place/" + mib, BM_InPlace)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
   if (wanted(only, "lookup")) {
-    for (std::uint64_t mib : opt.list("lookup_sizes", "1,4,16,64,256,1024")) {
+    const std::vector<std::uint64_t> sizes = opt.list("lookup_sizes", "1,4,16,64,256,1024");
+    for (auto [floor, which] : {std::pair{"getppid", Floor::kGetppid}, std::pair{"fstat", Floor::kFstat},
+                                std::pair{"fstatat", Floor::kFstatat}})
+      reg(std::string("lookup/syscall_floor/") + floor, BM_SyscallFloor, sizes.front(), which)
+          ->Unit(benchmark::kMicrosecond);
+    for (std::uint64_t mib : sizes) {
       for (std::uint64_t depth : opt.list("depths", "1,2,4,8")) {
         const std::string suffix = std::to_string(mib) + "/" + std::to_string(depth);
         reg("lookup/kura_map/" + suffix, BM_KuraMap, mib, static_cast<int>(depth), false)

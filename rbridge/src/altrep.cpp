@@ -95,6 +95,16 @@ const void* current(SEXP x, const Vec& v) noexcept {
   return v.length == 0 ? empty_block : v.data;
 }
 
+// The region's memory, for a reader of the whole vector (not an element):
+// its pages are mapped in at once the first time (altrep.hpp).
+const void* whole_in_place(Vec& v) noexcept {
+  if (!v.populated) {
+    populate_read(v.data, v.data_size);
+    v.populated = true;
+  }
+  return v.data;
+}
+
 // --- Methods of every class -------------------------------------------------------
 
 R_xlen_t length_method(SEXP x) {
@@ -159,6 +169,7 @@ SEXP duplicate_method(SEXP x, Rboolean) {
     clone->kind = v.kind;
     clone->dtype = v.dtype;
     clone->i64_bits = v.i64_bits;
+    clone->populated = v.populated;  // the same mapping
     clone->name = v.name;
     clone->steps = v.steps;
     return call_r([&]() -> SEXP {
@@ -173,10 +184,9 @@ SEXP duplicate_method(SEXP x, Rboolean) {
 // --- Numbers --------------------------------------------------------------------
 
 // R asks for the data pointer. Read-only: the region itself when R can read
-// it in place. Writable: a private copy-on-write mapping of the block, so a
-// write copies only its pages. Where neither works (a dtype R cannot read in
-// place, a block under 64 KiB, or the region's file was unlinked), an
-// ordinary R copy in data2.
+// it in place, its pages mapped in at once (whole_in_place). Writable: a private copy-on-write mapping of the
+// block, so a write copies only its pages. Where neither works (a dtype R cannot read in place, a block under
+// 64 KiB, or the region's file was unlinked), an ordinary R copy in data2.
 void* dataptr_method(SEXP x, Rboolean writable) {
   Vec& v = vec(x);
   if (v.priv.data != nullptr) return v.priv.data;
@@ -187,7 +197,7 @@ void* dataptr_method(SEXP x, Rboolean writable) {
   }
   if (v.length == 0) return empty_block;
   if (in_place(v)) {
-    if (!writable) return const_cast<std::byte*>(v.data);
+    if (!writable) return const_cast<void*>(whole_in_place(v));
     // Below kPrivateMappingMin an ordinary copy is cheaper than a mapping
     // (and many small vectors must not exhaust the process's mappings).
     if (v.data_size >= kPrivateMappingMin &&
@@ -204,7 +214,9 @@ void* dataptr_method(SEXP x, Rboolean writable) {
 }
 
 const void* dataptr_or_null_method(SEXP x) {
-  return current(x, vec(x));
+  Vec& v = vec(x);
+  const void* p = current(x, v);
+  return p != nullptr && p == v.data ? whole_in_place(v) : p;
 }
 
 template <class T, T (*FromRegion)(const Vec&, R_xlen_t)>

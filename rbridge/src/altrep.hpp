@@ -9,7 +9,11 @@
 //
 // Reads never copy the vector: Elt and Get_region read the region (and
 // convert the dtypes R cannot read in place, FORMAT.md table 4.1), and a
-// read-only data pointer is the region's memory. When R asks for a writable
+// read-only data pointer is the region's memory. The first request for the
+// whole vector's data (Dataptr read-only, or Dataptr_or_null, which sum(),
+// mean() and every other whole-vector loop of R ask for) maps all of the
+// block's pages into the process at once (regions.hpp: populate_read);
+// element access never does, so it stays O(1) in the vector's size. When R asks for a writable
 // pointer, the data block is mapped a second time, privately
 // (regions.hpp: map_private), so a write copies only the pages it touches
 // and never reaches the region; from then on the vector reads through that
@@ -48,7 +52,8 @@ struct Vec {
   // (data_modified), since R asks for writable pointers to read, too
   // (identical(), %*%, ...).
   bool writable = false;
-  bool modified = false;  // found to differ from the region: for good
+  bool modified = false;   // found to differ from the region: for good
+  bool populated = false;  // the block's pages were mapped in at once (populate_read)
   // Where the node is: `name` is the path-form name of the node, or of the
   // addressable node it hangs from through `steps` ("names", "attr:<key>",
   // or "<i>" for the i-th element of a list inside an attribute). Only a

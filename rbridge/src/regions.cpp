@@ -138,6 +138,47 @@ PagesWritten private_pages_written(const PrivateMapping& m) noexcept {
   return out;
 }
 
+namespace {
+
+// Whether 16 pages spread evenly over the `pages` pages from address
+// `start` (all of them, when fewer) are mapped in this process, from
+// /proc/self/pagemap; false when it cannot be read.
+bool sampled_pages_present(std::uintptr_t start, std::uintptr_t pages, std::uintptr_t page) noexcept {
+  const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  constexpr std::uintptr_t kSamples = 16;
+  constexpr std::uint64_t kPresent = 1ull << 63;
+  bool present = true;
+  for (std::uintptr_t k = 0; k < std::min(kSamples, pages) && present; ++k) {
+    const std::uintptr_t i = pages <= kSamples ? k : k * (pages - 1) / (kSamples - 1);
+    std::uint64_t entry = 0;
+    present = ::pread(fd, &entry, sizeof entry, static_cast<off_t>((start / page + i) * sizeof entry)) ==
+                  static_cast<ssize_t>(sizeof entry) &&
+              (entry & kPresent) != 0;
+  }
+  ::close(fd);
+  return present;
+}
+
+}  // namespace
+
+void populate_read(const std::byte* data, std::uint64_t size) noexcept {
+#ifdef MADV_POPULATE_READ
+  if (data == nullptr || size == 0) return;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto start = reinterpret_cast<std::uintptr_t>(data) / page * page;
+  const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(data) + size;
+  // Asking again for pages already mapped in costs a walk of them all (3 ms
+  // for 80 MB here): a mapping this process had read before (kept by the map
+  // cache) is recognised from a sample of its pages instead.
+  if (sampled_pages_present(start, (end - start + page - 1) / page, page)) return;
+  (void)::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ);
+#else
+  (void)data;
+  (void)size;
+#endif
+}
+
 void unmap_private(PrivateMapping& m) noexcept {
   if (m.base != nullptr) ::munmap(m.base, m.length);
   m = PrivateMapping{};

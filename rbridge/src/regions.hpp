@@ -64,6 +64,16 @@ Status map_private(const RegionCore& core, std::uint64_t offset, std::uint64_t s
                    PrivateMapping& out) noexcept;
 void unmap_private(PrivateMapping& m) noexcept;
 
+// Maps every page of [data, data + size), part of a read-only mapping of a
+// region, into this process's page tables now, in one call
+// (MADV_POPULATE_READ, Linux 5.14): for a reader about to read all of it,
+// one call costs less than a fault per 64 KiB. Does nothing where the
+// kernel lacks it (the pages are then faulted in as they are read), and
+// when a sample of the pages (/proc/self/pagemap) shows them mapped in
+// already.
+// Allocates nothing; no error (the pages are still readable either way).
+void populate_read(const std::byte* data, std::uint64_t size) noexcept;
+
 // Whether some page of `m` has been written since it was mapped (it is no
 // longer the file's page but a private copy, present or swapped out), from
 // /proc/self/pagemap: kWritten, kClean, or kUnknown when pagemap cannot be

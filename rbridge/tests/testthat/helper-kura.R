@@ -40,6 +40,26 @@ anon_growth <- function(expr) {
   anon_mb() - before
 }
 
+# Kilobytes of the region behind `name` that this process has mapped in
+# (the Rss of its mappings in /proc/self/smaps): the pages it has read, or
+# had mapped in at once.
+region_rss_kb <- function(name) {
+  file <- region_file(name)
+  s <- readLines("/proc/self/smaps")
+  heads <- grep("^[0-9a-f]+-[0-9a-f]+ ", s)
+  ends <- c(heads[-1] - 1L, length(s))
+  total <- 0
+  for (k in which(endsWith(s[heads], file))) {
+    rss <- grep("^Rss:", s[heads[k]:ends[k]], value = TRUE)
+    total <- total + as.numeric(sub("^Rss: *([0-9]+) kB.*$", "\\1", rss))
+  }
+  total
+}
+
+# Whether R has asked for a writable pointer to the shared vector `x` (its
+# .Internal(inspect()) line says so).
+asked_writable <- function(x) any(grepl("(writable)", capture.output(.Internal(inspect(x))), fixed = TRUE))
+
 # A PSOCK worker: a second R process with kura loaded, in the same region
 # directory (workers inherit KURA_SHM_DIR and R_LIBS).
 start_worker <- function() {
