@@ -9,7 +9,7 @@
 //             managed worker was started with, else 0), functions: strings[n]
 //             (a worker's functions; none for a client)
 //   welcome   protocol: u32[1], features: u64[1], frame_limit: u32[1], pid: i64[1],
-//             queue_cap: u64[1], heartbeat_ms: u32[1]
+//             queue_cap: u64[1], heartbeat_ms: u32[1], heartbeat_timeout_ms: u32[1]
 //   refused   message: strings[1]
 //   submit    fn: strings[1], owner: u64[1], timeout_ms: u64[1], retries: u32[1],
 //             inline_result: lgl[1], wait_for_worker: lgl[1],
@@ -48,8 +48,17 @@ namespace kura::ipc::detail {
 // can do beyond the version's base. Unknown bits are ignored.
 enum Feature : std::uint64_t {
   kFeatureHeartbeat = 1u << 0,  // a worker sends kHeartbeat every Welcome::heartbeat_ms
+  // A worker that announces it wants the dispatcher's kHeartbeat every
+  // Welcome::heartbeat_ms, and takes silence for Welcome::heartbeat_timeout_ms
+  // as a dropped connection (a worker over TCP: a cut network may never
+  // close the socket). In a welcome: the dispatcher sends them.
+  kFeaturePing = 1u << 1,
+  // A worker that announces it is sent kGoodbye before the dispatcher closes
+  // its connection because it stops: how a worker that reconnects tells a
+  // stop (exit) from a drop (reconnect). In a welcome: the dispatcher does.
+  kFeatureGoodbye = 1u << 2,
 };
-inline constexpr std::uint64_t kOurFeatures = kFeatureHeartbeat;
+inline constexpr std::uint64_t kOurFeatures = kFeatureHeartbeat | kFeaturePing | kFeatureGoodbye;
 
 // Bounds on a worker's hello: how many functions it may announce, and how
 // long each name may be (a submit's too).
@@ -79,6 +88,10 @@ struct Welcome {
   std::uint64_t queue_cap = 0;
   // How often a worker sends kHeartbeat (0 for clients).
   std::uint32_t heartbeat_ms = 0;
+  // How long the dispatcher lets a worker be silent before it drops it (0
+  // for clients); a worker with kFeaturePing drops a dispatcher that is
+  // silent as long.
+  std::uint32_t heartbeat_timeout_ms = 0;
   std::uint32_t protocol = kProtocolVersion;
   std::uint64_t features = kOurFeatures;
 };

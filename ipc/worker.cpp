@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include <new>
 #include <thread>
 
+#include "reconnect_internal.hpp"
 #include "transport_internal.hpp"
 #include "worker_internal.hpp"
 
@@ -27,9 +29,19 @@ namespace {
 // answer the dispatcher while they run: it sends heartbeats, acts on cancels, and sees the
 // dispatcher go away (the process then exits at once: a worker never
 // outlives its dispatcher, and nobody wants the result).
+//
+// A worker that reconnects (WorkerOptions::reconnect_ms) takes a connection
+// that closes without kGoodbye or kRefused for a drop: it cancels the
+// function it runs (the dispatcher has resolved or retried that task
+// already), waits for it to return, and connects again with back-off
+// (reconnect_internal.hpp) until the window ends; then it exits.
 class WorkerLoop {
  public:
-  explicit WorkerLoop(const WorkerOptions& o) : options_(o), runner_(o.inline_limit) {
+  explicit WorkerLoop(const WorkerOptions& o)
+      : options_(o),
+        runner_(o.inline_limit),
+        backoff_(detail::kReconnectFirstMs, detail::kReconnectCapMs,
+                 uv_hrtime() ^ std::uint64_t(::getpid())) {
     if (!options_.log)
       options_.log = [](const std::string& line) { std::fprintf(stderr, "kura worker: %s\n", line.c_str()); };
   }
@@ -42,22 +54,29 @@ class WorkerLoop {
       return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop_.data = this;
     uv_timer_init(&loop_, &heartbeat_);
+    uv_timer_init(&loop_, &silence_);
+    uv_timer_init(&loop_, &retry_);
+    if (int rc = uv_async_init(&loop_, &returned_, &WorkerLoop::on_returned); rc != 0) {
+      close_handles();
+      uv_run(&loop_, UV_RUN_DEFAULT);
+      uv_loop_close(&loop_);
+      return Status(Code::kIo, std::string("uv_async_init: ") + uv_strerror(rc));
+    }
     if (!options_.run_on_calling_thread) {
       executor_ = std::thread([this] { executor_main(); });
       executor_id_ = executor_.native_handle();
     } else {
       executor_id_ = ::pthread_self();
     }
-    Status connected = Status(Code::kIo, "not connected");
     auto endpoint = detail::parse_endpoint(options_.socket_path);
     if (!endpoint) {
-      connected = endpoint.status();
+      ended_ = endpoint.status();
       close_handles();
     } else {
-      detail::connect(
-          &loop_, *endpoint,
-          [&](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s), connected); },
-          options_.secret_file);
+      endpoint_ = std::move(endpoint).value();
+      tcp_ = endpoint_.kind == detail::Endpoint::Kind::kTcp;
+      reconnect_ms_ = options_.reconnect_ms.value_or(tcp_ ? kDefaultReconnectMs : 0);
+      connect();
     }
     if (options_.run_on_calling_thread) {
       std::thread loop_thread([this] {
@@ -72,33 +91,55 @@ class WorkerLoop {
     }
     uv_loop_close(&loop_);
     if (!refused_.is_ok()) return refused_;
-    return ended_well_ ? Status::ok() : connected;
+    return ended_;
   }
 
  private:
-  void on_connected(Result<std::unique_ptr<detail::Stream>> s, Status& connected) {
+  static constexpr std::uint64_t kDefaultReconnectMs = 60000;
+
+  void connect() {
+    detail::connect(
+        &loop_, endpoint_, [this](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s)); },
+        options_.secret_file);
+  }
+
+  void on_connected(Result<std::unique_ptr<detail::Stream>> s) {
     if (!s) {
-      connected = s.status();
-      return close_handles();
+      // The first connect fails at once: a wrong address or secret is
+      // better told now than after a minute of trying.
+      if (!welcomed_once_ || detail::connect_failure_is_final(s.status())) {
+        ended_ = s.status();
+        return close_handles();
+      }
+      last_failure_ = s.status();
+      return retry_later();
     }
     conn_ = detail::Connection::adopt(std::move(s).value(), kDefaultFrameLimit, UINT64_MAX);
     {
       std::lock_guard<std::mutex> lock(mu_);
       sender_ = conn_->sender();
     }
-    connected = conn_->start(
+    Status started = conn_->start(
         detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
                                       [this](detail::Connection&, detail::CloseReason reason,
                                              const Status& why) { on_close(reason, why); }});
-    if (!connected) return;
+    if (!started) {
+      ended_ = started;
+      return conn_->close(detail::CloseReason::kIo, started);
+    }
+    // Marks of the last connection's tasks mean nothing to this one (a
+    // dispatcher that restarted numbers its tasks from 1 again).
+    detail::mark_cancelled(0);
     detail::Hello hello{"worker", ::getpid(), 0, 0, {}};
     hello.token = start_token();
     hello.functions = detail::functions().list();
+    // Only over TCP can the dispatcher go silent without the socket closing.
+    hello.features = detail::kFeatureHeartbeat | detail::kFeatureGoodbye |
+                     (tcp_ ? std::uint64_t{detail::kFeaturePing} : std::uint64_t{0});
     auto bytes = detail::encode_hello(hello);
     if (!bytes) {
-      connected = bytes.status();
-      conn_->close(detail::CloseReason::kLocal, connected);
-      return;
+      ended_ = bytes.status();
+      return conn_->close(detail::CloseReason::kLocal, ended_);
     }
     conn_->send(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(bytes).value()));
   }
@@ -143,6 +184,7 @@ class WorkerLoop {
       lock.lock();
       busy_ = false;
       std::shared_ptr<detail::Sender> sender = sender_;
+      if (loop_waits_for_return_) uv_async_send(&returned_);
       lock.unlock();
       if (sender)
         (void)sender->send(FrameType::kDone, job.setup ? kFlagSetup : 0, job.id, std::move(job.result));
@@ -162,11 +204,142 @@ class WorkerLoop {
   // --- the loop ----------------------------------------------------------------
 
   void close_handles() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      loop_waits_for_return_ = false;
+    }
     auto close = [](auto* h) {
       if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(h)))
         uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
     };
     close(&heartbeat_);
+    close(&silence_);
+    close(&retry_);
+    close(&returned_);
+  }
+
+  // --- a connection that dropped -------------------------------------------------
+
+  // How long the dispatcher may be silent (Welcome::heartbeat_timeout_ms)
+  // before this worker takes the connection for dropped. Checked four
+  // times per deadline; a check that comes late because this process was
+  // held up (stopped, a stalled machine) starts the clock again, as the
+  // dispatcher's sweep does.
+  void watch_silence(std::uint32_t deadline_ms) {
+    silence_deadline_ms_ = deadline_ms;
+    last_heard_ms_ = last_check_ms_ = uv_now(&loop_);
+    const std::uint64_t every = std::max<std::uint64_t>(10, deadline_ms / 4);
+    uv_timer_start(
+        &silence_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<WorkerLoop*>(t->loop->data);
+          self->check_silence(uv_timer_get_repeat(t));
+        },
+        every, every);
+  }
+
+  void check_silence(std::uint64_t every) {
+    const std::uint64_t now = uv_now(&loop_);
+    if (now - last_check_ms_ > every + silence_deadline_ms_ / 2) last_heard_ms_ = now;
+    last_check_ms_ = now;
+    if (conn_ == nullptr || now - last_heard_ms_ <= silence_deadline_ms_) return;
+    conn_->close(
+        detail::CloseReason::kTimeout,
+        Status(Code::kIo, "the dispatcher sent nothing for " + std::to_string(now - last_heard_ms_) +
+                              " ms (the deadline is " + std::to_string(silence_deadline_ms_) + " ms)"));
+  }
+
+  // True when a connection that closed for `reason` is to be opened again.
+  bool reconnects_after(detail::CloseReason reason) const {
+    return reconnect_ms_ > 0 && welcomed_once_ && !goodbye_ && refused_.is_ok() &&
+           !detail::close_is_final(reason);
+  }
+
+  // The connection dropped: cancel what runs (nobody waits for its result
+  // now), and connect again once it returned.
+  void on_dropped(detail::CloseReason reason, const Status& why) {
+    last_failure_ = why;
+    // A connection made while reconnecting that closes before its welcome
+    // is one more failed attempt: the window still counts from the drop.
+    if (lost_at_ms_ != 0) return retry_later();
+    lost_at_ms_ = uv_now(&loop_);
+    options_.log("lost the connection to the dispatcher at " + options_.socket_path + " (" +
+                 std::string(detail::close_reason_name(reason)) + ": " + why.message() +
+                 "); reconnecting for up to " + seconds(reconnect_ms_));
+    bool waits;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      // Under the lock: a job that ends after this wakes the loop.
+      waits = loop_waits_for_return_ = busy_;
+      if (busy_ && running_id_ != 0) {
+        detail::mark_cancelled(running_id_);
+        interrupt_locked(running_id_);
+      }
+    }
+    if (!waits) return retry_later();
+    options_.log(
+        "the function that runs is cancelled (the dispatcher retries its task or resolves it "
+        "worker-lost); reconnecting once it returns");
+    // A function that does not return within the window keeps the worker
+    // from serving: it exits then, as a worker that does not reconnect would.
+    uv_timer_start(
+        &retry_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<WorkerLoop*>(t->loop->data);
+          self->options_.log("the cancelled function still runs after " + seconds(self->reconnect_ms_) +
+                             "; exiting");
+          std::fflush(stderr);
+          ::_exit(1);
+        },
+        reconnect_ms_, 0);
+  }
+
+  // Sends the cancel signal to the thread running task `id`, if it runs
+  // now. REQUIRES: mu_ held.
+  void interrupt_locked(std::uint64_t id) {
+    if (!busy_ || !detail::running(id)) return;
+    sigval v{};
+    v.sival_ptr = reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
+    ::pthread_sigqueue(executor_id_, options_.cancel_signal, v);
+  }
+
+  static void on_returned(uv_async_t* a) {
+    auto* self = static_cast<WorkerLoop*>(a->loop->data);
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      if (!self->loop_waits_for_return_ || self->busy_) return;
+      self->loop_waits_for_return_ = false;
+    }
+    uv_timer_stop(&self->retry_);
+    self->retry_later();
+  }
+
+  // Waits the next back-off, then connects; gives up once the window since
+  // the drop is over (a last attempt is made at its end).
+  void retry_later() {
+    const std::uint64_t spent = uv_now(&loop_) - lost_at_ms_;
+    if (spent >= reconnect_ms_) {
+      ended_ =
+          Status(Code::kIo, "could not reconnect to the dispatcher at " + options_.socket_path + " within " +
+                                seconds(reconnect_ms_) + " (" + std::to_string(backoff_.attempts()) +
+                                " attempts; the last: " + last_failure_.message() + ")");
+      options_.log("gave up: " + ended_.message() + "; exiting");
+      return close_handles();
+    }
+    const std::uint64_t wait = std::min(backoff_.next_ms(), reconnect_ms_ - spent);
+    uv_timer_start(
+        &retry_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<WorkerLoop*>(t->loop->data);
+          self->connect();
+        },
+        wait, 0);
+  }
+
+  static std::string seconds(std::uint64_t ms) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.3g s", static_cast<double>(ms) / 1000);
+    return buf;
   }
 
   void start_heartbeats(std::uint32_t every_ms) {
@@ -207,6 +380,7 @@ class WorkerLoop {
   }
 
   void on_frame(Frame&& f) {
+    last_heard_ms_ = uv_now(&loop_);
     switch (f.header.type) {
       case FrameType::kWelcome: {
         auto w = detail::decode_welcome(f.payload);
@@ -218,8 +392,21 @@ class WorkerLoop {
         conn_->set_read_limit(w->frame_limit);
         runner_.set_frame_limit(w->frame_limit);
         start_heartbeats(w->heartbeat_ms);
+        if (tcp_ && (w->features & detail::kFeaturePing) != 0 && w->heartbeat_timeout_ms > 0)
+          watch_silence(w->heartbeat_timeout_ms);
+        if (lost_at_ms_ != 0)
+          options_.log("reconnected to the dispatcher at " + options_.socket_path + " after " +
+                       std::to_string(uv_now(&loop_) - lost_at_ms_) + " ms (" +
+                       std::to_string(backoff_.attempts()) + " attempts)");
+        welcomed_once_ = true;
+        lost_at_ms_ = 0;
+        backoff_.reset();
         return;
       }
+      case FrameType::kHeartbeat: return;  // the dispatcher's (kFeaturePing): last_heard_ms_ is set
+      case FrameType::kGoodbye:
+        goodbye_ = true;
+        return conn_->close(detail::CloseReason::kLocal, Status(Code::kIo, "the dispatcher is stopping"));
       case FrameType::kRefused: {
         auto text = detail::decode_refused(f.payload);
         refused_ = Status(Code::kInvalidArgument,
@@ -233,6 +420,7 @@ class WorkerLoop {
             return conn_->close(detail::CloseReason::kProtocol,
                                 corrupt("the dispatcher sent a task while another ran"));
           busy_ = true;
+          running_id_ = (f.header.flags & kFlagSetup) != 0 ? 0 : f.header.id;
           ++jobs_started_;
           job_ = Job{f.header.id, (f.header.flags & kFlagSetup) != 0,
                      std::make_shared<const Bytes>(std::move(f.payload)), nullptr};
@@ -248,12 +436,7 @@ class WorkerLoop {
         const std::uint64_t id = f.header.id;
         detail::mark_cancelled(id);
         std::lock_guard<std::mutex> lock(mu_);
-        if (busy_ && detail::running(id)) {
-          sigval v{};
-          v.sival_ptr = reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
-          ::pthread_sigqueue(executor_id_, options_.cancel_signal, v);
-        }
-        return;
+        return interrupt_locked(id);
       }
       default:
         return conn_->close(detail::CloseReason::kProtocol, corrupt("the dispatcher sent a frame of type " +
@@ -263,14 +446,18 @@ class WorkerLoop {
 
   void on_close(detail::CloseReason reason, const Status& why) {
     conn_ = nullptr;
-    ended_well_ = reason == detail::CloseReason::kPeerClosed;
-    if (!ended_well_ && refused_.is_ok())
-      options_.log("connection to the dispatcher closed: " + why.message());
+    uv_timer_stop(&heartbeat_);
+    uv_timer_stop(&silence_);
     bool running;
     {
       std::lock_guard<std::mutex> lock(mu_);
       running = busy_;
+      sender_ = nullptr;
     }
+    if (reconnects_after(reason)) return on_dropped(reason, why);
+    const bool ended_well = goodbye_ || reason == detail::CloseReason::kPeerClosed;
+    if (!ended_well && refused_.is_ok())
+      options_.log("connection to the dispatcher closed: " + why.message());
     if (running) {
       options_.log("the dispatcher went away while a function ran; exiting");
       std::fflush(stderr);
@@ -282,10 +469,26 @@ class WorkerLoop {
   WorkerOptions options_;
   uv_loop_t loop_{};
   uv_timer_t heartbeat_{};
+  uv_timer_t silence_{};   // watch_silence()
+  uv_timer_t retry_{};     // the next connect, or the end of waiting for a cancelled function
+  uv_async_t returned_{};  // the executor finished a job the loop waits for
   detail::Connection* conn_ = nullptr;
-  detail::TaskRunner runner_;  // the executor's
-  bool ended_well_ = false;
+  detail::TaskRunner runner_;    // the executor's
+  Status ended_ = Status::ok();  // what run() returns (unless refused_)
   Status refused_ = Status::ok();
+
+  // The connection, and connecting again (the loop's).
+  detail::Endpoint endpoint_;
+  bool tcp_ = false;
+  std::uint64_t reconnect_ms_ = 0;
+  bool welcomed_once_ = false;    // a dispatcher took this worker once: a drop is retried
+  bool goodbye_ = false;          // the dispatcher said it stops
+  std::uint64_t lost_at_ms_ = 0;  // when the connection dropped (uv_now), 0 while connected
+  Status last_failure_;
+  detail::Backoff backoff_;
+  std::uint32_t silence_deadline_ms_ = 0;
+  std::uint64_t last_heard_ms_ = 0;
+  std::uint64_t last_check_ms_ = 0;
 
   // Between the loop and the executor.
   std::thread executor_;
@@ -296,6 +499,8 @@ class WorkerLoop {
   std::uint64_t jobs_started_ = 0;       // under mu_
   std::uint64_t jobs_at_last_beat_ = 0;  // the loop's
   bool busy_ = false;                    // a job was handed over and its result not yet taken
+  std::uint64_t running_id_ = 0;         // its task id (0 for a set-up call)
+  bool loop_waits_for_return_ = false;   // the executor wakes the loop (returned_) when a job ends
   bool quit_ = false;
   std::shared_ptr<detail::Sender> sender_;  // the connection's write path, for results
 };

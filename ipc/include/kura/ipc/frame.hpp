@@ -51,10 +51,13 @@ enum class FrameType : std::uint8_t {
   kStatusQuery = 10,  // client -> dispatcher
   kStatus = 11,       // dispatcher -> client: counters and workers
   kEverywhere = 12,   // client -> dispatcher: a set-up call for every worker, now and later
-  kHeartbeat = 13,    // worker -> dispatcher: its loop is alive (sent every Welcome::heartbeat_ms)
+  kHeartbeat = 13,    // worker -> dispatcher: its loop is alive (sent every Welcome::heartbeat_ms);
+                      // dispatcher -> worker too, to a worker that asked (hello feature kFeaturePing)
   kRefused = 14,      // dispatcher -> peer: why it is refused (a text), then the connection closes
+  kGoodbye = 15,      // dispatcher -> worker: the dispatcher is stopping; exit, do not reconnect
+                      // (sent to a worker that announced kFeatureGoodbye), then the connection closes
 };
-inline constexpr std::uint8_t kMaxFrameType = 14;
+inline constexpr std::uint8_t kMaxFrameType = 15;
 
 enum FrameFlags : std::uint16_t {
   kFlagTry = 1u << 0,    // kSubmit: answer kFull at once instead of waiting for room
