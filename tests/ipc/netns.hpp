@@ -10,6 +10,7 @@
 // forbids them) the host falls back to loopback: the dispatcher listens on
 // 127.0.0.1 and the worker gets a private region directory of its own
 // (KURA_SHM_DIR), and why_not() says why; the network cannot be cut then.
+// Setting KURA_TEST_NO_NAMESPACES in the environment takes that path too.
 //
 // Everything it makes goes when it is destroyed, the test failed or not;
 // namespaces left by a test process that was killed (their names carry its

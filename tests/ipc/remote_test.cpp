@@ -200,3 +200,29 @@ TEST_CASE("remote: a worker whose dispatcher was killed tries to reconnect for i
                                            d.address() + " within 2 s"));
   CHECK_THAT(worker.err(), Catch::Contains("attempts; the last:"));
 }
+
+TEST_CASE(
+    "remote: a dispatcher that stops answering is noticed by its TCP worker, which reconnects once it "
+    "answers",
+    "[ipc][multiprocess][tcp][netns]") {
+  RemoteHost host;
+  if (!host.isolated()) WARN("over loopback: " << host.why_not());
+  ShmGuard guard;
+  SocketDir dir;
+  RemoteDispatcher d(host, dir, {"--heartbeat-timeout", "1000"});
+  Process worker(d.worker(host, {"--reconnect-for", "60"}));
+  auto c = connect(dir.socket());
+  wait_workers(*c, 1);
+  // A stopped process keeps its sockets open and says nothing: to its
+  // worker, a network gone silent.
+  d.process().signal(SIGSTOP);
+  INFO(worker.err());
+  const bool noticed = worker.wait_err("(timeout: the dispatcher sent nothing for", 20s);
+  d.process().signal(SIGCONT);
+  REQUIRE(noticed);
+  CHECK_THAT(worker.err(), Catch::Contains("(the deadline is 1000 ms)"));
+  REQUIRE(worker.wait_err("reconnected to the dispatcher", 30s));
+  wait_workers(*c, 1);
+  CHECK(inline_sum(*c) == 10);
+  CHECK(status_of(*c).cumulative == 2);
+}
