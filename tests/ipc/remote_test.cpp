@@ -83,6 +83,17 @@ double inline_sum(ipc::Client& c) {
   return (*xs)[0];
 }
 
+// What the tests that also run over loopback start with; it says so when
+// they do.
+struct Setup {
+  Setup() {
+    if (!host.isolated()) WARN("over loopback with a private region directory: " << host.why_not());
+  }
+  RemoteHost host;  // destroyed last: what runs in it goes first
+  ShmGuard guard;
+  SocketDir dir;
+};
+
 std::chrono::milliseconds since(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t);
 }
@@ -92,10 +103,9 @@ std::chrono::milliseconds since(Clock::time_point t) {
 TEST_CASE(
     "remote: a worker that cannot see the dispatcher's regions runs a task over TCP, and exits when it stops",
     "[ipc][multiprocess][tcp][netns]") {
-  RemoteHost host;
-  if (!host.isolated()) WARN("over loopback with a private region directory: " << host.why_not());
-  ShmGuard guard;
-  SocketDir dir;
+  Setup setup;
+  RemoteHost& host = setup.host;
+  SocketDir& dir = setup.dir;
   RemoteDispatcher d(host, dir);
   Process worker(d.worker(host));
   {
@@ -175,10 +185,9 @@ TEST_CASE(
 
 TEST_CASE("remote: a worker whose dispatcher was killed tries to reconnect for its window, then exits",
           "[ipc][multiprocess][tcp][netns]") {
-  RemoteHost host;
-  if (!host.isolated()) WARN("over loopback: " << host.why_not());
-  ShmGuard guard;
-  SocketDir dir;
+  Setup setup;
+  RemoteHost& host = setup.host;
+  SocketDir& dir = setup.dir;
   RemoteDispatcher d(host, dir);
   Process worker(d.worker(host, {"--reconnect-for", "2"}));
   {
@@ -205,10 +214,9 @@ TEST_CASE(
     "remote: a dispatcher that stops answering is noticed by its TCP worker, which reconnects once it "
     "answers",
     "[ipc][multiprocess][tcp][netns]") {
-  RemoteHost host;
-  if (!host.isolated()) WARN("over loopback: " << host.why_not());
-  ShmGuard guard;
-  SocketDir dir;
+  Setup setup;
+  RemoteHost& host = setup.host;
+  SocketDir& dir = setup.dir;
   RemoteDispatcher d(host, dir, {"--heartbeat-timeout", "1000"});
   Process worker(d.worker(host, {"--reconnect-for", "60"}));
   auto c = connect(dir.socket());
