@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -37,11 +36,7 @@ namespace {
 // (reconnect_internal.hpp) until the window ends; then it exits.
 class WorkerLoop {
  public:
-  explicit WorkerLoop(const WorkerOptions& o)
-      : options_(o),
-        runner_(o.inline_limit),
-        backoff_(detail::kReconnectFirstMs, detail::kReconnectCapMs,
-                 uv_hrtime() ^ std::uint64_t(::getpid())) {
+  explicit WorkerLoop(const WorkerOptions& o) : options_(o), runner_(o.inline_limit) {
     if (!options_.log)
       options_.log = [](const std::string& line) { std::fprintf(stderr, "kura worker: %s\n", line.c_str()); };
   }
@@ -54,8 +49,7 @@ class WorkerLoop {
       return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop_.data = this;
     uv_timer_init(&loop_, &heartbeat_);
-    uv_timer_init(&loop_, &silence_);
-    uv_timer_init(&loop_, &retry_);
+    silence_.emplace(&loop_);
     if (int rc = uv_async_init(&loop_, &returned_, &WorkerLoop::on_returned); rc != 0) {
       close_handles();
       uv_run(&loop_, UV_RUN_DEFAULT);
@@ -75,7 +69,11 @@ class WorkerLoop {
     } else {
       endpoint_ = std::move(endpoint).value();
       tcp_ = endpoint_.kind == detail::Endpoint::Kind::kTcp;
-      reconnect_ms_ = options_.reconnect_ms.value_or(tcp_ ? kDefaultReconnectMs : 0);
+      redial_.emplace(
+          &loop_, options_.reconnect_ms.value_or(tcp_ ? kDefaultReconnectMs : 0), options_.socket_path,
+          options_.log,
+          detail::Redial::Callbacks{[this] { connect(); }, [this](const Status& why) { give_up(why); }},
+          uv_hrtime() ^ std::uint64_t(::getpid()));
       connect();
     }
     if (options_.run_on_calling_thread) {
@@ -111,8 +109,7 @@ class WorkerLoop {
         ended_ = s.status();
         return close_handles();
       }
-      last_failure_ = s.status();
-      return retry_later();
+      return redial_->failed(s.status());
     }
     conn_ = detail::Connection::adopt(std::move(s).value(), kDefaultFrameLimit, UINT64_MAX);
     {
@@ -213,59 +210,23 @@ class WorkerLoop {
         uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
     };
     close(&heartbeat_);
-    close(&silence_);
-    close(&retry_);
     close(&returned_);
+    silence_->close();
+    if (redial_) redial_->close();
   }
 
   // --- a connection that dropped -------------------------------------------------
 
-  // How long the dispatcher may be silent (Welcome::heartbeat_timeout_ms)
-  // before this worker takes the connection for dropped. Checked four
-  // times per deadline; a check that comes late because this process was
-  // held up (stopped, a stalled machine) starts the clock again, as the
-  // dispatcher's sweep does.
-  void watch_silence(std::uint32_t deadline_ms) {
-    silence_deadline_ms_ = deadline_ms;
-    last_heard_ms_ = last_check_ms_ = uv_now(&loop_);
-    const std::uint64_t every = std::max<std::uint64_t>(10, deadline_ms / 4);
-    uv_timer_start(
-        &silence_,
-        [](uv_timer_t* t) {
-          auto* self = static_cast<WorkerLoop*>(t->loop->data);
-          self->check_silence(uv_timer_get_repeat(t));
-        },
-        every, every);
-  }
-
-  void check_silence(std::uint64_t every) {
-    const std::uint64_t now = uv_now(&loop_);
-    if (now - last_check_ms_ > every + silence_deadline_ms_ / 2) last_heard_ms_ = now;
-    last_check_ms_ = now;
-    if (conn_ == nullptr || now - last_heard_ms_ <= silence_deadline_ms_) return;
-    conn_->close(
-        detail::CloseReason::kTimeout,
-        Status(Code::kIo, "the dispatcher sent nothing for " + std::to_string(now - last_heard_ms_) +
-                              " ms (the deadline is " + std::to_string(silence_deadline_ms_) + " ms)"));
-  }
-
   // True when a connection that closed for `reason` is to be opened again.
   bool reconnects_after(detail::CloseReason reason) const {
-    return reconnect_ms_ > 0 && welcomed_once_ && !goodbye_ && refused_.is_ok() &&
+    return redial_->window_ms() > 0 && welcomed_once_ && !goodbye_ && refused_.is_ok() &&
            !detail::close_is_final(reason);
   }
 
   // The connection dropped: cancel what runs (nobody waits for its result
-  // now), and connect again once it returned.
+  // now: the dispatcher retried its task or resolved it worker-lost), and
+  // connect again once it returned.
   void on_dropped(detail::CloseReason reason, const Status& why) {
-    last_failure_ = why;
-    // A connection made while reconnecting that closes before its welcome
-    // is one more failed attempt: the window still counts from the drop.
-    if (lost_at_ms_ != 0) return retry_later();
-    lost_at_ms_ = uv_now(&loop_);
-    options_.log("lost the connection to the dispatcher at " + options_.socket_path + " (" +
-                 std::string(detail::close_reason_name(reason)) + ": " + why.message() +
-                 "); reconnecting for up to " + seconds(reconnect_ms_));
     bool waits;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -276,22 +237,11 @@ class WorkerLoop {
         interrupt_locked(running_id_);
       }
     }
-    if (!waits) return retry_later();
-    options_.log(
-        "the function that runs is cancelled (the dispatcher retries its task or resolves it "
-        "worker-lost); reconnecting once it returns");
-    // A function that does not return within the window keeps the worker
-    // from serving: it exits then, as a worker that does not reconnect would.
-    uv_timer_start(
-        &retry_,
-        [](uv_timer_t* t) {
-          auto* self = static_cast<WorkerLoop*>(t->loop->data);
-          self->options_.log("the cancelled function still runs after " + seconds(self->reconnect_ms_) +
-                             "; exiting");
-          std::fflush(stderr);
-          ::_exit(1);
-        },
-        reconnect_ms_, 0);
+    redial_->dropped(reason, why, waits);
+    if (waits)
+      options_.log(
+          "the function that runs is cancelled (the dispatcher retries its task or resolves it "
+          "worker-lost); reconnecting once it returns");
   }
 
   // Sends the cancel signal to the thread running task `id`, if it runs
@@ -310,36 +260,23 @@ class WorkerLoop {
       if (!self->loop_waits_for_return_ || self->busy_) return;
       self->loop_waits_for_return_ = false;
     }
-    uv_timer_stop(&self->retry_);
-    self->retry_later();
+    self->redial_->function_returned();
   }
 
-  // Waits the next back-off, then connects; gives up once the window since
-  // the drop is over (a last attempt is made at its end).
-  void retry_later() {
-    const std::uint64_t spent = uv_now(&loop_) - lost_at_ms_;
-    if (spent >= reconnect_ms_) {
-      ended_ =
-          Status(Code::kIo, "could not reconnect to the dispatcher at " + options_.socket_path + " within " +
-                                seconds(reconnect_ms_) + " (" + std::to_string(backoff_.attempts()) +
-                                " attempts; the last: " + last_failure_.message() + ")");
-      options_.log("gave up: " + ended_.message() + "; exiting");
-      return close_handles();
+  // The reconnect window is over: the process ends (at once if a function
+  // still runs on the executor, which cannot be joined).
+  void give_up(const Status& why) {
+    ended_ = why;
+    bool running;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running = busy_;
     }
-    const std::uint64_t wait = std::min(backoff_.next_ms(), reconnect_ms_ - spent);
-    uv_timer_start(
-        &retry_,
-        [](uv_timer_t* t) {
-          auto* self = static_cast<WorkerLoop*>(t->loop->data);
-          self->connect();
-        },
-        wait, 0);
-  }
-
-  static std::string seconds(std::uint64_t ms) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.3g s", static_cast<double>(ms) / 1000);
-    return buf;
+    if (running) {
+      std::fflush(stderr);
+      ::_exit(1);
+    }
+    close_handles();
   }
 
   void start_heartbeats(std::uint32_t every_ms) {
@@ -380,7 +317,7 @@ class WorkerLoop {
   }
 
   void on_frame(Frame&& f) {
-    last_heard_ms_ = uv_now(&loop_);
+    silence_->heard();
     switch (f.header.type) {
       case FrameType::kWelcome: {
         auto w = detail::decode_welcome(f.payload);
@@ -393,17 +330,14 @@ class WorkerLoop {
         runner_.set_frame_limit(w->frame_limit);
         start_heartbeats(w->heartbeat_ms);
         if (tcp_ && (w->features & detail::kFeaturePing) != 0 && w->heartbeat_timeout_ms > 0)
-          watch_silence(w->heartbeat_timeout_ms);
-        if (lost_at_ms_ != 0)
-          options_.log("reconnected to the dispatcher at " + options_.socket_path + " after " +
-                       std::to_string(uv_now(&loop_) - lost_at_ms_) + " ms (" +
-                       std::to_string(backoff_.attempts()) + " attempts)");
+          silence_->start(w->heartbeat_timeout_ms, [this](const Status& why) {
+            if (conn_ != nullptr) conn_->close(detail::CloseReason::kTimeout, why);
+          });
         welcomed_once_ = true;
-        lost_at_ms_ = 0;
-        backoff_.reset();
+        redial_->welcomed();
         return;
       }
-      case FrameType::kHeartbeat: return;  // the dispatcher's (kFeaturePing): last_heard_ms_ is set
+      case FrameType::kHeartbeat: return;  // the dispatcher's (kFeaturePing): heard
       case FrameType::kGoodbye:
         goodbye_ = true;
         return conn_->close(detail::CloseReason::kLocal, Status(Code::kIo, "the dispatcher is stopping"));
@@ -447,7 +381,7 @@ class WorkerLoop {
   void on_close(detail::CloseReason reason, const Status& why) {
     conn_ = nullptr;
     uv_timer_stop(&heartbeat_);
-    uv_timer_stop(&silence_);
+    silence_->stop();
     bool running;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -469,8 +403,6 @@ class WorkerLoop {
   WorkerOptions options_;
   uv_loop_t loop_{};
   uv_timer_t heartbeat_{};
-  uv_timer_t silence_{};   // watch_silence()
-  uv_timer_t retry_{};     // the next connect, or the end of waiting for a cancelled function
   uv_async_t returned_{};  // the executor finished a job the loop waits for
   detail::Connection* conn_ = nullptr;
   detail::TaskRunner runner_;    // the executor's
@@ -480,15 +412,10 @@ class WorkerLoop {
   // The connection, and connecting again (the loop's).
   detail::Endpoint endpoint_;
   bool tcp_ = false;
-  std::uint64_t reconnect_ms_ = 0;
-  bool welcomed_once_ = false;    // a dispatcher took this worker once: a drop is retried
-  bool goodbye_ = false;          // the dispatcher said it stops
-  std::uint64_t lost_at_ms_ = 0;  // when the connection dropped (uv_now), 0 while connected
-  Status last_failure_;
-  detail::Backoff backoff_;
-  std::uint32_t silence_deadline_ms_ = 0;
-  std::uint64_t last_heard_ms_ = 0;
-  std::uint64_t last_check_ms_ = 0;
+  bool welcomed_once_ = false;  // a dispatcher took this worker once: a drop is retried
+  bool goodbye_ = false;        // the dispatcher said it stops
+  std::optional<detail::Redial> redial_;
+  std::optional<detail::SilenceWatch> silence_;  // a TCP dispatcher's heartbeats
 
   // Between the loop and the executor.
   std::thread executor_;
