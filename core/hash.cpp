@@ -99,6 +99,10 @@ std::uint64_t region_header_hash(std::span<const std::byte> header) noexcept {
   return detail::xxh3().hash(header.data(), 56);
 }
 
+std::uint64_t checksum64(std::span<const std::byte> bytes) noexcept {
+  return detail::xxh3().hash(bytes.data(), bytes.size());
+}
+
 void node_hash_begin(detail::Xxh3State& state, const NodeHeader& header) noexcept {
   NodeHeader copy = header;
   copy.hash = 0;

@@ -29,6 +29,9 @@ std::vector<uv_buf_t> buffers_of(std::vector<PendingFrame>& frames, std::uint64_
     if (f.payload && !f.payload->empty())
       bufs.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(f.payload->data())),
                                  static_cast<unsigned>(f.payload->size())));
+    if (!f.body.empty())
+      bufs.push_back(uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(f.body.data())),
+                                 static_cast<unsigned>(f.body.size())));
   }
   std::size_t first = 0;
   while (skip > 0 && skip >= bufs[first].len) skip -= bufs[first++].len;
@@ -79,11 +82,13 @@ Status Sender::send_many(std::span<const OutgoingFrame> frames) {
     pending.resize(frames.size());
     for (std::size_t i = 0; i < frames.size(); ++i) {
       const OutgoingFrame& f = frames[i];
-      const std::uint64_t length = f.payload ? f.payload->size() : 0;
+      const std::uint64_t length = (f.payload ? f.payload->size() : 0) + f.body.size();
       if (length > UINT32_MAX) return invalid_argument("frame payload over 4 GiB");
       encode_frame_header(FrameHeader{f.type, f.flags, f.id, static_cast<std::uint32_t>(length)},
                           std::span<std::byte, kFrameHeaderSize>(pending[i].header, kFrameHeaderSize));
       pending[i].payload = f.payload;
+      pending[i].body = f.body;
+      pending[i].keep = f.keep;
       total += kFrameHeaderSize + length;
     }
   } catch (const std::bad_alloc&) {

@@ -37,6 +37,12 @@ const char* frame_name(FrameType t) {
     case FrameType::kEverywhere: return "everywhere";
     case FrameType::kHeartbeat: return "heartbeat";
     case FrameType::kRefused: return "refused";
+    case FrameType::kPull: return "pull";
+    case FrameType::kObject: return "object";
+    case FrameType::kChunk: return "chunk";
+    case FrameType::kAck: return "ack";
+    case FrameType::kPush: return "push";
+    case FrameType::kStored: return "stored";
     case FrameType::kGoodbye: return "goodbye";
   }
   return "unknown";
@@ -77,6 +83,7 @@ Status Dispatcher::Core::open_loop(bool signals) {
     KURA_ASSIGN_OR_RETURN(options.socket_path, default_socket_path());
   }
   if (options.frame_limit < 4096) return invalid_argument("frame_limit below 4096 bytes");
+  regions_home = detail::region_home();
   if (options.heartbeat_ms == 0 || options.heartbeat_timeout_ms <= options.heartbeat_ms)
     return invalid_argument("heartbeat_timeout_ms must be longer than heartbeat_ms, which must not be 0");
   if (options.hello_timeout_ms == 0) return invalid_argument("hello_timeout_ms is 0");
@@ -293,6 +300,10 @@ void Dispatcher::Core::on_frame(std::uint64_t peer, Frame&& f) {
     switch (f.header.type) {
       case FrameType::kHeartbeat: return;
       case FrameType::kDone: return on_done(peer, wk, std::move(f));
+      case FrameType::kPull: return on_pull(wk, std::move(f));
+      case FrameType::kAck: return on_worker_ack(wk, f);
+      case FrameType::kPush: return on_push(wk, std::move(f));
+      case FrameType::kChunk: return on_worker_chunk(wk, std::move(f));
       default: return drop(wk.conn, std::string("a worker sent a ") + frame_name(f.header.type) + " frame");
     }
   }
@@ -361,6 +372,7 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
       setups[s].pending.insert(peer);
     }
     welcome.heartbeat_ms = options.heartbeat_ms;
+    welcome.regions = regions_home;
     welcome.heartbeat_timeout_ms = options.heartbeat_timeout_ms;
   }
   conn->set_read_limit(options.frame_limit);
@@ -421,6 +433,9 @@ void Dispatcher::Core::send_status(Client& c, std::uint64_t query) {
   s.unroutable = scheduler.unroutable_count();
   s.workers_dropped = workers_dropped;
   s.workers_started = workers_started;
+  s.pulls = pulls;
+  s.pulled_bytes = pulled_bytes;
+  s.pushed_bytes = pushed_bytes;
   s.bytes_in = closed_bytes_in;
   s.bytes_out = closed_bytes_out;
   auto count = [&](Connection* conn) {

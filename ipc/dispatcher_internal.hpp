@@ -8,6 +8,8 @@
 //   setup.cpp        everywhere(): set-up calls, stored and replayed, bounded
 //   pool.cpp         the managed worker processes: start, replace, back off
 //   liveness.cpp     deadlines of peers: hello, heartbeats, connection caps
+//   objects.cpp      objects that follow names: regions sent to remote
+//                    workers, results they send back
 //
 // Everything here runs on the dispatcher's loop thread.
 #pragma once
@@ -27,6 +29,7 @@
 #include "message_internal.hpp"
 #include "scheduler.hpp"
 #include "trace.hpp"
+#include "transfer_internal.hpp"
 #include "transport_internal.hpp"
 
 namespace kura::ipc {
@@ -84,6 +87,15 @@ struct Dispatcher::Core {
     std::uint64_t last_heard_ms = 0;
     std::uint64_t stop_sent_ms = 0;  // when it was told to stop the task it runs, or 0
     std::uint64_t features = 0;      // its hello's (detail::Feature)
+    // Objects that follow names (objects.cpp), for the task it runs: the
+    // region it pulls, the result it pushes, and that result once stored
+    // for the client (until kDone names it).
+    std::unique_ptr<detail::OutgoingTransfer> sending;
+    std::unique_ptr<detail::IncomingTransfer> receiving;
+    std::uint64_t push_id = 0;    // the task of the push in progress, or 0
+    std::uint64_t push_left = 0;  // its bytes still to come
+    std::string push_error;       // why it will not be kept, or empty
+    std::string pushed;
   };
   struct Task {
     std::uint64_t client = 0;  // peer id
@@ -195,6 +207,18 @@ struct Dispatcher::Core {
   std::uint64_t fresh_token() const;
   void kill_managed(std::uint64_t token);
 
+  // objects.cpp
+  void on_pull(Worker& w, Frame&& f);
+  void on_worker_ack(Worker& w, const Frame& f);
+  void on_push(Worker& w, Frame&& f);
+  void on_worker_chunk(Worker& w, Frame&& f);
+  void finish_push(Worker& w);
+  void send_object_info(Worker& w, std::uint64_t id, const detail::ObjectInfo& info);
+  void discard_pushed(Worker& w);
+  // The task `w` ran ended with `result` (a region name or empty): its
+  // transfers stop, and a pushed result it does not name is removed.
+  void end_transfers(Worker& w, const std::string& result);
+
   // liveness.cpp
   void start_liveness();
   std::uint64_t sweep_every() const;
@@ -262,6 +286,10 @@ struct Dispatcher::Core {
   bool trace_failed = false;               // a line could not be written (said once)
   std::uint64_t closed_bytes_in = 0;       // socket bytes of connections that are gone
   std::uint64_t closed_bytes_out = 0;
+  std::string regions_home;  // detail::region_home(), told to workers in welcome
+  std::uint64_t pulls = 0;
+  std::uint64_t pulled_bytes = 0;
+  std::uint64_t pushed_bytes = 0;
 };
 
 }  // namespace kura::ipc

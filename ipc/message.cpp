@@ -6,123 +6,9 @@
 #include "kura/core/builder.hpp"
 #include "kura/core/name.hpp"
 #include "message_internal.hpp"
+#include "record_internal.hpp"
 
 namespace kura::ipc::detail {
-
-namespace {
-
-Value u64_of(std::uint64_t x) {
-  return Value::array<Dtype::kU64>({x});
-}
-Value i64_of(std::int64_t x) {
-  return Value::array<Dtype::kI64>({x});
-}
-Value u32_of(std::uint32_t x) {
-  return Value::array<Dtype::kU32>({x});
-}
-Value string_of(std::string_view s) {
-  return Value::strings_of({String{std::string(s), Encoding::kUtf8, false}});
-}
-
-// A list whose elements are named by `keys`.
-Value record(std::vector<std::pair<const char*, Value>> fields) {
-  std::vector<Value> children;
-  std::vector<String> names;
-  children.reserve(fields.size());
-  names.reserve(fields.size());
-  for (auto& [key, value] : fields) {
-    children.push_back(std::move(value));
-    names.push_back(String{key, Encoding::kUtf8, false});
-  }
-  return Value::list(std::move(children)).with_names(std::move(names));
-}
-
-// Messages are small and read once: no node hashes.
-Result<Bytes> image_of(const Value& v) noexcept {
-  return build(v, Stamp{}, /*hashed=*/false);
-}
-
-Status bad(const char* message, std::string_view what) {
-  return corrupt(std::string(message) + ": " + std::string(what));
-}
-
-// The fields of a message image: a list whose i-th child is named keys[i],
-// exactly the fields the encoder writes, in its order (reading them by
-// position costs one name comparison each, not a search).
-class Record {
- public:
-  static Result<Record> open(std::span<const std::byte> payload, std::shared_ptr<const void> keep,
-                             const char* message, std::initializer_list<std::string_view> keys) {
-    auto region = Region::open(payload, std::move(keep));
-    if (!region) return bad(message, region.status().message());
-    auto root = region->root();
-    if (!root) return bad(message, root.status().message());
-    if (root->kind() != Kind::kList || root->length() != keys.size())
-      return bad(message, "not a record of its fields");
-    auto names = root->names();
-    if (!names) return bad(message, names.status().message());
-    if (!*names) return bad(message, "a record without field names");
-    Record r;
-    r.message_ = message;
-    r.fields_.reserve(keys.size());
-    std::size_t i = 0;
-    for (std::string_view key : keys) {
-      auto name = (*names)->string(i);
-      if (!name) return bad(message, name.status().message());
-      if (name->na || name->bytes != key)
-        return bad(message, "field " + std::to_string(i + 1) + " is not \"" + std::string(key) + "\"");
-      auto child = root->child(i);
-      if (!child) return bad(message, child.status().message());
-      r.fields_.push_back(std::move(child).value());
-      ++i;
-    }
-    return r;
-  }
-  const NodeView& operator[](std::size_t i) const { return fields_[i]; }
-  const char* message() const { return message_; }
-
- private:
-  const char* message_ = "";
-  std::vector<NodeView> fields_;
-};
-
-template <Dtype D>
-Result<typename DtypeTraits<D>::type> scalar(const NodeView& n, const char* message, std::string_view key) {
-  auto xs = n.array<D>();
-  if (!xs || xs->size() != 1)
-    return bad(message, "field \"" + std::string(key) + "\" is " + n.describe() + ", not one " +
-                            std::string(dtype_name(D)));
-  return (*xs)[0];
-}
-
-Result<std::string> text(const NodeView& n, const char* message, std::string_view key) {
-  if (n.kind() != Kind::kStrings || n.length() != 1)
-    return bad(message, "field \"" + std::string(key) + "\" is " + n.describe() + ", not one string");
-  auto s = n.string(0);
-  if (!s) return bad(message, s.status().message());
-  if (s->na || s->encoding != Encoding::kUtf8)
-    return bad(message, "field \"" + std::string(key) + "\" is NA or not UTF-8");
-  return std::string(s->bytes);
-}
-
-Result<bool> flag(const NodeView& n, const char* message, std::string_view key) {
-  KURA_ASSIGN_OR_RETURN(std::int32_t v, scalar<Dtype::kLgl>(n, message, key));
-  if (v != 0 && v != 1) return bad(message, "field \"" + std::string(key) + "\" is not true or false");
-  return v == 1;
-}
-
-template <class F>
-auto guard(F&& f) noexcept -> decltype(f()) {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    return Status::out_of_memory();
-  } catch (const std::exception& e) {
-    return Status(Code::kIo, e.what());
-  }
-}
-
-}  // namespace
 
 Value borrow_value(const Value& v) {
   Value out;
@@ -240,7 +126,8 @@ Result<Bytes> encode_welcome(const Welcome& w) noexcept {
                             {"pid", i64_of(w.pid)},
                             {"queue_cap", u64_of(w.queue_cap)},
                             {"heartbeat_ms", u32_of(w.heartbeat_ms)},
-                            {"heartbeat_timeout_ms", u32_of(w.heartbeat_timeout_ms)}}));
+                            {"heartbeat_timeout_ms", u32_of(w.heartbeat_timeout_ms)},
+                            {"regions", string_of(w.regions)}}));
   });
 }
 
@@ -262,7 +149,7 @@ Result<Welcome> decode_welcome(std::span<const std::byte> payload) noexcept {
     }
     KURA_ASSIGN_OR_RETURN(Record r, Record::open(payload, nullptr, kMsg,
                                                  {"protocol", "features", "frame_limit", "pid", "queue_cap",
-                                                  "heartbeat_ms", "heartbeat_timeout_ms"}));
+                                                  "heartbeat_ms", "heartbeat_timeout_ms", "regions"}));
     KURA_ASSIGN_OR_RETURN(w.protocol, scalar<Dtype::kU32>(r[0], kMsg, "protocol"));
     KURA_ASSIGN_OR_RETURN(w.features, scalar<Dtype::kU64>(r[1], kMsg, "features"));
     KURA_ASSIGN_OR_RETURN(w.frame_limit, scalar<Dtype::kU32>(r[2], kMsg, "frame_limit"));
@@ -270,6 +157,7 @@ Result<Welcome> decode_welcome(std::span<const std::byte> payload) noexcept {
     KURA_ASSIGN_OR_RETURN(w.queue_cap, scalar<Dtype::kU64>(r[4], kMsg, "queue_cap"));
     KURA_ASSIGN_OR_RETURN(w.heartbeat_ms, scalar<Dtype::kU32>(r[5], kMsg, "heartbeat_ms"));
     KURA_ASSIGN_OR_RETURN(w.heartbeat_timeout_ms, scalar<Dtype::kU32>(r[6], kMsg, "heartbeat_timeout_ms"));
+    KURA_ASSIGN_OR_RETURN(w.regions, text(r[7], kMsg, "regions"));
     return w;
   });
 }
@@ -423,10 +311,10 @@ Result<ResultMsg> decode_result(std::shared_ptr<const Bytes> payload) noexcept {
 
 Result<Bytes> encode_status(const DispatcherStatus& s) noexcept {
   return guard([&]() -> Result<Bytes> {
-    const std::uint64_t counters[] = {s.connections,    s.cumulative,   s.awaiting,    s.executing,
-                                      s.completed,      s.queued_bytes, s.queued_peak, s.queued_cap,
-                                      s.bytes_in,       s.bytes_out,    s.unroutable,  s.workers_dropped,
-                                      s.workers_started};
+    const std::uint64_t counters[] = {s.connections,     s.cumulative,   s.awaiting,     s.executing,
+                                      s.completed,       s.queued_bytes, s.queued_peak,  s.queued_cap,
+                                      s.bytes_in,        s.bytes_out,    s.unroutable,   s.workers_dropped,
+                                      s.workers_started, s.pulls,        s.pulled_bytes, s.pushed_bytes};
     std::vector<std::uint64_t> ids;
     std::vector<std::int64_t> pids;
     std::vector<String> states;
@@ -457,7 +345,7 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
                                                  {"counters", "worker_id", "worker_pid", "worker_state",
                                                   "worker_done", "worker_fns"}));
     auto counters = f[0].array<Dtype::kU64>();
-    if (!counters || counters->size() != 13) return bad(kMsg, "counters are " + f[0].describe());
+    if (!counters || counters->size() != 16) return bad(kMsg, "counters are " + f[0].describe());
     DispatcherStatus s;
     const auto& c = *counters;
     s.connections = c[0];
@@ -473,6 +361,9 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
     s.unroutable = c[10];
     s.workers_dropped = c[11];
     s.workers_started = c[12];
+    s.pulls = c[13];
+    s.pulled_bytes = c[14];
+    s.pushed_bytes = c[15];
     auto ids = f[1].array<Dtype::kU64>();
     auto pids = f[2].array<Dtype::kI64>();
     auto done = f[4].array<Dtype::kU64>();

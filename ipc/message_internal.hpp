@@ -9,7 +9,8 @@
 //             managed worker was started with, else 0), functions: strings[n]
 //             (a worker's functions; none for a client)
 //   welcome   protocol: u32[1], features: u64[1], frame_limit: u32[1], pid: i64[1],
-//             queue_cap: u64[1], heartbeat_ms: u32[1], heartbeat_timeout_ms: u32[1]
+//             queue_cap: u64[1], heartbeat_ms: u32[1], heartbeat_timeout_ms: u32[1],
+//             regions: strings[1]
 //   refused   message: strings[1]
 //   submit    fn: strings[1], owner: u64[1], timeout_ms: u64[1], retries: u32[1],
 //             inline_result: lgl[1], wait_for_worker: lgl[1],
@@ -19,9 +20,18 @@
 //   result    outcome: u8[1], message: strings[1], name: strings[1] ("" when
 //             inline), value: the inline value, or null, timing: u64[0]
 //             or u64[3] (Timing, for a traced task)
-//   status    counters: u64[13], worker_id: u64[w], worker_pid: i64[w],
+//   status    counters: u64[16], worker_id: u64[w], worker_pid: i64[w],
 //             worker_state: strings[w], worker_done: u64[w], worker_fns: list[w]
 //             of strings
+//   pull      name: strings[1], have: u64[1] (the identity of the copy the
+//             worker holds, 0 for none)
+//   object    message: strings[1] ("" unless refused), size: u64[1],
+//             identity: u64[1], unchanged: lgl[1], checksums: lgl[1]
+//   push      size: u64[1], checksums: lgl[1]
+//   stored    message: strings[1] ("" unless refused), name: strings[1]
+// and two that are not images, for bytes in transit:
+//   chunk     offset: u64, checksum: u64 (XXH3-64 of the data, or 0), the data
+//   ack       received: u64 (bytes of the transfer taken so far)
 //
 // Version 1's hello and welcome (kura 0.1: role, pid, owner; frame_limit,
 // pid, queue_cap) are recognised and decode with protocol 1, so that a peer
@@ -48,17 +58,19 @@ namespace kura::ipc::detail {
 // can do beyond the version's base. Unknown bits are ignored.
 enum Feature : std::uint64_t {
   kFeatureHeartbeat = 1u << 0,  // a worker sends kHeartbeat every Welcome::heartbeat_ms
+  kFeatureObjects = 1u << 1,    // objects follow names (kPull ... kStored)
   // A worker that announces it wants the dispatcher's kHeartbeat every
   // Welcome::heartbeat_ms, and takes silence for Welcome::heartbeat_timeout_ms
   // as a dropped connection (a worker over TCP: a cut network may never
   // close the socket). In a welcome: the dispatcher sends them.
-  kFeaturePing = 1u << 1,
+  kFeaturePing = 1u << 2,
   // A worker that announces it is sent kGoodbye before the dispatcher closes
   // its connection because it stops: how a worker that reconnects tells a
   // stop (exit) from a drop (reconnect). In a welcome: the dispatcher does.
-  kFeatureGoodbye = 1u << 2,
+  kFeatureGoodbye = 1u << 3,
 };
-inline constexpr std::uint64_t kOurFeatures = kFeatureHeartbeat | kFeaturePing | kFeatureGoodbye;
+inline constexpr std::uint64_t kOurFeatures =
+    kFeatureHeartbeat | kFeatureObjects | kFeaturePing | kFeatureGoodbye;
 
 // Bounds on a worker's hello: how many functions it may announce, and how
 // long each name may be (a submit's too).
@@ -92,6 +104,10 @@ struct Welcome {
   // for clients); a worker with kFeaturePing drops a dispatcher that is
   // silent as long.
   std::uint32_t heartbeat_timeout_ms = 0;
+  // Which region directory the dispatcher's names live in (region_home(),
+  // objects_internal.hpp):
+  // a worker whose own differs pulls the bytes behind a name.
+  std::string regions;
   std::uint32_t protocol = kProtocolVersion;
   std::uint64_t features = kOurFeatures;
 };
@@ -168,6 +184,57 @@ Result<ResultMsg> decode_result(std::shared_ptr<const Bytes> payload) noexcept;
 
 Result<Bytes> encode_status(const DispatcherStatus& s) noexcept;
 Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexcept;
+
+// --- objects that follow names (docs/design.md) ---------------------------------
+
+struct Pull {
+  std::string name;        // checked with parse_name
+  std::uint64_t have = 0;  // the identity of the worker's copy, or 0
+};
+struct ObjectInfo {
+  std::string message;  // why the pull was refused, or empty
+  std::uint64_t size = 0;
+  std::uint64_t identity = 0;  // what a later pull of the same name may say it has
+  bool unchanged = false;      // the worker's copy is current: no chunks follow
+  bool checksums = false;      // each chunk carries the XXH3-64 of its data
+};
+struct PushInfo {
+  std::uint64_t size = 0;
+  bool checksums = false;
+};
+struct Stored {
+  std::string message;  // why the result was refused, or empty
+  std::string name;     // the region written for the client
+};
+// The largest data a chunk carries (a chunk frame stays under the default
+// frame limit), and the bytes a sender keeps unacknowledged.
+inline constexpr std::size_t kChunkData = 512 * 1024;
+inline constexpr std::size_t kChunkHead = 16;
+inline constexpr std::uint64_t kTransferWindow = 8u << 20;
+
+Result<Bytes> encode_pull(const Pull& p) noexcept;
+Result<Pull> decode_pull(std::span<const std::byte> payload) noexcept;
+Result<Bytes> encode_object(const ObjectInfo& o) noexcept;
+Result<ObjectInfo> decode_object(std::span<const std::byte> payload) noexcept;
+Result<Bytes> encode_push(const PushInfo& p) noexcept;
+Result<PushInfo> decode_push(std::span<const std::byte> payload) noexcept;
+Result<Bytes> encode_stored(const Stored& s) noexcept;
+Result<Stored> decode_stored(std::span<const std::byte> payload) noexcept;
+
+// The head of a chunk carrying `data` at `offset` (with its checksum when
+// `checksum`); the data follows it in the frame, sent from where it is.
+Bytes encode_chunk_head(std::uint64_t offset, std::span<const std::byte> data, bool checksum);
+struct Chunk {
+  std::uint64_t offset = 0;
+  std::span<const std::byte> data;  // borrowed from the payload
+};
+// Reads a chunk and, when `checksum`, checks its data against its checksum.
+// Errors: Corrupt (shorter than its head, over kChunkData, a checksum that
+// does not match).
+Result<Chunk> decode_chunk(std::span<const std::byte> payload, bool checksum) noexcept;
+Bytes encode_ack(std::uint64_t received);
+// Errors: Corrupt (not 8 bytes).
+Result<std::uint64_t> decode_ack(std::span<const std::byte> payload) noexcept;
 
 // A tree that reads `v`'s array and bytes payloads from where they are
 // instead of copying them (for building an image of a value the caller

@@ -159,6 +159,7 @@ bool TaskContext::sleep_for(std::chrono::milliseconds d) const noexcept {
 }
 
 Result<shm::Pending> TaskContext::result_region(const Value& layout) noexcept {
+  if (in_ != nullptr && in_->own_owner) return shm::Pending::create(layout);
   auto lease = Internals::lease_of(*this);
   if (!lease) return lease.status();
   return shm::Pending::create(**lease, layout);

@@ -4,6 +4,7 @@
 
 #include "kura/core/builder.hpp"
 #include "kura/core/name.hpp"
+#include "kura/shm/owner.hpp"
 #include "worker_internal.hpp"
 
 namespace kura::ipc::detail {
@@ -26,7 +27,16 @@ std::shared_ptr<const Bytes> TaskRunner::error_result(Outcome o, const std::stri
   return p ? std::make_shared<const Bytes>(std::move(p).value()) : nullptr;
 }
 
-std::shared_ptr<const Bytes> TaskRunner::run(const std::shared_ptr<const Bytes>& payload,
+Result<std::string> TaskRunner::deliver(std::uint64_t id, shm::Shared region) {
+  if (remote_ == nullptr) return region.disown();
+  // The region is this worker's, on this host: its bytes go to the
+  // dispatcher, which writes them for the client; this copy goes with the
+  // handle.
+  KURA_ASSIGN_OR_RETURN(shm::Mapped mapped, region.map());
+  return remote_->push(id, mapped);
+}
+
+std::shared_ptr<const Bytes> TaskRunner::run(std::uint64_t id, const std::shared_ptr<const Bytes>& payload,
                                              bool setup) noexcept {
   try {
     timed_ = false;
@@ -51,14 +61,14 @@ std::shared_ptr<const Bytes> TaskRunner::run(const std::shared_ptr<const Bytes>&
         args.push_back(*a.value);
         continue;
       }
-      auto m = shm::map(a.name);
+      auto m = remote_ != nullptr ? remote_->fetch(id, a.name, &names.back()) : shm::map(a.name);
       if (!m)
         return error_result(Outcome::kError,
                             "argument " + std::to_string(i + 1) + ": " + m.status().to_string());
       args.push_back(m->node());
     }
     std::optional<shm::Lease> lease;
-    TaskContext::Internals in{&lease};
+    TaskContext::Internals in{&lease, remote_ != nullptr};
     TaskContext ctx =
         TaskContext::Internals::make(std::move(args), std::move(names), s->owner, s->inline_result, &in);
     Result<Output> out = Status(Code::kIo, "not run");
@@ -85,11 +95,21 @@ std::shared_ptr<const Bytes> TaskRunner::run(const std::shared_ptr<const Bytes>&
       // (the worker's own, from shm::share) is refused and left to its
       // handle, which removes it if it is this process's.
       auto n = parse_name(out->region().name());
-      if (!n || n->owner != s->owner)
+      // A remote worker's results are its own until they are pushed (and
+      // only then does it hold an owner of its own).
+      std::uint64_t expected = s->owner;
+      if (remote_ != nullptr) {
+        auto own = shm::process_owner();
+        expected = own ? *own : 0;
+      }
+      if (!n || n->owner != expected)
         return error_result(Outcome::kError, "the function returned the region " + out->region().name() +
                                                  " of another owner than the client's (write results "
                                                  "with TaskContext::result_region)");
-      return make_result(out->region().disown(), nullptr);
+      if (remote_ == nullptr) return make_result(out->region().disown(), nullptr);
+      auto name = deliver(id, std::move(out->region()));
+      if (!name) return error_result(Outcome::kError, "cannot send the result: " + name.status().message());
+      return make_result(*name, nullptr);
     }
     const Value& v = out->value();
     if (setup) return make_result("", nullptr);  // a set-up call's value is not kept
@@ -99,6 +119,14 @@ std::shared_ptr<const Bytes> TaskRunner::run(const std::shared_ptr<const Bytes>&
     const std::uint64_t room = frame_limit_ > 4096 ? frame_limit_ - 4096 : 0;
     const std::uint64_t limit = s->inline_result ? room : std::min<std::uint64_t>(inline_limit_, room);
     if (layout->size() <= limit) return make_result("", &v);
+    if (remote_ != nullptr) {
+      auto shared = shm::share(v);
+      if (!shared)
+        return error_result(Outcome::kError, "cannot write the result: " + shared.status().to_string());
+      auto name = deliver(id, std::move(shared).value());
+      if (!name) return error_result(Outcome::kError, "cannot send the result: " + name.status().message());
+      return make_result(*name, nullptr);
+    }
     auto held = TaskContext::Internals::lease_of(ctx);
     if (!held)
       return error_result(Outcome::kError, "cannot hold the client's lease: " + held.status().message());

@@ -238,6 +238,7 @@ void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
   // name no other (the dispatcher removes it when nobody takes it).
   if (!msg->name.empty() && !of_owner(msg->name, w.running_owner))
     return drop(w.conn, "done: a result region of another owner");
+  end_transfers(w, msg->name);
   const TaskKey key = w.running;
   ++w.done;
   if (ManagedWorker* m = managed_by_token(w.token)) ++m->tasks_done;
@@ -277,6 +278,7 @@ bool Dispatcher::Core::of_owner(const std::string& region, std::uint64_t owner) 
 void Dispatcher::Core::worker_lost(std::uint64_t id, Worker& w, const std::string& why) {
   const TaskKey key = scheduler.remove_worker(id);
   if (ManagedWorker* m = managed_by_token(w.token)) m->peer = 0;
+  end_transfers(w, "");
   setups_of_lost_worker(id, w);
   if (w.running_owner != 0 && !stopping) prune_owner(w.running_owner, 0);
   if (key == 0 || stopping) {

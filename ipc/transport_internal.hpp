@@ -194,6 +194,10 @@ struct OutgoingFrame {
   std::uint16_t flags = 0;
   std::uint64_t id = 0;
   std::shared_ptr<const Bytes> payload;  // may be null
+  // More payload after `payload`, written from where it is (a mapped region's
+  // bytes, not copied); `keep` holds that memory until it is written.
+  std::span<const std::byte> body;
+  std::shared_ptr<const void> keep;
 };
 
 class Connection;
@@ -203,8 +207,10 @@ class Connection;
 struct PendingFrame {
   std::byte header[kFrameHeaderSize];
   std::shared_ptr<const Bytes> payload;
+  std::span<const std::byte> body;
+  std::shared_ptr<const void> keep;
 
-  std::uint64_t size() const { return kFrameHeaderSize + (payload ? payload->size() : 0); }
+  std::uint64_t size() const { return kFrameHeaderSize + (payload ? payload->size() : 0) + body.size(); }
 };
 
 // The one write path of a Connection, usable from any thread. Frames of one

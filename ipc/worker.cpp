@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "reconnect_internal.hpp"
+#include "transfer_internal.hpp"
 #include "transport_internal.hpp"
 #include "worker_internal.hpp"
 
@@ -36,7 +37,8 @@ namespace {
 // (reconnect_internal.hpp) until the window ends; then it exits.
 class WorkerLoop {
  public:
-  explicit WorkerLoop(const WorkerOptions& o) : options_(o), runner_(o.inline_limit) {
+  explicit WorkerLoop(const WorkerOptions& o)
+      : options_(o), runner_(o.inline_limit), remote_(o.object_cache_bytes) {
     if (!options_.log)
       options_.log = [](const std::string& line) { std::fprintf(stderr, "kura worker: %s\n", line.c_str()); };
   }
@@ -116,6 +118,7 @@ class WorkerLoop {
       std::lock_guard<std::mutex> lock(mu_);
       sender_ = conn_->sender();
     }
+    remote_.attach(conn_->sender());
     Status started = conn_->start(
         detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
                                       [this](detail::Connection&, detail::CloseReason reason,
@@ -172,7 +175,7 @@ class WorkerLoop {
       } else {
         // Set-up calls are never cancelled: they run under id 0's mark.
         detail::begin_task(job.setup ? 0 : job.id);
-        job.result = runner_.run(job.payload, job.setup);
+        job.result = runner_.run(job.id, job.payload, job.setup);
         detail::end_task();
       }
       // Free before the dispatcher can hear of it (it then sends the next
@@ -328,6 +331,16 @@ class WorkerLoop {
         }
         conn_->set_read_limit(w->frame_limit);
         runner_.set_frame_limit(w->frame_limit);
+        // A dispatcher whose regions this host cannot see by their names
+        // sends their bytes instead (its names mean nothing here).
+        if (w->regions != detail::region_home()) {
+          if ((w->features & detail::kFeatureObjects) == 0) {
+            refused_ = Status(Code::kInvalidArgument,
+                              "the dispatcher's regions are not on this host and it cannot send them");
+            return conn_->close(detail::CloseReason::kLocal, refused_);
+          }
+          runner_.set_remote(&remote_);
+        }
         start_heartbeats(w->heartbeat_ms);
         if (tcp_ && (w->features & detail::kFeaturePing) != 0 && w->heartbeat_timeout_ms > 0)
           silence_->start(w->heartbeat_timeout_ms, [this](const Status& why) {
@@ -362,6 +375,14 @@ class WorkerLoop {
         cv_.notify_one();
         return;
       }
+      case FrameType::kObject:
+      case FrameType::kChunk:
+      case FrameType::kAck:
+      case FrameType::kStored: {
+        if (Status s = remote_.on_frame(std::move(f)); !s)
+          return conn_->close(detail::CloseReason::kProtocol, s);
+        return;
+      }
       case FrameType::kCancel: {
         // Tasks arrive before their cancel, in order, on this one connection:
         // the mark is enough for a task not started yet, and one that has
@@ -369,6 +390,7 @@ class WorkerLoop {
         if ((f.header.flags & kFlagSetup) != 0) return;
         const std::uint64_t id = f.header.id;
         detail::mark_cancelled(id);
+        remote_.wake();
         std::lock_guard<std::mutex> lock(mu_);
         return interrupt_locked(id);
       }
@@ -382,6 +404,7 @@ class WorkerLoop {
     conn_ = nullptr;
     uv_timer_stop(&heartbeat_);
     silence_->stop();
+    remote_.lost();
     bool running;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -405,8 +428,9 @@ class WorkerLoop {
   uv_timer_t heartbeat_{};
   uv_async_t returned_{};  // the executor finished a job the loop waits for
   detail::Connection* conn_ = nullptr;
-  detail::TaskRunner runner_;    // the executor's
-  Status ended_ = Status::ok();  // what run() returns (unless refused_)
+  detail::TaskRunner runner_;     // the executor's
+  detail::RemoteObjects remote_;  // used when the dispatcher's regions are not on this host
+  Status ended_ = Status::ok();   // what run() returns (unless refused_)
   Status refused_ = Status::ok();
 
   // The connection, and connecting again (the loop's).

@@ -16,6 +16,7 @@
 #include "kura/shm/owner.hpp"
 #include "map_cache_internal.hpp"
 #include "owner_internal.hpp"
+#include "pending_internal.hpp"
 
 namespace kura::shm {
 
@@ -43,6 +44,8 @@ std::uint64_t now_ns() {
                                         .count());
 }
 
+}  // namespace
+
 Status no_space(std::uint64_t asked) {
   return Status(Code::kNoSpace,
                 "cannot create region of " + detail::human_bytes(asked) + ": " + detail::shm_dir() + " has " +
@@ -50,6 +53,8 @@ Status no_space(std::uint64_t asked) {
                     " free (raise the container's --shm-size, or run `kura prune` to remove orphans)",
                 ENOSPC);
 }
+
+namespace {
 
 Status owner_gone(std::uint64_t owner) {
   return Status(Code::kNotFound,
@@ -239,67 +244,30 @@ std::string Shared::disown() noexcept {
 
 // --- Pending ----------------------------------------------------------------
 
-struct Pending::State {
-  const Value* value = nullptr;
-  ShareOptions options;
-  Layout layout;
-  std::optional<Writer> writer;  // borrows `layout` and `mapping`
-  Mapping mapping;               // writable, fork-private, until publish
-  OwnedFd fd;                    // read-write, fork-private, holds the writer's lock
-                                 // on the temporary until it is linked or removed
-  OwnedFd lease;                 // a copy of the Lease written for, if any
-  std::uint64_t owner = 0;
-  std::uint64_t counter = 0;
-  std::string temp_path;  // empty once published
-  pid_t pid = 0;
-
-  bool for_other() const { return static_cast<bool>(lease); }
-  // The owner written for still lives and its lease is still in place.
-  bool owner_alive() const {
-    return !for_other() || (detail::locked_by_other(lease.get(), detail::kAliveByte) &&
-                            detail::same_file(lease.get(), detail::lease_path(owner)));
-  }
-
-  ~State() {
-    writer.reset();
-    mapping.reset();
-    // The temporary file is the creating process's to remove, never a
-    // forked child's; it goes before the descriptor holding its lock.
-    if (!temp_path.empty() && pid == ::getpid()) ::unlink(temp_path.c_str());
-    fd.reset();
-  }
-};
-
 Pending::Pending(std::unique_ptr<State> state) noexcept : state_(std::move(state)) {}
 Pending::Pending(Pending&& other) noexcept = default;
 Pending& Pending::operator=(Pending&& other) noexcept = default;
 Pending::~Pending() = default;
 
-// The body of both Pending::create overloads: `lease` is null for the
-// calling process's own owner.
-struct PendingAccess {
-  using State = Pending::State;
-  static Result<std::unique_ptr<State>> create(const Lease* lease, const Value& value,
-                                               const ShareOptions& options);
-  static Result<bool> reserve_advised(State& state, std::uint64_t size);
-  // Writes the headers and copied payloads into the reserved, mapped file.
-  static Result<std::unique_ptr<State>> finish_create(std::unique_ptr<State> state);
-  static Pending make(std::unique_ptr<State> state) noexcept { return Pending(std::move(state)); }
-};
-
 Result<std::unique_ptr<Pending::State>> PendingAccess::create(const Lease* lease, const Value& value,
                                                               const ShareOptions& options) {
   KURA_RETURN_IF_ERROR(check_directory());
   KURA_ASSIGN_OR_RETURN(Layout layout, Layout::plan(value));
-  const std::uint64_t size = layout.size();
+  KURA_ASSIGN_OR_RETURN(auto state, create_file(lease, layout.size(), options));
+  state->value = &value;
+  state->layout = std::move(layout);
+  return finish_create(std::move(state));
+}
+
+Result<std::unique_ptr<Pending::State>> PendingAccess::create_file(const Lease* lease, std::uint64_t size,
+                                                                   const ShareOptions& options) {
   if (size > static_cast<std::uint64_t>(std::numeric_limits<off_t>::max()) ||
       size > std::numeric_limits<std::size_t>::max())
     return invalid_argument("value of " + detail::human_bytes(size) + " is too large for a region");
 
   auto state = std::make_unique<Pending::State>();
-  state->value = &value;
   state->options = options;
-  state->layout = std::move(layout);
+  state->size = size;
   state->pid = ::getpid();
   if (lease != nullptr) {
     // A copy of the lease's descriptor shares its lock: the Pending keeps the
@@ -358,7 +326,7 @@ Result<std::unique_ptr<Pending::State>> PendingAccess::create(const Lease* lease
   // reserves 2 MiB pages by itself (docs/design.md section 3.9).
   if (detail::huge_pages() == HugePages::kAdvise) {
     KURA_ASSIGN_OR_RETURN(bool reserved, reserve_advised(*state, size));
-    if (reserved) return finish_create(std::move(state));
+    if (reserved) return state;
   }
   int rc;
   do {
@@ -369,7 +337,7 @@ Result<std::unique_ptr<Pending::State>> PendingAccess::create(const Lease* lease
   if (!state->mapping.data()) {
     KURA_ASSIGN_OR_RETURN(state->mapping, Mapping::map(fd, static_cast<std::size_t>(size), true, true));
   }
-  return finish_create(std::move(state));
+  return state;
 }
 
 // On a tmpfs mounted huge=advise, fallocate(2) has no mapping to take advice
@@ -447,42 +415,45 @@ Result<Shared> Pending::publish() && noexcept {
   return detail::boundary("publish region", [&]() -> Result<Shared> {
     state->writer->seal(state->options.hashed);
     state->writer.reset();
-    state->mapping.reset();  // drop the writable mapping
-    if (::fchmod(state->fd.get(), 0400) != 0)
-      return detail::os_error("cannot make " + state->temp_path + " read-only", errno);
-
-    const bool keep = state->options.keep;
-    const std::uint64_t owner = keep ? kKeptOwner : state->owner;
-    std::uint64_t counter = state->counter;
-    if (keep) {
-      KURA_ASSIGN_OR_RETURN(counter, detail::random_u64());
-    }
-    std::string path;
-    for (int attempt = 0;; ++attempt) {
-      if (attempt == 16)
-        return Status(Code::kExists,
-                      "cannot publish a region: 16 random names were all taken in " + detail::shm_dir());
-      path = detail::region_path(owner, counter);
-      if (::link(state->temp_path.c_str(), path.c_str()) == 0) break;
-      // The owner written for exited cleanly and removed our temporary file.
-      if (errno == ENOENT && state->for_other()) return owner_gone(state->owner);
-      if (errno != EEXIST) return detail::os_error("cannot link " + state->temp_path + " to " + path, errno);
-      KURA_ASSIGN_OR_RETURN(counter, detail::random_u64());
-    }
-    ::unlink(state->temp_path.c_str());
-    state->temp_path.clear();
-    state->fd.reset();  // only now: the temporary stayed locked until it was gone
-    // Written for an owner that exited meanwhile: its clean exit may have
-    // missed the new name, and nobody would ever release it.
-    if (!keep && !state->owner_alive()) {
-      ::unlink(path.c_str());
-      return owner_gone(state->owner);
-    }
-    // A region written for another owner is theirs from now on: this handle
-    // never unlinks it (the recipient adopts it).
-    return SharedAccess::make(format_region_name(owner, counter), state->layout.size(),
-                              !keep && !state->for_other());
+    return PendingAccess::link(std::move(state));
   });
+}
+
+Result<Shared> PendingAccess::link(std::unique_ptr<State> state) {
+  state->mapping.reset();  // drop the writable mapping
+  if (::fchmod(state->fd.get(), 0400) != 0)
+    return detail::os_error("cannot make " + state->temp_path + " read-only", errno);
+
+  const bool keep = state->options.keep;
+  const std::uint64_t owner = keep ? kKeptOwner : state->owner;
+  std::uint64_t counter = state->counter;
+  if (keep) {
+    KURA_ASSIGN_OR_RETURN(counter, detail::random_u64());
+  }
+  std::string path;
+  for (int attempt = 0;; ++attempt) {
+    if (attempt == 16)
+      return Status(Code::kExists,
+                    "cannot publish a region: 16 random names were all taken in " + detail::shm_dir());
+    path = detail::region_path(owner, counter);
+    if (::link(state->temp_path.c_str(), path.c_str()) == 0) break;
+    // The owner written for exited cleanly and removed our temporary file.
+    if (errno == ENOENT && state->for_other()) return owner_gone(state->owner);
+    if (errno != EEXIST) return detail::os_error("cannot link " + state->temp_path + " to " + path, errno);
+    KURA_ASSIGN_OR_RETURN(counter, detail::random_u64());
+  }
+  ::unlink(state->temp_path.c_str());
+  state->temp_path.clear();
+  state->fd.reset();  // only now: the temporary stayed locked until it was gone
+  // Written for an owner that exited meanwhile: its clean exit may have
+  // missed the new name, and nobody would ever release it.
+  if (!keep && !state->owner_alive()) {
+    ::unlink(path.c_str());
+    return owner_gone(state->owner);
+  }
+  // A region written for another owner is theirs from now on: this handle
+  // never unlinks it (the recipient adopts it).
+  return SharedAccess::make(format_region_name(owner, counter), state->size, !keep && !state->for_other());
 }
 
 Result<Shared> share(const Value& value, const ShareOptions& options) noexcept {

@@ -377,7 +377,10 @@ SEXP kura_client_status(SEXP client) {
         {"queued_cap", s.queued_cap},
         {"unroutable", s.unroutable},
         {"workers_dropped", s.workers_dropped},
-        {"workers_started", s.workers_started}};
+        {"workers_started", s.workers_started},
+        {"pulls", s.pulls},
+        {"pulled_bytes", s.pulled_bytes},
+        {"pushed_bytes", s.pushed_bytes}};
     std::vector<std::string> functions;
     for (const auto& w : s.workers) {
       std::string joined;

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
   append(seeds[0], FrameType::kSubmit, 1, msg::encode_submit(call, 7, {}));
   append(seeds[1], FrameType::kResult, 1, msg::encode_result(Outcome::kOk, "", "", &v));
   append(seeds[1], FrameType::kResult, 2, msg::encode_result(Outcome::kOk, "", "/kura_7_9", nullptr));
-  append(seeds[2], FrameType::kWelcome, 0, msg::encode_welcome(msg::Welcome{1u << 20, 5, 0, 500, 5000}));
+  append(seeds[2], FrameType::kWelcome, 0, msg::encode_welcome(msg::Welcome{1u << 20, 5, 0, 500, 5000, ""}));
   DispatcherStatus s;
   s.workers = {{1, 10, "idle", 3, {"echo"}}};
   append(seeds[2], FrameType::kStatus, 3, msg::encode_status(s));

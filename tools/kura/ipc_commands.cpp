@@ -96,6 +96,8 @@ int cmd_status(const std::string& socket, bool json) {
     out["unroutable"] = st->unroutable;
     out["workers_dropped"] = st->workers_dropped;
     out["workers_started"] = st->workers_started;
+    out["objects"] = {
+        {"pulls", st->pulls}, {"pulled_bytes", st->pulled_bytes}, {"pushed_bytes", st->pushed_bytes}};
     out["queued_bytes"] = {{"used", st->queued_bytes}, {"peak", st->queued_peak}, {"cap", st->queued_cap}};
     out["workers"] = Json::array();
     for (const auto& w : st->workers)
@@ -112,6 +114,8 @@ int cmd_status(const std::string& socket, bool json) {
             << " completed, " << st->unroutable << " waiting for a worker with their function\n"
             << "workers: " << st->workers_started << " started, " << st->workers_dropped
             << " dropped for missing heartbeats\n"
+            << "objects: " << st->pulls << " pulls by remote workers, " << human_bytes(st->pulled_bytes)
+            << " sent to them, " << human_bytes(st->pushed_bytes) << " of results received\n"
             << "queued: " << human_bytes(st->queued_bytes) << " (peak " << human_bytes(st->queued_peak)
             << ", cap " << (st->queued_cap ? human_bytes(st->queued_cap) : std::string("none")) << ")\n"
             << std::left << std::setw(6) << "ID" << std::setw(10) << "PID" << std::setw(8) << "STATE"

@@ -16,6 +16,10 @@ std::uint64_t region_header_hash(std::span<const std::byte> header) noexcept;
 // as 0, followed by its data block. REQUIRES: header.size() == 64.
 std::uint64_t node_hash(std::span<const std::byte> header, std::span<const std::byte> data) noexcept;
 
+// XXH3-64 (seed 0) of `bytes`: the checksum of bytes in transit (a chunk
+// of a region crossing the network).
+std::uint64_t checksum64(std::span<const std::byte> bytes) noexcept;
+
 // Which build of XXH3 computes these hashes in this process, chosen once at
 // run time for the widest vector unit the CPU has: "avx512", "avx2", or
 // "libxxhash" (the system's). Every build gives the same values.

@@ -33,8 +33,10 @@ inline constexpr std::size_t kFrameHeaderSize = 24;
 inline constexpr std::uint8_t kFrameVersion = 1;
 // The version of the protocol spoken over frames (the messages, their fields
 // and what they mean): sent in hello and welcome, and a peer of another
-// version is refused with a message that names both. Version 1 was kura 0.1.
-inline constexpr std::uint32_t kProtocolVersion = 2;
+// version is refused with a message that names both. Version 1 was kura 0.1;
+// version 3 added objects that follow names (the welcome names its region
+// directory).
+inline constexpr std::uint32_t kProtocolVersion = 3;
 // The default bound on one frame's payload.
 inline constexpr std::uint32_t kDefaultFrameLimit = 1u << 20;
 
@@ -54,10 +56,18 @@ enum class FrameType : std::uint8_t {
   kHeartbeat = 13,    // worker -> dispatcher: its loop is alive (sent every Welcome::heartbeat_ms);
                       // dispatcher -> worker too, to a worker that asked (hello feature kFeaturePing)
   kRefused = 14,      // dispatcher -> peer: why it is refused (a text), then the connection closes
-  kGoodbye = 15,      // dispatcher -> worker: the dispatcher is stopping; exit, do not reconnect
-                      // (sent to a worker that announced kFeatureGoodbye), then the connection closes
+  // Objects that follow names to a worker on another host (docs/design.md
+  // "Objects that follow names"); `id` is the task's.
+  kPull = 15,     // worker -> dispatcher: send me the value at a name of task `id`
+  kObject = 16,   // dispatcher -> worker: the answer to kPull (size, or unchanged, or an error)
+  kChunk = 17,    // either way: bytes of the object or result in transit
+  kAck = 18,      // either way: bytes of the transfer received so far (flow control)
+  kPush = 19,     // worker -> dispatcher: the result region of task `id` follows
+  kStored = 20,   // dispatcher -> worker: the pushed result's name for the client, or an error
+  kGoodbye = 21,  // dispatcher -> worker: the dispatcher is stopping; exit, do not reconnect
+                  // (sent to a worker that announced kFeatureGoodbye), then the connection closes
 };
-inline constexpr std::uint8_t kMaxFrameType = 15;
+inline constexpr std::uint8_t kMaxFrameType = 21;
 
 enum FrameFlags : std::uint16_t {
   kFlagTry = 1u << 0,    // kSubmit: answer kFull at once instead of waiting for room

@@ -148,6 +148,12 @@ struct DispatcherStatus {
   std::uint64_t unroutable = 0;       // queued tasks that wait for a worker with their function
   std::uint64_t workers_dropped = 0;  // workers dropped: heartbeats missed, or a stopped task ran on
   std::uint64_t workers_started = 0;  // managed worker processes started
+  // Objects that follow names to workers on other hosts: pulls answered (a
+  // worker's copy still current counts, sending nothing), bytes of regions
+  // sent to them, and bytes of result regions they sent back.
+  std::uint64_t pulls = 0;
+  std::uint64_t pulled_bytes = 0;
+  std::uint64_t pushed_bytes = 0;
   std::vector<WorkerStatus> workers;
 };
 

@@ -134,6 +134,11 @@ struct WorkerOptions {
   // kCancelSignal itself; any other is left to the handler the host
   // installed (an R worker uses SIGINT, which R turns into an interrupt).
   int cancel_signal = kCancelSignal;
+  // A worker whose dispatcher's regions are not on this host (another
+  // host, or another region directory) pulls the bytes behind its tasks'
+  // names and keeps the copies for later tasks, up to this many bytes
+  // (least recently used out; the copy a task uses stays while it runs).
+  std::uint64_t object_cache_bytes = std::uint64_t{1} << 30;
   // The shared secret file (kura/ipc/secret.hpp) a TCP endpoint's
   // dispatcher and this worker prove to each other; unused for a Unix one.
   std::string secret_file;
