@@ -1,7 +1,7 @@
 // Workers on another host (issue 16), made with namespaces (netns.hpp): a
-// worker that sees none of the dispatcher's regions runs a task over a veth
-// link; a cut network is noticed by heartbeats on both sides and the worker
-// reconnects once it heals; a worker whose dispatcher was killed tries to
+// worker that sees none of the dispatcher's regions runs a task on an inline
+// argument, and one on a name whose bytes it pulls, over a veth link; a cut network is noticed by heartbeats
+// on both sides and the worker reconnects once it heals; a worker whose dispatcher was killed tries to
 // reconnect for its window, then exits saying so. Where namespaces are
 // refused, the tests that can run over loopback do, and say so.
 #include <catch2/catch.hpp>
@@ -122,6 +122,16 @@ TEST_CASE(
     auto seen = run(host.in_worker({kKura, "get", shared->name()}));
     CHECK(seen.code != 0);
     CHECK_THAT(seen.err, Catch::Contains("not found") || Catch::Contains("No such file"));
+    // Handed that name, the worker pulls its bytes over the link.
+    auto id = c->submit(call("sum", {ipc::Arg::ref(shared->name())}));
+    REQUIRE(id.is_ok());
+    auto r = c->wait_for(*id, 30s);
+    REQUIRE(r.has_value());
+    INFO(r->describe());
+    REQUIRE(r->ok());
+    auto xs = r->value().array<Dtype::kF64>();
+    REQUIRE(xs.is_ok());
+    CHECK((*xs)[0] == 3);
   }
   // The dispatcher says goodbye: the worker exits at once, without trying
   // to reconnect (its window would be a minute).
