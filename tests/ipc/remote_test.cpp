@@ -1,9 +1,11 @@
 // Workers on another host (issue 16), made with namespaces (netns.hpp): a
-// worker that sees none of the dispatcher's regions runs a task on an inline
-// argument, and one on a name whose bytes it pulls, over a veth link; a cut network is noticed by heartbeats
-// on both sides and the worker reconnects once it heals; a worker whose dispatcher was killed tries to
-// reconnect for its window, then exits saying so. Where namespaces are
-// refused, the tests that can run over loopback do, and say so.
+// worker that sees none of the dispatcher's regions runs a task on an
+// inline argument, and one on a name whose bytes it pulls, over a veth
+// link; a cut network is noticed by heartbeats on both sides and the worker
+// reconnects once it heals; a dispatcher that stops answering is noticed by
+// its worker; a worker whose dispatcher was killed tries to reconnect for
+// its window, then exits saying so. Where namespaces are refused, the tests
+// that can run over loopback do, and say so.
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <csignal>
