@@ -54,6 +54,7 @@ class DispatcherPool {
   }
 
   ipc::Client& client() { return *client_; }
+  ipc::Dispatcher& dispatcher() { return *dispatcher_; }
   // The workers' process ids, as they first connected.
   const std::vector<std::int64_t>& worker_pids() const { return worker_pids_; }
 

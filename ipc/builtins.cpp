@@ -43,6 +43,11 @@ Result<Output> echo(TaskContext& ctx) {
   return Output(Value::list(std::move(out)));
 }
 
+Result<Output> length(TaskContext& ctx) {
+  if (ctx.args().size() != 1) return wrong_args("length", "takes one argument");
+  return Output(Value::array<Dtype::kU64>({ctx.args()[0].length()}));
+}
+
 Result<Output> sum(TaskContext& ctx) {
   KURA_ASSIGN_OR_RETURN(auto xs, f64_arg("sum", ctx, 0));
   double total = 0;
@@ -191,6 +196,7 @@ Result<Output> combine(TaskContext& ctx) {
 
 void register_builtins(Registry& registry) {
   registry.add("echo", echo);
+  registry.add("length", length);
   registry.add("sum", sum);
   registry.add("colmeans", colmeans);
   registry.add("scale", scale);

@@ -1,5 +1,6 @@
 #include "kura/ipc/frame.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
@@ -62,6 +63,13 @@ Result<FrameHeader> decode_frame_header(std::span<const std::byte, kFrameHeaderS
 
 Status FrameReader::feed(std::span<const std::byte> bytes) noexcept {
   try {
+    if (big_ && big_have_ < big_->payload.size()) {
+      const std::size_t n = std::min(bytes.size(), big_->payload.size() - big_have_);
+      std::memcpy(big_->payload.data() + big_have_, bytes.data(), n);
+      big_have_ += n;
+      bytes = bytes.subspan(n);
+      if (bytes.empty()) return Status::ok();
+    }
     if (start_ > 0 && start_ == buffer_.size()) {
       buffer_.clear();
       start_ = 0;
@@ -75,12 +83,32 @@ Status FrameReader::feed(std::span<const std::byte> bytes) noexcept {
 
 Result<std::optional<Frame>> FrameReader::next() noexcept {
   try {
+    if (big_) {
+      if (big_have_ < big_->payload.size()) return std::optional<Frame>();
+      std::optional<Frame> done = std::move(big_);
+      big_.reset();
+      big_have_ = 0;
+      return done;
+    }
     if (buffered() < kFrameHeaderSize) return std::optional<Frame>();
     const std::byte* at = buffer_.data() + start_;
     KURA_ASSIGN_OR_RETURN(
         FrameHeader h,
         decode_frame_header(std::span<const std::byte, kFrameHeaderSize>(at, kFrameHeaderSize), limit_));
     if (buffered() - kFrameHeaderSize < h.length) {
+      if (h.length >= kDirect) {
+        // The rest of a large payload goes straight into its place.
+        Frame f;
+        f.header = h;
+        f.payload.resize(h.length);
+        const std::size_t have = buffered() - kFrameHeaderSize;
+        std::memcpy(f.payload.data(), at + kFrameHeaderSize, have);
+        buffer_.clear();
+        start_ = 0;
+        big_.emplace(std::move(f));
+        big_have_ = have;
+        return std::optional<Frame>();
+      }
       // Keep the partial frame at the front so the buffer never grows past
       // one frame plus one read.
       if (start_ > 0) {

@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
   append(seeds[0], FrameType::kSubmit, 1, msg::encode_submit(call, 7, {}));
   append(seeds[1], FrameType::kResult, 1, msg::encode_result(Outcome::kOk, "", "", &v));
   append(seeds[1], FrameType::kResult, 2, msg::encode_result(Outcome::kOk, "", "/kura_7_9", nullptr));
-  append(seeds[2], FrameType::kWelcome, 0, msg::encode_welcome(msg::Welcome{1u << 20, 5, 0, 500, 5000, ""}));
+  append(seeds[2], FrameType::kWelcome, 0,
+         msg::encode_welcome(msg::Welcome{1u << 20, 5, 0, 500, 5000, "boot:1:2"}));
   DispatcherStatus s;
   s.workers = {{1, 10, "idle", 3, {"echo"}}};
   append(seeds[2], FrameType::kStatus, 3, msg::encode_status(s));
@@ -55,6 +56,15 @@ int main(int argc, char** argv) {
   const msg::Timing timing{1, 2, 3};
   append(seeds[3], FrameType::kResult, 5,
          msg::encode_result(Outcome::kOk, "", "/kura_7_a", nullptr, &timing));
+  append(seeds[3], FrameType::kPull, 6, msg::encode_pull(msg::Pull{"/kura_1f_2a[2]", 9}));
+  append(seeds[3], FrameType::kObject, 6, msg::encode_object(msg::ObjectInfo{"", 4096, 9, false, true}));
+  const Bytes data(64, std::byte{7});
+  Bytes chunk = msg::encode_chunk_head(0, data, true);
+  chunk.insert(chunk.end(), data.begin(), data.end());
+  append(seeds[3], FrameType::kChunk, 6, Result<Bytes>(std::move(chunk)));
+  append(seeds[3], FrameType::kAck, 6, Result<Bytes>(msg::encode_ack(64)));
+  append(seeds[3], FrameType::kPush, 6, msg::encode_push(msg::PushInfo{4096, false}));
+  append(seeds[3], FrameType::kStored, 6, msg::encode_stored(msg::Stored{"", "/kura_7_b"}));
   int n = 0;
   for (const auto& stream : seeds) {
     for (char chunk : {char(0), char(7), char(255)}) {

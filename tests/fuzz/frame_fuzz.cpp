@@ -75,6 +75,25 @@ void read_as_messages(const kura::Bytes& payload) {
   require(st.is_ok() || decode_code_ok(st.status().code()), "decode_status: unexpected code");
   auto rf = d::decode_refused(payload);
   require(rf.is_ok() || decode_code_ok(rf.status().code()), "decode_refused: unexpected code");
+  // Objects that follow names: four images, and the raw chunk and ack.
+  auto pl = d::decode_pull(payload);
+  require(pl.is_ok() || decode_code_ok(pl.status().code()), "decode_pull: unexpected code");
+  auto ob = d::decode_object(payload);
+  require(ob.is_ok() || decode_code_ok(ob.status().code()), "decode_object: unexpected code");
+  auto pu = d::decode_push(payload);
+  require(pu.is_ok() || decode_code_ok(pu.status().code()), "decode_push: unexpected code");
+  auto so = d::decode_stored(payload);
+  require(so.is_ok() || decode_code_ok(so.status().code()), "decode_stored: unexpected code");
+  for (bool checksum : {false, true}) {
+    auto ch = d::decode_chunk(payload, checksum);
+    if (ch) {
+      require(ch->data.size() + d::kChunkHead == payload.size(), "a chunk's data is not the rest of it");
+    } else {
+      require(ch.status().code() == Code::kCorrupt, "decode_chunk: unexpected code");
+    }
+  }
+  auto ack = d::decode_ack(payload);
+  require(ack.is_ok() || ack.status().code() == Code::kCorrupt, "decode_ack: unexpected code");
 }
 
 }  // namespace

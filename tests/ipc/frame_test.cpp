@@ -100,6 +100,43 @@ TEST_CASE("FrameReader cuts a stream fed byte by byte and in one piece", "[ipc]"
   }
 }
 
+TEST_CASE("FrameReader reads large payloads in place, in any cut, between small frames", "[ipc]") {
+  // Small, large (read into its own payload as it comes), small, large.
+  std::vector<std::string> payloads = {std::string(10, 'a'), std::string(200000, 'b'), std::string(3, 'c'),
+                                       std::string(65536, 'd')};
+  for (std::size_t i = 0; i < payloads[1].size(); i += 997) payloads[1][i] = static_cast<char>('0' + i % 10);
+  Bytes stream;
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    Bytes f = frame_bytes(FrameType::kChunk, 0, i + 1, payloads[i]);
+    stream.insert(stream.end(), f.begin(), f.end());
+  }
+  for (std::size_t cut :
+       {std::size_t{1}, std::size_t{7}, std::size_t{4096}, std::size_t{65536}, stream.size()}) {
+    INFO("fed in pieces of " << cut);
+    FrameReader r;
+    std::vector<Frame> frames;
+    for (std::size_t at = 0; at < stream.size(); at += cut) {
+      const std::size_t n = std::min(cut, stream.size() - at);
+      REQUIRE(r.feed(std::span<const std::byte>(stream.data() + at, n)).is_ok());
+      CHECK(r.buffered() > 0);
+      for (;;) {
+        auto f = r.next();
+        REQUIRE(f.is_ok());
+        if (!f->has_value()) break;
+        frames.push_back(std::move(**f));
+      }
+    }
+    REQUIRE(frames.size() == payloads.size());
+    for (std::size_t i = 0; i < payloads.size(); ++i) {
+      CHECK(frames[i].header.id == i + 1);
+      CHECK(std::string(reinterpret_cast<const char*>(frames[i].payload.data()), frames[i].payload.size()) ==
+            payloads[i]);
+      CHECK(reinterpret_cast<std::uintptr_t>(frames[i].payload.data()) % 64 == 0);
+    }
+    CHECK(r.buffered() == 0);
+  }
+}
+
 TEST_CASE("FrameReader stops at an oversized length before reading the payload", "[ipc]") {
   FrameReader r(1024);
   Bytes head = frame_bytes(FrameType::kSubmit, 0, 1, "");

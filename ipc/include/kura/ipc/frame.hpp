@@ -110,14 +110,22 @@ class FrameReader {
   // as decode_frame_header; after an error the stream is unusable.
   Result<std::optional<Frame>> next() noexcept;
   // Bytes received but not yet returned as frames.
-  std::size_t buffered() const noexcept { return buffer_.size() - start_; }
+  std::size_t buffered() const noexcept {
+    return buffer_.size() - start_ + (big_ ? kFrameHeaderSize + big_have_ : 0);
+  }
   std::uint32_t limit() const noexcept { return limit_; }
   void set_limit(std::uint32_t limit) noexcept { limit_ = limit; }
 
  private:
+  // A frame whose payload is at least this long is read into its own
+  // payload as it arrives (one copy of its bytes, not two).
+  static constexpr std::uint32_t kDirect = 64 * 1024;
+
   std::uint32_t limit_;
   Bytes buffer_;
   std::size_t start_ = 0;
+  std::optional<Frame> big_;  // a large frame being filled, ahead of buffer_
+  std::size_t big_have_ = 0;  // its payload bytes so far
 };
 
 }  // namespace kura::ipc

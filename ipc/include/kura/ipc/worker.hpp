@@ -7,6 +7,7 @@
 //
 // Built-in functions (for tests, the demo and benchmarks):
 //   echo(x...)         the arguments, copied (one: itself; none: null)
+//   length(x)          the length of x (elements, strings or children), as a u64
 //   sum(x)             the sum of an f64 array, as an f64 of length 1
 //   colmeans(list)     the mean of each f64 column of a list, as an f64 array
 //   scale(x, k)        a new region holding the f64 array x times k
