@@ -424,13 +424,15 @@ task_handler <- function(functions) {
   }
 }
 
-serve <- function(socket, functions = list()) {
+serve <- function(socket, functions = list(), secret_file = NULL) {
   functions <- check_functions(functions)
   # A task's error goes back to its client; printed here too it would only
   # clutter the worker's standard error (the session's, for workers()).
   old <- options(show.error.messages = FALSE)
   on.exit(options(old))
-  .Call(C_kura_worker_serve, socket, c(kR, names(functions)), task_handler(functions), utf8_locale())
+  if (!is.null(secret_file)) secret_file <- path.expand(as.character(secret_file))
+  .Call(C_kura_worker_serve, socket, c(kR, names(functions)), task_handler(functions), utf8_locale(),
+        secret_file)
   invisible()
 }
 

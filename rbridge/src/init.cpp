@@ -35,7 +35,7 @@ const R_CallMethodDef kCallMethods[] = {
     {"kura_client_everywhere", routine(&kura_client_everywhere), 4},
     {"kura_client_status", routine(&kura_client_status), 1},
     {"kura_client_bytes", routine(&kura_client_bytes), 1},
-    {"kura_worker_serve", routine(&kura_worker_serve), 4},
+    {"kura_worker_serve", routine(&kura_worker_serve), 5},
     {"kura_claim_slot", routine(&kura_claim_slot), 2},
     {"kura_content_key", routine(&kura_content_key), 1},
     {nullptr, nullptr, 0},

@@ -139,7 +139,7 @@ ipc::Function r_function(std::string fn) {
 
 extern "C" {
 
-SEXP kura_worker_serve(SEXP socket, SEXP names, SEXP handler, SEXP utf8_locale) {
+SEXP kura_worker_serve(SEXP socket, SEXP names, SEXP handler, SEXP utf8_locale, SEXP secret_file) {
   return entry([&]() -> SEXP {
     if (TYPEOF(socket) != STRSXP || XLENGTH(socket) != 1 || STRING_ELT(socket, 0) == NA_STRING)
       fail("kura: the socket must be a string");
@@ -153,6 +153,8 @@ SEXP kura_worker_serve(SEXP socket, SEXP names, SEXP handler, SEXP utf8_locale) 
     }
     ipc::WorkerOptions o;
     o.socket_path = CHAR(STRING_ELT(socket, 0));
+    if (TYPEOF(secret_file) == STRSXP && XLENGTH(secret_file) == 1 && STRING_ELT(secret_file, 0) != NA_STRING)
+      o.secret_file = CHAR(STRING_ELT(secret_file, 0));
     o.run_on_calling_thread = true;
     o.cancel_signal = SIGINT;
     Status s = ipc::Worker::run(o);

@@ -48,7 +48,7 @@ SEXP kura_client_bytes(SEXP client);
 // main thread, which returns list(TRUE, value) or list(FALSE, message).
 // A cancelled task is interrupted (SIGINT). Returns when the dispatcher goes
 // away (NULL), or raises the error that kept it from serving.
-SEXP kura_worker_serve(SEXP socket, SEXP names, SEXP handler, SEXP utf8_locale);
+SEXP kura_worker_serve(SEXP socket, SEXP names, SEXP handler, SEXP utf8_locale, SEXP secret_file);
 
 // A key of what `x` holds (its type, length, elements and attributes, to any
 // depth: a 128-bit XXH3 in hex), equal for equal objects; NULL for one with

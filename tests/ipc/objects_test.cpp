@@ -21,6 +21,7 @@
 #include "endpoint_internal.hpp"
 #include "ipc_util.hpp"
 #include "kura/shm/region.hpp"
+#include "message_internal.hpp"
 #include "private_shm_dir.hpp"
 #include "shm_guard.hpp"
 
@@ -332,4 +333,79 @@ TEST_CASE("objects: a remote worker killed mid-transfer ends its task and leaves
   INFO(pruned.err);
   CHECK(pruned.code == 0);
   CHECK(remote.regions().empty());
+}
+
+TEST_CASE("objects: a worker gets only the names of the task it runs, a sub-tree without its parent",
+          "[ipc][multiprocess][objects]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 0);
+  auto c = connect(d.socket());
+  auto secret_data = shm::share(Value::f64({42}));
+  REQUIRE(secret_data.is_ok());
+  auto list = shm::share(Value::list({Value::f64({1, 2}), Value::f64({3, 4, 5})}));
+  REQUIRE(list.is_ok());
+  const std::string child = list->name() + "[2]";
+
+  auto pull = [](const std::string& name, std::uint64_t have = 0) {
+    auto p = ipc::detail::encode_pull(ipc::detail::Pull{name, have});
+    REQUIRE(p.is_ok());
+    return std::move(p).value();
+  };
+  RawPeer fake(d.socket());
+  fake.hello_worker({"fake"});
+  REQUIRE(fake.next_of(ipc::FrameType::kWelcome).has_value());
+  auto id = c->submit(call("fake", {ipc::Arg::ref(child)}));
+  REQUIRE(id.is_ok());
+  auto task = fake.next_of(ipc::FrameType::kTask);
+  REQUIRE(task.has_value());
+
+  // Its own argument: the sub-tree alone, in a region of its own.
+  fake.frame(ipc::FrameType::kPull, task->header.id, pull(child));
+  auto info_frame = fake.next_of(ipc::FrameType::kObject);
+  REQUIRE(info_frame.has_value());
+  auto info = ipc::detail::decode_object(info_frame->payload);
+  REQUIRE(info.is_ok());
+  CHECK(info->message.empty());
+  CHECK(info->size < list->size());
+  Bytes image;
+  while (image.size() < info->size) {
+    auto chunk = fake.next_of(ipc::FrameType::kChunk);
+    REQUIRE(chunk.has_value());
+    auto data = ipc::detail::decode_chunk(chunk->payload, info->checksums);
+    REQUIRE(data.is_ok());
+    REQUIRE(data->offset == image.size());
+    image.insert(image.end(), data->data.begin(), data->data.end());
+  }
+  auto region = Region::open(image);
+  REQUIRE(region.is_ok());
+  auto root = region->root();
+  REQUIRE(root.is_ok());
+  auto xs = root->array<Dtype::kF64>();
+  REQUIRE(xs.is_ok());
+  CHECK(std::vector<double>(xs->begin(), xs->end()) == std::vector<double>{3, 4, 5});
+
+  // The same again with the identity it was given: unchanged, no bytes.
+  fake.frame(ipc::FrameType::kPull, task->header.id, pull(child, info->identity));
+  auto again = fake.next_of(ipc::FrameType::kObject);
+  REQUIRE(again.has_value());
+  auto same = ipc::detail::decode_object(again->payload);
+  REQUIRE(same.is_ok());
+  CHECK(same->unchanged);
+
+  // The parent of its argument, or a name of nobody's task: the connection goes.
+  SECTION("the parent") {
+    fake.frame(ipc::FrameType::kPull, task->header.id, pull(list->name()));
+  }
+  SECTION("another region") {
+    fake.frame(ipc::FrameType::kPull, task->header.id, pull(secret_data->name()));
+  }
+  SECTION("a task it does not run") {
+    fake.frame(ipc::FrameType::kPull, task->header.id + 1, pull(child));
+  }
+  CHECK(fake.closed_by_peer());
+  CHECK(d.wait_log("pull: "));
+  auto r = c->wait_for(*id, 20s);
+  REQUIRE(r.has_value());
+  CHECK(r->outcome() == ipc::Outcome::kWorkerLost);
 }
