@@ -252,13 +252,31 @@ void Connection::on_end() {
   close_if_ended_and_drained();
 }
 
+void Connection::close_when_written(CloseReason why, const Status& detail) {
+  if (closing_ || peer_ended_ || closing_when_written_) return;
+  pause_reading();
+  closing_when_written_ = true;
+  written_reason_ = why;
+  written_detail_ = detail;
+  uv_timer_start(
+      &partial_timer_,
+      [](uv_timer_t* t) {
+        auto* c = static_cast<Connection*>(t->data);
+        c->close(c->written_reason_, c->written_detail_);
+      },
+      kEndLingerMs, 0);
+  close_if_ended_and_drained();
+}
+
 void Connection::close_if_ended_and_drained() {
-  if (closing_ || !peer_ended_) return;
+  if (closing_ || !(peer_ended_ || closing_when_written_)) return;
   {
     std::lock_guard<std::mutex> lock(sender_->mu_);
     if (!sender_->outbox_.empty() || stream_->queued_bytes() > 0) return;
   }
-  close(CloseReason::kPeerClosed, Status(Code::kIo, "the peer closed the connection"));
+  if (peer_ended_)
+    return close(CloseReason::kPeerClosed, Status(Code::kIo, "the peer closed the connection"));
+  close(written_reason_, written_detail_);
 }
 
 void Connection::arm_partial_timer() {

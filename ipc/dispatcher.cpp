@@ -43,6 +43,7 @@ const char* frame_name(FrameType t) {
     case FrameType::kAck: return "ack";
     case FrameType::kPush: return "push";
     case FrameType::kStored: return "stored";
+    case FrameType::kGoodbye: return "goodbye";
   }
   return "unknown";
 }
@@ -104,6 +105,7 @@ Status Dispatcher::Core::open_loop(bool signals) {
   uv_timer_init(&loop, &timeout_timer);
   uv_timer_init(&loop, &sweep_timer);
   uv_timer_init(&loop, &refuse_timer);
+  uv_timer_init(&loop, &ping_timer);
   handle_signals = signals;
   if (signals) {
     uv_signal_init(&loop, &sigint);
@@ -193,6 +195,7 @@ void Dispatcher::Core::close_all_handles() {
   close(&timeout_timer);
   close(&sweep_timer);
   close(&refuse_timer);
+  close(&ping_timer);
   if (handle_signals) {
     close(&sigint);
     close(&sigterm);
@@ -207,13 +210,14 @@ void Dispatcher::Core::begin_stop() {
   std::vector<Connection*> conns;
   for (auto& [id, n] : newcomers) conns.push_back(n.conn);
   for (auto& [id, c] : clients) conns.push_back(c.conn);
-  for (auto& [id, w] : workers) conns.push_back(w.conn);
   for (Connection* c : conns)
     c->close(detail::CloseReason::kLocal, Status(Code::kIo, "the dispatcher is stopping"));
+  close_workers_for_stop();
   while (!recheck_timers.empty()) close_recheck(*recheck_timers.begin());
   uv_timer_stop(&restart_timer);
   uv_timer_stop(&timeout_timer);
   uv_timer_stop(&sweep_timer);
+  uv_timer_stop(&ping_timer);
   // Managed workers see their connection close and exit; those that do not
   // are killed after a grace period.
   if (managed.empty()) {
@@ -353,6 +357,7 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
           "the dispatcher did not start");
     }
     w.functions = std::move(h->functions);
+    w.features = h->features;
     w.last_heard_ms = now_ms();
     std::vector<detail::FnId> fns;
     fns.reserve(w.functions.size());
@@ -368,6 +373,7 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
     }
     welcome.heartbeat_ms = options.heartbeat_ms;
     welcome.regions = regions_home;
+    welcome.heartbeat_timeout_ms = options.heartbeat_timeout_ms;
   }
   conn->set_read_limit(options.frame_limit);
   auto bytes = detail::encode_welcome(welcome);

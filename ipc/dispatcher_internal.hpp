@@ -86,6 +86,7 @@ struct Dispatcher::Core {
     std::uint64_t done = 0;
     std::uint64_t last_heard_ms = 0;
     std::uint64_t stop_sent_ms = 0;  // when it was told to stop the task it runs, or 0
+    std::uint64_t features = 0;      // its hello's (detail::Feature)
     // Objects that follow names (objects.cpp), for the task it runs: the
     // region it pulls, the result it pushes, and that result once stored
     // for the client (until kDone names it).
@@ -222,6 +223,11 @@ struct Dispatcher::Core {
   void start_liveness();
   std::uint64_t sweep_every() const;
   void on_sweep();
+  // Sends kHeartbeat to the workers that asked for it (kFeaturePing).
+  void ping_workers();
+  // Tells the workers that asked for it (kFeatureGoodbye) that the
+  // dispatcher stops and closes every worker connection.
+  void close_workers_for_stop();
   bool admit_connection();  // false: over the connection cap (logged)
   void note_region_result(Client& c, const std::shared_ptr<const Bytes>& payload, const std::string& region);
   void shed_backlog();  // disconnects the slowest clients while over max_client_backlog
@@ -232,7 +238,7 @@ struct Dispatcher::Core {
   uv_loop_t loop{};
   uv_async_t stop_async{};
   uv_signal_t sigint{}, sigterm{};
-  uv_timer_t restart_timer{}, kill_timer{}, timeout_timer{}, sweep_timer{}, refuse_timer{};
+  uv_timer_t restart_timer{}, kill_timer{}, timeout_timer{}, sweep_timer{}, refuse_timer{}, ping_timer{};
   bool handle_signals = false;
   bool stopping = false;
   std::unique_ptr<detail::Listener> listener;

@@ -48,6 +48,32 @@ void Dispatcher::Core::start_liveness() {
         core->guarded([core] { core->on_sweep(); });
       },
       every, every);
+  uv_timer_start(
+      &ping_timer,
+      [](uv_timer_t* t) {
+        auto* core = static_cast<Core*>(t->loop->data);
+        core->guarded([core] { core->ping_workers(); });
+      },
+      options.heartbeat_ms, options.heartbeat_ms);
+}
+
+// A worker over TCP cannot tell a quiet dispatcher from a cut network (no
+// reset ever comes): it asks for these and drops a dispatcher silent past
+// heartbeat_timeout_ms.
+void Dispatcher::Core::ping_workers() {
+  for (auto& [id, w] : workers)
+    if ((w.features & detail::kFeaturePing) != 0) w.conn->send(FrameType::kHeartbeat, 0, 0, nullptr);
+}
+
+// A worker that reconnects takes a connection that closes without kGoodbye
+// for a drop; after kGoodbye it exits.
+// (on_close is called from the loop later, so the map stays as it is here.)
+void Dispatcher::Core::close_workers_for_stop() {
+  const Status why(Code::kIo, "the dispatcher is stopping");
+  for (auto& [id, w] : workers) {
+    if ((w.features & detail::kFeatureGoodbye) != 0) w.conn->send(FrameType::kGoodbye, 0, 0, nullptr);
+    w.conn->close_when_written(detail::CloseReason::kLocal, why);
+  }
 }
 
 // True when one more connection may be kept; past the cap it is refused

@@ -126,6 +126,7 @@ Result<Bytes> encode_welcome(const Welcome& w) noexcept {
                             {"pid", i64_of(w.pid)},
                             {"queue_cap", u64_of(w.queue_cap)},
                             {"heartbeat_ms", u32_of(w.heartbeat_ms)},
+                            {"heartbeat_timeout_ms", u32_of(w.heartbeat_timeout_ms)},
                             {"regions", string_of(w.regions)}}));
   });
 }
@@ -148,14 +149,15 @@ Result<Welcome> decode_welcome(std::span<const std::byte> payload) noexcept {
     }
     KURA_ASSIGN_OR_RETURN(Record r, Record::open(payload, nullptr, kMsg,
                                                  {"protocol", "features", "frame_limit", "pid", "queue_cap",
-                                                  "heartbeat_ms", "regions"}));
+                                                  "heartbeat_ms", "heartbeat_timeout_ms", "regions"}));
     KURA_ASSIGN_OR_RETURN(w.protocol, scalar<Dtype::kU32>(r[0], kMsg, "protocol"));
     KURA_ASSIGN_OR_RETURN(w.features, scalar<Dtype::kU64>(r[1], kMsg, "features"));
     KURA_ASSIGN_OR_RETURN(w.frame_limit, scalar<Dtype::kU32>(r[2], kMsg, "frame_limit"));
     KURA_ASSIGN_OR_RETURN(w.pid, scalar<Dtype::kI64>(r[3], kMsg, "pid"));
     KURA_ASSIGN_OR_RETURN(w.queue_cap, scalar<Dtype::kU64>(r[4], kMsg, "queue_cap"));
     KURA_ASSIGN_OR_RETURN(w.heartbeat_ms, scalar<Dtype::kU32>(r[5], kMsg, "heartbeat_ms"));
-    KURA_ASSIGN_OR_RETURN(w.regions, text(r[6], kMsg, "regions"));
+    KURA_ASSIGN_OR_RETURN(w.heartbeat_timeout_ms, scalar<Dtype::kU32>(r[6], kMsg, "heartbeat_timeout_ms"));
+    KURA_ASSIGN_OR_RETURN(w.regions, text(r[7], kMsg, "regions"));
     return w;
   });
 }

@@ -9,7 +9,8 @@
 //             managed worker was started with, else 0), functions: strings[n]
 //             (a worker's functions; none for a client)
 //   welcome   protocol: u32[1], features: u64[1], frame_limit: u32[1], pid: i64[1],
-//             queue_cap: u64[1], heartbeat_ms: u32[1]
+//             queue_cap: u64[1], heartbeat_ms: u32[1], heartbeat_timeout_ms: u32[1],
+//             regions: strings[1]
 //   refused   message: strings[1]
 //   submit    fn: strings[1], owner: u64[1], timeout_ms: u64[1], retries: u32[1],
 //             inline_result: lgl[1], wait_for_worker: lgl[1],
@@ -58,8 +59,18 @@ namespace kura::ipc::detail {
 enum Feature : std::uint64_t {
   kFeatureHeartbeat = 1u << 0,  // a worker sends kHeartbeat every Welcome::heartbeat_ms
   kFeatureObjects = 1u << 1,    // objects follow names (kPull ... kStored)
+  // A worker that announces it wants the dispatcher's kHeartbeat every
+  // Welcome::heartbeat_ms, and takes silence for Welcome::heartbeat_timeout_ms
+  // as a dropped connection (a worker over TCP: a cut network may never
+  // close the socket). In a welcome: the dispatcher sends them.
+  kFeaturePing = 1u << 2,
+  // A worker that announces it is sent kGoodbye before the dispatcher closes
+  // its connection because it stops: how a worker that reconnects tells a
+  // stop (exit) from a drop (reconnect). In a welcome: the dispatcher does.
+  kFeatureGoodbye = 1u << 3,
 };
-inline constexpr std::uint64_t kOurFeatures = kFeatureHeartbeat | kFeatureObjects;
+inline constexpr std::uint64_t kOurFeatures =
+    kFeatureHeartbeat | kFeatureObjects | kFeaturePing | kFeatureGoodbye;
 
 // Bounds on a worker's hello: how many functions it may announce, and how
 // long each name may be (a submit's too).
@@ -89,6 +100,10 @@ struct Welcome {
   std::uint64_t queue_cap = 0;
   // How often a worker sends kHeartbeat (0 for clients).
   std::uint32_t heartbeat_ms = 0;
+  // How long the dispatcher lets a worker be silent before it drops it (0
+  // for clients); a worker with kFeaturePing drops a dispatcher that is
+  // silent as long.
+  std::uint32_t heartbeat_timeout_ms = 0;
   // Which region directory the dispatcher's names live in (region_home(),
   // objects_internal.hpp):
   // a worker whose own differs pulls the bytes behind a name.

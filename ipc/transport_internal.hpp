@@ -282,6 +282,10 @@ class Connection {
   // from the loop). From here on send() does nothing and no frame is
   // delivered.
   void close(CloseReason why, const Status& detail);
+  // Stops reading and closes as close(why, detail) once every frame sent
+  // before is written (a last word, such as kGoodbye), or after kEndLingerMs
+  // if the peer does not take it.
+  void close_when_written(CloseReason why, const Status& detail);
   bool closed() const noexcept { return closing_; }
 
   // A connection that holds part of a frame and receives no byte of it for
@@ -339,8 +343,11 @@ class Connection {
   int async_rc_ = 0;        // how its initialisation went (0: ready)
   uv_timer_t partial_timer_;
   std::uint64_t partial_timeout_ms_ = 0;
-  std::uint64_t last_progress_ = 0;  // uv_now when a byte of the partial frame last came
-  bool peer_ended_ = false;          // the peer closed its side; closing once drained
+  std::uint64_t last_progress_ = 0;    // uv_now when a byte of the partial frame last came
+  bool peer_ended_ = false;            // the peer closed its side; closing once drained
+  bool closing_when_written_ = false;  // close_when_written(): closing once drained
+  CloseReason written_reason_ = CloseReason::kLocal;
+  Status written_detail_;
   int handles_open_ = 0;
 };
 

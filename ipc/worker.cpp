@@ -14,6 +14,7 @@
 #include <new>
 #include <thread>
 
+#include "reconnect_internal.hpp"
 #include "transfer_internal.hpp"
 #include "transport_internal.hpp"
 #include "worker_internal.hpp"
@@ -28,6 +29,12 @@ namespace {
 // answer the dispatcher while they run: it sends heartbeats, acts on cancels, and sees the
 // dispatcher go away (the process then exits at once: a worker never
 // outlives its dispatcher, and nobody wants the result).
+//
+// A worker that reconnects (WorkerOptions::reconnect_ms) takes a connection
+// that closes without kGoodbye or kRefused for a drop: it cancels the
+// function it runs (the dispatcher has resolved or retried that task
+// already), waits for it to return, and connects again with back-off
+// (reconnect_internal.hpp) until the window ends; then it exits.
 class WorkerLoop {
  public:
   explicit WorkerLoop(const WorkerOptions& o)
@@ -44,22 +51,32 @@ class WorkerLoop {
       return Status(Code::kIo, std::string("uv_loop_init: ") + uv_strerror(rc));
     loop_.data = this;
     uv_timer_init(&loop_, &heartbeat_);
+    silence_.emplace(&loop_);
+    if (int rc = uv_async_init(&loop_, &returned_, &WorkerLoop::on_returned); rc != 0) {
+      close_handles();
+      uv_run(&loop_, UV_RUN_DEFAULT);
+      uv_loop_close(&loop_);
+      return Status(Code::kIo, std::string("uv_async_init: ") + uv_strerror(rc));
+    }
     if (!options_.run_on_calling_thread) {
       executor_ = std::thread([this] { executor_main(); });
       executor_id_ = executor_.native_handle();
     } else {
       executor_id_ = ::pthread_self();
     }
-    Status connected = Status(Code::kIo, "not connected");
     auto endpoint = detail::parse_endpoint(options_.socket_path);
     if (!endpoint) {
-      connected = endpoint.status();
+      ended_ = endpoint.status();
       close_handles();
     } else {
-      detail::connect(
-          &loop_, *endpoint,
-          [&](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s), connected); },
-          options_.secret_file);
+      endpoint_ = std::move(endpoint).value();
+      tcp_ = endpoint_.kind == detail::Endpoint::Kind::kTcp;
+      redial_.emplace(
+          &loop_, options_.reconnect_ms.value_or(tcp_ ? kDefaultReconnectMs : 0), options_.socket_path,
+          options_.log,
+          detail::Redial::Callbacks{[this] { connect(); }, [this](const Status& why) { give_up(why); }},
+          uv_hrtime() ^ std::uint64_t(::getpid()));
+      connect();
     }
     if (options_.run_on_calling_thread) {
       std::thread loop_thread([this] {
@@ -74,14 +91,27 @@ class WorkerLoop {
     }
     uv_loop_close(&loop_);
     if (!refused_.is_ok()) return refused_;
-    return ended_well_ ? Status::ok() : connected;
+    return ended_;
   }
 
  private:
-  void on_connected(Result<std::unique_ptr<detail::Stream>> s, Status& connected) {
+  static constexpr std::uint64_t kDefaultReconnectMs = 60000;
+
+  void connect() {
+    detail::connect(
+        &loop_, endpoint_, [this](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s)); },
+        options_.secret_file);
+  }
+
+  void on_connected(Result<std::unique_ptr<detail::Stream>> s) {
     if (!s) {
-      connected = s.status();
-      return close_handles();
+      // The first connect fails at once: a wrong address or secret is
+      // better told now than after a minute of trying.
+      if (!welcomed_once_ || detail::connect_failure_is_final(s.status())) {
+        ended_ = s.status();
+        return close_handles();
+      }
+      return redial_->failed(s.status());
     }
     conn_ = detail::Connection::adopt(std::move(s).value(), kDefaultFrameLimit, UINT64_MAX);
     {
@@ -89,19 +119,27 @@ class WorkerLoop {
       sender_ = conn_->sender();
     }
     remote_.attach(conn_->sender());
-    connected = conn_->start(
+    Status started = conn_->start(
         detail::Connection::Callbacks{[this](detail::Connection&, Frame&& f) { on_frame(std::move(f)); },
                                       [this](detail::Connection&, detail::CloseReason reason,
                                              const Status& why) { on_close(reason, why); }});
-    if (!connected) return;
+    if (!started) {
+      ended_ = started;
+      return conn_->close(detail::CloseReason::kIo, started);
+    }
+    // Marks of the last connection's tasks mean nothing to this one (a
+    // dispatcher that restarted numbers its tasks from 1 again).
+    detail::mark_cancelled(0);
     detail::Hello hello{"worker", ::getpid(), 0, 0, {}};
     hello.token = start_token();
     hello.functions = detail::functions().list();
+    // Only over TCP can the dispatcher go silent without the socket closing.
+    hello.features = detail::kFeatureHeartbeat | detail::kFeatureGoodbye |
+                     (tcp_ ? std::uint64_t{detail::kFeaturePing} : std::uint64_t{0});
     auto bytes = detail::encode_hello(hello);
     if (!bytes) {
-      connected = bytes.status();
-      conn_->close(detail::CloseReason::kLocal, connected);
-      return;
+      ended_ = bytes.status();
+      return conn_->close(detail::CloseReason::kLocal, ended_);
     }
     conn_->send(FrameType::kHello, 0, 0, std::make_shared<const Bytes>(std::move(bytes).value()));
   }
@@ -146,6 +184,7 @@ class WorkerLoop {
       lock.lock();
       busy_ = false;
       std::shared_ptr<detail::Sender> sender = sender_;
+      if (loop_waits_for_return_) uv_async_send(&returned_);
       lock.unlock();
       if (sender)
         (void)sender->send(FrameType::kDone, job.setup ? kFlagSetup : 0, job.id, std::move(job.result));
@@ -165,11 +204,82 @@ class WorkerLoop {
   // --- the loop ----------------------------------------------------------------
 
   void close_handles() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      loop_waits_for_return_ = false;
+    }
     auto close = [](auto* h) {
       if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(h)))
         uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
     };
     close(&heartbeat_);
+    close(&returned_);
+    silence_->close();
+    if (redial_) redial_->close();
+  }
+
+  // --- a connection that dropped -------------------------------------------------
+
+  // True when a connection that closed for `reason` is to be opened again.
+  bool reconnects_after(detail::CloseReason reason) const {
+    return redial_->window_ms() > 0 && welcomed_once_ && !goodbye_ && refused_.is_ok() &&
+           !detail::close_is_final(reason);
+  }
+
+  // The connection dropped: cancel what runs (nobody waits for its result
+  // now: the dispatcher retried its task or resolved it worker-lost), and
+  // connect again once it returned.
+  void on_dropped(detail::CloseReason reason, const Status& why) {
+    bool waits;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      // Under the lock: a job that ends after this wakes the loop.
+      waits = loop_waits_for_return_ = busy_;
+      if (busy_ && running_id_ != 0) {
+        detail::mark_cancelled(running_id_);
+        interrupt_locked(running_id_);
+      }
+    }
+    redial_->dropped(reason, why, waits);
+    if (waits)
+      options_.log(
+          "the function that runs is cancelled (the dispatcher retries its task or resolves it "
+          "worker-lost); reconnecting once it returns");
+  }
+
+  // Sends the cancel signal to the thread running task `id`, if it runs
+  // now. REQUIRES: mu_ held.
+  void interrupt_locked(std::uint64_t id) {
+    if (!busy_ || !detail::running(id)) return;
+    sigval v{};
+    v.sival_ptr = reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
+    ::pthread_sigqueue(executor_id_, options_.cancel_signal, v);
+  }
+
+  static void on_returned(uv_async_t* a) {
+    auto* self = static_cast<WorkerLoop*>(a->loop->data);
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      if (!self->loop_waits_for_return_ || self->busy_) return;
+      self->loop_waits_for_return_ = false;
+    }
+    self->redial_->function_returned();
+  }
+
+  // The reconnect window is over: the process ends (at once if a function
+  // still runs on the executor, which cannot be joined).
+  void give_up(const Status& why) {
+    ended_ = why;
+    bool running;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running = busy_;
+    }
+    if (running) {
+      std::fflush(stderr);
+      ::_exit(1);
+    }
+    close_handles();
   }
 
   void start_heartbeats(std::uint32_t every_ms) {
@@ -210,6 +320,7 @@ class WorkerLoop {
   }
 
   void on_frame(Frame&& f) {
+    silence_->heard();
     switch (f.header.type) {
       case FrameType::kWelcome: {
         auto w = detail::decode_welcome(f.payload);
@@ -231,8 +342,18 @@ class WorkerLoop {
           runner_.set_remote(&remote_);
         }
         start_heartbeats(w->heartbeat_ms);
+        if (tcp_ && (w->features & detail::kFeaturePing) != 0 && w->heartbeat_timeout_ms > 0)
+          silence_->start(w->heartbeat_timeout_ms, [this](const Status& why) {
+            if (conn_ != nullptr) conn_->close(detail::CloseReason::kTimeout, why);
+          });
+        welcomed_once_ = true;
+        redial_->welcomed();
         return;
       }
+      case FrameType::kHeartbeat: return;  // the dispatcher's (kFeaturePing): heard
+      case FrameType::kGoodbye:
+        goodbye_ = true;
+        return conn_->close(detail::CloseReason::kLocal, Status(Code::kIo, "the dispatcher is stopping"));
       case FrameType::kRefused: {
         auto text = detail::decode_refused(f.payload);
         refused_ = Status(Code::kInvalidArgument,
@@ -246,6 +367,7 @@ class WorkerLoop {
             return conn_->close(detail::CloseReason::kProtocol,
                                 corrupt("the dispatcher sent a task while another ran"));
           busy_ = true;
+          running_id_ = (f.header.flags & kFlagSetup) != 0 ? 0 : f.header.id;
           ++jobs_started_;
           job_ = Job{f.header.id, (f.header.flags & kFlagSetup) != 0,
                      std::make_shared<const Bytes>(std::move(f.payload)), nullptr};
@@ -270,12 +392,7 @@ class WorkerLoop {
         detail::mark_cancelled(id);
         remote_.wake();
         std::lock_guard<std::mutex> lock(mu_);
-        if (busy_ && detail::running(id)) {
-          sigval v{};
-          v.sival_ptr = reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
-          ::pthread_sigqueue(executor_id_, options_.cancel_signal, v);
-        }
-        return;
+        return interrupt_locked(id);
       }
       default:
         return conn_->close(detail::CloseReason::kProtocol, corrupt("the dispatcher sent a frame of type " +
@@ -285,15 +402,19 @@ class WorkerLoop {
 
   void on_close(detail::CloseReason reason, const Status& why) {
     conn_ = nullptr;
+    uv_timer_stop(&heartbeat_);
+    silence_->stop();
     remote_.lost();
-    ended_well_ = reason == detail::CloseReason::kPeerClosed;
-    if (!ended_well_ && refused_.is_ok())
-      options_.log("connection to the dispatcher closed: " + why.message());
     bool running;
     {
       std::lock_guard<std::mutex> lock(mu_);
       running = busy_;
+      sender_ = nullptr;
     }
+    if (reconnects_after(reason)) return on_dropped(reason, why);
+    const bool ended_well = goodbye_ || reason == detail::CloseReason::kPeerClosed;
+    if (!ended_well && refused_.is_ok())
+      options_.log("connection to the dispatcher closed: " + why.message());
     if (running) {
       options_.log("the dispatcher went away while a function ran; exiting");
       std::fflush(stderr);
@@ -305,11 +426,20 @@ class WorkerLoop {
   WorkerOptions options_;
   uv_loop_t loop_{};
   uv_timer_t heartbeat_{};
+  uv_async_t returned_{};  // the executor finished a job the loop waits for
   detail::Connection* conn_ = nullptr;
   detail::TaskRunner runner_;     // the executor's
   detail::RemoteObjects remote_;  // used when the dispatcher's regions are not on this host
-  bool ended_well_ = false;
+  Status ended_ = Status::ok();   // what run() returns (unless refused_)
   Status refused_ = Status::ok();
+
+  // The connection, and connecting again (the loop's).
+  detail::Endpoint endpoint_;
+  bool tcp_ = false;
+  bool welcomed_once_ = false;  // a dispatcher took this worker once: a drop is retried
+  bool goodbye_ = false;        // the dispatcher said it stops
+  std::optional<detail::Redial> redial_;
+  std::optional<detail::SilenceWatch> silence_;  // a TCP dispatcher's heartbeats
 
   // Between the loop and the executor.
   std::thread executor_;
@@ -320,6 +450,8 @@ class WorkerLoop {
   std::uint64_t jobs_started_ = 0;       // under mu_
   std::uint64_t jobs_at_last_beat_ = 0;  // the loop's
   bool busy_ = false;                    // a job was handed over and its result not yet taken
+  std::uint64_t running_id_ = 0;         // its task id (0 for a set-up call)
+  bool loop_waits_for_return_ = false;   // the executor wakes the loop (returned_) when a job ends
   bool quit_ = false;
   std::shared_ptr<detail::Sender> sender_;  // the connection's write path, for results
 };

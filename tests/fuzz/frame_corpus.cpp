@@ -42,12 +42,13 @@ int main(int argc, char** argv) {
   append(seeds[1], FrameType::kResult, 1, msg::encode_result(Outcome::kOk, "", "", &v));
   append(seeds[1], FrameType::kResult, 2, msg::encode_result(Outcome::kOk, "", "/kura_7_9", nullptr));
   append(seeds[2], FrameType::kWelcome, 0,
-         msg::encode_welcome(msg::Welcome{1u << 20, 5, 0, 500, "boot:1:2"}));
+         msg::encode_welcome(msg::Welcome{1u << 20, 5, 0, 500, 5000, "boot:1:2"}));
   DispatcherStatus s;
   s.workers = {{1, 10, "idle", 3, {"echo"}}};
   append(seeds[2], FrameType::kStatus, 3, msg::encode_status(s));
   append(seeds[2], FrameType::kRefused, 0, msg::encode_refused("kura protocol 1, this side speaks 2"));
   append(seeds[2], FrameType::kHeartbeat, 0, Result<Bytes>(Bytes()));
+  append(seeds[2], FrameType::kGoodbye, 0, Result<Bytes>(Bytes()));
   append(seeds[3], FrameType::kResult, 4, msg::encode_result(Outcome::kTimeout, "timed out", "", nullptr));
   TaskOptions traced;
   traced.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

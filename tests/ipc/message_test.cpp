@@ -81,10 +81,12 @@ TEST_CASE("results, hello, welcome and status round-trip", "[ipc]") {
   CHECK(h->functions == std::vector<std::string>{"echo", "sum"});
   CHECK(h->protocol == kProtocolVersion);
   CHECK_FALSE(decode_hello(*shared(encode_hello(Hello{"admin", 1, 1, 0, {}}))).is_ok());
-  auto w = decode_welcome(*shared(encode_welcome(Welcome{4096, 9, 0, 250})));
+  auto w = decode_welcome(*shared(encode_welcome(Welcome{4096, 9, 0, 250, 1000, ""})));
   REQUIRE(w.is_ok());
   CHECK(w->frame_limit == 4096);
   CHECK(w->heartbeat_ms == 250);
+  CHECK(w->heartbeat_timeout_ms == 1000);
+  CHECK(w->features == kOurFeatures);
   CHECK(w->protocol == kProtocolVersion);
 
   DispatcherStatus s;

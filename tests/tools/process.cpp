@@ -175,6 +175,20 @@ std::optional<std::string> Process::read_line(std::chrono::milliseconds timeout)
   }
 }
 
+bool Process::wait_err(std::string_view text, std::chrono::milliseconds timeout, std::size_t times) {
+  const auto deadline = Clock::now() + timeout;
+  auto count = [&] {
+    std::size_t n = 0;
+    for (auto at = err_.find(text); at != std::string::npos; at = err_.find(text, at + 1)) ++n;
+    return n;
+  };
+  while (count() < times) {
+    if (err_fd_ < 0) return false;
+    if (!pump(remaining_ms(deadline), false)) return false;
+  }
+  return true;
+}
+
 bool Process::read_some(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
   while (out_.empty()) {

@@ -44,6 +44,10 @@ class Process {
   // when stdout closed with nothing read.
   bool read_some(std::chrono::milliseconds timeout);
 
+  // Waits until what the child wrote to stderr holds `text` at least
+  // `times` times; false when `timeout` passed first or stderr closed.
+  bool wait_err(std::string_view text, std::chrono::milliseconds timeout, std::size_t times = 1);
+
   // Sends `sig` to the child by pid.
   void signal(int sig);
 

@@ -73,8 +73,9 @@ struct SubmitArgs {
   std::string traceparent;
 };
 int cmd_dispatcher(const DispatcherArgs& args);
+// `reconnect_for_s` below 0: WorkerOptions::reconnect_ms's default.
 int cmd_worker(const std::string& socket, const std::string& secret_file,
-               const std::vector<std::string>& plugins);
+               const std::vector<std::string>& plugins, double reconnect_for_s);
 int cmd_secret(const std::string& path);
 int cmd_status(const std::string& socket, bool json);
 int cmd_submit(const SubmitArgs& args);

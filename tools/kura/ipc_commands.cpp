@@ -65,11 +65,12 @@ int cmd_dispatcher(const DispatcherArgs& a) {
 }
 
 int cmd_worker(const std::string& socket, const std::string& secret_file,
-               const std::vector<std::string>& plugins) {
+               const std::vector<std::string>& plugins, double reconnect_for_s) {
   ipc::WorkerOptions o;
   o.socket_path = socket;
   o.secret_file = secret_file;
   o.plugins = plugins;
+  if (reconnect_for_s >= 0) o.reconnect_ms = static_cast<std::uint32_t>(reconnect_for_s * 1000);
   Status s = ipc::Worker::run(o);
   if (!s) return fail(s, "worker");
   return kExitOk;

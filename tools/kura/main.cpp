@@ -115,6 +115,12 @@ int run(int argc, char** argv, bool stdout_closed) {
   worker->add_option("--secret-file", secret_file,
                      "the shared secret, for a tcp:// dispatcher (kura secret)");
   worker->add_option("--plugin", plugins, "a shared library that registers functions");
+  double reconnect_for = -1;
+  worker
+      ->add_option("--reconnect-for", reconnect_for,
+                   "when the connection drops, try to connect again for this many seconds, then exit "
+                   "(default: 60 for tcp://, 0 for a Unix socket)")
+      ->check(CLI::Range(0.0, 86400.0));
 
   std::string secret_path;
   auto* secret = app.add_subcommand(
@@ -175,7 +181,7 @@ int run(int argc, char** argv, bool stdout_closed) {
   if (rm->parsed()) return cmd_rm(name);
   if (prune->parsed()) return cmd_prune();
   if (dispatcher->parsed()) return cmd_dispatcher(dispatcher_args);
-  if (worker->parsed()) return cmd_worker(socket, secret_file, plugins);
+  if (worker->parsed()) return cmd_worker(socket, secret_file, plugins, reconnect_for);
   if (secret->parsed()) return cmd_secret(secret_path);
   if (status->parsed()) return cmd_status(socket, json);
   if (submit->parsed()) return cmd_submit(submit_args);

@@ -16,7 +16,11 @@
 //
 // Liveness: workers send heartbeats from their loop (never from the running
 // function); a worker silent for heartbeat_timeout_ms is dropped (its task
-// retried or worker-lost; a managed one is killed and replaced). A managed
+// retried or worker-lost; a managed one is killed and replaced). The
+// dispatcher sends heartbeats to TCP workers too, which drop a dispatcher
+// silent as long and reconnect (WorkerOptions::reconnect_ms); stopping, it
+// tells its workers so before it closes their connections, so that they
+// exit instead of reconnecting. A managed
 // worker that dies without finishing a task since it was ready (a crash
 // loop, a task that kills every worker) is replaced after a delay that
 // doubles up to 5 s; one that did useful work is replaced at once.

@@ -53,18 +53,21 @@ enum class FrameType : std::uint8_t {
   kStatusQuery = 10,  // client -> dispatcher
   kStatus = 11,       // dispatcher -> client: counters and workers
   kEverywhere = 12,   // client -> dispatcher: a set-up call for every worker, now and later
-  kHeartbeat = 13,    // worker -> dispatcher: its loop is alive (sent every Welcome::heartbeat_ms)
+  kHeartbeat = 13,    // worker -> dispatcher: its loop is alive (sent every Welcome::heartbeat_ms);
+                      // dispatcher -> worker too, to a worker that asked (hello feature kFeaturePing)
   kRefused = 14,      // dispatcher -> peer: why it is refused (a text), then the connection closes
   // Objects that follow names to a worker on another host (docs/design.md
   // "Objects that follow names"); `id` is the task's.
-  kPull = 15,    // worker -> dispatcher: send me the value at a name of task `id`
-  kObject = 16,  // dispatcher -> worker: the answer to kPull (size, or unchanged, or an error)
-  kChunk = 17,   // either way: bytes of the object or result in transit
-  kAck = 18,     // either way: bytes of the transfer received so far (flow control)
-  kPush = 19,    // worker -> dispatcher: the result region of task `id` follows
-  kStored = 20,  // dispatcher -> worker: the pushed result's name for the client, or an error
+  kPull = 15,     // worker -> dispatcher: send me the value at a name of task `id`
+  kObject = 16,   // dispatcher -> worker: the answer to kPull (size, or unchanged, or an error)
+  kChunk = 17,    // either way: bytes of the object or result in transit
+  kAck = 18,      // either way: bytes of the transfer received so far (flow control)
+  kPush = 19,     // worker -> dispatcher: the result region of task `id` follows
+  kStored = 20,   // dispatcher -> worker: the pushed result's name for the client, or an error
+  kGoodbye = 21,  // dispatcher -> worker: the dispatcher is stopping; exit, do not reconnect
+                  // (sent to a worker that announced kFeatureGoodbye), then the connection closes
 };
-inline constexpr std::uint8_t kMaxFrameType = 20;
+inline constexpr std::uint8_t kMaxFrameType = 21;
 
 enum FrameFlags : std::uint16_t {
   kFlagTry = 1u << 0,    // kSubmit: answer kFull at once instead of waiting for room

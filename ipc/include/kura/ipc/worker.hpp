@@ -143,6 +143,14 @@ struct WorkerOptions {
   // The shared secret file (kura/ipc/secret.hpp) a TCP endpoint's
   // dispatcher and this worker prove to each other; unused for a Unix one.
   std::string secret_file;
+  // How long a worker whose connection dropped tries to connect again, in
+  // milliseconds; 0: it exits when the connection closes. Empty: 60000 for
+  // a tcp:// endpoint, 0 for a Unix socket (whose dispatcher is on this
+  // host: when it goes, so does the worker). A drop is a connection that
+  // closes without the dispatcher saying it stops (kGoodbye) or refusing
+  // this worker: a reset, an end of stream, or a TCP dispatcher silent past
+  // its heartbeat deadline (told in its welcome; it sends heartbeats too).
+  std::optional<std::uint32_t> reconnect_ms;
 };
 
 class Worker {
@@ -155,9 +163,22 @@ class Worker {
   // a time, until the dispatcher goes away; returns ok then. The worker
   // announces the functions added before it connects. If a function is
   // still running when the dispatcher goes away, the process exits at once
-  // (_exit(0)): a worker never outlives its dispatcher. Errors: NotFound
-  // (nobody listens at the socket), Permission, Io, InvalidArgument (a
-  // plugin that cannot be loaded).
+  // (_exit(0)): a worker never outlives its dispatcher.
+  //
+  // With reconnect_ms, a connection that drops after the dispatcher once
+  // welcomed this worker is opened again, with exponential back-off and
+  // jitter (0.1 s doubling to 5 s), for at most reconnect_ms since the
+  // drop; the worker then says hello again (the dispatcher sees a new
+  // worker). A function running at the drop is cancelled (its task was
+  // retried or resolved worker-lost by the dispatcher; its result is
+  // dropped) and the worker reconnects once it returned; one that does not
+  // return within reconnect_ms ends the process (_exit(1)). A refused hello,
+  // a wrong secret and a dispatcher that sent what this worker cannot read
+  // end it at once.
+  //
+  // Errors: NotFound (nobody listens at the socket), Permission, Io (also:
+  // could not reconnect within reconnect_ms), InvalidArgument (a plugin that
+  // cannot be loaded; a refused hello).
   static Status run(const WorkerOptions& options) noexcept;
 
   // For a program that is its own worker command (DispatcherOptions'
