@@ -202,7 +202,7 @@ class WorkerLoop {
       detail::connect(
           &loop_, *endpoint,
           [&](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s), connected); },
-          options_.secret_file);
+          {options_.secret_file, options_.fingerprint, options_.tls});
     }
     if (options_.run_on_calling_thread) {
       std::thread loop_thread([this] {

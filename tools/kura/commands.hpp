@@ -73,8 +73,14 @@ struct SubmitArgs {
   std::string traceparent;
 };
 int cmd_dispatcher(const DispatcherArgs& args);
-int cmd_worker(const std::string& socket, const std::string& secret_file,
-               const std::vector<std::string>& plugins);
+struct WorkerArgs {
+  std::string socket;
+  std::string secret_file;
+  std::string fingerprint;
+  bool tls = false;
+  std::vector<std::string> plugins;
+};
+int cmd_worker(const WorkerArgs& args);
 int cmd_secret(const std::string& path);
 int cmd_status(const std::string& socket, bool json);
 int cmd_submit(const SubmitArgs& args);

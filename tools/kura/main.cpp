@@ -108,21 +108,30 @@ int run(int argc, char** argv, bool stdout_closed) {
       "the shared secret TCP workers and the dispatcher prove to each other (kura secret)");
 
   std::string socket;
-  std::string secret_file;
-  std::vector<std::string> plugins;
+  WorkerArgs worker_args;
   auto* worker = app.add_subcommand("worker", "Run tasks for a dispatcher until it goes away");
-  worker->add_option("--connect", socket, "the dispatcher's socket, or tcp://HOST:PORT")->required();
-  worker->add_option("--secret-file", secret_file,
+  worker->add_option("--connect", worker_args.socket, "the dispatcher's socket, or tcp://HOST:PORT")
+      ->required();
+  worker->add_option("--secret-file", worker_args.secret_file,
                      "the shared secret, for a tcp:// dispatcher (kura secret)");
-  worker->add_option("--plugin", plugins, "a shared library that registers functions");
+  worker->add_option("--fingerprint", worker_args.fingerprint,
+                     "the dispatcher's certificate fingerprint (sha256:..., printed by kura secret), pinned "
+                     "over TLS; required for an address that is not loopback");
+  worker->add_flag("--tls", worker_args.tls,
+                   "use TLS on a loopback address too (off loopback it always is); needs --fingerprint");
+  worker->add_option("--plugin", worker_args.plugins, "a shared library that registers functions");
 
   std::string secret_path;
   auto* secret = app.add_subcommand(
-      "secret", "Write a new shared secret for TCP workers (mode 0600; never replaces a file)");
+      "secret",
+      "Write a new shared secret for TCP workers (FILE, mode 0600) and the dispatcher's TLS certificate and "
+      "key beside it (FILE.crt, FILE.key, mode 0600); print the certificate's fingerprint. Never replaces a "
+      "file");
   secret->add_option("file", secret_path, "where to write it")->required();
   secret->footer(
-      "Example:\n  kura secret ~/.kura-secret\n  kura dispatcher --listen tcp://0.0.0.0:7100 --secret-file "
-      "~/.kura-secret");
+      "Example:\n  kura secret ~/.kura-secret   # prints fingerprint: sha256:...\n"
+      "  kura dispatcher --listen tcp://0.0.0.0:7100 --secret-file ~/.kura-secret\n"
+      "  kura worker --connect tcp://10.0.0.1:7100 --secret-file ~/.kura-secret --fingerprint sha256:...");
 
   auto* status = app.add_subcommand("status", "Print a dispatcher's counters and workers");
   status->add_option("--socket", socket, "the dispatcher's socket (default: per-user socket)");
@@ -175,7 +184,7 @@ int run(int argc, char** argv, bool stdout_closed) {
   if (rm->parsed()) return cmd_rm(name);
   if (prune->parsed()) return cmd_prune();
   if (dispatcher->parsed()) return cmd_dispatcher(dispatcher_args);
-  if (worker->parsed()) return cmd_worker(socket, secret_file, plugins);
+  if (worker->parsed()) return cmd_worker(worker_args);
   if (secret->parsed()) return cmd_secret(secret_path);
   if (status->parsed()) return cmd_status(socket, json);
   if (submit->parsed()) return cmd_submit(submit_args);

@@ -137,6 +137,18 @@ struct WorkerOptions {
   // The shared secret file (kura/ipc/secret.hpp) a TCP endpoint's
   // dispatcher and this worker prove to each other; unused for a Unix one.
   std::string secret_file;
+  // The fingerprint of the dispatcher's certificate ("sha256:" and 64 hex
+  // digits, as kura secret prints it), pinned when the connection is TLS:
+  // another certificate is refused. TLS is used whenever the endpoint's
+  // address is not loopback (then this is required: the worker refuses to
+  // start without it), when `tls` is set, and when the dispatcher asks for
+  // it (it does for a worker whose address it sees as not loopback). The
+  // choice is part of the authenticated handshake: someone on the path
+  // cannot turn it off.
+  std::string fingerprint;
+  // Use TLS on a loopback address too (a tunnel's end, tests, benchmarks);
+  // needs `fingerprint`.
+  bool tls = false;
 };
 
 class Worker {
