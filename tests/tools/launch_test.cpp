@@ -303,5 +303,6 @@ TEST_CASE("kura launch --run runs ssh with the secret on its standard input, and
   auto printed =
       run({kKura, "launch", "slurm", "--connect", "tcp://192.0.2.1:7100", "--secret-file", h.secret()});
   CHECK(text_of(bin + "/sbatch-stdin") == printed.out);
-  CHECK(text_of(bin + "/sbatch-args") == std::string(1, '\0'));  // no arguments: printf printed one empty
+  // No arguments: the fake's printf wrote one empty word.
+  CHECK(text_of(bin + "/sbatch-args") == std::string(1, '\0'));
 }
