@@ -26,8 +26,6 @@ using detail::kSecretSize;
 
 constexpr std::size_t kSecretHex = 2 * kSecretSize;
 constexpr std::string_view kFingerprintPrefix = "sha256:";
-// A PEM certificate or key kura writes is well under this.
-constexpr std::size_t kPemLimit = 64 * 1024;
 constexpr char kHex[] = "0123456789abcdef";
 
 int hex_digit(char c) {
@@ -130,12 +128,9 @@ Status write_secret_file(const std::string& path) noexcept {
     KURA_RETURN_IF_ERROR(refuse_existing(crt, "certificate file"));
     std::array<std::byte, kSecretSize> secret{};
     KURA_RETURN_IF_ERROR(detail::fill_random(secret));
-    std::string text;
-    for (std::byte b : secret) {
-      text += kHex[std::to_integer<unsigned>(b) >> 4];
-      text += kHex[std::to_integer<unsigned>(b) & 0xf];
-    }
-    text += '\n';
+    std::string text = to_hex(std::span<const unsigned char>(
+                           reinterpret_cast<const unsigned char*>(secret.data()), secret.size())) +
+                       "\n";
     OPENSSL_cleanse(secret.data(), secret.size());
     std::string cert_pem;
     std::string key_pem;
@@ -187,7 +182,7 @@ Result<std::string> read_secret_file(const std::string& path) noexcept {
 Result<std::string> certificate_fingerprint(const std::string& path) noexcept {
   try {
     KURA_ASSIGN_OR_RETURN(std::string pem,
-                          detail::read_checked_file(path, "certificate file", kPemLimit, false));
+                          detail::read_checked_file(path, "certificate file", detail::kPemLimit, false));
     BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
     if (!bio) return Status::out_of_memory();
     X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));

@@ -23,6 +23,10 @@
 
 namespace kura::ipc::detail {
 
+// A PEM certificate or key kura writes is well under this; a longer file
+// is refused.
+constexpr std::size_t kPemLimit = 64 * 1024;
+
 // The text of OpenSSL's errors queued on this thread (emptied), or
 // "unknown error".
 std::string openssl_error();

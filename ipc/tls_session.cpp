@@ -17,7 +17,6 @@ namespace kura::ipc::detail {
 
 namespace {
 
-constexpr std::size_t kPemLimit = 64 * 1024;
 // The most fed to OpenSSL in one call.
 constexpr std::size_t kChunk = 1 << 30;
 
