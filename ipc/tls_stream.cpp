@@ -3,6 +3,7 @@
 // wire are a TlsSession's (tls_internal.hpp). Bounded: the session holds at
 // most one read of the socket (64 KiB) that its owner has not taken, since
 // the socket stops reading while the owner has paused.
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -17,6 +18,8 @@ namespace {
 constexpr std::size_t kPlainBuffer = 64 * 1024;
 // Plaintext encrypted before its records are handed to the socket.
 constexpr std::size_t kWriteChunk = 256 * 1024;
+// The most plaintext of one TLS record.
+constexpr std::size_t kRecord = 16 * 1024;
 
 template <typename Handle>
 void close_and_free(Handle* h) {
@@ -45,7 +48,8 @@ class TlsStream final : public Stream {
     timer_ = new (std::nothrow) uv_timer_t;
     idle_ = new (std::nothrow) uv_idle_t;
     plain_.reset(new (std::nothrow) std::byte[kPlainBuffer]);
-    if (timer_ == nullptr || idle_ == nullptr || !plain_) {
+    stage_.reset(new (std::nothrow) std::byte[kRecord]);
+    if (timer_ == nullptr || idle_ == nullptr || !plain_ || !stage_) {
       delete timer_;
       delete idle_;
       timer_ = nullptr;
@@ -96,8 +100,16 @@ class TlsStream final : public Stream {
   void write(std::span<const uv_buf_t> bufs, std::shared_ptr<void> keep) override {
     (void)keep;  // encrypted now: the plaintext is not needed after this call
     if (closing_) return;
+    // Small pieces (frame headers, small frames) are gathered into one
+    // record rather than a record each; large ones are encrypted in place.
     for (const uv_buf_t& b : bufs) {
       std::span<const std::byte> rest(reinterpret_cast<const std::byte*>(b.base), b.len);
+      if (rest.size() < kRecord && staged_ + rest.size() <= kRecord) {
+        std::memcpy(stage_.get() + staged_, rest.data(), rest.size());
+        staged_ += rest.size();
+        continue;
+      }
+      if (!encrypt_staged()) return;
       while (!rest.empty()) {
         const std::size_t n = std::min(rest.size(), kWriteChunk);
         if (Status s = session_->write(rest.first(n)); !s) return close(CloseReason::kIo, s);
@@ -105,7 +117,7 @@ class TlsStream final : public Stream {
         if (session_->output_size() >= kWriteChunk && !flush_output()) return;
       }
     }
-    flush_output();
+    if (encrypt_staged()) flush_output();
   }
 
   std::uint64_t queued_bytes() const override { return inner_->queued_bytes(); }
@@ -149,6 +161,15 @@ class TlsStream final : public Stream {
     if (idle_ != nullptr) close_and_free(idle_);
     timer_ = nullptr;
     idle_ = nullptr;
+  }
+
+  // Encrypts what write() gathered. False if the stream closed.
+  bool encrypt_staged() {
+    if (staged_ == 0) return true;
+    const Status s = session_->write(std::span<const std::byte>(stage_.get(), staged_));
+    staged_ = 0;
+    if (!s) close(CloseReason::kIo, s);
+    return s.is_ok();
   }
 
   // Hands what the session has to send to the inner stream. False if the
@@ -263,6 +284,8 @@ class TlsStream final : public Stream {
   uv_timer_t* timer_ = nullptr;  // the handshake's deadline
   uv_idle_t* idle_ = nullptr;    // delivers plaintext waiting in the session
   std::unique_ptr<std::byte[]> plain_;
+  std::unique_ptr<std::byte[]> stage_;  // small writes gathered, kRecord bytes
+  std::size_t staged_ = 0;
 };
 
 }  // namespace

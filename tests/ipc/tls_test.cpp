@@ -192,6 +192,20 @@ TEST_CASE("tls: a worker pinning another certificate, or none, is refused while 
   Numbers numbers(1000);
   REQUIRE(sum_of(*c, numbers.name()) == numbers.sum);
   REQUIRE(d.wait_log("over TLS 1.3"));
+  // A frame of 480 KB inside TLS: many records, each byte as it was sent.
+  {
+    std::vector<double> xs(60000);
+    for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = static_cast<double>(i) * 0.5;
+    auto id =
+        c->submit(call("echo", {ipc::Arg::copy(Value::array<Dtype::kF64>(std::span<const double>(xs)))}));
+    REQUIRE(id.is_ok());
+    auto r = c->wait(*id);
+    INFO(r.describe());
+    REQUIRE(r.ok());
+    auto ys = r.value().array<Dtype::kF64>();
+    REQUIRE(ys.is_ok());
+    CHECK(std::equal(xs.begin(), xs.end(), ys->begin(), ys->end()));
+  }
 
   {
     Process bad({kKura, "worker", "--connect", address, "--secret-file", secret_file, "--tls",
@@ -215,7 +229,7 @@ TEST_CASE("tls: a worker pinning another certificate, or none, is refused while 
   CHECK(sum_of(*c, numbers.name()) == numbers.sum);
   auto st = status_of(*c);
   REQUIRE(st.workers.size() == 1);
-  CHECK(st.workers[0].tasks_done == 2);
+  CHECK(st.workers[0].tasks_done == 3);
   CHECK(d.log().find("closed connection of worker") == std::string::npos);
 }
 
