@@ -30,10 +30,7 @@ void close_and_free(Handle* h) {
 class TlsStream final : public Stream {
  public:
   TlsStream(std::unique_ptr<Stream> inner, std::unique_ptr<TlsSession> session)
-      : inner_(std::move(inner)), session_(std::move(session)) {
-    peer_ = inner_->peer();
-    peer_.tls = true;
-  }
+      : inner_(std::move(inner)), session_(std::move(session)) {}
 
   ~TlsStream() override {
     // The inner stream closes itself (without callbacks) if still open.
@@ -142,7 +139,7 @@ class TlsStream final : public Stream {
   }
 
   bool closed() const override { return closing_; }
-  const PeerInfo& peer() const override { return peer_; }
+  const PeerInfo& peer() const override { return inner_->peer(); }
   int fd() const override { return inner_->fd(); }
   uv_loop_t* loop() const override { return inner_->loop(); }
 
@@ -274,7 +271,6 @@ class TlsStream final : public Stream {
   std::unique_ptr<Stream> inner_;
   std::unique_ptr<TlsSession> session_;
   ConnectFn handshake_done_;  // set while the handshake runs
-  PeerInfo peer_;
   Callbacks cb_;
   bool started_ = false;
   bool paused_ = false;

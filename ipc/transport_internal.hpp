@@ -59,7 +59,6 @@ struct PeerInfo {
   std::int64_t pid = 0;   // SO_PEERCRED for unix; 0 for tcp (unknown)
   std::uint32_t uid = 0;  // SO_PEERCRED for unix; 0 for tcp (unknown)
   std::string address;    // printable, for logs: the peer's "tcp://1.2.3.4:5678"
-  bool tls = false;       // the stream is TLS (tls_internal.hpp)
 };
 
 // A connected byte stream on one loop thread: every function but
