@@ -12,6 +12,7 @@
 #include <string>
 
 #include "fork_guard.hpp"
+#include "kura/ipc/secret.hpp"
 #include "tls_internal.hpp"
 #include "transport_internal.hpp"
 
@@ -250,6 +251,10 @@ Result<std::unique_ptr<Listener>> listen_tcp(uv_loop_t* loop, const Endpoint& at
     }
     auto listener = std::make_unique<TcpListener>(state);
     KURA_RETURN_IF_ERROR(listener->open(loop, at));
+    if (state->tls) {
+      if (auto fp = certificate_fingerprint(certificate_path(secret_file)); fp)
+        state->log("TLS certificate of " + state->address + ": workers pin it with --fingerprint " + *fp);
+    }
     return std::unique_ptr<Listener>(std::move(listener));
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory();
