@@ -12,7 +12,7 @@ namespace kura::ipc {
 // and written at once when the socket takes them). Errors: Io.
 Status Client::Impl::write_frame(FrameType type, std::uint16_t flags, std::uint64_t id,
                                  std::shared_ptr<const Bytes> payload) {
-  const detail::OutgoingFrame f{type, flags, id, std::move(payload)};
+  const detail::OutgoingFrame f{type, flags, id, std::move(payload), {}, {}};
   return write_frames(std::span<const detail::OutgoingFrame>(&f, 1));
 }
 Status Client::Impl::write_frames(std::span<const detail::OutgoingFrame> frames) {
@@ -55,7 +55,7 @@ Result<std::vector<TaskId>> Client::Impl::start_many(const Ready& ready, std::ui
         ++parked;
       }
       ids.push_back(id);
-      frames.push_back(detail::OutgoingFrame{FrameType::kSubmit, 0, id, p});
+      frames.push_back(detail::OutgoingFrame{FrameType::kSubmit, 0, id, p, {}, {}});
     }
   }
   if (frames.empty()) return ids;

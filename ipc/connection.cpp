@@ -71,7 +71,7 @@ std::string_view close_reason_name(CloseReason why) noexcept {
 
 Status Sender::send(FrameType type, std::uint16_t flags, std::uint64_t id,
                     std::shared_ptr<const Bytes> payload) {
-  const OutgoingFrame f{type, flags, id, std::move(payload)};
+  const OutgoingFrame f{type, flags, id, std::move(payload), {}, {}};
   return send_many(std::span<const OutgoingFrame>(&f, 1));
 }
 

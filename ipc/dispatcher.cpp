@@ -331,7 +331,10 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
     return refuse(conn, "a client connecting over TCP from " + conn->peer().address +
                             ": clients connect on the dispatcher's Unix socket");
   newcomers.erase(peer);
-  detail::Welcome welcome{options.frame_limit, ::getpid(), options.memory};
+  detail::Welcome welcome;
+  welcome.frame_limit = options.frame_limit;
+  welcome.pid = ::getpid();
+  welcome.queue_cap = options.memory;
   if (h->role == "client") {
     if (h->owner == shm::kKeptOwner || !shm::owner_alive(h->owner))
       return drop(conn, "hello: the client's owner " + std::to_string(h->owner) + " has no live lease");

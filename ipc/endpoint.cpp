@@ -108,8 +108,10 @@ Result<Endpoint> parse_endpoint(std::string_view text) noexcept {
       return parse_tcp(text, text.substr(kTcpScheme.size()));
     } else if (std::string_view scheme = scheme_of(text); !scheme.empty()) {
       if (scheme == "tls")
-        return invalid_argument("endpoint " + quoted(text) +
-                                ": tls endpoints are not supported yet (use unix:PATH or tcp://HOST:PORT)");
+        return invalid_argument(
+            "endpoint " + quoted(text) +
+            ": there is no tls scheme: a tcp:// endpoint is TLS whenever its address is not "
+            "loopback, and on loopback when asked (kura worker --tls)");
       return invalid_argument("endpoint " + quoted(text) + ": unknown scheme \"" + std::string(scheme) +
                               "\" (use unix:PATH, or ./PATH for a relative path with a colon)");
     }

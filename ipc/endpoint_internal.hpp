@@ -28,8 +28,8 @@ struct Endpoint {
 // (which must be non-empty, contain no NUL byte and fit a socket address).
 // "tcp://HOST:PORT": HOST a numeric IPv4 address, or an IPv6 one in
 // brackets (host names are not resolved), PORT 0 to 65535. Errors:
-// InvalidArgument ("tls://..." is not supported yet; any other scheme is
-// named in the message), OutOfMemory. Pure.
+// InvalidArgument ("tls://..." is refused, saying when tcp:// is TLS; any
+// other scheme is named in the message), OutOfMemory. Pure.
 Result<Endpoint> parse_endpoint(std::string_view text) noexcept;
 
 // The default endpoint: unix:$XDG_RUNTIME_DIR/kura/dispatcher.sock, else

@@ -19,8 +19,6 @@ namespace {
 
 constexpr std::size_t kReadBuffer = 64 * 1024;
 
-using AuthDoneFn = ConnectFn;
-
 void free_stream_handle(uv_handle_t* h) {
   if (h->type == UV_TCP) {
     delete reinterpret_cast<uv_tcp_t*>(h);
@@ -155,18 +153,18 @@ class SocketStream final : public Stream {
   // Proves the secret both ways before anyone reads a frame (authenticate()).
   // This stream owns itself until `done` gets it back, or the error after
   // which it is gone.
-  void handshake(AuthSide side, std::span<const std::byte> secret, std::uint64_t timeout_ms,
-                 AuthDoneFn done) {
+  void handshake(AuthSide side, std::span<const std::byte> secret, std::uint8_t flags,
+                 std::uint64_t timeout_ms, AuthDoneFn done) {
     auto nonce = make_nonce();
     if (!nonce) {
       done(nonce.status());
       delete this;
       return;
     }
-    auth_ = std::make_unique<Auth>(side, secret, *nonce);
+    auth_ = std::make_unique<Auth>(side, secret, *nonce, flags);
     auth_->done = std::move(done);
     auth_->timeout_ms = timeout_ms;
-    auto greeting = std::make_shared<std::array<std::byte, kGreetingSize>>(auth_->hs.greeting());
+    auto greeting = std::make_shared<Greeting>(auth_->hs.greeting());
     uv_timer_init(loop_, &auth_->timer);
     auth_->timer.data = this;
     uv_timer_start(
@@ -201,7 +199,8 @@ class SocketStream final : public Stream {
 
   // A handshake under way (the stream owns itself meanwhile).
   struct Auth {
-    Auth(AuthSide side, std::span<const std::byte> secret, const Nonce& mine) : hs(side, secret, mine) {}
+    Auth(AuthSide side, std::span<const std::byte> secret, const Nonce& mine, std::uint8_t flags)
+        : hs(side, secret, mine, flags) {}
     Handshake hs;
     AuthDoneFn done;
     std::uint64_t timeout_ms = 0;
@@ -257,7 +256,10 @@ class SocketStream final : public Stream {
     return done;
   }
 
-  void end_handshake() { finish_handshake()(std::unique_ptr<Stream>(this)); }
+  void end_handshake() {
+    const bool tls = auth_->hs.tls();
+    finish_handshake()(Authenticated{std::unique_ptr<Stream>(this), tls});
+  }
 
   // The stream closed before the handshake ended: nobody owns it.
   void handshake_closed() {
@@ -361,8 +363,8 @@ std::unique_ptr<Stream> make_socket_stream(uv_stream_t* handle, PeerInfo peer) {
 }
 
 void authenticate(std::unique_ptr<Stream> stream, AuthSide side, std::span<const std::byte> secret,
-                  std::uint64_t timeout_ms, AuthDoneFn done) {
-  static_cast<SocketStream*>(stream.release())->handshake(side, secret, timeout_ms, std::move(done));
+                  std::uint8_t flags, std::uint64_t timeout_ms, AuthDoneFn done) {
+  static_cast<SocketStream*>(stream.release())->handshake(side, secret, flags, timeout_ms, std::move(done));
 }
 
 }  // namespace kura::ipc::detail

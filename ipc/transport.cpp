@@ -26,17 +26,23 @@ Result<std::unique_ptr<Listener>> listen(uv_loop_t* loop, const Endpoint& at, Ac
   try {
     if (at.kind == Endpoint::Kind::kUnix) return listen_unix(loop, at, std::move(on_accept), std::move(log));
     KURA_ASSIGN_OR_RETURN(std::string secret, tcp_secret(at, secret_file));
-    return listen_tcp(loop, at, std::move(on_accept), std::move(log), std::move(secret));
+    return listen_tcp(loop, at, std::move(on_accept), std::move(log), std::move(secret), secret_file);
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory();
   }
 }
 
-void connect(uv_loop_t* loop, const Endpoint& to, ConnectFn done, const std::string& secret_file) {
+void connect(uv_loop_t* loop, const Endpoint& to, ConnectFn done, const TcpCredentials& cred) {
   if (to.kind == Endpoint::Kind::kUnix) return connect_unix(loop, to, std::move(done));
-  auto secret = tcp_secret(to, secret_file);
+  auto secret = tcp_secret(to, cred.secret_file);
   if (!secret) return done(secret.status());
-  connect_tcp(loop, to, std::move(done), std::move(secret).value());
+  TcpCredentials checked = cred;
+  if (!cred.fingerprint.empty()) {
+    auto fp = parse_fingerprint(cred.fingerprint);
+    if (!fp) return done(fp.status());
+    checked.fingerprint = std::move(fp).value();
+  }
+  connect_tcp(loop, to, std::move(done), std::move(secret).value(), checked);
 }
 
 }  // namespace kura::ipc::detail

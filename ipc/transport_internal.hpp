@@ -3,7 +3,8 @@
 // kind of endpoint (endpoint_internal.hpp): unix_transport.cpp and
 // tcp_transport.cpp, behind the same two functions (transport.cpp); both use
 // the stream of socket_stream.cpp. A TCP connection proves the shared secret
-// both ways (auth_internal.hpp) before either side sees it.
+// both ways (auth_internal.hpp) before either side sees it, then, off
+// loopback or when asked, is wrapped in the TLS stream of tls_stream.cpp.
 // A Connection carries frames over a Stream, and every frame to a peer goes
 // out through its one write path (Sender), so two writers' frames never
 // interleave. The only header of kura that includes uv.h; never installed.
@@ -126,9 +127,20 @@ class Listener {
 };
 
 // Called with each accepted stream (a Unix peer is already checked to be
-// this user; a TCP peer has proved the secret).
+// this user; a TCP peer has proved the secret, and speaks TLS if either
+// side asked for it).
 using AcceptFn = std::function<void(std::unique_ptr<Stream>)>;
 using ConnectFn = std::function<void(Result<std::unique_ptr<Stream>>)>;
+
+// What a TCP connector proves and checks (WorkerOptions): the shared
+// secret's file; the fingerprint of the listener's certificate it pins
+// (parse_fingerprint's form; empty: none); whether it asks for TLS on a
+// loopback address too (off loopback it always does).
+struct TcpCredentials {
+  std::string secret_file;
+  std::string fingerprint;
+  bool force_tls = false;
+};
 
 // How long a TCP peer has to complete the handshake.
 constexpr std::uint64_t kHandshakeTimeoutMs = 5000;
@@ -143,43 +155,73 @@ constexpr std::size_t kMaxHandshakes = 64;
 // is replaced, a live one is Exists; connections from another user are
 // closed and logged. Running out of descriptors is logged once per burst
 // and survived: connections wait in the backlog until some close. TCP:
-// needs `secret_file` (read_secret_file, read once here); each connection
-// is handed on only once it proved the secret within kHandshakeTimeoutMs,
-// else it is closed and logged; address() tells the port a port 0 got.
-// Errors: Exists, InvalidArgument (a TCP endpoint without a secret file),
-// Permission, NotFound, Io; those of read_secret_file.
+// needs `secret_file` (read_secret_file, read once here) and, when `at` is
+// not a loopback address, the certificate and key beside it
+// (TlsContext::server; on loopback they are read if there, for workers
+// that ask for TLS). Each connection is handed on only once it proved the
+// secret within kHandshakeTimeoutMs, then, if it or the listener asked
+// (the listener does for a peer whose address is not loopback), completed
+// TLS within as long again; else it is closed and logged. address() tells
+// the port a port 0 got. Errors: Exists, InvalidArgument (a TCP endpoint
+// without a secret file), Permission, NotFound, Io; those of
+// read_secret_file and TlsContext::server.
 Result<std::unique_ptr<Listener>> listen(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept, LogFn log,
                                          const std::string& secret_file = {}) noexcept;
 
 // Connects to `to` on `loop` (call on the loop thread); `done` gets the
 // connected stream or an error: NotFound (nobody listens there), Permission
-// (refused, the listener is another user's, or a TCP listener that did not
-// prove the secret), InvalidArgument (a TCP endpoint without a secret file),
-// Corrupt (what answered is not a kura listener), Io. `secret_file` is read
-// for TCP only.
-void connect(uv_loop_t* loop, const Endpoint& to, ConnectFn done, const std::string& secret_file = {});
+// (refused, the listener is another user's, a TCP listener that did not
+// prove the secret, or one whose certificate is not the pinned one),
+// InvalidArgument (a TCP endpoint without a secret file; TLS, needed off
+// loopback, forced or asked for by the listener, without a fingerprint),
+// Corrupt (what answered is not a kura listener, or broke TLS), Io. `cred`
+// is used for TCP only.
+void connect(uv_loop_t* loop, const Endpoint& to, ConnectFn done, const TcpCredentials& cred = {});
 
 // The kinds of transport, behind listen() and connect().
 Result<std::unique_ptr<Listener>> listen_unix(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept,
                                               LogFn log) noexcept;
 void connect_unix(uv_loop_t* loop, const Endpoint& to, ConnectFn done);
 Result<std::unique_ptr<Listener>> listen_tcp(uv_loop_t* loop, const Endpoint& at, AcceptFn on_accept,
-                                             LogFn log, std::string secret) noexcept;
-void connect_tcp(uv_loop_t* loop, const Endpoint& to, ConnectFn done, std::string secret);
+                                             LogFn log, std::string secret,
+                                             const std::string& secret_file) noexcept;
+void connect_tcp(uv_loop_t* loop, const Endpoint& to, ConnectFn done, std::string secret,
+                 const TcpCredentials& cred);
 
 // A Stream over `handle`: a uv_pipe_t or uv_tcp_t allocated with new,
 // connected and initialised on its loop; the stream frees it. Null when out
 // of memory (then `handle` is the caller's still).
 std::unique_ptr<Stream> make_socket_stream(uv_stream_t* handle, PeerInfo peer);
 
+// A stream whose peer proved the secret, and whether TLS must follow
+// (either side's greeting asked for it).
+struct Authenticated {
+  std::unique_ptr<Stream> stream;
+  bool tls = false;
+};
+using AuthDoneFn = std::function<void(Result<Authenticated>)>;
+
 // Runs the handshake of auth_internal.hpp as `side` on `stream` (from
-// make_socket_stream, not started) with `secret` (kSecretSize bytes): it
-// reads no byte past the handshake. `done` gets the stream back once the
-// peer proved the secret, or the error after which the stream is closed
-// and gone: Corrupt (not a kura handshake), Permission (a wrong answer),
-// Io (the peer closed, or said nothing for `timeout_ms`).
+// make_socket_stream, not started) with `secret` (kSecretSize bytes),
+// greeting with `flags` (kWantTls or 0): it reads no byte past the
+// handshake. `done` gets the stream back once the peer proved the secret,
+// or the error after which the stream is closed and gone: Corrupt (not a
+// kura handshake), Permission (a wrong answer), Io (the peer closed, or
+// said nothing for `timeout_ms`).
 void authenticate(std::unique_ptr<Stream> stream, AuthSide side, std::span<const std::byte> secret,
-                  std::uint64_t timeout_ms, ConnectFn done);
+                  std::uint8_t flags, std::uint64_t timeout_ms, AuthDoneFn done);
+
+class TlsContext;
+// Wraps `stream` (authenticated, not started) in TLS 1.3 as `ctx`'s side
+// (tls_internal.hpp) and runs the TLS handshake; `done` gets the TLS
+// stream once it completed within `timeout_ms`, or the error after which
+// the connection is closed and gone: Permission (not the pinned
+// certificate), Corrupt (not TLS 1.3, garbage), Io (closed, timed out),
+// OutOfMemory. The TLS stream's try_write_now is UV_ENOSYS. Returns the TLS
+// stream (for its owner to close() it early; valid until `done` runs), or
+// null when `done` ran already.
+Stream* tls_handshake(std::unique_ptr<Stream> stream, std::shared_ptr<const TlsContext> ctx,
+                      std::uint64_t timeout_ms, ConnectFn done);
 
 // A Status for the libuv error `err`: NotFound, Permission, Exists,
 // OutOfMemory or Io.

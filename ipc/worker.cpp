@@ -100,7 +100,7 @@ class WorkerLoop {
   void connect() {
     detail::connect(
         &loop_, endpoint_, [this](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s)); },
-        options_.secret_file);
+        {options_.secret_file, options_.fingerprint, options_.tls});
   }
 
   void on_connected(Result<std::unique_ptr<detail::Stream>> s) {

@@ -1,7 +1,7 @@
 // libFuzzer target for the TCP handshake (ipc/auth.cpp), what a listener
 // reads from anyone who reaches its port: any bytes, cut anywhere, give an
 // error (Corrupt, Permission) or need more; never a crash, never more than
-// the handshake's 72 bytes taken, never an answer before a whole greeting,
+// the handshake's 73 bytes taken, never an answer before a whole greeting,
 // and never a peer taken as proved without the secret's answer.
 #include <cstddef>
 #include <cstdint>
@@ -29,10 +29,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::array<std::byte, kSecretSize> secret{};
   for (std::size_t i = 0; i < secret.size(); ++i) secret[i] = static_cast<std::byte>(i * 7);
   const Nonce mine{};
-  // The first byte picks the side and the size of the pieces the bytes come in.
+  // The first byte picks the side, its flags and the size of the pieces the
+  // bytes come in.
   const AuthSide side = (data[0] & 1) != 0 ? AuthSide::kListener : AuthSide::kConnector;
-  const std::size_t piece = 1 + (data[0] >> 1);
-  Handshake h(side, secret, mine);
+  const std::uint8_t flags = (data[0] & 2) != 0 ? kWantTls : 0;
+  const std::size_t piece = 1 + (data[0] >> 2);
+  Handshake h(side, secret, mine, flags);
   std::span<const std::byte> in(reinterpret_cast<const std::byte*>(data + 1), size - 1);
   kura::Bytes reply;
   std::size_t taken = 0;

@@ -14,7 +14,7 @@ build=$(cd "$1" && pwd)
 seconds=$2
 bin=$build/tests/fuzz
 
-cmake --build "$build" --target kura_name_fuzz kura_region_fuzz kura_frame_fuzz kura_typed_json_fuzz kura_endpoint_fuzz kura_handshake_fuzz kura_make_corpus kura_make_frame_corpus >/dev/null
+cmake --build "$build" --target kura_name_fuzz kura_region_fuzz kura_frame_fuzz kura_typed_json_fuzz kura_endpoint_fuzz kura_handshake_fuzz kura_tls_fuzz kura_make_corpus kura_make_frame_corpus >/dev/null
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -27,11 +27,14 @@ printf 'd.sock' >"$work/seeds/endpoint/bare"
 printf 'tcp://127.0.0.1:7000' >"$work/seeds/endpoint/tcp"
 printf 'tcp://[::1]:0' >"$work/seeds/endpoint/tcp6"
 mkdir -p "$work/seeds/handshake"
-printf '\001KURAAUT1' >"$work/seeds/handshake/magic"
+printf '\001KURAAUT2' >"$work/seeds/handshake/magic"
+mkdir -p "$work/seeds/tls"
+# A listener's session fed the start of a TLS record (a handshake message).
+printf '\001\026\003\001\000\200\001' >"$work/seeds/tls/record"
 mkdir -p "$build/fuzz-artifacts"
 
 status=0
-for target in name region frame typed_json endpoint handshake; do
+for target in name region frame typed_json endpoint handshake tls; do
   mkdir -p "$work/corpus-$target"
   log=$work/$target.log
   echo "== kura_${target}_fuzz for ${seconds}s"

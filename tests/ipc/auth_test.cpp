@@ -11,6 +11,7 @@ namespace {
 
 using detail::Answer;
 using detail::AuthSide;
+using detail::Greeting;
 using detail::Handshake;
 using detail::Nonce;
 
@@ -62,24 +63,27 @@ Status converse(Handshake& a, Handshake& b) {
   return a.done() && b.done() ? Status::ok() : Status(Code::kIo, "the handshake did not finish");
 }
 
-TEST_CASE("auth: an answer is HMAC-SHA256 over the label and both nonces", "[ipc][auth]") {
+TEST_CASE("auth: an answer is HMAC-SHA256 over the label and both greetings, flags included", "[ipc][auth]") {
   const auto secret = test_secret();
-  const Nonce theirs = filled([](std::size_t i) { return static_cast<std::byte>(0xa0 + i % 16); });
-  const Nonce mine = filled([](std::size_t) { return std::byte{0x50}; });
+  const Greeting theirs =
+      detail::make_greeting(filled([](std::size_t i) { return static_cast<std::byte>(0xa0 + i % 16); }), 0);
+  const Greeting mine =
+      detail::make_greeting(filled([](std::size_t) { return std::byte{0x50}; }), detail::kWantTls);
   // Computed independently:
-  //   printf 'kura auth v1: listener answers' > msg.bin
-  //   (32 bytes a0 a1 .. af a0 .. af, then 32 bytes 50) >> msg.bin
+  //   printf 'kura auth v2: listener answers' > msg.bin
+  //   KURAAUT2, 32 bytes a0 a1 .. af a0 .. af, 00 >> msg.bin
+  //   KURAAUT2, 32 bytes 50, 01 >> msg.bin
   //   openssl dgst -sha256 -mac HMAC -macopt hexkey:000102...1f msg.bin
   const Answer a = detail::compute_answer(secret, AuthSide::kListener, theirs, mine);
-  CHECK(hex(a) == "822a5a89f4c84a723cb1cce37c933c94a553476a6e1212f6abf70fd77a6e9667");
+  CHECK(hex(a) == "fab6c10309577c77155bd1708db3d43b705d29e01e3c28ce313474b722489918");
   CHECK(detail::verify_answer(secret, AuthSide::kListener, theirs, mine, a));
 
-  // The other direction's answer over the same nonces differs: an answer
+  // The other direction's answer over the same greetings differs: an answer
   // reflected back to the side that sent it is wrong.
   const Answer b = detail::compute_answer(secret, AuthSide::kConnector, theirs, mine);
   CHECK(hex(b) != hex(a));
   CHECK_FALSE(detail::verify_answer(secret, AuthSide::kConnector, theirs, mine, a));
-  // Swapped nonces, another secret, a flipped bit: all wrong.
+  // Swapped greetings, another secret, a flipped bit: all wrong.
   CHECK_FALSE(detail::verify_answer(secret, AuthSide::kListener, mine, theirs, a));
   auto other = secret;
   other[31] ^= std::byte{1};
@@ -87,6 +91,10 @@ TEST_CASE("auth: an answer is HMAC-SHA256 over the label and both nonces", "[ipc
   Answer flipped = a;
   flipped[0] ^= std::byte{0x80};
   CHECK_FALSE(detail::verify_answer(secret, AuthSide::kListener, theirs, mine, flipped));
+  // A greeting whose TLS flag was cleared on the way: wrong.
+  Greeting downgraded = mine;
+  downgraded[detail::kGreetingSize - 1] = std::byte{0};
+  CHECK_FALSE(detail::verify_answer(secret, AuthSide::kListener, theirs, downgraded, a));
 }
 
 TEST_CASE("auth: nonces are fresh", "[ipc][auth]") {
@@ -106,6 +114,50 @@ TEST_CASE("auth: two sides with the same secret complete the handshake", "[ipc][
   INFO(s.to_string());
   CHECK(s.is_ok());
   CHECK(listener.wanted() == 0);
+  CHECK_FALSE(listener.tls());
+  CHECK_FALSE(connector.tls());
+}
+
+TEST_CASE("auth: TLS follows when either side asks for it", "[ipc][auth]") {
+  const auto secret = test_secret();
+  for (const auto& [listener_flags, connector_flags] : {std::pair{0, 1}, std::pair{1, 0}, std::pair{1, 1}}) {
+    Handshake listener(AuthSide::kListener, secret, *detail::make_nonce(),
+                       static_cast<std::uint8_t>(listener_flags));
+    Handshake connector(AuthSide::kConnector, secret, *detail::make_nonce(),
+                        static_cast<std::uint8_t>(connector_flags));
+    REQUIRE(converse(listener, connector).is_ok());
+    CHECK(listener.tls());
+    CHECK(connector.tls());
+  }
+}
+
+TEST_CASE("auth: a cleared TLS flag or unknown flags are refused", "[ipc][auth]") {
+  const auto secret = test_secret();
+  const Nonce cn = *detail::make_nonce();
+  SECTION("someone on the path clears the connector's kWantTls") {
+    Handshake listener(AuthSide::kListener, secret, *detail::make_nonce());
+    Handshake connector(AuthSide::kConnector, secret, cn, detail::kWantTls);
+    Bytes to_connector;
+    Bytes to_listener;
+    Greeting g = connector.greeting();
+    g[detail::kGreetingSize - 1] = std::byte{0};
+    REQUIRE(listener.feed(g, to_connector).is_ok());
+    const Greeting lg = listener.greeting();
+    REQUIRE(connector.feed(lg, to_listener).is_ok());
+    REQUIRE(connector.feed(to_connector, to_listener).status().code() == Code::kPermission);
+    auto used = listener.feed(to_listener, to_connector);
+    REQUIRE_FALSE(used.is_ok());
+    CHECK(used.status().code() == Code::kPermission);
+    CHECK_FALSE(listener.done());
+  }
+  SECTION("flags this version does not know") {
+    Handshake listener(AuthSide::kListener, secret, *detail::make_nonce());
+    Bytes reply;
+    auto used = listener.feed(detail::make_greeting(cn, 0x80), reply);
+    REQUIRE_FALSE(used.is_ok());
+    CHECK(used.status().code() == Code::kCorrupt);
+    CHECK(reply.empty());
+  }
 }
 
 TEST_CASE("auth: a wrong secret, a reflected answer and garbage are refused", "[ipc][auth]") {
@@ -143,9 +195,9 @@ TEST_CASE("auth: bytes byte by byte, and what follows the handshake is left alon
   Handshake listener(AuthSide::kListener, secret, ln);
   // The connector's bytes, by hand: greeting, answer, then a frame's first bytes.
   Bytes wire;
-  const auto greeting = Handshake(AuthSide::kConnector, secret, cn).greeting();
+  const Greeting greeting = detail::make_greeting(cn, 0);
   wire.insert(wire.end(), greeting.begin(), greeting.end());
-  const Answer answer = detail::compute_answer(secret, AuthSide::kConnector, ln, cn);
+  const Answer answer = detail::compute_answer(secret, AuthSide::kConnector, listener.greeting(), greeting);
   wire.insert(wire.end(), answer.begin(), answer.end());
   wire.insert(wire.end(), 5, std::byte{0x77});
   Bytes reply;
@@ -158,7 +210,7 @@ TEST_CASE("auth: bytes byte by byte, and what follows the handshake is left alon
   CHECK(used == detail::kHandshakeSize);
   CHECK(listener.done());
   REQUIRE(reply.size() == detail::kAnswerSize);
-  const Answer expected = detail::compute_answer(secret, AuthSide::kListener, cn, ln);
+  const Answer expected = detail::compute_answer(secret, AuthSide::kListener, greeting, listener.greeting());
   CHECK(std::memcmp(reply.data(), expected.data(), detail::kAnswerSize) == 0);
   auto rest = listener.feed(std::span<const std::byte>(wire.data() + detail::kHandshakeSize, 5), reply);
   REQUIRE(rest.is_ok());

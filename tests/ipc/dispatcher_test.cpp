@@ -453,8 +453,10 @@ TEST_CASE("a program's own functions: Worker::add, and a worker that connects by
   CHECK_FALSE(ipc::Worker::add("", nullptr).is_ok());
   Status worker_status = Status(Code::kIo, "not run");
   std::thread worker([&] {
-    worker_status =
-        ipc::Worker::run(ipc::WorkerOptions{d.socket(), {}, 64 * 1024, [](const std::string&) {}});
+    ipc::WorkerOptions o;
+    o.socket_path = d.socket();
+    o.log = [](const std::string&) {};
+    worker_status = ipc::Worker::run(o);
   });
   auto c = connect(d.socket());
   wait_workers(*c, 1);

@@ -232,6 +232,9 @@ class RawPeer {
     REQUIRE(fd_ >= 0);
     REQUIRE(::connect(fd_, addr, len) == 0);
   }
+  // A connection made elsewhere (another network namespace), taken over.
+  struct Adopt {};
+  RawPeer(Adopt, int fd) : fd_(fd) { REQUIRE(fd_ >= 0); }
   ~RawPeer() {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -337,6 +340,7 @@ class RawPeer {
     char c;
     return ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0;
   }
+  int fd() const { return fd_; }
 
  private:
   int fd_ = -1;

@@ -16,6 +16,7 @@
 #include "kura/shm/region.hpp"
 #include "netns.hpp"
 #include "shm_guard.hpp"
+#include "tcp_util.hpp"
 
 using namespace kura;
 using namespace kura::test;
@@ -24,13 +25,6 @@ using namespace std::chrono_literals;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Options every remote worker of these tests is started with, after
-// --connect and --secret-file: where a transport option must be added for
-// workers off loopback (TLS's pinned certificate), it goes here.
-std::vector<std::string> remote_worker_options() {
-  return {};
-}
 
 // The kura tool as a dispatcher in the host's dispatcher namespace, listening
 // on its socket in `dir` and on tcp://HOST:0 for workers, with `extra`
@@ -61,7 +55,9 @@ class RemoteDispatcher {
   // The worker's command: the kura tool connecting here, with `extra`.
   std::vector<std::string> worker(const RemoteHost& host, const std::vector<std::string>& extra = {}) const {
     std::vector<std::string> argv{kKura, "worker", "--connect", address_, "--secret-file", secret_};
-    for (const std::string& o : remote_worker_options()) argv.push_back(o);
+    // Off loopback (the veth link) the stream is TLS: the worker pins the
+    // dispatcher's certificate.
+    argv.insert(argv.end(), {"--fingerprint", fingerprint_of(secret_)});
     argv.insert(argv.end(), extra.begin(), extra.end());
     return host.in_worker(argv);
   }

@@ -18,197 +18,15 @@
 #include "kura/shm/region.hpp"
 #include "private_shm_dir.hpp"
 #include "shm_guard.hpp"
+#include "tcp_util.hpp"
 #include "transport_internal.hpp"
 
 using namespace kura;
 using namespace kura::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-// Writes a secret with `kura secret` into `dir`; returns its path.
-std::string make_secret(const SocketDir& dir, const std::string& name) {
-  const std::string path = dir.dir() + "/" + name;
-  auto r = run({kKura, "secret", path});
-  INFO(r.err);
-  REQUIRE(r.code == 0);
-  return path;
-}
-
-std::string file_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// The socket address of a "tcp://..." endpoint.
-struct TcpAddress {
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&addr); }
-};
-
-TcpAddress tcp_address(const std::string& endpoint) {
-  auto e = ipc::detail::parse_endpoint(endpoint);
-  REQUIRE(e.is_ok());
-  REQUIRE(e->kind == ipc::detail::Endpoint::Kind::kTcp);
-  TcpAddress a;
-  if (e->host.find(':') != std::string::npos) {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&a.addr);
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(e->port);
-    REQUIRE(::inet_pton(AF_INET6, e->host.c_str(), &in6->sin6_addr) == 1);
-    a.len = sizeof(sockaddr_in6);
-  } else {
-    auto* in4 = reinterpret_cast<sockaddr_in*>(&a.addr);
-    in4->sin_family = AF_INET;
-    in4->sin_port = htons(e->port);
-    REQUIRE(::inet_pton(AF_INET, e->host.c_str(), &in4->sin_addr) == 1);
-    a.len = sizeof(sockaddr_in);
-  }
-  return a;
-}
-
-// True when this machine can listen on the IPv6 loopback address.
-bool ipv6_loopback() {
-  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in6 a{};
-  a.sin6_family = AF_INET6;
-  a.sin6_addr = in6addr_loopback;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// The dispatcher's side of a handshake a raw peer took part in, and the
-// bytes the peer sent, so that a test can send them again.
-struct RawHandshake {
-  ipc::detail::Nonce dispatcher_nonce;
-  std::array<std::byte, ipc::detail::kGreetingSize> greeting;
-  ipc::detail::Answer answer;
-};
-
-std::string read_secret(const std::string& path) {
-  auto s = ipc::read_secret_file(path);
-  INFO((s.is_ok() ? std::string() : s.status().to_string()));
-  REQUIRE(s.is_ok());
-  return *s;
-}
-
-std::span<const std::byte> bytes_of(const std::string& s) {
-  return std::span<const std::byte>(reinterpret_cast<const std::byte*>(s.data()), s.size());
-}
-
-// Does the connector's half of the handshake by hand with `secret`, and
-// checks the dispatcher's answer.
-RawHandshake handshake(RawPeer& p, const std::string& secret) {
-  RawHandshake h;
-  std::array<std::byte, ipc::detail::kGreetingSize> theirs;
-  REQUIRE(p.read_exact(theirs.data(), theirs.size()));
-  REQUIRE(std::memcmp(theirs.data(), ipc::detail::kAuthMagic.data(), ipc::detail::kAuthMagic.size()) == 0);
-  std::memcpy(h.dispatcher_nonce.data(), theirs.data() + ipc::detail::kAuthMagic.size(),
-              ipc::detail::kNonceSize);
-  auto mine = ipc::detail::make_nonce();
-  REQUIRE(mine.is_ok());
-  h.greeting = ipc::detail::Handshake(ipc::detail::AuthSide::kConnector, bytes_of(secret), *mine).greeting();
-  h.answer = ipc::detail::compute_answer(bytes_of(secret), ipc::detail::AuthSide::kConnector,
-                                         h.dispatcher_nonce, *mine);
-  p.write(h.greeting.data(), h.greeting.size());
-  p.write(h.answer.data(), h.answer.size());
-  ipc::detail::Answer back;
-  REQUIRE(p.read_exact(back.data(), back.size()));
-  CHECK(ipc::detail::verify_answer(bytes_of(secret), ipc::detail::AuthSide::kListener, *mine,
-                                   h.dispatcher_nonce, back));
-  return h;
-}
-
-// How many lines of `d`'s log contain `text`.
-std::size_t log_count(EmbeddedDispatcher& d, const std::string& text) {
-  const std::string log = d.log();
-  std::size_t n = 0;
-  for (std::size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
-  return n;
-}
-
-double sum_of(ipc::Client& c, const std::string& name) {
-  auto id = c.submit(call("sum", {ipc::Arg::ref(name)}));
-  REQUIRE(id.is_ok());
-  auto r = c.wait(*id);
-  INFO(r.describe());
-  REQUIRE(r.ok());
-  auto xs = r.value().array<Dtype::kF64>();
-  REQUIRE(xs.is_ok());
-  REQUIRE(xs->size() == 1);
-  return (*xs)[0];
-}
-
-// A shared array 0, 1, ..., n-1 and the sum a worker must find.
-struct Numbers {
-  explicit Numbers(std::size_t n) {
-    std::vector<double> xs(n);
-    for (std::size_t i = 0; i < n; ++i) xs[i] = static_cast<double>(i);
-    auto s = shm::share(Value::array<Dtype::kF64>(std::span<const double>(xs)));
-    REQUIRE(s.is_ok());
-    shared.emplace(std::move(s).value());
-    sum = static_cast<double>(n - 1) * static_cast<double>(n) / 2;
-  }
-  std::string name() const { return shared->name(); }
-  std::optional<shm::Shared> shared;
-  double sum = 0;
-};
-
-// The kura tool as a dispatcher listening on tcp://HOST:0 and as a worker
-// connecting to the address it printed; a local client's task runs there.
-void remote_worker_sums(const std::string& host) {
-  ShmGuard guard;
-  SocketDir dir;
-  const std::string secret = make_secret(dir, "secret");
-  Process dp({kKura, "dispatcher", "--socket", dir.socket(), "--listen", "tcp://" + host + ":0",
-              "--secret-file", secret});
-  auto unix_line = dp.read_line(20s);
-  REQUIRE(unix_line);
-  CHECK(*unix_line == "listening on " + dir.socket());
-  auto tcp_line = dp.read_line(20s);
-  INFO(dp.err());
-  REQUIRE(tcp_line);
-  const std::string prefix = "listening on tcp://" + host + ":";
-  REQUIRE(tcp_line->rfind(prefix, 0) == 0);
-  const std::string address = tcp_line->substr(std::strlen("listening on "));
-  auto endpoint = ipc::detail::parse_endpoint(address);
-  REQUIRE(endpoint.is_ok());
-  CHECK(endpoint->port != 0);  // port 0 asked for any; the one it got is printed
-
-  Process worker({kKura, "worker", "--connect", address, "--secret-file", secret});
-  {
-    auto c = connect(dir.socket());
-    wait_workers(*c, 1);
-    auto st = status_of(*c);
-    REQUIRE(st.workers.size() == 1);
-    CHECK(st.workers[0].pid == 0);  // over TCP no pid is known: not a managed worker
-    Numbers numbers(100000);
-    CHECK(sum_of(*c, numbers.name()) == numbers.sum);
-    CHECK(sum_of(*c, numbers.name()) == numbers.sum);
-  }
-  dp.signal(SIGTERM);
-  CHECK(dp.wait(20s) == 0);
-  auto worker_code = worker.wait(20s);
-  INFO(worker.err());
-  CHECK(worker_code.has_value());
-}
-
-// Options of a dispatcher that also listens on 127.0.0.1 (any free port)
-// for workers proving the secret in `secret_file`.
-std::function<void(ipc::DispatcherOptions&)> on_loopback(const std::string& secret_file) {
-  return [secret_file](ipc::DispatcherOptions& o) {
-    o.tcp_listen = "tcp://127.0.0.1:0";
-    o.secret_file = secret_file;
-  };
-}
-
-}  // namespace
-
 TEST_CASE("tcp: a kura worker over tcp://127.0.0.1 runs a local client's tasks", "[ipc][multiprocess][tcp]") {
-  remote_worker_sums("127.0.0.1");
+  remote_worker_sums("127.0.0.1", false);
 }
 
 TEST_CASE("tcp: a kura worker over tcp://[::1] runs a local client's tasks", "[ipc][multiprocess][tcp]") {
@@ -216,7 +34,7 @@ TEST_CASE("tcp: a kura worker over tcp://[::1] runs a local client's tasks", "[i
     WARN("skipped: this machine has no IPv6 loopback address (::1) to listen on");
     return;
   }
-  remote_worker_sums("[::1]");
+  remote_worker_sums("[::1]", false);
 }
 
 TEST_CASE("tcp: wrong secret, no handshake, a replayed handshake, garbage and a silent peer are refused",
@@ -273,9 +91,9 @@ TEST_CASE("tcp: wrong secret, no handshake, a replayed handshake, garbage and a 
   // answer a nonce the dispatcher no longer uses.
   {
     RawPeer first(at.get(), at.len);
-    const RawHandshake recorded = handshake(first, secret);
+    const RawHandshake recorded = handshake(first, secret, 0);
     RawPeer again(at.get(), at.len);
-    std::array<std::byte, ipc::detail::kGreetingSize> fresh;
+    ipc::detail::Greeting fresh;
     REQUIRE(again.read_exact(fresh.data(), fresh.size()));
     CHECK(std::memcmp(fresh.data() + ipc::detail::kAuthMagic.size(), recorded.dispatcher_nonce.data(),
                       ipc::detail::kNonceSize) != 0);
@@ -311,7 +129,7 @@ TEST_CASE("tcp: connections in their handshake are bounded, and their slots free
     for (std::size_t i = 0; i < ipc::detail::kMaxHandshakes; ++i) {
       silent.push_back(std::make_unique<RawPeer>(at.get(), at.len));
       // Each has its greeting: the dispatcher holds it in its handshake.
-      std::array<std::byte, ipc::detail::kGreetingSize> greeting;
+      ipc::detail::Greeting greeting;
       REQUIRE(silent.back()->read_exact(greeting.data(), greeting.size()));
     }
     RawPeer one_more(at.get(), at.len);
@@ -333,7 +151,7 @@ TEST_CASE("tcp: a client over TCP is refused, even with the secret", "[ipc][mult
   EmbeddedDispatcher d(dir, 0, on_loopback(secret_file));
   const TcpAddress at = tcp_address(d.get().tcp_address());
   RawPeer p(at.get(), at.len);
-  handshake(p, read_secret(secret_file));
+  handshake(p, read_secret(secret_file), 0);
   p.hello_client();
   auto refused = p.next_of(ipc::FrameType::kRefused);
   REQUIRE(refused.has_value());

@@ -73,9 +73,16 @@ struct SubmitArgs {
   std::string traceparent;
 };
 int cmd_dispatcher(const DispatcherArgs& args);
-// `reconnect_for_s` below 0: WorkerOptions::reconnect_ms's default.
-int cmd_worker(const std::string& socket, const std::string& secret_file,
-               const std::vector<std::string>& plugins, double reconnect_for_s);
+struct WorkerArgs {
+  std::string socket;
+  std::string secret_file;
+  std::string fingerprint;
+  bool tls = false;
+  std::vector<std::string> plugins;
+  // Below 0: WorkerOptions::reconnect_ms's default.
+  double reconnect_for_s = -1;
+};
+int cmd_worker(const WorkerArgs& args);
 int cmd_secret(const std::string& path);
 int cmd_status(const std::string& socket, bool json);
 int cmd_submit(const SubmitArgs& args);

@@ -64,13 +64,14 @@ int cmd_dispatcher(const DispatcherArgs& a) {
   return kExitOk;
 }
 
-int cmd_worker(const std::string& socket, const std::string& secret_file,
-               const std::vector<std::string>& plugins, double reconnect_for_s) {
+int cmd_worker(const WorkerArgs& a) {
   ipc::WorkerOptions o;
-  o.socket_path = socket;
-  o.secret_file = secret_file;
-  o.plugins = plugins;
-  if (reconnect_for_s >= 0) o.reconnect_ms = static_cast<std::uint32_t>(reconnect_for_s * 1000);
+  o.socket_path = a.socket;
+  o.secret_file = a.secret_file;
+  o.fingerprint = a.fingerprint;
+  o.tls = a.tls;
+  o.plugins = a.plugins;
+  if (a.reconnect_for_s >= 0) o.reconnect_ms = static_cast<std::uint32_t>(a.reconnect_for_s * 1000);
   Status s = ipc::Worker::run(o);
   if (!s) return fail(s, "worker");
   return kExitOk;
@@ -78,6 +79,10 @@ int cmd_worker(const std::string& socket, const std::string& secret_file,
 
 int cmd_secret(const std::string& path) {
   if (Status s = ipc::write_secret_file(path); !s) return fail(s, "secret");
+  auto fingerprint = ipc::certificate_fingerprint(ipc::certificate_path(path));
+  if (!fingerprint) return fail(fingerprint.status(), "secret");
+  std::cout << "secret: " << path << "\ncertificate: " << ipc::certificate_path(path)
+            << "\nkey: " << ipc::key_path(path) << "\nfingerprint: " << *fingerprint << std::endl;
   return kExitOk;
 }
 

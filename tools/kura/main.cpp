@@ -10,6 +10,7 @@
 #include "kura/core/layout.hpp"
 #include "kura/shm/directory.hpp"
 #include "kura/version.hpp"
+#include "launch.hpp"
 
 namespace {
 
@@ -108,27 +109,84 @@ int run(int argc, char** argv, bool stdout_closed) {
       "the shared secret TCP workers and the dispatcher prove to each other (kura secret)");
 
   std::string socket;
-  std::string secret_file;
-  std::vector<std::string> plugins;
+  WorkerArgs worker_args;
   auto* worker = app.add_subcommand("worker", "Run tasks for a dispatcher until it goes away");
-  worker->add_option("--connect", socket, "the dispatcher's socket, or tcp://HOST:PORT")->required();
-  worker->add_option("--secret-file", secret_file,
+  worker->add_option("--connect", worker_args.socket, "the dispatcher's socket, or tcp://HOST:PORT")
+      ->required();
+  worker->add_option("--secret-file", worker_args.secret_file,
                      "the shared secret, for a tcp:// dispatcher (kura secret)");
-  worker->add_option("--plugin", plugins, "a shared library that registers functions");
-  double reconnect_for = -1;
+  worker->add_option("--fingerprint", worker_args.fingerprint,
+                     "the dispatcher's certificate fingerprint (sha256:..., printed by kura secret), pinned "
+                     "over TLS; required for an address that is not loopback");
+  worker->add_flag("--tls", worker_args.tls,
+                   "use TLS on a loopback address too (off loopback it always is); needs --fingerprint");
+  worker->add_option("--plugin", worker_args.plugins, "a shared library that registers functions");
   worker
-      ->add_option("--reconnect-for", reconnect_for,
+      ->add_option("--reconnect-for", worker_args.reconnect_for_s,
                    "when the connection drops, try to connect again for this many seconds, then exit "
                    "(default: 60 for tcp://, 0 for a Unix socket)")
       ->check(CLI::Range(0.0, 86400.0));
 
   std::string secret_path;
   auto* secret = app.add_subcommand(
-      "secret", "Write a new shared secret for TCP workers (mode 0600; never replaces a file)");
+      "secret",
+      "Write a new shared secret for TCP workers (FILE, mode 0600) and the dispatcher's TLS certificate and "
+      "key beside it (FILE.crt, FILE.key, mode 0600); print the certificate's fingerprint. Never replaces a "
+      "file");
   secret->add_option("file", secret_path, "where to write it")->required();
   secret->footer(
-      "Example:\n  kura secret ~/.kura-secret\n  kura dispatcher --listen tcp://0.0.0.0:7100 --secret-file "
-      "~/.kura-secret");
+      "Example:\n  kura secret ~/.kura-secret   # prints fingerprint: sha256:...\n"
+      "  kura dispatcher --listen tcp://0.0.0.0:7100 --secret-file ~/.kura-secret\n"
+      "  kura worker --connect tcp://10.0.0.1:7100 --secret-file ~/.kura-secret --fingerprint sha256:...");
+
+  LaunchArgs launch_args;
+  auto* launch = app.add_subcommand(
+      "launch", "Print (or run) the commands that start workers on other hosts, connecting back over TCP");
+  launch->require_subcommand(1);
+  auto* launch_ssh = launch->add_subcommand("ssh", "One worker on each host, started over SSH");
+  auto* launch_slurm =
+      launch->add_subcommand("slurm", "Workers as a Slurm batch job (a job array with --array)");
+  for (auto* sub : {launch_ssh, launch_slurm}) {
+    sub->add_option("--connect", launch_args.connect, "the dispatcher's tcp://HOST:PORT, as it printed it")
+        ->required();
+    sub->add_option("--secret-file", launch_args.secret_file,
+                    "the shared secret (kura secret); never put on a command line: over SSH it is sent on "
+                    "standard input, under Slurm read from this path on a shared file system")
+        ->required();
+    sub->add_flag("--run", launch_args.run,
+                  "run the commands (ssh) or submit the script (sbatch) instead of "
+                  "printing them");
+    sub->add_option("--kura", launch_args.kura, "the kura binary on the other hosts (default: kura on PATH)");
+  }
+  launch_ssh->add_option("hosts", launch_args.hosts, "[user@]host, one worker each")->required();
+  launch_ssh->add_flag("--tunnel", launch_args.tunnel,
+                       "for hosts that cannot reach the dispatcher: forward a port of theirs back over SSH "
+                       "(ssh -R); the worker connects to that port on its loopback, with TLS");
+  launch_ssh->add_option("--remote-port", launch_args.remote_port,
+                         "with --tunnel: the port forwarded on each host (default: the dispatcher's)");
+  launch_slurm->add_option("--array", launch_args.array,
+                           "a job array of this many workers (default: one job)");
+  launch_slurm->add_option("--option", launch_args.options,
+                           "a line for the script, such as '#SBATCH --time=1:00:00'");
+  launch->footer(
+      "The fingerprint of the certificate beside the secret file is in every command; the secret never is.\n"
+      "Examples:\n"
+      "  kura launch ssh node1 node2 --connect tcp://10.0.0.1:7100 --secret-file ~/.kura-secret\n"
+      "  kura launch ssh far.example.org --tunnel --connect tcp://127.0.0.1:7100 --secret-file "
+      "~/.kura-secret "
+      "--run\n"
+      "  kura launch slurm --array 16 --option '#SBATCH --time=2:00:00' --connect tcp://10.0.0.1:7100 "
+      "--secret-file /shared/me/.kura-secret");
+  launch_ssh->footer(
+      "Example:\n  kura launch ssh node1 node2 --connect tcp://10.0.0.1:7100 --secret-file ~/.kura-secret\n"
+      "Each line runs ssh with the secret on its standard input; on the host, sh copies it into a 0600 file\n"
+      "in a fresh 0700 directory under $TMPDIR, runs kura worker with it, and removes it when the worker "
+      "ends.");
+  launch_slurm->footer(
+      "Example:\n  kura launch slurm --array 16 --connect tcp://10.0.0.1:7100 --secret-file "
+      "/shared/me/.kura-secret\n"
+      "The script holds the secret's path, never the secret: put it on a file system the nodes share, mode "
+      "0600.");
 
   auto* status = app.add_subcommand("status", "Print a dispatcher's counters and workers");
   status->add_option("--socket", socket, "the dispatcher's socket (default: per-user socket)");
@@ -181,8 +239,10 @@ int run(int argc, char** argv, bool stdout_closed) {
   if (rm->parsed()) return cmd_rm(name);
   if (prune->parsed()) return cmd_prune();
   if (dispatcher->parsed()) return cmd_dispatcher(dispatcher_args);
-  if (worker->parsed()) return cmd_worker(socket, secret_file, plugins, reconnect_for);
+  if (worker->parsed()) return cmd_worker(worker_args);
   if (secret->parsed()) return cmd_secret(secret_path);
+  if (launch_ssh->parsed()) return cmd_launch_ssh(launch_args);
+  if (launch_slurm->parsed()) return cmd_launch_slurm(launch_args);
   if (status->parsed()) return cmd_status(socket, json);
   if (submit->parsed()) return cmd_submit(submit_args);
   if (demo->parsed()) return cmd_demo(demo_args);

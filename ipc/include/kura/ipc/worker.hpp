@@ -151,6 +151,18 @@ struct WorkerOptions {
   // this worker: a reset, an end of stream, or a TCP dispatcher silent past
   // its heartbeat deadline (told in its welcome; it sends heartbeats too).
   std::optional<std::uint32_t> reconnect_ms;
+  // The fingerprint of the dispatcher's certificate ("sha256:" and 64 hex
+  // digits, as kura secret prints it), pinned when the connection is TLS:
+  // another certificate is refused. TLS is used whenever the endpoint's
+  // address is not loopback (then this is required: the worker refuses to
+  // start without it), when `tls` is set, and when the dispatcher asks for
+  // it (it does for a worker whose address it sees as not loopback). The
+  // choice is part of the authenticated handshake: someone on the path
+  // cannot turn it off.
+  std::string fingerprint;
+  // Use TLS on a loopback address too (a tunnel's end, tests, benchmarks);
+  // needs `fingerprint`.
+  bool tls = false;
 };
 
 class Worker {
