@@ -98,9 +98,9 @@ class WorkerLoop {
   static constexpr std::uint64_t kDefaultReconnectMs = 60000;
 
   void connect() {
-    detail::connect(
-        &loop_, endpoint_, [this](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s)); },
-        {options_.secret_file, options_.fingerprint, options_.tls});
+    detail::connect(&loop_, endpoint_,
+                    [this](Result<std::unique_ptr<detail::Stream>> s) { on_connected(std::move(s)); },
+                    {options_.secret_file, options_.fingerprint, options_.tls});
   }
 
   void on_connected(Result<std::unique_ptr<detail::Stream>> s) {
