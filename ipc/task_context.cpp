@@ -119,10 +119,12 @@ bool running(std::uint64_t id) noexcept {
 }  // namespace detail
 
 TaskContext TaskContext::Internals::make(std::vector<NodeView> args, std::vector<std::string> names,
-                                         std::uint64_t owner, bool want_inline, const Internals* in) {
+                                         std::vector<std::string> origins, std::uint64_t owner,
+                                         bool want_inline, const Internals* in) {
   TaskContext c;
   c.args_ = std::move(args);
   c.names_ = std::move(names);
+  c.origins_ = std::move(origins);
   c.owner_ = owner;
   c.inline_ = want_inline;
   c.in_ = in;

@@ -52,11 +52,14 @@ std::shared_ptr<const Bytes> TaskRunner::run(std::uint64_t id, const std::shared
                                                "\" in this worker (it has: " + functions().names() + ")");
     std::vector<NodeView> args;
     std::vector<std::string> names;
+    std::vector<std::string> origins;
     args.reserve(s->args.size());
     names.reserve(s->args.size());
+    origins.reserve(s->args.size());
     for (std::size_t i = 0; i < s->args.size(); ++i) {
       const auto& a = s->args[i];
       names.push_back(a.name);
+      origins.push_back(a.name);
       if (a.value) {
         args.push_back(*a.value);
         continue;
@@ -69,8 +72,8 @@ std::shared_ptr<const Bytes> TaskRunner::run(std::uint64_t id, const std::shared
     }
     std::optional<shm::Lease> lease;
     TaskContext::Internals in{&lease, remote_ != nullptr};
-    TaskContext ctx =
-        TaskContext::Internals::make(std::move(args), std::move(names), s->owner, s->inline_result, &in);
+    TaskContext ctx = TaskContext::Internals::make(std::move(args), std::move(names), std::move(origins),
+                                                   s->owner, s->inline_result, &in);
     Result<Output> out = Status(Code::kIo, "not run");
     if (timed_) timing_.started_ns = wall_ns();
     try {

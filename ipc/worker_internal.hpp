@@ -36,8 +36,10 @@ struct TaskContext::Internals {
   // travel to the client's host after): no lease of the client's.
   bool own_owner = false;
 
-  static TaskContext make(std::vector<NodeView> args, std::vector<std::string> names, std::uint64_t owner,
-                          bool want_inline, const Internals* in);
+  // `origins`: the task's names; `names`: what maps them here (TaskContext::arg_name).
+  static TaskContext make(std::vector<NodeView> args, std::vector<std::string> names,
+                          std::vector<std::string> origins, std::uint64_t owner, bool want_inline,
+                          const Internals* in);
   // The client's lease, held on the first call. Errors: as shm::Lease::hold.
   static Result<const shm::Lease*> lease_of(TaskContext& c);
 };

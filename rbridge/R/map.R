@@ -43,7 +43,7 @@ task_map <- function(.x, .f, ..., .args = list(), .by = c("elements", "rows"), .
       )
     } else {
       spec <- make_spec(.f, args)
-      .Call(C_kura_task_submit, c, kR, list(spec_bytes(spec)), timeout, .retries, TRUE, FALSE, utf8_locale())
+      .Call(C_kura_task_submit, c, kR, spec_args(spec), timeout, .retries, TRUE, FALSE, utf8_locale())
     }
   }
   ids <- numeric()

@@ -214,6 +214,19 @@ spec_bytes <- function(spec) {
   structure(serialize(spec, NULL, version = 3), kura_tag = "rds3")
 }
 
+# The arguments of the task kR runs `spec`: its serialization, then the
+# names of the shared objects inside it (in its arguments or a closure's
+# environment), so that the dispatcher serves their bytes to a worker on
+# another host, which reads them from its copies (run_spec is given only the
+# first).
+spec_args <- function(spec) {
+  .Call(C_kura_collect_names, TRUE)
+  on.exit(.Call(C_kura_collect_names, FALSE))
+  bytes <- spec_bytes(spec)
+  names <- .Call(C_kura_collect_names, FALSE)
+  c(list(bytes), lapply(names, function(n) structure(n, class = "kura_name")))
+}
+
 # --- Tasks ------------------------------------------------------------------------
 
 task <- function(.f, ..., .args = list(), .timeout = NULL, .retries = 0L) {
@@ -253,7 +266,7 @@ submit <- function(.f, dots, .args, .timeout, .retries, try_only) {
   } else {
     spec <- make_spec(.f, args)
     id <- .Call(
-      C_kura_task_submit, client(), kR, list(spec_bytes(spec)), timeout, .retries, TRUE,
+      C_kura_task_submit, client(), kR, spec_args(spec), timeout, .retries, TRUE,
       try_only, utf8_locale()
     )
   }

@@ -14,6 +14,7 @@
 namespace kura::r {
 
 bool serialize_by_name = true;
+std::vector<std::string>* collected_names = nullptr;
 std::string package_version = "unknown";
 
 namespace {
@@ -130,6 +131,7 @@ SEXP serialized_state_method(SEXP x) {
   Vec& v = vec(x);
   if (!serialize_by_name || data_modified(x)) return nullptr;
   return entry([&]() -> SEXP {
+    if (collected_names != nullptr) collected_names->push_back(v.name);
     const bool attrs_same = attributes_unchanged(x);
     const std::string tag = std::string(kStateTag) + package_version;
     return call_r([&]() -> SEXP {

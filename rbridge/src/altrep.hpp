@@ -111,6 +111,9 @@ cetype_t r_encoding(Encoding e) noexcept;
 // Whether shared vectors serialize as their names (the default) or as their
 // data (serialize_by_name(FALSE) in R).
 extern bool serialize_by_name;
+// While not null, each name a shared vector serializes as is added here
+// (kura_collect_names).
+extern std::vector<std::string>* collected_names;
 
 // A shared vector serialized by name has the state c(name, flags, tag,
 // steps...) (altrep.cpp), where the tag is kStateTag followed by the

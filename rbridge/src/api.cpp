@@ -1,6 +1,7 @@
 // The functions R/kura.R calls (.Call entry points).
 #include "api.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -117,6 +118,30 @@ SEXP kura_serialize_by_name(SEXP enabled) {
   bool flag;
   if (logical_flag(enabled, flag)) serialize_by_name = flag;
   return Rf_ScalarLogical(before ? TRUE : FALSE);
+}
+
+SEXP kura_collect_names(SEXP start) {
+  static std::vector<std::string> names;
+  return entry([&]() -> SEXP {
+    bool flag = false;
+    if (logical_flag(start, flag) && flag) {
+      names.clear();
+      collected_names = &names;
+      return R_NilValue;
+    }
+    std::vector<std::string> seen;
+    if (collected_names != nullptr) seen.swap(*collected_names);
+    collected_names = nullptr;
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    return call_r([&]() -> SEXP {
+      SEXP out = PROTECT(Rf_allocVector(STRSXP, static_cast<R_xlen_t>(seen.size())));
+      for (std::size_t i = 0; i < seen.size(); ++i)
+        SET_STRING_ELT(out, static_cast<R_xlen_t>(i), Rf_mkChar(seen[i].c_str()));
+      UNPROTECT(1);
+      return out;
+    });
+  });
 }
 
 SEXP kura_use_bit64(SEXP enabled) {

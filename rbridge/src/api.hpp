@@ -23,6 +23,10 @@ SEXP kura_prune();
 // Sets (TRUE/FALSE) or only reads (anything else) the switch; returns the
 // value it had.
 SEXP kura_serialize_by_name(SEXP enabled);
+// kura_collect_names(TRUE) starts collecting the names shared vectors
+// serialize as; kura_collect_names(FALSE) stops and returns them, each once
+// (a character vector, empty when none or not collecting).
+SEXP kura_collect_names(SEXP start);
 SEXP kura_use_bit64(SEXP enabled);
 // .onLoad: records whether bit64 is installed and the package's version (a
 // string, for the serialized state of shared vectors), and prunes dead

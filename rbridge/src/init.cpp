@@ -21,6 +21,7 @@ const R_CallMethodDef kCallMethods[] = {
     {"kura_is_shared", routine(&kura_is_shared), 1},
     {"kura_prune", routine(&kura_prune), 0},
     {"kura_serialize_by_name", routine(&kura_serialize_by_name), 1},
+    {"kura_collect_names", routine(&kura_collect_names), 1},
     {"kura_use_bit64", routine(&kura_use_bit64), 1},
     {"kura_session_start", routine(&kura_session_start), 2},
     {"kura_region_directory", routine(&kura_region_directory), 0},

@@ -120,8 +120,16 @@ ipc::Function r_function(std::string fn) {
     let_go_of_last_result();
     R_interrupts_pending = 0;  // a cancel's signal meant for the task before
     if (ctx.cancelled()) return Status(Code::kIo, "cancelled");
+    // A closure task names the shared objects inside it as arguments too: on
+    // a worker that pulled their bytes, the names inside the closure read
+    // the local copies.
+    std::vector<std::pair<std::string, std::string>> aliases;
+    for (std::size_t i = 0; i < ctx.args().size(); ++i)
+      if (ctx.arg_origin(i) != ctx.arg_name(i)) aliases.emplace_back(ctx.arg_origin(i), ctx.arg_name(i));
+    set_aliases(std::move(aliases));
     TaskRun t{&ctx, &fn, std::nullopt, {}};
     const bool finished = R_ToplevelExec(run_at_top_level, &t) == TRUE;
+    clear_aliases();
     R_interrupts_pending = 0;
     if (!finished) {
       // An R error outside the handler's tryCatch (an argument that does

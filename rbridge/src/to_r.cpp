@@ -339,6 +339,18 @@ SEXP node_to_r_copy(const NodeView& node, Keep keep) {
   return b.value(node, Where{});
 }
 
+namespace {
+std::vector<std::pair<std::string, std::string>> g_aliases;
+}  // namespace
+
+void set_aliases(std::vector<std::pair<std::string, std::string>> aliases) {
+  g_aliases = std::move(aliases);
+}
+
+void clear_aliases() noexcept {
+  g_aliases.clear();
+}
+
 SEXP unserialize_shared(int type, SEXP state, SEXP attr, int objf, int levs) {
   return entry([&]() -> SEXP {
     if (TYPEOF(state) != STRSXP || XLENGTH(state) < 2 || STRING_ELT(state, 0) == NA_STRING)
@@ -358,14 +370,17 @@ SEXP unserialize_shared(int type, SEXP state, SEXP attr, int objf, int levs) {
            "; this is kura " + package_version + ", which reads \"" + std::string(kStateTag) +
            "<version>\"): install the same kura in every process that exchanges shared objects");
     }
-    auto parsed = parse_name(name);
+    std::string here = name;
+    for (const auto& [from, to] : g_aliases)
+      if (from == name) here = to;
+    auto parsed = parse_name(here);
     if (!parsed) fail(parsed.status(), context);
     auto core = open_region(parsed->owner, parsed->counter);
     if (!core) fail(core.status(), context);
     auto at = (*core)->mapped.region().at(parsed->path);
     if (!at) fail(at.status(), context);
     NodeView n = std::move(at).value();
-    Where w{name, {}};
+    Where w{here, {}};
     for (R_xlen_t k = 3; k < XLENGTH(state); ++k) {
       std::string s = CHAR(STRING_ELT(state, k));
       Result<std::optional<NodeView>> next = std::optional<NodeView>();

@@ -14,6 +14,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kura/core/view.hpp"
@@ -61,6 +62,13 @@ std::unique_ptr<Vec> make_vec(const std::shared_ptr<RegionCore>& core, const Nod
 
 // unserialize() of `bytes`. R only: call inside call_r().
 SEXP unserialize_bytes(std::span<const std::byte> bytes);
+
+// While set, a shared vector serialized under a name in `aliases` is read
+// from the region named by its value instead: on a worker that pulled the
+// bytes behind a closure task's names, its local copies. clear_aliases()
+// ends it; both on R's main thread.
+void set_aliases(std::vector<std::pair<std::string, std::string>> aliases);
+void clear_aliases() noexcept;
 
 // The UnserializeEX method of the six classes: maps the vector that
 // Serialized_state described and gives it the attributes R read from the

@@ -65,10 +65,17 @@ class TaskContext {
   // The arguments in order: the mapped value of each name argument, or the
   // inline value. Each view keeps its memory alive.
   std::span<const NodeView> args() const noexcept { return args_; }
-  // The name argument `i` was given by, "" for an inline value (a host that
-  // maps names its own way, as an R worker does, maps it again).
+  // The name argument `i` is mapped by here, "" for an inline value (a host
+  // that maps names its own way, as an R worker does, maps it again): the
+  // task's name, or on a worker that pulled the bytes (a region directory
+  // not the dispatcher's) the name of its local copy.
   // REQUIRES: i < args().size().
   const std::string& arg_name(std::size_t i) const noexcept { return names_[i]; }
+  // The name the task gave argument `i` ("" for an inline value): differs
+  // from arg_name(i) only on a worker that pulled a copy, where names
+  // written inside other arguments (a serialized closure's) still say it.
+  // REQUIRES: i < args().size().
+  const std::string& arg_origin(std::size_t i) const noexcept { return origins_[i]; }
   // The owner the results belong to.
   std::uint64_t client_owner() const noexcept { return owner_; }
   // True when the client asked for the result inline (TaskOptions::
@@ -93,6 +100,7 @@ class TaskContext {
   friend struct Internals;
   std::vector<NodeView> args_;
   std::vector<std::string> names_;
+  std::vector<std::string> origins_;
   std::uint64_t owner_ = 0;
   bool inline_ = false;
   const Internals* in_ = nullptr;
