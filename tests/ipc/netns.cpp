@@ -162,7 +162,7 @@ std::vector<std::string> RemoteHost::in_worker(const std::vector<std::string>& a
            "--",
            find_program("sh"),
            "-c",
-           "mount -t tmpfs -o mode=0700,size=64m kura-regions \"$1\" && "
+           "mount -t tmpfs -o mode=0700,size=256m kura-regions \"$1\" && "
            "mount -t tmpfs -o mode=0700,size=1m kura-hidden \"$2\" && "
            "KURA_SHM_DIR=\"$1\" && export KURA_SHM_DIR && shift 2 && exec \"$@\"",
            "kura-remote-worker",

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <span>
+#include <vector>
 
 #include "endpoint_internal.hpp"
 #include "ipc_util.hpp"
@@ -97,6 +99,72 @@ std::chrono::milliseconds since(Clock::time_point t) {
 }
 
 }  // namespace
+
+TEST_CASE(
+    "remote: over the link a worker sums a 64 MiB name pulled once, a sub-tree alone, and sends a result "
+    "back "
+    "as a name",
+    "[ipc][multiprocess][tcp][netns][objects]") {
+  Setup setup;
+  RemoteDispatcher d(setup.host, setup.dir);
+  Process worker(d.worker(setup.host));
+  auto c = connect(setup.dir.socket());
+  wait_workers(*c, 1);
+  auto run_task = [&](ipc::Call task) {
+    auto id = c->submit(std::move(task));
+    REQUIRE(id.is_ok());
+    auto r = c->wait_for(*id, 60s);
+    REQUIRE(r.has_value());
+    INFO(r->describe() << "\n" << worker.err());
+    REQUIRE(r->ok());
+    return std::move(*r);
+  };
+  auto first = [](const ipc::TaskResult& r) {
+    auto xs = r.value().array<Dtype::kF64>();
+    REQUIRE(xs.is_ok());
+    REQUIRE(xs->size() >= 1);
+    return (*xs)[0];
+  };
+
+  const std::size_t n = std::size_t{8} << 20;  // 64 MiB of f64
+  std::vector<double> xs(n);
+  for (std::size_t i = 0; i < n; ++i) xs[i] = static_cast<double>(i);
+  auto big = shm::share(Value::array<Dtype::kF64>(std::span<const double>(xs)));
+  REQUIRE(big.is_ok());
+  CHECK(first(run_task(call("sum", {ipc::Arg::ref(big->name())}))) ==
+        static_cast<double>(n - 1) * static_cast<double>(n) / 2);
+  auto s1 = status_of(*c);
+  CHECK(s1.pulls == 1);
+  CHECK(s1.pulled_bytes == big->size());
+  // Again: the worker's copy is current, no bytes cross.
+  auto counted = run_task(call("length", {ipc::Arg::ref(big->name())}));
+  auto length = counted.value().array<Dtype::kU64>();
+  REQUIRE(length.is_ok());
+  CHECK((*length)[0] == n);
+  auto s2 = status_of(*c);
+  CHECK(s2.pulls == 2);
+  CHECK(s2.pulled_bytes == s1.pulled_bytes);
+
+  // A path-form name: its sub-tree alone crosses, not the 64 MiB beside it.
+  auto list = shm::share(Value::list(
+      {Value::array<Dtype::kF64>(std::span<const double>(xs)), Value::f64({1, 2, 3, 4, 5, 6, 7, 8, 9})}));
+  REQUIRE(list.is_ok());
+  CHECK(first(run_task(call("sum", {ipc::Arg::ref(list->name() + "[2]")}))) == 45);
+  CHECK(status_of(*c).pulled_bytes - s2.pulled_bytes < 4096);
+
+  // A result written on the worker's host comes back as a region this
+  // client maps by name.
+  auto r = run_task(call("scale", {ipc::Arg::ref(big->name()), num(2.0)}));
+  CHECK_FALSE(r.name().empty());
+  auto scaled = r.value().array<Dtype::kF64>();
+  REQUIRE(scaled.is_ok());
+  CHECK((*scaled)[n - 1] == 2.0 * static_cast<double>(n - 1));
+  CHECK(status_of(*c).pushed_bytes >= big->size());
+  // The dispatcher made a region of its own for the sub-tree: stopped, it
+  // leaves nothing behind.
+  d.process().signal(SIGTERM);
+  CHECK(d.process().wait(20s) == 0);
+}
 
 TEST_CASE(
     "remote: a worker that cannot see the dispatcher's regions runs a task over TCP, and exits when it stops",
