@@ -22,7 +22,11 @@
 // = 0.85x (...)": the ratio of the medians over the repetitions of this run
 // (bytes per second for pull, p50 for rtt), the medians and ranges of both
 // rows, and the ratio at the extremes of those ranges. --benchmark_filter
-// picks rows; a pair prints when both its rows ran.
+// picks rows; a pair prints when both its rows ran. On a busy machine,
+// --benchmark_enable_random_interleaving=true spreads the swings of the load
+// over all rows rather than over the rows that happen to run through them
+// (the dispatcher and worker then start again after every raw row and
+// whenever plain and TLS rows alternate).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
