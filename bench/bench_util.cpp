@@ -66,6 +66,13 @@ std::int64_t pss_bytes(pid_t pid) noexcept {
   return kb < 0 ? -1 : kb * 1024;
 }
 
+double latency_counters(benchmark::State& state, std::vector<double>& samples) {
+  std::sort(samples.begin(), samples.end());
+  state.counters["p50_us"] = samples[samples.size() / 2];
+  state.counters["p99_us"] = samples[samples.size() * 99 / 100];
+  return samples[samples.size() / 2];
+}
+
 benchmark::internal::Benchmark* with_range(benchmark::internal::Benchmark* b) {
   return b
       ->ComputeStatistics("min",

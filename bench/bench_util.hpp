@@ -1,5 +1,6 @@
 // What the benchmark programs share: clocks, the test data and its sum,
-// proportional set sizes, statistics for repetitions, and the context every
+// proportional set sizes, round trips timed and their percentiles,
+// statistics for repetitions, and the context every
 // result file records (region directory, its page size, hash build).
 #pragma once
 
@@ -33,6 +34,27 @@ double sum(const double* xs, std::size_t n) noexcept;
 // /proc/PID/smaps_rollup; -1 when it cannot be read. Shared pages count
 // divided by the number of processes mapping them.
 std::int64_t pss_bytes(pid_t pid = 0) noexcept;
+
+// Times `round_trip()` `count` times in each iteration of `state` and
+// returns the last iteration's samples, in microseconds, in the order taken.
+template <class F>
+std::vector<double> time_round_trips(benchmark::State& state, int count, F&& round_trip) {
+  std::vector<double> samples;
+  samples.reserve(static_cast<std::size_t>(count));
+  for (auto _ : state) {
+    samples.clear();
+    for (int i = 0; i < count; ++i) {
+      const std::int64_t t0 = now_ns();
+      round_trip();
+      samples.push_back(static_cast<double>(now_ns() - t0) / 1e3);
+    }
+  }
+  return samples;
+}
+
+// Sorts `samples` (microseconds; not empty) and sets the counters p50_us and
+// p99_us of `state` from them. Returns the median.
+double latency_counters(benchmark::State& state, std::vector<double>& samples);
 
 // Adds min and max (over repetitions) to a benchmark's statistics, beside
 // Google Benchmark's mean, median and stddev.

@@ -27,7 +27,6 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,9 +58,7 @@ std::map<std::string, std::vector<double>> all_samples;
 void report_latency(benchmark::State& state, const std::string& name, std::vector<double>& samples) {
   auto& keep = all_samples[name];
   keep.insert(keep.end(), samples.begin(), samples.end());
-  std::sort(samples.begin(), samples.end());
-  state.counters["p50_us"] = samples[samples.size() / 2];
-  state.counters["p99_us"] = samples[samples.size() * 99 / 100];
+  latency_counters(state, samples);
 }
 
 double micros_since(std::int64_t t0) {
@@ -168,16 +165,10 @@ void BM_RawRoundTrip(benchmark::State& state, bool pinned) {
   Pin pin(pinned);
   Echo echo(false);
   char msg[kMessage] = {}, back[kMessage];
-  std::vector<double> samples;
-  for (auto _ : state) {
-    samples.clear();
-    for (int i = 0; i < samples_per_run; ++i) {
-      const std::int64_t t0 = now_ns();
-      if (::write(echo.fd, msg, sizeof msg) != sizeof msg) die("write");
-      echo.read_exactly(back, sizeof back);
-      samples.push_back(micros_since(t0));
-    }
-  }
+  std::vector<double> samples = time_round_trips(state, samples_per_run, [&] {
+    if (::write(echo.fd, msg, sizeof msg) != sizeof msg) die("write");
+    echo.read_exactly(back, sizeof back);
+  });
   report_latency(state, pinned ? "rtt/raw_socket/pinned" : "rtt/raw_socket/any", samples);
 }
 
@@ -300,17 +291,11 @@ void BM_TaskRoundTrip(benchmark::State& state, bool pinned) {
   Pin pin(pinned);
   auto& client = pool(1, pinned).client();
   const ipc::Call echo{"echo", {}};
-  std::vector<double> samples;
-  for (auto _ : state) {
-    samples.clear();
-    for (int i = 0; i < samples_per_run; ++i) {
-      const std::int64_t t0 = now_ns();
-      auto id = client.submit(echo);
-      if (!id) die(id.status().to_string());
-      if (!client.wait(*id).ok()) die("echo failed");
-      samples.push_back(micros_since(t0));
-    }
-  }
+  std::vector<double> samples = time_round_trips(state, samples_per_run, [&] {
+    auto id = client.submit(echo);
+    if (!id) die(id.status().to_string());
+    if (!client.wait(*id).ok()) die("echo failed");
+  });
   report_latency(state, pinned ? "rtt/dispatcher/pinned" : "rtt/dispatcher/any", samples);
 }
 
@@ -322,17 +307,11 @@ void BM_TracedRoundTrip(benchmark::State& state) {
   const ipc::Call echo{"echo", {}};
   ipc::TaskOptions traced;
   traced.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-  std::vector<double> samples;
-  for (auto _ : state) {
-    samples.clear();
-    for (int i = 0; i < samples_per_run; ++i) {
-      const std::int64_t t0 = now_ns();
-      auto id = client.submit(echo, traced);
-      if (!id) die(id.status().to_string());
-      if (!client.wait(*id).ok()) die("echo failed");
-      samples.push_back(micros_since(t0));
-    }
-  }
+  std::vector<double> samples = time_round_trips(state, samples_per_run, [&] {
+    auto id = client.submit(echo, traced);
+    if (!id) die(id.status().to_string());
+    if (!client.wait(*id).ok()) die("echo failed");
+  });
   report_latency(state, "rtt/dispatcher/traced", samples);
 }
 

@@ -1,35 +1,45 @@
-// Workers on other hosts (issue 16), over loopback TCP, against the floor of
-// the same transport in the same run:
+// Workers on other hosts (issue 16), over loopback TCP, plain and TLS 1.3,
+// against the floor of the same transport in the same run:
 //
 //  - pull/raw_tcp: 256 MiB from a mapped region to another process over a
-//    TCP connection, read straight into a fresh shared-memory file there.
+//    TCP connection, read straight into a fresh shared-memory file there
+//    (raw_peers.hpp). pull/raw_tls: the same over TLS 1.3 (OpenSSL on both
+//    ends, the sender the server, with the certificate of `kura secret`).
 //  - pull/kura: the same bytes pulled by a worker whose region directory is
 //    not the dispatcher's (as on another host): a task `length(x)` on a new
 //    256 MiB region each time, so that the worker pulls it whole, checks it
-//    (node hashes) and publishes its copy. Both report MB/s.
+//    (node hashes) and publishes its copy. pull/kura_tls: the same with a
+//    worker connected with --tls (and the certificate's fingerprint). All
+//    four report bytes per second.
 //  - rtt/raw_tcp: a 64-byte message to another process over loopback TCP
-//    and back (blocking read/write, TCP_NODELAY).
+//    and back (blocking calls, TCP_NODELAY); rtt/raw_tls: the same over
+//    TLS 1.3.
 //  - rtt/remote: an empty task (echo) through the dispatcher to that worker
-//    over TCP and back. Both report p50_us and p99_us.
+//    over TCP and back; rtt/remote_tls: to the TLS worker. All four report
+//    p50_us and p99_us.
 //
-// With --tls the worker connection is TLS (when the build has it, through
-// the worker's option) and the raw rows are plain TCP still.
-#include <arpa/inet.h>
+// After the runs, one line per pair of rows, "ratio: pull/kura / pull/raw_tcp
+// = 0.85x (...)": the ratio of the medians over the repetitions of this run
+// (bytes per second for pull, p50 for rtt), the medians and ranges of both
+// rows, and the ratio at the extremes of those ranges. --benchmark_filter
+// picks rows; a pair prints when both its rows ran. On a busy machine,
+// --benchmark_enable_random_interleaving=true spreads the swings of the load
+// over all rows rather than over the rows that happen to run through them
+// (the dispatcher and worker then start again after every raw row and
+// whenever plain and TLS rows alternate).
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bench_util.hpp"
@@ -38,6 +48,7 @@
 #include "kura/ipc/dispatcher.hpp"
 #include "kura/ipc/secret.hpp"
 #include "kura/shm/region.hpp"
+#include "raw_peers.hpp"
 
 namespace kura::bench {
 namespace {
@@ -46,58 +57,40 @@ constexpr std::size_t kPullBytes = std::size_t{256} << 20;
 constexpr std::size_t kMessage = 64;
 int samples_per_run = 2000;
 
-void write_all(int fd, const char* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w <= 0) die("write");
-    p += w;
-    n -= static_cast<std::size_t>(w);
+// The secret, certificate and key of `kura secret` in a private /tmp
+// directory, for the whole run; removed by the process that made them (not
+// by a forked child that exits).
+class Secret {
+ public:
+  Secret() {
+    char dir[] = "/tmp/kura-remote-bench.XXXXXX";
+    if (::mkdtemp(dir) == nullptr) die("mkdtemp");
+    dir_ = dir;
+    file_ = dir_ + "/secret";
+    if (Status s = ipc::write_secret_file(file_); !s) die(s.to_string());
+    auto fp = ipc::certificate_fingerprint(ipc::certificate_path(file_));
+    if (!fp) die(fp.status().to_string());
+    fingerprint_ = *fp;
   }
-}
+  ~Secret() {
+    if (::getpid() != owner_) return;
+    for (const std::string& f : {file_, ipc::certificate_path(file_), ipc::key_path(file_)})
+      ::unlink(f.c_str());
+    ::rmdir(dir_.c_str());
+  }
+  const std::string& file() const { return file_; }
+  const std::string& fingerprint() const { return fingerprint_; }
 
-void read_all(int fd, char* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t r = ::read(fd, p, n);
-    if (r <= 0) die("read");
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-}
-
-// A loopback TCP connection to a forked child running `child(fd)`.
-struct TcpPeer {
-  template <class F>
-  explicit TcpPeer(F child) {
-    const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(l, 1) != 0) die("listen");
-    socklen_t len = sizeof a;
-    ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
-    pid = ::fork();
-    if (pid == 0) {
-      const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) _exit(1);
-      const int one = 1;
-      ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      child(c);
-      _exit(0);
-    }
-    fd = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
-    ::close(l);
-    if (fd < 0) die("accept");
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  }
-  ~TcpPeer() {
-    ::close(fd);
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-  }
-  int fd = -1;
-  pid_t pid = -1;
+ private:
+  pid_t owner_ = ::getpid();
+  std::string dir_, file_, fingerprint_;
 };
+
+std::unique_ptr<Secret> secret;
+
+// Each repetition's figure per row (bytes per second, or p50 in
+// microseconds), for the ratios.
+std::map<std::string, std::vector<double>> figures;
 
 shm::Shared big_region() {
   std::vector<double> xs(kPullBytes / sizeof(double));
@@ -107,95 +100,34 @@ shm::Shared big_region() {
   return std::move(s).value();
 }
 
-// pull/raw_tcp: the child maps a fresh file of the region's size in the
-// region directory (space reserved), reads the bytes into it, and answers one byte.
-void BM_RawPull(benchmark::State& state) {
-  shm::Shared region = big_region();
-  auto m = region.map();
-  if (!m) die(m.status().to_string());
-  const auto bytes = m->region().bytes();
-  const std::string dir = shm::directory();
-  TcpPeer peer([&](int c) {
-    std::vector<char> req(8);
-    for (;;) {
-      read_all(c, req.data(), req.size());
-      const std::string path = dir + "/kura-bench-raw-pull";
-      const int f = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      ::unlink(path.c_str());
-      // Space reserved up front, as a region's is (shm::Incoming).
-      if (f < 0 || ::posix_fallocate(f, 0, static_cast<off_t>(bytes.size())) != 0) die("raw pull file");
-      void* p = ::mmap(nullptr, bytes.size(), PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
-      if (p == MAP_FAILED) die("mmap");
-      read_all(c, static_cast<char*>(p), bytes.size());
-      ::munmap(p, bytes.size());
-      ::close(f);
-      write_all(c, "k", 1);
-    }
-  });
-  for (auto _ : state) {
-    const std::int64_t t0 = now_ns();
-    write_all(peer.fd, "pull....", 8);
-    write_all(peer.fd, reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    char k;
-    read_all(peer.fd, &k, 1);
-    state.SetIterationTime(static_cast<double>(now_ns() - t0) / 1e9);
-  }
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes.size()));
-}
-
-// rtt/raw_tcp
-void BM_RawTcpRoundTrip(benchmark::State& state) {
-  TcpPeer peer([](int c) {
-    char buf[kMessage];
-    for (;;) {
-      read_all(c, buf, kMessage);
-      write_all(c, buf, kMessage);
-    }
-  });
-  char msg[kMessage] = {};
-  std::vector<double> samples;
-  for (auto _ : state) {
-    samples.clear();
-    for (int i = 0; i < samples_per_run; ++i) {
-      const std::int64_t t0 = now_ns();
-      write_all(peer.fd, msg, kMessage);
-      read_all(peer.fd, msg, kMessage);
-      samples.push_back(static_cast<double>(now_ns() - t0) / 1e3);
-    }
-  }
-  std::sort(samples.begin(), samples.end());
-  state.counters["p50_us"] = samples[samples.size() / 2];
-  state.counters["p99_us"] = samples[samples.size() * 99 / 100];
-}
-
 // The dispatcher, listening on 127.0.0.1 too, and one worker in a region
-// directory of its own (a kura worker process started here).
+// directory of its own (a kura worker process started here), connected over
+// TLS when `tls`.
 class RemotePool {
  public:
   explicit RemotePool(bool tls) {
-    char dir[] = "/tmp/kura-remote-bench.XXXXXX";
-    if (::mkdtemp(dir) == nullptr) die("mkdtemp");
-    dir_ = dir;
-    secret_ = dir_ + "/secret";
-    if (Status s = ipc::write_secret_file(secret_); !s) die(s.to_string());
     std::string regions = shm::directory() + "/kura-remote-bench.XXXXXX";
     if (::mkdtemp(regions.data()) == nullptr) die("mkdtemp " + regions);
     regions_ = regions;
     ipc::DispatcherOptions o;
     o.workers = 0;
     o.tcp_listen = "tcp://127.0.0.1:0";
-    o.secret_file = secret_;
+    o.secret_file = secret->file();
     pool_ = std::make_unique<DispatcherPool>(std::move(o));
-    worker_ = ::fork();
+    std::vector<std::string> args = {KURA_TOOL_PATH, "worker",        "--connect",
+                                     address(),      "--secret-file", secret->file()};
+    if (tls) args.insert(args.end(), {"--tls", "--fingerprint", secret->fingerprint()});
+    std::vector<std::string> env = {"KURA_SHM_DIR=" + regions_};
+    for (char** e = environ; *e != nullptr; ++e)
+      if (std::string_view(*e).rfind("KURA_SHM_DIR=", 0) != 0) env.emplace_back(*e);
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    for (auto& e : env) envp.push_back(e.data());
+    argv.push_back(nullptr);
+    envp.push_back(nullptr);
+    worker_ = ::fork();  // the dispatcher's thread runs: nothing but exec in the child
     if (worker_ == 0) {
-      ::setenv("KURA_SHM_DIR", regions_.c_str(), 1);
-      std::vector<std::string> args = {KURA_TOOL_PATH, "worker",        "--connect",
-                                       address(),      "--secret-file", secret_};
-      if (tls) args.push_back("--tls");
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
+      ::execve(argv[0], argv.data(), envp.data());
       _exit(127);
     }
     for (;;) {  // until the worker has connected
@@ -208,8 +140,6 @@ class RemotePool {
     pool_.reset();
     ::kill(worker_, SIGTERM);
     ::waitpid(worker_, nullptr, 0);
-    ::unlink(secret_.c_str());
-    ::rmdir(dir_.c_str());
     std::string rm = "rm -rf '" + regions_ + "'";
     if (std::system(rm.c_str()) != 0) std::fprintf(stderr, "cannot remove %s\n", regions_.c_str());
   }
@@ -217,22 +147,89 @@ class RemotePool {
   ipc::Client& client() { return pool_->client(); }
 
  private:
-  std::string dir_, secret_, regions_;
+  std::string regions_;
   std::unique_ptr<DispatcherPool> pool_;
   pid_t worker_ = -1;
 };
 
-bool use_tls = false;
-
+// At most one pool at a time (each worker keeps the regions it pulled), and
+// none while a raw peer is forked: its dispatcher thread must not be running
+// then (RawPeer).
 std::unique_ptr<RemotePool> remote_pool;
+bool remote_tls = false;
 
-RemotePool& remote() {
-  if (!remote_pool) remote_pool = std::make_unique<RemotePool>(use_tls);
-  return *remote_pool;
+ipc::Client& remote(bool tls) {
+  if (remote_pool && remote_tls != tls) remote_pool.reset();
+  if (!remote_pool) remote_pool = std::make_unique<RemotePool>(tls);
+  remote_tls = tls;
+  return remote_pool->client();
 }
 
-void BM_KuraPull(benchmark::State& state) {
-  auto& c = remote().client();
+std::string raw_secret(bool tls) {
+  remote_pool.reset();
+  return tls ? secret->file() : std::string();
+}
+
+// pull/raw_tcp, pull/raw_tls: the child maps a fresh file of the region's
+// size in the region directory (space reserved), reads the bytes into it,
+// and answers one byte.
+void BM_RawPull(benchmark::State& state, const std::string& row, bool tls) {
+  const std::string secret_file = raw_secret(tls);
+  shm::Shared region = big_region();
+  auto m = region.map();
+  if (!m) die(m.status().to_string());
+  const auto bytes = m->region().bytes();
+  const std::string dir = shm::directory();
+  RawPeer peer(secret_file, [&](RawStream& c) {
+    char req[8];
+    while (c.read_all(req, sizeof req)) {
+      const std::string path = dir + "/kura-bench-raw-pull";
+      const int f = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      ::unlink(path.c_str());
+      // Space reserved up front, as a region's is (shm::Incoming).
+      if (f < 0 || ::posix_fallocate(f, 0, static_cast<off_t>(bytes.size())) != 0) die("raw pull file");
+      void* p = ::mmap(nullptr, bytes.size(), PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+      if (p == MAP_FAILED) die("mmap");
+      if (!c.read_all(p, bytes.size())) return;
+      ::munmap(p, bytes.size());
+      ::close(f);
+      c.write_all("k", 1);
+    }
+  });
+  double seconds = 0;
+  for (auto _ : state) {
+    const std::int64_t t0 = now_ns();
+    peer.stream().write_all("pull....", 8);
+    peer.stream().write_all(bytes.data(), bytes.size());
+    char k;
+    if (!peer.stream().read_all(&k, 1)) die("the raw peer closed the connection");
+    const double s = static_cast<double>(now_ns() - t0) / 1e9;
+    state.SetIterationTime(s);
+    seconds += s;
+  }
+  const auto total = state.iterations() * static_cast<std::int64_t>(bytes.size());
+  state.SetBytesProcessed(total);
+  figures[row].push_back(static_cast<double>(total) / seconds);
+}
+
+// rtt/raw_tcp, rtt/raw_tls
+void BM_RawRoundTrip(benchmark::State& state, const std::string& row, bool tls) {
+  RawPeer peer(raw_secret(tls), [](RawStream& c) {
+    char buf[kMessage];
+    while (c.read_all(buf, kMessage)) c.write_all(buf, kMessage);
+  });
+  char msg[kMessage] = {};
+  std::vector<double> samples = time_round_trips(state, samples_per_run, [&] {
+    peer.stream().write_all(msg, kMessage);
+    if (!peer.stream().read_all(msg, kMessage)) die("the raw peer closed the connection");
+  });
+  figures[row].push_back(latency_counters(state, samples));
+}
+
+// pull/kura, pull/kura_tls
+void BM_KuraPull(benchmark::State& state, const std::string& row, bool tls) {
+  auto& c = remote(tls);
+  double seconds = 0;
   for (auto _ : state) {
     shm::Shared region = big_region();  // a new name: nothing cached
     const std::int64_t t0 = now_ns();
@@ -240,28 +237,49 @@ void BM_KuraPull(benchmark::State& state) {
     if (!id) die(id.status().to_string());
     auto r = c.wait(*id);
     if (!r.ok()) die("length: " + r.describe());
-    state.SetIterationTime(static_cast<double>(now_ns() - t0) / 1e9);
+    const double s = static_cast<double>(now_ns() - t0) / 1e9;
+    state.SetIterationTime(s);
+    seconds += s;
   }
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kPullBytes + 128));
+  const auto total = state.iterations() * static_cast<std::int64_t>(kPullBytes + 128);
+  state.SetBytesProcessed(total);
+  figures[row].push_back(static_cast<double>(total) / seconds);
 }
 
-void BM_RemoteRoundTrip(benchmark::State& state) {
-  auto& c = remote().client();
+// rtt/remote, rtt/remote_tls
+void BM_RemoteRoundTrip(benchmark::State& state, const std::string& row, bool tls) {
+  auto& c = remote(tls);
   const ipc::Call echo{"echo", {}};
-  std::vector<double> samples;
-  for (auto _ : state) {
-    samples.clear();
-    for (int i = 0; i < samples_per_run; ++i) {
-      const std::int64_t t0 = now_ns();
-      auto id = c.submit(echo);
-      if (!id) die(id.status().to_string());
-      if (!c.wait(*id).ok()) die("echo failed");
-      samples.push_back(static_cast<double>(now_ns() - t0) / 1e3);
-    }
-  }
-  std::sort(samples.begin(), samples.end());
-  state.counters["p50_us"] = samples[samples.size() / 2];
-  state.counters["p99_us"] = samples[samples.size() * 99 / 100];
+  std::vector<double> samples = time_round_trips(state, samples_per_run, [&] {
+    auto id = c.submit(echo);
+    if (!id) die(id.status().to_string());
+    if (!c.wait(*id).ok()) die("echo failed");
+  });
+  figures[row].push_back(latency_counters(state, samples));
+}
+
+struct Spread {
+  double median = 0, min = 0, max = 0;
+};
+
+Spread spread_of(std::vector<double> xs) {
+  std::sort(xs.begin(), xs.end());
+  const std::size_t n = xs.size();
+  const double median = n % 2 == 1 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
+  return {median, xs.front(), xs.back()};
+}
+
+// "ratio: ROW / FLOOR = R x (...)" when both rows ran; figures divided by
+// `scale` for printing, in `unit`.
+void print_ratio(const std::string& row, const std::string& floor, double scale, const char* unit,
+                 const char* goal) {
+  if (figures[row].empty() || figures[floor].empty()) return;
+  const Spread a = spread_of(figures[row]), b = spread_of(figures[floor]);
+  std::printf(
+      "ratio: %s / %s = %.2fx (%.1f [%.1f-%.1f] against %.1f [%.1f-%.1f] %s; %.2f-%.2fx at the "
+      "extremes; %s)\n",
+      row.c_str(), floor.c_str(), a.median / b.median, a.median / scale, a.min / scale, a.max / scale,
+      b.median / scale, b.min / scale, b.max / scale, unit, a.min / b.max, a.max / b.min, goal);
 }
 
 }  // namespace
@@ -269,22 +287,32 @@ void BM_RemoteRoundTrip(benchmark::State& state) {
 
 int main(int argc, char** argv) {
   using namespace kura::bench;
-  Options opt = take_options(argc, argv, {"samples", "repetitions", "tls"});
+  Options opt = take_options(argc, argv, {"samples", "repetitions"});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
   samples_per_run = std::atoi(opt.get("samples", "2000").c_str());
-  use_tls = opt.get("tls", "false") == "true";
   const int reps = std::atoi(opt.get("repetitions", "5").c_str());
   describe_region_directory();
-  for (auto* b : {benchmark::RegisterBenchmark("pull/raw_tcp", BM_RawPull),
-                  benchmark::RegisterBenchmark(use_tls ? "pull/kura_tls" : "pull/kura", BM_KuraPull)})
-    with_range(b)->Iterations(3)->Repetitions(reps)->UseManualTime()->Unit(benchmark::kMillisecond);
-  for (auto* b :
-       {benchmark::RegisterBenchmark("rtt/raw_tcp", BM_RawTcpRoundTrip),
-        benchmark::RegisterBenchmark(use_tls ? "rtt/remote_tls" : "rtt/remote", BM_RemoteRoundTrip)})
-    with_range(b)->Iterations(1)->Repetitions(reps)->UseRealTime()->Unit(benchmark::kMillisecond);
+  secret = std::make_unique<Secret>();
+  for (const bool tls : {false, true}) {
+    const std::string raw = tls ? "pull/raw_tls" : "pull/raw_tcp", kura = tls ? "pull/kura_tls" : "pull/kura";
+    for (auto* b : {benchmark::RegisterBenchmark(raw.c_str(), BM_RawPull, raw, tls),
+                    benchmark::RegisterBenchmark(kura.c_str(), BM_KuraPull, kura, tls)})
+      with_range(b)->Iterations(3)->Repetitions(reps)->UseManualTime()->Unit(benchmark::kMillisecond);
+  }
+  for (const bool tls : {false, true}) {
+    const std::string raw = tls ? "rtt/raw_tls" : "rtt/raw_tcp", kura = tls ? "rtt/remote_tls" : "rtt/remote";
+    for (auto* b : {benchmark::RegisterBenchmark(raw.c_str(), BM_RawRoundTrip, raw, tls),
+                    benchmark::RegisterBenchmark(kura.c_str(), BM_RemoteRoundTrip, kura, tls)})
+      with_range(b)->Iterations(1)->Repetitions(reps)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
   benchmark::RunSpecifiedBenchmarks();
   remote_pool.reset();
+  print_ratio("pull/kura", "pull/raw_tcp", 1 << 20, "MiB/s", "issue 16 asks >= 0.7x");
+  print_ratio("pull/kura_tls", "pull/raw_tls", 1 << 20, "MiB/s", "issue 16 asks >= 0.7x");
+  print_ratio("rtt/remote", "rtt/raw_tcp", 1, "us p50", "issue 16 asks <= 2x");
+  print_ratio("rtt/remote_tls", "rtt/raw_tls", 1, "us p50", "no goal set");
+  secret.reset();
   benchmark::Shutdown();
   return 0;
 }
