@@ -3,6 +3,9 @@
 //
 //  - rtt/raw_socket: a 64-byte message to another process over a Unix
 //    socketpair and back, with blocking read(2)/write(2).
+//  - rtt/raw_relay: the same through a relay process to an echo process
+//    (client -> relay -> echo -> relay -> client), blocking calls in all
+//    three: the floor of any design with a broker between client and worker.
 //  - rtt/libuv_pipe: the same with a libuv loop on both sides (uv_pipe_t,
 //    uv_read_start, uv_write), which is what the dispatcher is built on.
 //  - rtt/dispatcher: an empty task (the built-in echo), client ->
@@ -91,6 +94,27 @@ class Pin {
 
 // --- raw Unix socket ---------------------------------------------------------------
 
+// Blocking read(2)/write(2) of exactly `n` bytes; false at the end of the
+// stream or on an error.
+bool read_all(int fd, char* p, std::size_t n) {
+  while (n > 0) {
+    ssize_t r = ::read(fd, p, n);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+bool write_all(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
 // A child process that echoes every byte it reads on its end of a
 // socketpair (with blocking calls, or with a libuv loop) until the other
 // end closes.
@@ -105,31 +129,26 @@ struct Echo {
     if (pid == 0) {
       ::close(sv[0]);
       if (with_libuv) uv_echo(sv[1]);
-      char buf[65536];
-      for (;;) {
-        ssize_t n = ::read(sv[1], buf, sizeof buf);
-        if (n <= 0) ::_exit(0);
-        for (ssize_t off = 0; off < n;) {
-          ssize_t w = ::write(sv[1], buf + off, static_cast<std::size_t>(n - off));
-          if (w <= 0) ::_exit(0);
-          off += w;
-        }
-      }
+      echo_loop(sv[1]);
     }
     ::close(sv[1]);
     fd = sv[0];
+  }
+  // Writes back every byte read on `fd` (blocking calls) until it closes.
+  [[noreturn]] static void echo_loop(int fd) {
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) ::_exit(0);
+      if (!write_all(fd, buf, static_cast<std::size_t>(n))) ::_exit(0);
+    }
   }
   ~Echo() {
     ::close(fd);
     ::waitpid(pid, nullptr, 0);
   }
   void read_exactly(char* p, std::size_t n) const {
-    while (n > 0) {
-      ssize_t r = ::read(fd, p, n);
-      if (r <= 0) die("echo read");
-      p += r;
-      n -= static_cast<std::size_t>(r);
-    }
+    if (!read_all(fd, p, n)) die("echo read");
   }
 
   // The libuv echo: reads whatever arrives and writes it back.
@@ -179,6 +198,66 @@ void BM_RawRoundTrip(benchmark::State& state, bool pinned) {
     }
   }
   report_latency(state, pinned ? "rtt/raw_socket/pinned" : "rtt/raw_socket/any", samples);
+}
+
+// The floor of any broker: a client, a relay process and an echo process,
+// each with blocking calls. The relay reads a message from the client,
+// writes it to the echo process, reads the echo and writes it back: four
+// socket hops and four process wake-ups per round trip, as client ->
+// dispatcher -> worker -> dispatcher -> client has.
+struct Relay {
+  int fd = -1;
+  pid_t relay = -1, echo = -1;
+  Relay() {
+    int up[2], down[2];  // client <-> relay, relay <-> echo
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, up) != 0 ||
+        ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, down) != 0)
+      die("socketpair");
+    echo = ::fork();
+    if (echo < 0) die("fork");
+    if (echo == 0) {
+      ::close(up[0]);
+      ::close(up[1]);
+      ::close(down[0]);
+      Echo::echo_loop(down[1]);
+    }
+    relay = ::fork();
+    if (relay < 0) die("fork");
+    if (relay == 0) {
+      ::close(up[0]);
+      ::close(down[1]);
+      char buf[kMessage];
+      while (read_all(up[1], buf, sizeof buf) && write_all(down[0], buf, sizeof buf) &&
+             read_all(down[0], buf, sizeof buf) && write_all(up[1], buf, sizeof buf)) {
+      }
+      ::_exit(0);
+    }
+    ::close(up[1]);
+    ::close(down[0]);
+    ::close(down[1]);
+    fd = up[0];
+  }
+  ~Relay() {
+    ::close(fd);  // the relay ends, closing its side to the echo process, which ends
+    ::waitpid(relay, nullptr, 0);
+    ::waitpid(echo, nullptr, 0);
+  }
+};
+
+void BM_RelayRoundTrip(benchmark::State& state, bool pinned) {
+  Pin pin(pinned);
+  Relay relay;
+  char msg[kMessage] = {}, back[kMessage];
+  std::vector<double> samples;
+  for (auto _ : state) {
+    samples.clear();
+    for (int i = 0; i < samples_per_run; ++i) {
+      const std::int64_t t0 = now_ns();
+      if (!write_all(relay.fd, msg, sizeof msg) || !read_all(relay.fd, back, sizeof back)) die("relay");
+      samples.push_back(micros_since(t0));
+    }
+  }
+  report_latency(state, pinned ? "rtt/raw_relay/pinned" : "rtt/raw_relay/any", samples);
 }
 
 // The client side of the libuv ping-pong: a loop that writes 64 bytes,
@@ -375,6 +454,11 @@ int main(int argc, char** argv) {
   for (bool pinned : {false, true}) {
     const std::string where = pinned ? "/pinned" : "/any";
     with_range(benchmark::RegisterBenchmark(("rtt/raw_socket" + where).c_str(), BM_RawRoundTrip, pinned))
+        ->Iterations(1)
+        ->Repetitions(reps)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    with_range(benchmark::RegisterBenchmark(("rtt/raw_relay" + where).c_str(), BM_RelayRoundTrip, pinned))
         ->Iterations(1)
         ->Repetitions(reps)
         ->UseRealTime()
