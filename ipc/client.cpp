@@ -197,7 +197,7 @@ void Client::Impl::closed_with(const Status& why) {
     for (auto& [id, q] : queries)
       if (!q) q = Status(Code::kIo, "lost the connection to the dispatcher: " + close_reason);
   }
-  cv.notify_all();
+  events.notify_all();
   for (TaskId id : ended) notify(id);
 }
 
@@ -230,7 +230,7 @@ void Client::Impl::on_frame(Frame&& f) {
         queue_cap = w->queue_cap;
         sender = conn->sender();
       }
-      cv.notify_all();
+      events.notify_all();
       return;
     }
     case FrameType::kQueued:
@@ -243,7 +243,7 @@ void Client::Impl::on_frame(Frame&& f) {
           settle(it->second);
         }
       }
-      cv.notify_all();
+      events.notify_all();
       return;
     }
     case FrameType::kResult: {
@@ -273,7 +273,7 @@ void Client::Impl::on_frame(Frame&& f) {
           tell = takeable(t, 0);
         }
       }
-      if (wake_waiters) cv.notify_all();
+      if (wake_waiters) events.notify_all();
       if (tell) notify(id);
       return;  // an abandoned task's result (still in r) is dropped here
     }
@@ -284,7 +284,7 @@ void Client::Impl::on_frame(Frame&& f) {
         auto it = queries.find(id);
         if (it != queries.end()) it->second = std::move(s);
       }
-      cv.notify_all();
+      events.notify_all();
       return;
     }
     case FrameType::kRefused: {
@@ -354,7 +354,8 @@ Result<std::unique_ptr<Client>> Client::connect(const std::string& socket_path) 
     impl->io_id = impl->io.get_id();
     std::unique_ptr<Client> client(new Client(std::move(impl)));
     std::unique_lock<std::mutex> lock(raw->mu);
-    if (!raw->cv.wait_for(lock, kConnectTimeout, [raw] { return raw->welcomed || raw->closed; }))
+    if (!raw->events.wait_until(lock, Impl::Clock::now() + kConnectTimeout,
+                                [raw] { return raw->welcomed || raw->closed; }))
       return Status(Code::kIo, "the dispatcher at " + path + " did not answer within 10 s");
     if (!raw->welcomed) return connect_error(raw->connect_failure, path, raw->close_reason);
     return client;

@@ -13,7 +13,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -28,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "event_count.hpp"
 #include "kura/ipc/client.hpp"
 #include "message_internal.hpp"
 #include "transport_internal.hpp"
@@ -63,7 +63,9 @@ struct Client::Impl {
   std::atomic<std::uint64_t> sent{0}, received{0};
 
   std::mutex mu;
-  std::condition_variable cv;
+  // Waiting threads sleep on it for any change under mu (results, states,
+  // the end of the connection); whoever makes one calls notify_all().
+  detail::EventCount events;
   bool welcomed = false;
   bool closed = false;
   std::string close_reason;

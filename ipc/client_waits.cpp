@@ -66,11 +66,7 @@ std::optional<TaskResult> Client::Impl::wait_one(std::uint64_t reservation, Task
     return TaskResult(Outcome::kError, "no pending task " + std::to_string(id));
   // Another thread may take it first (a wait or wait_any of its own).
   auto ended = [&] { return state_of(id) == State::kDone; };
-  if (!deadline) {
-    cv.wait(lock, ended);
-  } else if (!cv.wait_until(lock, *deadline, ended)) {
-    return std::nullopt;
-  }
+  if (!events.wait_until(lock, deadline, ended)) return std::nullopt;
   if (tasks.count(id) == 0)
     return TaskResult(Outcome::kError, "task " + std::to_string(id) + " was taken by another wait");
   return take(id);
@@ -108,11 +104,7 @@ std::optional<std::pair<TaskId, TaskResult>> Client::Impl::wait_any(
       }
     return !pending();
   };
-  if (!deadline) {
-    cv.wait(lock, ready);
-  } else if (!cv.wait_until(lock, *deadline, ready)) {
-    return std::nullopt;
-  }
+  if (!events.wait_until(lock, deadline, ready)) return std::nullopt;
   if (found == 0) return std::pair<TaskId, TaskResult>{0, TaskResult(Outcome::kError, none)};
   return std::pair<TaskId, TaskResult>{found, take(found)};
 }
@@ -237,7 +229,9 @@ Result<MapResult> Client::map(const std::string& fn, std::span<const std::vector
             if (index.count(a) != 0) return true;
           return false;
         };
-        im.cv.wait(lock, [&] { return any_arrived() || (!ready.empty() && (im.may_send() || im.closed)); });
+        im.events.wait_until(lock, std::nullopt, [&] {
+          return any_arrived() || (!ready.empty() && (im.may_send() || im.closed));
+        });
         for (auto a = im.arrived.begin(); a != im.arrived.end();) {
           auto hit = index.find(*a);
           if (hit == index.end()) {
