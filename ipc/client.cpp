@@ -207,9 +207,20 @@ void Client::Impl::notify(TaskId id) {
     std::lock_guard<std::mutex> lock(callback_mu);
     cb = callback;
   }
-  const std::uint64_t one = 1;
-  (void)!::write(efd, &one, sizeof one);
+  if (efd_used.load()) {
+    signal_completions(1);
+  } else {
+    unsignalled.fetch_add(1);
+    // completion_fd() may have been called since: what it did not see is
+    // written here (each count is taken once, by one of the two).
+    if (efd_used.load()) signal_completions(unsignalled.exchange(0));
+  }
   if (cb) cb(id);
+}
+
+// Adds `n` to the completion eventfd (none: nothing).
+void Client::Impl::signal_completions(std::uint64_t n) {
+  if (n > 0) (void)!::write(efd, &n, sizeof n);
 }
 
 void Client::Impl::on_frame(Frame&& f) {
@@ -391,6 +402,7 @@ void Client::on_complete(std::function<void(TaskId)> callback) noexcept {
 }
 
 int Client::completion_fd() const noexcept {
+  if (!impl_->efd_used.exchange(true)) impl_->signal_completions(impl_->unsignalled.exchange(0));
   return impl_->efd;
 }
 std::uint64_t Client::owner() const noexcept {

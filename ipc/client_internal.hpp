@@ -57,6 +57,11 @@ struct Client::Impl {
   int conn_fd = -1;                    // conn's descriptor, closed in forked children (loop thread)
   std::uint64_t owner = 0;
   int efd = -1;
+  // The eventfd is written only once completion_fd() handed it out (one
+  // system call per result saved until then): results that ended before
+  // are counted here and written then.
+  std::atomic<bool> efd_used{false};
+  std::atomic<std::uint64_t> unsignalled{0};
   // Calling threads write frames themselves through the connection's
   // Sender (under mu; it outlives the connection).
   std::shared_ptr<detail::Sender> sender;
@@ -96,6 +101,7 @@ struct Client::Impl {
   void finish_if_stopping();
   void closed_with(const Status& why);
   void notify(TaskId id);
+  void signal_completions(std::uint64_t n);
   void on_frame(Frame&& f);
   TaskResult make_result(const std::shared_ptr<const Bytes>& payload);
   void drop_result(const std::shared_ptr<const Bytes>& payload);
