@@ -12,6 +12,10 @@ namespace {
 
 // Tasks map() keeps in flight (sent and not ended) at once.
 constexpr std::size_t kMapWindow = 256;
+// map() refills its window once this many places are free (or none of its
+// tasks is in flight): one write of many submits instead of one per result,
+// and the dispatcher reads them at once.
+constexpr std::size_t kMapRefill = 32;
 
 }  // namespace
 
@@ -198,8 +202,10 @@ Result<MapResult> Client::map(const std::string& fn, std::span<const std::vector
       for (; next < total; ++next, ++done) out.results[next] = not_run();
     };
     while (done < total) {
-      // Fill the window, and send what may be sent now, in one write.
-      while (!stop && next < total && index.size() + ready.size() < kMapWindow) {
+      // Fill the window when enough of it is free, and send what may be
+      // sent now, in one write.
+      const bool refill = index.empty() || index.size() + ready.size() + kMapRefill <= kMapWindow;
+      while (refill && !stop && next < total && index.size() + ready.size() < kMapWindow) {
         auto payload = im.encode(Call{fn, inputs[next]}, options);
         const std::size_t i = next++;
         if (!payload) {
