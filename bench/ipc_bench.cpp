@@ -94,25 +94,23 @@ class Pin {
 
 // --- raw Unix socket ---------------------------------------------------------------
 
-// Blocking read(2)/write(2) of exactly `n` bytes; false at the end of the
-// stream or on an error.
-bool read_all(int fd, char* p, std::size_t n) {
-  while (n > 0) {
-    ssize_t r = ::read(fd, p, n);
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<std::size_t>(r);
+// Calls `step(at, left)`, a read(2) or write(2) of at most `left` bytes at
+// offset `at`, until `n` bytes moved; false at the end of the stream or on
+// an error.
+template <class Step>
+bool exactly(std::size_t n, Step step) {
+  for (std::size_t done = 0; done < n;) {
+    const ssize_t k = step(done, n - done);
+    if (k <= 0) return false;
+    done += static_cast<std::size_t>(k);
   }
   return true;
 }
+bool read_all(int fd, char* p, std::size_t n) {
+  return exactly(n, [&](std::size_t at, std::size_t left) { return ::read(fd, p + at, left); });
+}
 bool write_all(int fd, const char* p, std::size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
+  return exactly(n, [&](std::size_t at, std::size_t left) { return ::write(fd, p + at, left); });
 }
 
 // A child process that echoes every byte it reads on its end of a
@@ -183,21 +181,27 @@ struct Echo {
   }
 };
 
-void BM_RawRoundTrip(benchmark::State& state, bool pinned) {
-  Pin pin(pinned);
-  Echo echo(false);
+// Times `samples_per_run` round trips of a kMessage-byte message over `fd`
+// (blocking calls) and reports them as `name`.
+void time_round_trips(benchmark::State& state, int fd, const std::string& name) {
   char msg[kMessage] = {}, back[kMessage];
   std::vector<double> samples;
   for (auto _ : state) {
     samples.clear();
     for (int i = 0; i < samples_per_run; ++i) {
       const std::int64_t t0 = now_ns();
-      if (::write(echo.fd, msg, sizeof msg) != sizeof msg) die("write");
-      echo.read_exactly(back, sizeof back);
+      if (!write_all(fd, msg, sizeof msg) || !read_all(fd, back, sizeof back))
+        die(name + ": the peer went away");
       samples.push_back(micros_since(t0));
     }
   }
-  report_latency(state, pinned ? "rtt/raw_socket/pinned" : "rtt/raw_socket/any", samples);
+  report_latency(state, name, samples);
+}
+
+void BM_RawRoundTrip(benchmark::State& state, bool pinned) {
+  Pin pin(pinned);
+  Echo echo(false);
+  time_round_trips(state, echo.fd, pinned ? "rtt/raw_socket/pinned" : "rtt/raw_socket/any");
 }
 
 // The floor of any broker: a client, a relay process and an echo process,
@@ -247,17 +251,7 @@ struct Relay {
 void BM_RelayRoundTrip(benchmark::State& state, bool pinned) {
   Pin pin(pinned);
   Relay relay;
-  char msg[kMessage] = {}, back[kMessage];
-  std::vector<double> samples;
-  for (auto _ : state) {
-    samples.clear();
-    for (int i = 0; i < samples_per_run; ++i) {
-      const std::int64_t t0 = now_ns();
-      if (!write_all(relay.fd, msg, sizeof msg) || !read_all(relay.fd, back, sizeof back)) die("relay");
-      samples.push_back(micros_since(t0));
-    }
-  }
-  report_latency(state, pinned ? "rtt/raw_relay/pinned" : "rtt/raw_relay/any", samples);
+  time_round_trips(state, relay.fd, pinned ? "rtt/raw_relay/pinned" : "rtt/raw_relay/any");
 }
 
 // The client side of the libuv ping-pong: a loop that writes 64 bytes,
