@@ -225,5 +225,4 @@ void stop_consumers(std::vector<Consumer>& cs) {
   cs.clear();
 }
 
-
 }  // namespace kura::bench::handoff

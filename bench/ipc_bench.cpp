@@ -3,6 +3,9 @@
 //
 //  - rtt/raw_socket: a 64-byte message to another process over a Unix
 //    socketpair and back, with blocking read(2)/write(2).
+//  - rtt/raw_relay: the same through a relay process to an echo process
+//    (client -> relay -> echo -> relay -> client), blocking calls in all
+//    three: the floor of any design with a broker between client and worker.
 //  - rtt/libuv_pipe: the same with a libuv loop on both sides (uv_pipe_t,
 //    uv_read_start, uv_write), which is what the dispatcher is built on.
 //  - rtt/dispatcher: an empty task (the built-in echo), client ->
@@ -88,6 +91,25 @@ class Pin {
 
 // --- raw Unix socket ---------------------------------------------------------------
 
+// Calls `step(at, left)`, a read(2) or write(2) of at most `left` bytes at
+// offset `at`, until `n` bytes moved; false at the end of the stream or on
+// an error.
+template <class Step>
+bool exactly(std::size_t n, Step step) {
+  for (std::size_t done = 0; done < n;) {
+    const ssize_t k = step(done, n - done);
+    if (k <= 0) return false;
+    done += static_cast<std::size_t>(k);
+  }
+  return true;
+}
+bool read_all(int fd, char* p, std::size_t n) {
+  return exactly(n, [&](std::size_t at, std::size_t left) { return ::read(fd, p + at, left); });
+}
+bool write_all(int fd, const char* p, std::size_t n) {
+  return exactly(n, [&](std::size_t at, std::size_t left) { return ::write(fd, p + at, left); });
+}
+
 // A child process that echoes every byte it reads on its end of a
 // socketpair (with blocking calls, or with a libuv loop) until the other
 // end closes.
@@ -102,31 +124,26 @@ struct Echo {
     if (pid == 0) {
       ::close(sv[0]);
       if (with_libuv) uv_echo(sv[1]);
-      char buf[65536];
-      for (;;) {
-        ssize_t n = ::read(sv[1], buf, sizeof buf);
-        if (n <= 0) ::_exit(0);
-        for (ssize_t off = 0; off < n;) {
-          ssize_t w = ::write(sv[1], buf + off, static_cast<std::size_t>(n - off));
-          if (w <= 0) ::_exit(0);
-          off += w;
-        }
-      }
+      echo_loop(sv[1]);
     }
     ::close(sv[1]);
     fd = sv[0];
+  }
+  // Writes back every byte read on `fd` (blocking calls) until it closes.
+  [[noreturn]] static void echo_loop(int fd) {
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) ::_exit(0);
+      if (!write_all(fd, buf, static_cast<std::size_t>(n))) ::_exit(0);
+    }
   }
   ~Echo() {
     ::close(fd);
     ::waitpid(pid, nullptr, 0);
   }
   void read_exactly(char* p, std::size_t n) const {
-    while (n > 0) {
-      ssize_t r = ::read(fd, p, n);
-      if (r <= 0) die("echo read");
-      p += r;
-      n -= static_cast<std::size_t>(r);
-    }
+    if (!read_all(fd, p, n)) die("echo read");
   }
 
   // The libuv echo: reads whatever arrives and writes it back.
@@ -161,15 +178,71 @@ struct Echo {
   }
 };
 
+// Times `samples_per_run` round trips of a kMessage-byte message over `fd`
+// (blocking calls) and reports them as `name`.
+void fd_round_trips(benchmark::State& state, int fd, const std::string& name) {
+  char msg[kMessage] = {}, back[kMessage];
+  std::vector<double> samples = time_round_trips(state, samples_per_run, [&] {
+    if (!write_all(fd, msg, sizeof msg) || !read_all(fd, back, sizeof back))
+      die(name + ": the peer went away");
+  });
+  report_latency(state, name, samples);
+}
+
 void BM_RawRoundTrip(benchmark::State& state, bool pinned) {
   Pin pin(pinned);
   Echo echo(false);
-  char msg[kMessage] = {}, back[kMessage];
-  std::vector<double> samples = time_round_trips(state, samples_per_run, [&] {
-    if (::write(echo.fd, msg, sizeof msg) != sizeof msg) die("write");
-    echo.read_exactly(back, sizeof back);
-  });
-  report_latency(state, pinned ? "rtt/raw_socket/pinned" : "rtt/raw_socket/any", samples);
+  fd_round_trips(state, echo.fd, pinned ? "rtt/raw_socket/pinned" : "rtt/raw_socket/any");
+}
+
+// The floor of any broker: a client, a relay process and an echo process,
+// each with blocking calls. The relay reads a message from the client,
+// writes it to the echo process, reads the echo and writes it back: four
+// socket hops and four process wake-ups per round trip, as client ->
+// dispatcher -> worker -> dispatcher -> client has.
+struct Relay {
+  int fd = -1;
+  pid_t relay = -1, echo = -1;
+  Relay() {
+    int up[2], down[2];  // client <-> relay, relay <-> echo
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, up) != 0 ||
+        ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, down) != 0)
+      die("socketpair");
+    echo = ::fork();
+    if (echo < 0) die("fork");
+    if (echo == 0) {
+      ::close(up[0]);
+      ::close(up[1]);
+      ::close(down[0]);
+      Echo::echo_loop(down[1]);
+    }
+    relay = ::fork();
+    if (relay < 0) die("fork");
+    if (relay == 0) {
+      ::close(up[0]);
+      ::close(down[1]);
+      char buf[kMessage];
+      while (read_all(up[1], buf, sizeof buf) && write_all(down[0], buf, sizeof buf) &&
+             read_all(down[0], buf, sizeof buf) && write_all(up[1], buf, sizeof buf)) {
+      }
+      ::_exit(0);
+    }
+    ::close(up[1]);
+    ::close(down[0]);
+    ::close(down[1]);
+    fd = up[0];
+  }
+  ~Relay() {
+    ::close(fd);  // the relay ends, closing its side to the echo process, which ends
+    ::waitpid(relay, nullptr, 0);
+    ::waitpid(echo, nullptr, 0);
+  }
+};
+
+void BM_RelayRoundTrip(benchmark::State& state, bool pinned) {
+  Pin pin(pinned);
+  Relay relay;
+  fd_round_trips(state, relay.fd, pinned ? "rtt/raw_relay/pinned" : "rtt/raw_relay/any");
 }
 
 // The client side of the libuv ping-pong: a loop that writes 64 bytes,
@@ -354,6 +427,11 @@ int main(int argc, char** argv) {
   for (bool pinned : {false, true}) {
     const std::string where = pinned ? "/pinned" : "/any";
     with_range(benchmark::RegisterBenchmark(("rtt/raw_socket" + where).c_str(), BM_RawRoundTrip, pinned))
+        ->Iterations(1)
+        ->Repetitions(reps)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+    with_range(benchmark::RegisterBenchmark(("rtt/raw_relay" + where).c_str(), BM_RelayRoundTrip, pinned))
         ->Iterations(1)
         ->Repetitions(reps)
         ->UseRealTime()

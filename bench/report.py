@@ -268,11 +268,13 @@ class Report:
         self.add("### Round trip of a small task", "",
                  "64 bytes there and back (p50 and p99 of each repetition's samples; median over the "
                  "repetitions, range in brackets). /any: processes free to run on both cores; /pinned: "
-                 "every process and thread on CPU 0.", "")
+                 "every process and thread on CPU 0. raw_relay: client, relay process and echo "
+                 "process with blocking calls, the floor of any design with a broker.", "")
         rows = []
         for where in ("any", "pinned"):
             base = median(self.get(f"rtt/raw_socket/{where}", "4k"), "p50_us")
-            for m in ("raw_socket", "libuv_pipe", "dispatcher"):
+            floor = median(self.get(f"rtt/raw_relay/{where}", "4k"), "p50_us")
+            for m in ("raw_socket", "raw_relay", "libuv_pipe", "dispatcher"):
                 r = self.get(f"rtt/{m}/{where}", "4k")
                 if r is None:
                     continue
@@ -280,8 +282,8 @@ class Report:
                 p99 = r["counters"]["p99_us"]
                 rows.append([f"{m} /{where}", f"{p50['median']:.1f} µs ({p50['min']:.1f}-{p50['max']:.1f})",
                              f"{p99['median']:.1f} µs ({p99['min']:.1f}-{p99['max']:.1f})",
-                             ratio(p50["median"], base)])
-        self.table(["", "p50", "p99", "p50 / raw socket"], rows)
+                             ratio(p50["median"], base), ratio(p50["median"], floor)])
+        self.table(["", "p50", "p99", "p50 / raw socket", "p50 / raw relay"], rows)
         tr = self.get("throughput/raw_socket", "4k")
         td = self.get("throughput/dispatcher", "4k")
         if tr and td:

@@ -197,7 +197,7 @@ void Client::Impl::closed_with(const Status& why) {
     for (auto& [id, q] : queries)
       if (!q) q = Status(Code::kIo, "lost the connection to the dispatcher: " + close_reason);
   }
-  cv.notify_all();
+  events.notify_all();
   for (TaskId id : ended) notify(id);
 }
 
@@ -207,9 +207,20 @@ void Client::Impl::notify(TaskId id) {
     std::lock_guard<std::mutex> lock(callback_mu);
     cb = callback;
   }
-  const std::uint64_t one = 1;
-  (void)!::write(efd, &one, sizeof one);
+  if (efd_used.load()) {
+    signal_completions(1);
+  } else {
+    unsignalled.fetch_add(1);
+    // completion_fd() may have been called since: what it did not see is
+    // written here (each count is taken once, by one of the two).
+    if (efd_used.load()) signal_completions(unsignalled.exchange(0));
+  }
   if (cb) cb(id);
+}
+
+// Adds `n` to the completion eventfd (none: nothing).
+void Client::Impl::signal_completions(std::uint64_t n) {
+  if (n > 0) (void)!::write(efd, &n, sizeof n);
 }
 
 void Client::Impl::on_frame(Frame&& f) {
@@ -230,7 +241,7 @@ void Client::Impl::on_frame(Frame&& f) {
         queue_cap = w->queue_cap;
         sender = conn->sender();
       }
-      cv.notify_all();
+      events.notify_all();
       return;
     }
     case FrameType::kQueued:
@@ -243,7 +254,7 @@ void Client::Impl::on_frame(Frame&& f) {
           settle(it->second);
         }
       }
-      cv.notify_all();
+      events.notify_all();
       return;
     }
     case FrameType::kResult: {
@@ -273,7 +284,7 @@ void Client::Impl::on_frame(Frame&& f) {
           tell = takeable(t, 0);
         }
       }
-      if (wake_waiters) cv.notify_all();
+      if (wake_waiters) events.notify_all();
       if (tell) notify(id);
       return;  // an abandoned task's result (still in r) is dropped here
     }
@@ -284,7 +295,7 @@ void Client::Impl::on_frame(Frame&& f) {
         auto it = queries.find(id);
         if (it != queries.end()) it->second = std::move(s);
       }
-      cv.notify_all();
+      events.notify_all();
       return;
     }
     case FrameType::kRefused: {
@@ -354,7 +365,8 @@ Result<std::unique_ptr<Client>> Client::connect(const std::string& socket_path) 
     impl->io_id = impl->io.get_id();
     std::unique_ptr<Client> client(new Client(std::move(impl)));
     std::unique_lock<std::mutex> lock(raw->mu);
-    if (!raw->cv.wait_for(lock, kConnectTimeout, [raw] { return raw->welcomed || raw->closed; }))
+    if (!raw->events.wait_until(lock, Impl::Clock::now() + kConnectTimeout,
+                                [raw] { return raw->welcomed || raw->closed; }))
       return Status(Code::kIo, "the dispatcher at " + path + " did not answer within 10 s");
     if (!raw->welcomed) return connect_error(raw->connect_failure, path, raw->close_reason);
     return client;
@@ -390,6 +402,7 @@ void Client::on_complete(std::function<void(TaskId)> callback) noexcept {
 }
 
 int Client::completion_fd() const noexcept {
+  if (!impl_->efd_used.exchange(true)) impl_->signal_completions(impl_->unsignalled.exchange(0));
   return impl_->efd;
 }
 std::uint64_t Client::owner() const noexcept {

@@ -13,7 +13,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -28,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "event_count.hpp"
 #include "kura/ipc/client.hpp"
 #include "message_internal.hpp"
 #include "transport_internal.hpp"
@@ -57,13 +57,20 @@ struct Client::Impl {
   int conn_fd = -1;                    // conn's descriptor, closed in forked children (loop thread)
   std::uint64_t owner = 0;
   int efd = -1;
+  // The eventfd is written only once completion_fd() handed it out (one
+  // system call per result saved until then): results that ended before
+  // are counted here and written then.
+  std::atomic<bool> efd_used{false};
+  std::atomic<std::uint64_t> unsignalled{0};
   // Calling threads write frames themselves through the connection's
   // Sender (under mu; it outlives the connection).
   std::shared_ptr<detail::Sender> sender;
   std::atomic<std::uint64_t> sent{0}, received{0};
 
   std::mutex mu;
-  std::condition_variable cv;
+  // Waiting threads sleep on it for any change under mu (results, states,
+  // the end of the connection); whoever makes one calls notify_all().
+  detail::EventCount events;
   bool welcomed = false;
   bool closed = false;
   std::string close_reason;
@@ -94,6 +101,7 @@ struct Client::Impl {
   void finish_if_stopping();
   void closed_with(const Status& why);
   void notify(TaskId id);
+  void signal_completions(std::uint64_t n);
   void on_frame(Frame&& f);
   TaskResult make_result(const std::shared_ptr<const Bytes>& payload);
   void drop_result(const std::shared_ptr<const Bytes>& payload);

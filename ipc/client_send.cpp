@@ -80,7 +80,7 @@ Result<TaskId> Client::Impl::start(const std::shared_ptr<const Bytes>& payload, 
     if (payload->size() > frame_limit) return too_large(payload->size());
     const bool counted = type == FrameType::kSubmit && (flags & kFlagTry) == 0 && queue_cap > 0;
     if (counted) {
-      cv.wait(lock, [&] { return closed || may_send(); });
+      events.wait_until(lock, std::nullopt, [&] { return closed || may_send(); });
       if (closed) return disconnected();
       ++parked;
     }
@@ -110,7 +110,7 @@ void Client::Impl::forget(std::span<const TaskId> ids) {
       tasks.erase(it);
     }
   }
-  cv.notify_all();
+  events.notify_all();
 }
 
 Result<std::shared_ptr<const Bytes>> Client::Impl::encode(const Call& call, const TaskOptions& options) {
@@ -126,7 +126,7 @@ Result<TaskId> Client::Impl::submit(const Call& call, const TaskOptions& options
   KURA_ASSIGN_OR_RETURN(TaskId id, start(payload, 0, FrameType::kSubmit, false, reservation));
   if (queue_cap > 0) {
     std::unique_lock<std::mutex> lock(mu);
-    cv.wait(lock, [&] { return state_of(id) != State::kSent; });
+    events.wait_until(lock, std::nullopt, [&] { return state_of(id) != State::kSent; });
   }
   return id;
 }
@@ -145,7 +145,7 @@ Result<std::optional<TaskId>> Client::try_submit(const Call& call, const TaskOpt
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, options));
     KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(payload, kFlagTry, FrameType::kSubmit, false, 0));
     std::unique_lock<std::mutex> lock(impl_->mu);
-    impl_->cv.wait(lock, [&] { return impl_->state_of(id) != Impl::State::kSent; });
+    impl_->events.wait_until(lock, std::nullopt, [&] { return impl_->state_of(id) != Impl::State::kSent; });
     if (impl_->state_of(id) == Impl::State::kFull) {
       impl_->tasks.erase(id);
       return std::optional<TaskId>();
@@ -172,7 +172,7 @@ Status Client::everywhere(const Call& call) noexcept {
     KURA_ASSIGN_OR_RETURN(auto payload, impl_->encode(call, TaskOptions{}));
     KURA_ASSIGN_OR_RETURN(TaskId id, impl_->start(payload, 0, FrameType::kEverywhere, true, 0));
     std::unique_lock<std::mutex> lock(impl_->mu);
-    impl_->cv.wait(lock, [&] { return impl_->state_of(id) == Impl::State::kDone; });
+    impl_->events.wait_until(lock, std::nullopt, [&] { return impl_->state_of(id) == Impl::State::kDone; });
     TaskResult r = impl_->take(id);
     if (r.ok()) return Status::ok();
     if (r.outcome() == Outcome::kDisconnected)
@@ -200,7 +200,7 @@ Result<DispatcherStatus> Client::status() noexcept {
       return s;
     }
     // Looked up each time: other queries come and go meanwhile.
-    impl_->cv.wait(lock, [&] { return impl_->queries.find(id)->second.has_value(); });
+    impl_->events.wait_until(lock, std::nullopt, [&] { return impl_->queries.find(id)->second.has_value(); });
     auto it = impl_->queries.find(id);
     Result<DispatcherStatus> r = std::move(*it->second);
     impl_->queries.erase(it);

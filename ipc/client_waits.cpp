@@ -12,6 +12,10 @@ namespace {
 
 // Tasks map() keeps in flight (sent and not ended) at once.
 constexpr std::size_t kMapWindow = 256;
+// map() refills its window once this many places are free (or none of its
+// tasks is in flight): one write of many submits instead of one per result,
+// and the dispatcher reads them at once.
+constexpr std::size_t kMapRefill = 32;
 
 }  // namespace
 
@@ -66,11 +70,7 @@ std::optional<TaskResult> Client::Impl::wait_one(std::uint64_t reservation, Task
     return TaskResult(Outcome::kError, "no pending task " + std::to_string(id));
   // Another thread may take it first (a wait or wait_any of its own).
   auto ended = [&] { return state_of(id) == State::kDone; };
-  if (!deadline) {
-    cv.wait(lock, ended);
-  } else if (!cv.wait_until(lock, *deadline, ended)) {
-    return std::nullopt;
-  }
+  if (!events.wait_until(lock, deadline, ended)) return std::nullopt;
   if (tasks.count(id) == 0)
     return TaskResult(Outcome::kError, "task " + std::to_string(id) + " was taken by another wait");
   return take(id);
@@ -108,11 +108,7 @@ std::optional<std::pair<TaskId, TaskResult>> Client::Impl::wait_any(
       }
     return !pending();
   };
-  if (!deadline) {
-    cv.wait(lock, ready);
-  } else if (!cv.wait_until(lock, *deadline, ready)) {
-    return std::nullopt;
-  }
+  if (!events.wait_until(lock, deadline, ready)) return std::nullopt;
   if (found == 0) return std::pair<TaskId, TaskResult>{0, TaskResult(Outcome::kError, none)};
   return std::pair<TaskId, TaskResult>{found, take(found)};
 }
@@ -206,8 +202,10 @@ Result<MapResult> Client::map(const std::string& fn, std::span<const std::vector
       for (; next < total; ++next, ++done) out.results[next] = not_run();
     };
     while (done < total) {
-      // Fill the window, and send what may be sent now, in one write.
-      while (!stop && next < total && index.size() + ready.size() < kMapWindow) {
+      // Fill the window when enough of it is free, and send what may be
+      // sent now, in one write.
+      const bool refill = index.empty() || index.size() + ready.size() + kMapRefill <= kMapWindow;
+      while (refill && !stop && next < total && index.size() + ready.size() < kMapWindow) {
         auto payload = im.encode(Call{fn, inputs[next]}, options);
         const std::size_t i = next++;
         if (!payload) {
@@ -237,7 +235,9 @@ Result<MapResult> Client::map(const std::string& fn, std::span<const std::vector
             if (index.count(a) != 0) return true;
           return false;
         };
-        im.cv.wait(lock, [&] { return any_arrived() || (!ready.empty() && (im.may_send() || im.closed)); });
+        im.events.wait_until(lock, std::nullopt, [&] {
+          return any_arrived() || (!ready.empty() && (im.may_send() || im.closed));
+        });
         for (auto a = im.arrived.begin(); a != im.arrived.end();) {
           auto hit = index.find(*a);
           if (hit == index.end()) {

@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +13,7 @@
 #include <new>
 #include <thread>
 
+#include "event_count.hpp"
 #include "reconnect_internal.hpp"
 #include "transfer_internal.hpp"
 #include "transport_internal.hpp"
@@ -165,7 +165,7 @@ class WorkerLoop {
   void executor_main() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      cv_.wait(lock, [this] { return quit_ || job_.has_value(); });
+      woken_.wait_until(lock, std::nullopt, [this] { return quit_ || job_.has_value(); });
       if (quit_) return;
       Job job = std::move(*job_);
       job_.reset();
@@ -197,7 +197,7 @@ class WorkerLoop {
       std::lock_guard<std::mutex> lock(mu_);
       quit_ = true;
     }
-    cv_.notify_all();
+    woken_.notify_all();
     if (executor_.joinable()) executor_.join();
   }
 
@@ -372,7 +372,7 @@ class WorkerLoop {
           job_ = Job{f.header.id, (f.header.flags & kFlagSetup) != 0,
                      std::make_shared<const Bytes>(std::move(f.payload)), nullptr};
         }
-        cv_.notify_one();
+        woken_.notify_all();
         return;
       }
       case FrameType::kObject:
@@ -445,7 +445,7 @@ class WorkerLoop {
   std::thread executor_;
   pthread_t executor_id_{};
   std::mutex mu_;
-  std::condition_variable cv_;
+  detail::EventCount woken_;             // the executor sleeps on it for a job (or quit_)
   std::optional<Job> job_;               // the next job for the executor
   std::uint64_t jobs_started_ = 0;       // under mu_
   std::uint64_t jobs_at_last_beat_ = 0;  // the loop's
