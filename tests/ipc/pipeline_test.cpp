@@ -179,7 +179,9 @@ TEST_CASE("a failing task stops the pipeline, says where, and leaves nothing beh
     CHECK(r->failure->message.find("do not vary") != std::string::npos);
     // No standardised column is left. A cancelled task resolves at once
     // while its worker may still be stopping; what it was writing goes when
-    // it stops.
+    // it stops: first both workers are idle again (a worker still writing
+    // could otherwise create a region after the count below looked right).
+    wait_workers(*c, 2);
     eventually([&] { return shm_entries() == before; }, 20s,
                "the cancelled tasks' partial regions to be removed");
   }
