@@ -15,8 +15,11 @@
 //    and back (blocking calls, TCP_NODELAY); rtt/raw_tls: the same over
 //    TLS 1.3.
 //  - rtt/remote: an empty task (echo) through the dispatcher to that worker
-//    over TCP and back; rtt/remote_tls: to the TLS worker. All four report
-//    p50_us and p99_us.
+//    over TCP and back; rtt/remote_tls: to the TLS worker.
+//  - rtt/raw_relay: the floor of any broker on rtt/remote's path: this
+//    process to a relay process over a Unix socket, the relay to an echo
+//    process over loopback TCP, and back, blocking calls. The rtt rows
+//    report p50_us and p99_us.
 //
 // After the runs, one line per pair of rows, "ratio: pull/kura / pull/raw_tcp
 // = 0.85x (...)": the ratio of the medians over the repetitions of this run
@@ -30,6 +33,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -226,6 +230,43 @@ void BM_RawRoundTrip(benchmark::State& state, const std::string& row, bool tls) 
   figures[row].push_back(latency_counters(state, samples));
 }
 
+// rtt/raw_relay: the floor of a broker on this path. A relay process
+// reads the message from this one on a Unix socket (as the dispatcher reads
+// a client's), sends it over loopback TCP to an echo process (as to a
+// remote worker), reads the echo and writes it back: four hops and four
+// wake-ups, blocking calls, nothing of kura.
+void BM_RelayRoundTrip(benchmark::State& state, const std::string& row) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+  const pid_t relay = ::fork();
+  if (relay < 0) die("fork");
+  if (relay == 0) {
+    ::close(sv[0]);
+    RawPeer echo("", [](RawStream& c) {
+      char buf[kMessage];
+      while (c.read_all(buf, kMessage)) c.write_all(buf, kMessage);
+    });
+    RawStream client(sv[1], nullptr);
+    char buf[kMessage];
+    while (client.read_all(buf, kMessage)) {
+      echo.stream().write_all(buf, kMessage);
+      if (!echo.stream().read_all(buf, kMessage)) break;
+      client.write_all(buf, kMessage);
+    }
+    ::_exit(0);
+  }
+  ::close(sv[1]);
+  RawStream to_relay(sv[0], nullptr);
+  char msg[kMessage] = {};
+  std::vector<double> samples = time_round_trips(state, samples_per_run, [&] {
+    to_relay.write_all(msg, kMessage);
+    if (!to_relay.read_all(msg, kMessage)) die("the relay closed the connection");
+  });
+  ::close(sv[0]);  // the relay ends, and with it its echo process
+  ::waitpid(relay, nullptr, 0);
+  figures[row].push_back(latency_counters(state, samples));
+}
+
 // pull/kura, pull/kura_tls
 void BM_KuraPull(benchmark::State& state, const std::string& row, bool tls) {
   auto& c = remote(tls);
@@ -306,12 +347,18 @@ int main(int argc, char** argv) {
                     benchmark::RegisterBenchmark(kura.c_str(), BM_RemoteRoundTrip, kura, tls)})
       with_range(b)->Iterations(1)->Repetitions(reps)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
+  with_range(benchmark::RegisterBenchmark("rtt/raw_relay", BM_RelayRoundTrip, std::string("rtt/raw_relay")))
+      ->Iterations(1)
+      ->Repetitions(reps)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
   benchmark::RunSpecifiedBenchmarks();
   remote_pool.reset();
   print_ratio("pull/kura", "pull/raw_tcp", 1 << 20, "MiB/s", "issue 16 asks >= 0.7x");
   print_ratio("pull/kura_tls", "pull/raw_tls", 1 << 20, "MiB/s", "issue 16 asks >= 0.7x");
   print_ratio("rtt/remote", "rtt/raw_tcp", 1, "us p50", "issue 16 asks <= 2x");
   print_ratio("rtt/remote_tls", "rtt/raw_tls", 1, "us p50", "no goal set");
+  print_ratio("rtt/remote", "rtt/raw_relay", 1, "us p50", "the floor of a broker: Unix socket in, TCP out");
   secret.reset();
   benchmark::Shutdown();
   return 0;
