@@ -79,10 +79,13 @@ std::string make_secret(const SocketDir& dir) {
 // The kura tool as a worker in `remote`'s region directory, connecting to
 // `address`.
 std::unique_ptr<Process> remote_worker(const RemoteDir& remote, const std::string& address,
-                                       const std::string& secret) {
-  return std::make_unique<Process>(std::vector<std::string>{"/usr/bin/env", "KURA_SHM_DIR=" + remote.path(),
-                                                            kKura, "worker", "--connect", address,
-                                                            "--secret-file", secret});
+                                       const std::string& secret,
+                                       const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> argv{
+      "/usr/bin/env", "KURA_SHM_DIR=" + remote.path(), kKura, "worker", "--connect", address, "--secret-file",
+      secret};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return std::make_unique<Process>(argv);
 }
 
 std::function<void(ipc::DispatcherOptions&)> on_loopback(const std::string& secret_file) {
@@ -408,4 +411,33 @@ TEST_CASE("objects: a worker gets only the names of the task it runs, a sub-tree
   auto r = c->wait_for(*id, 20s);
   REQUIRE(r.has_value());
   CHECK(r->outcome() == ipc::Outcome::kWorkerLost);
+}
+
+TEST_CASE("objects: a function sees the name the task gave and the name of the worker's copy",
+          "[ipc][multiprocess][tcp][objects]") {
+  ShmGuard guard;
+  SocketDir dir;
+  RemoteDir remote;
+  const std::string secret = make_secret(dir);
+  EmbeddedDispatcher d(dir, 0, on_loopback(secret));
+  auto worker = remote_worker(remote, d.get().tcp_address(), secret, {"--plugin", KURA_TEST_PLUGIN});
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  shm::Shared data = share_f64(1000, 1.0);
+  auto r = run_task(*c, call("arg_names", {ipc::Arg::ref(data.name()), num(1.0)}));
+  INFO(r.describe() << "\n" << worker->err());
+  REQUIRE(r.ok());
+  auto names = r.value();
+  REQUIRE(names.length() == 4);
+  auto at = [&](std::uint64_t i) { return std::string(names.string(i)->bytes); };
+  // The task's name, and a copy of the worker's own under another name.
+  CHECK(at(0) == data.name());
+  CHECK_FALSE(at(1).empty());
+  CHECK(at(1) != data.name());
+  // An inline argument has neither.
+  CHECK(at(2).empty());
+  CHECK(at(3).empty());
+  c.reset();
+  d.stop();
+  CHECK(worker->wait(20s).has_value());
 }

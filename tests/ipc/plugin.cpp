@@ -5,6 +5,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "kura/ipc/worker.hpp"
 
@@ -62,6 +63,17 @@ kura::Result<kura::ipc::Output> own_region(kura::ipc::TaskContext&) {
   return kura::ipc::Output(std::move(shared).value());
 }
 
+// For each argument, the name the task gave it and the name it is mapped by
+// here (TaskContext::arg_origin and arg_name), as strings.
+kura::Result<kura::ipc::Output> arg_names(kura::ipc::TaskContext& ctx) {
+  std::vector<kura::String> out;
+  for (std::size_t i = 0; i < ctx.args().size(); ++i) {
+    out.push_back(kura::String{ctx.arg_origin(i), kura::Encoding::kUtf8, false});
+    out.push_back(kura::String{ctx.arg_name(i), kura::Encoding::kUtf8, false});
+  }
+  return kura::ipc::Output(kura::Value::strings_of(std::move(out)));
+}
+
 }  // namespace
 
 extern "C" void kura_register_functions(kura::ipc::Registry& registry) {
@@ -70,4 +82,5 @@ extern "C" void kura_register_functions(kura::ipc::Registry& registry) {
   registry.add("get_tag", get_tag);
   registry.add("hold_lease_until", hold_lease_until);
   registry.add("own_region", own_region);
+  registry.add("arg_names", arg_names);
 }
