@@ -127,8 +127,11 @@ Result<shm::Mapped> RemoteObjects::fetch(std::uint64_t task, const std::string& 
     return cached->second.copy->map();
   }
   lock.unlock();
-  KURA_ASSIGN_OR_RETURN(IncomingTransfer in,
-                        IncomingTransfer::start(task, info.size, info.checksums, nullptr));
+  auto started = IncomingTransfer::start(task, info.size, info.checksums, nullptr);
+  if (!started)
+    return Status(started.status().code(), "this host's copy of " + name + ": " + started.status().message(),
+                  started.status().sys_errno());
+  IncomingTransfer in = std::move(started).value();
   while (!in.complete()) {
     lock.lock();
     if (!wait(lock, task, [&] { return !chunks_.empty(); })) return cancelled_or_lost(lost_);
