@@ -165,3 +165,88 @@ TEST_CASE(
   INFO(worker.err());
   CHECK(code.has_value());
 }
+
+namespace {
+
+// MemAvailable of /proc/meminfo in bytes (0 when it cannot be read).
+std::uint64_t mem_available() {
+  std::ifstream in("/proc/meminfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("MemAvailable:", 0) != 0) continue;
+    std::istringstream fields(line.substr(13));
+    std::uint64_t kib = 0;
+    fields >> kib;
+    return kib * 1024;
+  }
+  return 0;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+// Hidden ([.]): it needs 9 GiB of memory. tests/ipc/CMakeLists.txt runs it
+// alone (RUN_SERIAL), and it skips with a warning where there is too little.
+TEST_CASE("objects: a region over 4 GiB crosses whole", "[.][big][ipc][multiprocess][tcp][objects]") {
+  constexpr std::uint64_t kGiB = std::uint64_t{1} << 30;
+  constexpr std::uint64_t kElements = (4 * kGiB + 4096) / sizeof(double);
+  // The dispatcher's region and the worker's copy, both in the test's
+  // region directory's file system, and the margin a loaded machine needs.
+  constexpr std::uint64_t kNeed = 12 * kGiB;
+  if (const std::uint64_t avail = mem_available(); avail < kNeed) {
+    WARN("SKIPPED: a region over 4 GiB NOT tested: it needs 12 GiB of MemAvailable (two copies of 4 GiB in "
+         "tmpfs and a margin), this machine has "
+         << avail / (1 << 20) << " MiB");
+    return;
+  }
+  if (auto space = shm::space(); !space || space->free < 9 * kGiB) {
+    WARN("SKIPPED: a region over 4 GiB NOT tested: it needs 9 GiB free in "
+         << shm_dir() << ", which has " << (space ? space->free / (1 << 20) : 0) << " MiB");
+    return;
+  }
+  ShmGuard guard;
+  SocketDir dir;
+  RemoteDir remote;
+  const std::string secret = make_secret(dir);
+  EmbeddedDispatcher d(dir, 0, on_loopback(secret));
+  auto worker = remote_worker(remote, d.get().tcp_address(), secret);
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+
+  // Written with as little work as there is: an unhashed array filled in
+  // place, its pages zero but three, one of them past 4 GiB.
+  auto t0 = std::chrono::steady_clock::now();
+  Value v = Value::array_in_place(Dtype::kF64, kElements);
+  shm::ShareOptions unhashed;
+  unhashed.hashed = false;
+  auto pending = shm::Pending::create(v, unhashed);
+  REQUIRE(pending.is_ok());
+  std::span<double> xs = pending->array<double>(v);
+  xs[0] = 1;
+  xs[(4 * kGiB) / sizeof(double) + 100] = 2;
+  xs[kElements - 1] = 4;
+  auto big = std::move(pending).value().publish();
+  REQUIRE(big.is_ok());
+  REQUIRE(big->size() > 4 * kGiB);
+  const double written_s = seconds_since(t0);
+
+  t0 = std::chrono::steady_clock::now();
+  auto r = run_task(*c, call("sum", {ipc::Arg::ref(big->name())}));
+  const double pulled_s = seconds_since(t0);
+  INFO(r.describe() << "\n" << worker->err());
+  REQUIRE(r.ok());
+  CHECK(f64_at(r.value(), 0) == 7);
+  auto s = status_of(*c);
+  CHECK(s.pulls == 1);
+  CHECK(s.pulled_bytes == big->size());
+  CHECK(s.pulled_bytes > (std::uint64_t{1} << 32));
+  WARN("a region of " << big->size() << " bytes: written in " << written_s << " s, pulled and summed in "
+                      << pulled_s << " s");
+
+  c.reset();
+  d.stop();
+  CHECK(worker->wait(60s).has_value());
+  CHECK(remote.regions().empty());
+}
