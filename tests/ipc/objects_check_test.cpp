@@ -21,14 +21,15 @@ namespace {
 shm::Shared many_nodes() {
   std::vector<Value> kids;
   kids.reserve(std::size_t{1} << 20);
-  for (std::size_t i = 0; i < (std::size_t{1} << 20); ++i) kids.push_back(Value::f64({static_cast<double>(i)}));
+  for (std::size_t i = 0; i < (std::size_t{1} << 20); ++i)
+    kids.push_back(Value::f64({static_cast<double>(i)}));
   auto s = shm::share(Value::list(std::move(kids)));
   REQUIRE(s.is_ok());
   return std::move(s).value();
 }
 
-// A worker on a raw connection: it takes the task of function "fake" and
-// pushes `image` as its result, all of it, then waits for the last ack.
+// A worker on a raw connection with the function "fake", whose result it
+// pushes by hand.
 struct FakePusher {
   RawPeer peer;
   std::uint64_t task = 0;
@@ -38,18 +39,20 @@ struct FakePusher {
     REQUIRE(peer.next_of(ipc::FrameType::kWelcome).has_value());
   }
 
-  void take_task() {
+  // Submits a task of "fake" through `c`, takes it, and pushes `image` as
+  // its result.
+  ipc::TaskId run(ipc::Client& c, std::span<const std::byte> image) {
+    auto id = c.submit(call("fake"));
+    REQUIRE(id.is_ok());
     auto t = peer.next_of(ipc::FrameType::kTask);
     REQUIRE(t.has_value());
     task = t->header.id;
-  }
-
-  void push(std::span<const std::byte> image) {
     auto info = ipc::detail::encode_push(ipc::detail::PushInfo{image.size(), false});
     REQUIRE(info.is_ok());
     peer.frame(ipc::FrameType::kPush, task, *info);
     for (std::uint64_t at = 0; at < image.size(); at += ipc::detail::kChunkData) {
-      const auto data = image.subspan(at, std::min<std::uint64_t>(ipc::detail::kChunkData, image.size() - at));
+      const auto data =
+          image.subspan(at, std::min<std::uint64_t>(ipc::detail::kChunkData, image.size() - at));
       const Bytes head = ipc::detail::encode_chunk_head(at, data, false);
       peer.header(ipc::FrameType::kChunk, task, static_cast<std::uint32_t>(head.size() + data.size()));
       peer.write(head.data(), head.size());
@@ -60,7 +63,7 @@ struct FakePusher {
       REQUIRE(ack.has_value());
       auto received = ipc::detail::decode_ack(ack->payload);
       REQUIRE(received.is_ok());
-      if (*received == image.size()) return;
+      if (*received == image.size()) return *id;
     }
   }
 };
@@ -81,10 +84,7 @@ TEST_CASE("objects: while a pushed result is checked the dispatcher answers stat
   FakePusher fake(d.socket());
   wait_workers(*c, 2);
 
-  auto id = c->submit(call("fake"));
-  REQUIRE(id.is_ok());
-  fake.take_task();
-  fake.push(mapped->region().bytes());
+  const ipc::TaskId id = fake.run(*c, mapped->region().bytes());
   // Every byte is in; the check takes a while. Another client is answered,
   // and a task on the other worker runs to its end, before it is over: the
   // worker has not been told its result is stored yet.
@@ -104,7 +104,7 @@ TEST_CASE("objects: while a pushed result is checked the dispatcher answers stat
   auto done = ipc::detail::encode_result(ipc::Outcome::kOk, "", stored->name, nullptr);
   REQUIRE(done.is_ok());
   fake.peer.frame(ipc::FrameType::kDone, fake.task, *done);
-  auto r = c->wait(*id);
+  auto r = c->wait(id);
   INFO(r.describe());
   REQUIRE(r.ok());
   CHECK(r.name() == stored->name);
@@ -125,26 +125,25 @@ TEST_CASE("objects: a worker or client that leaves while a pushed result is chec
   wait_workers(*c, 1);
 
   SECTION("the worker") {
-    auto id = c->submit(call("fake"));
-    REQUIRE(id.is_ok());
-    fake->take_task();
-    fake->push(mapped->region().bytes());
+    const ipc::TaskId id = fake->run(*c, mapped->region().bytes());
     fake.reset();
-    auto r = c->wait(*id);
+    auto r = c->wait(id);
     CHECK(r.outcome() == ipc::Outcome::kWorkerLost);
   }
   SECTION("the client") {
     auto client = connect(d.socket());
-    auto id = client->submit(call("fake"));
-    REQUIRE(id.is_ok());
-    fake->take_task();
-    fake->push(mapped->region().bytes());
+    (void)fake->run(*client, mapped->region().bytes());
     client.reset();
-    // The worker is told to stop; the result it is then told is stored
-    // goes when it reports the task done.
-    REQUIRE(fake->peer.next_of(ipc::FrameType::kCancel).has_value());
-    auto stored_frame = fake->peer.next_of(ipc::FrameType::kStored);
-    REQUIRE(stored_frame.has_value());
+    // The worker is told to stop, and that its result is stored (in either
+    // order); that result goes when it reports the task done.
+    bool cancelled = false;
+    std::optional<ipc::Frame> stored_frame;
+    while (!cancelled || !stored_frame) {
+      auto f = fake->peer.read_frame();
+      REQUIRE(f.has_value());
+      cancelled = cancelled || f->header.type == ipc::FrameType::kCancel;
+      if (f->header.type == ipc::FrameType::kStored) stored_frame = std::move(f);
+    }
     auto stored = ipc::detail::decode_stored(stored_frame->payload);
     REQUIRE(stored.is_ok());
     auto done = ipc::detail::encode_result(ipc::Outcome::kOk, "", stored->name, nullptr);

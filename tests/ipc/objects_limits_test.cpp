@@ -196,9 +196,10 @@ TEST_CASE("objects: a region over 4 GiB crosses whole", "[.][big][ipc][multiproc
   // region directory's file system, and the margin a loaded machine needs.
   constexpr std::uint64_t kNeed = 12 * kGiB;
   if (const std::uint64_t avail = mem_available(); avail < kNeed) {
-    WARN("SKIPPED: a region over 4 GiB NOT tested: it needs 12 GiB of MemAvailable (two copies of 4 GiB in "
-         "tmpfs and a margin), this machine has "
-         << avail / (1 << 20) << " MiB");
+    WARN(
+        "SKIPPED: a region over 4 GiB NOT tested: it needs 12 GiB of MemAvailable (two copies of 4 GiB in "
+        "tmpfs and a margin), this machine has "
+        << avail / (1 << 20) << " MiB");
     return;
   }
   if (auto space = shm::space(); !space || space->free < 9 * kGiB) {
@@ -207,13 +208,8 @@ TEST_CASE("objects: a region over 4 GiB crosses whole", "[.][big][ipc][multiproc
     return;
   }
   ShmGuard guard;
-  SocketDir dir;
-  RemoteDir remote;
-  const std::string secret = make_secret(dir);
-  EmbeddedDispatcher d(dir, 0, on_loopback(secret));
-  auto worker = remote_worker(remote, d.get().tcp_address(), secret);
-  auto c = connect(d.socket());
-  wait_workers(*c, 1);
+  RemoteSetup setup;
+  auto& [dir, remote, secret, d, worker, c] = setup;
 
   // Written with as little work as there is: an unhashed array filled in
   // place, its pages zero but three, one of them past 4 GiB.

@@ -117,13 +117,8 @@ TEST_CASE(
     "sends its results back",
     "[ipc][multiprocess][tcp][objects]") {
   ShmGuard guard;
-  SocketDir dir;
-  RemoteDir remote;
-  const std::string secret = make_secret(dir);
-  EmbeddedDispatcher d(dir, 0, on_loopback(secret));
-  auto worker = remote_worker(remote, d.get().tcp_address(), secret);
-  auto c = connect(d.socket());
-  wait_workers(*c, 1);
+  RemoteSetup setup;
+  auto& [dir, remote, secret, d, worker, c] = setup;
 
   // 64 MiB the worker cannot map by name: it arrives once, whole.
   const std::size_t n = std::size_t{8} << 20;
