@@ -11,11 +11,13 @@
 //   objects.cpp      objects that follow names: regions sent to remote
 //                    workers, results they send back
 //
-// Everything here runs on the dispatcher's loop thread.
+// Everything here runs on the dispatcher's loop thread, but the work that
+// objects.cpp sends off it (off_loop).
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -96,6 +98,12 @@ struct Dispatcher::Core {
     std::uint64_t push_left = 0;  // its bytes still to come
     std::string push_error;       // why it will not be kept, or empty
     std::string pushed;
+    // Work off the loop for the task it runs (off_loop): the sub-tree being
+    // rebased for its pull, the result it pushed being checked; each the
+    // job's ticket or 0. Reset when the task ends, so that the job's end
+    // finds it stale and throws its region away.
+    std::uint64_t preparing = 0;
+    std::uint64_t checking = 0;
   };
   struct Task {
     std::uint64_t client = 0;  // peer id
@@ -208,12 +216,21 @@ struct Dispatcher::Core {
   void kill_managed(std::uint64_t token);
 
   // objects.cpp
+  // Runs `work` on libuv's thread pool, then `done` on the loop thread
+  // (guarded). The loop does not end before `done` ran.
+  void off_loop(std::function<void()> work, std::function<void()> done);
   void on_pull(Worker& w, Frame&& f);
+  // Answers `w`'s pull for task `key` with `mapped`'s bytes (kept alive by
+  // `keep`) and starts sending them.
+  void start_sending(Worker& w, detail::TaskKey key, const shm::Mapped& mapped,
+                     std::shared_ptr<const void> keep, detail::ObjectInfo info);
+  void pump_pull(Worker& w);  // sends what the window allows, counted in pulled_bytes
   void on_worker_ack(Worker& w, const Frame& f);
   void on_push(Worker& w, Frame&& f);
   void on_worker_chunk(Worker& w, Frame&& f);
   void finish_push(Worker& w);
   void send_object_info(Worker& w, std::uint64_t id, const detail::ObjectInfo& info);
+  void send_stored(Worker& w, std::uint64_t id, const detail::Stored& stored);
   void discard_pushed(Worker& w);
   // The task `w` ran ended with `result` (a region name or empty): its
   // transfers stop, and a pushed result it does not name is removed.
@@ -286,7 +303,8 @@ struct Dispatcher::Core {
   bool trace_failed = false;               // a line could not be written (said once)
   std::uint64_t closed_bytes_in = 0;       // socket bytes of connections that are gone
   std::uint64_t closed_bytes_out = 0;
-  std::string regions_home;  // detail::region_home(), told to workers in welcome
+  std::string regions_home;    // detail::region_home(), told to workers in welcome
+  std::uint64_t next_job = 1;  // tickets of work off the loop (Worker::preparing, checking)
   std::uint64_t pulls = 0;
   std::uint64_t pulled_bytes = 0;
   std::uint64_t pushed_bytes = 0;

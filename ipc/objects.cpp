@@ -1,7 +1,9 @@
 // The dispatcher's side of objects that follow names (docs/design.md): it
 // sends a remote worker the bytes behind a name of the task it runs, and
 // receives the result region the worker sends back, written for the task's
-// client. Everything here runs on the loop thread.
+// client. Everything here runs on the loop thread but the work of size
+// O(region) (rebasing a sub-tree, checking a pushed region), which runs on
+// libuv's thread pool while the loop serves everyone else (off_loop).
 #include "dispatcher_internal.hpp"
 #include "kura/core/name.hpp"
 #include "kura/shm/region.hpp"
@@ -29,6 +31,29 @@ void Dispatcher::Core::send_object_info(Worker& w, std::uint64_t id, const detai
   w.conn->send(FrameType::kObject, 0, id, std::make_shared<const Bytes>(std::move(bytes).value()));
 }
 
+void Dispatcher::Core::off_loop(std::function<void()> work, std::function<void()> done) {
+  struct Job {
+    uv_work_t req{};
+    Core* core = nullptr;
+    std::function<void()> work;
+    std::function<void()> done;
+  };
+  auto job = std::make_unique<Job>();
+  job->core = this;
+  job->work = std::move(work);
+  job->done = std::move(done);
+  job->req.data = job.get();
+  // uv_queue_work fails only without a work callback; the loop waits for
+  // the job before it ends, whatever stops meanwhile.
+  KURA_CHECK(uv_queue_work(
+                 &loop, &job->req, [](uv_work_t* req) { static_cast<Job*>(req->data)->work(); },
+                 [](uv_work_t* req, int) {
+                   std::unique_ptr<Job> j(static_cast<Job*>(req->data));
+                   j->core->guarded([&] { j->done(); });
+                 }) == 0);
+  (void)job.release();
+}
+
 void Dispatcher::Core::on_pull(Worker& w, Frame&& f) {
   auto pull = detail::decode_pull(f.payload);
   if (!pull) return drop(w.conn, pull.status().message());
@@ -36,6 +61,8 @@ void Dispatcher::Core::on_pull(Worker& w, Frame&& f) {
   // Only a name of the task the worker runs now: a worker cannot read a
   // region by guessing its name.
   if (key == 0 || w.running != key) return drop(w.conn, "pull: a name of a task it does not run");
+  // A worker waits for the answer before it pulls again.
+  if (w.preparing != 0) return drop(w.conn, "pull: another pull before the answer to the last");
   detail::ObjectInfo info;
   auto t = tasks.find(key);
   if (t == tasks.end()) {
@@ -59,29 +86,69 @@ void Dispatcher::Core::on_pull(Worker& w, Frame&& f) {
     info.unchanged = true;
     return send_object_info(w, key, info);
   }
-  auto served = std::make_shared<Served>(Served{*m, std::nullopt});
   auto name = parse_name(pull->name);
-  if (name && !name->path.empty()) {
-    // A path-form name gets the addressed sub-tree alone, in a region of
-    // its own: the worker never holds bytes of the rest of the region.
-    auto value = to_value(m->node());
-    auto copy = value ? shm::share(*value) : Result<shm::Shared>(value.status());
-    auto mapped = copy ? copy->map() : Result<shm::Mapped>(copy.status());
-    if (!mapped) {
-      info.message =
-          "cannot make a region of the sub-tree " + pull->name + ": " + mapped.status().to_string();
-      return send_object_info(w, key, info);
-    }
-    served->mapped = *mapped;
-    served->copy.emplace(std::move(copy).value());
+  if (!name || name->path.empty()) {
+    auto served = std::make_shared<const Served>(Served{*m, std::nullopt});
+    return start_sending(w, key, served->mapped, served, info);
   }
-  const auto bytes = served->mapped.region().bytes();
+  // A path-form name gets the addressed sub-tree alone, in a region of its
+  // own: the worker never holds bytes of the rest of the region. The copy
+  // is made off the loop; a task that ends meanwhile (w.preparing is
+  // reset) drops it, and with it the region.
+  struct Rebase {
+    shm::Mapped source;
+    std::shared_ptr<Served> served;
+    std::string error;
+  };
+  auto job = std::make_shared<Rebase>(Rebase{*m, nullptr, {}});
+  const std::uint64_t peer = w.conn->id;
+  const std::uint64_t ticket = next_job++;
+  w.preparing = ticket;
+  off_loop(
+      [job] {
+        try {
+          auto value = to_value(job->source.node());
+          auto copy = value ? shm::share(*value) : Result<shm::Shared>(value.status());
+          auto mapped = copy ? copy->map() : Result<shm::Mapped>(copy.status());
+          if (!mapped) {
+            job->error = mapped.status().to_string();
+            return;
+          }
+          job->served = std::make_shared<Served>(Served{*mapped, std::move(copy).value()});
+        } catch (const std::bad_alloc&) {
+          job->error = Status::out_of_memory().to_string();
+        }
+      },
+      [this, job, peer, ticket, key, name = pull->name, info]() mutable {
+        auto it = workers.find(peer);
+        if (it == workers.end() || it->second.preparing != ticket || stopping) return;
+        Worker& wk = it->second;
+        wk.preparing = 0;
+        if (!job->error.empty() || tasks.find(key) == tasks.end()) {
+          info.message = !job->error.empty()
+                             ? "cannot make a region of the sub-tree " + name + ": " + job->error
+                             : "the task ended (cancelled or timed out)";
+          return send_object_info(wk, key, info);
+        }
+        start_sending(wk, key, job->served->mapped, job->served, info);
+      });
+}
+
+void Dispatcher::Core::start_sending(Worker& w, TaskKey key, const shm::Mapped& mapped,
+                                     std::shared_ptr<const void> keep, detail::ObjectInfo info) {
+  const auto bytes = mapped.region().bytes();
   info.size = bytes.size();
-  info.checksums = !served->mapped.region().hashed();
+  info.checksums = !mapped.region().hashed();
   send_object_info(w, key, info);
-  pulled_bytes += bytes.size();
-  w.sending = std::make_unique<detail::OutgoingTransfer>(key, bytes, served, info.checksums);
-  if (Status s = w.sending->pump(*w.conn->sender()); !s) return drop(w.conn, "pull: " + s.message());
+  w.sending = std::make_unique<detail::OutgoingTransfer>(key, bytes, std::move(keep), info.checksums);
+  pump_pull(w);
+}
+
+void Dispatcher::Core::pump_pull(Worker& w) {
+  const std::uint64_t before = w.sending->sent();
+  const Status s = w.sending->pump(*w.conn->sender());
+  pulled_bytes += w.sending->sent() - before;
+  if (!s) drop(w.conn, "pull: " + s.message());
 }
 
 void Dispatcher::Core::on_worker_ack(Worker& w, const Frame& f) {
@@ -93,14 +160,15 @@ void Dispatcher::Core::on_worker_ack(Worker& w, const Frame& f) {
     w.sending.reset();
     return;
   }
-  if (Status s = w.sending->pump(*w.conn->sender()); !s) return drop(w.conn, "pull: " + s.message());
+  pump_pull(w);
 }
 
 void Dispatcher::Core::on_push(Worker& w, Frame&& f) {
   auto push = detail::decode_push(f.payload);
   if (!push) return drop(w.conn, push.status().message());
   const TaskKey key = f.header.id;
-  if (key == 0 || w.running != key || w.push_id != 0) return drop(w.conn, "push: not for the task it runs");
+  if (key == 0 || w.running != key || w.push_id != 0 || w.checking != 0)
+    return drop(w.conn, "push: not for the task it runs");
   discard_pushed(w);
   w.push_id = key;
   w.push_left = push->size;
@@ -138,23 +206,59 @@ void Dispatcher::Core::on_worker_chunk(Worker& w, Frame&& f) {
 }
 
 void Dispatcher::Core::finish_push(Worker& w) {
-  detail::Stored stored;
-  if (w.receiving) {
-    auto published = std::move(*w.receiving).publish();
-    w.receiving.reset();
-    if (published) {
-      stored.name = published->disown();
-      w.pushed = stored.name;
-    } else {
-      stored.message = "the result received is not kept: " + published.status().to_string();
-    }
-  } else {
-    stored.message = w.push_error;
-  }
   const std::uint64_t id = w.push_id;
+  const std::string error = std::move(w.push_error);
+  std::unique_ptr<detail::IncomingTransfer> in = std::move(w.receiving);
   w.push_id = 0;
   w.push_left = 0;
   w.push_error.clear();
+  if (!in) {
+    detail::Stored stored;
+    stored.message = error;
+    return send_stored(w, id, stored);
+  }
+  // The whole region is checked off the loop. Until the check ends the
+  // worker may not push again (w.checking); a task that ends meanwhile
+  // (w.checking is reset) or a worker that leaves has the region removed
+  // when the check ends, so that it is either named to the worker or gone.
+  struct Check {
+    std::unique_ptr<detail::IncomingTransfer> in;
+    Result<shm::Shared> published = Status(Code::kIo, "not checked");
+  };
+  auto job = std::make_shared<Check>(Check{std::move(in), Status(Code::kIo, "not checked")});
+  const std::uint64_t peer = w.conn->id;
+  const std::uint64_t owner = w.running_owner;
+  const std::uint64_t ticket = next_job++;
+  w.checking = ticket;
+  off_loop(
+      [job] {
+        job->published = std::move(*job->in).publish();
+        job->in.reset();
+      },
+      [this, job, peer, owner, ticket, id] {
+        std::string name = job->published ? job->published->disown() : "";
+        auto it = workers.find(peer);
+        if (it == workers.end() || it->second.checking != ticket || stopping) {
+          if (!name.empty()) (void)shm::remove(name);
+          // A client that left while its result was checked could not be
+          // pruned while the check held its lease.
+          if (owner != 0 && clients_of_owner(owner) == 0 && !stopping) prune_owner(owner, 0);
+          return;
+        }
+        Worker& wk = it->second;
+        wk.checking = 0;
+        detail::Stored stored;
+        if (!name.empty()) {
+          stored.name = name;
+          wk.pushed = name;
+        } else {
+          stored.message = "the result received is not kept: " + job->published.status().to_string();
+        }
+        send_stored(wk, id, stored);
+      });
+}
+
+void Dispatcher::Core::send_stored(Worker& w, std::uint64_t id, const detail::Stored& stored) {
   auto bytes = detail::encode_stored(stored);
   if (!bytes) return drop(w.conn, "cannot encode a stored answer: " + bytes.status().message());
   w.conn->send(FrameType::kStored, 0, id, std::make_shared<const Bytes>(std::move(bytes).value()));
@@ -168,6 +272,8 @@ void Dispatcher::Core::discard_pushed(Worker& w) {
 void Dispatcher::Core::end_transfers(Worker& w, const std::string& result) {
   w.sending.reset();
   w.receiving.reset();
+  w.preparing = 0;
+  w.checking = 0;
   w.push_id = 0;
   w.push_left = 0;
   w.push_error.clear();

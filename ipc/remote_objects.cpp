@@ -82,15 +82,15 @@ bool RemoteObjects::wait(std::unique_lock<std::mutex>& lock, std::uint64_t task,
   return ready();
 }
 
-Status RemoteObjects::send(FrameType type, std::uint64_t id, Result<Bytes> payload) {
+Result<std::shared_ptr<Sender>> RemoteObjects::connected() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!sender_) return Status(Code::kIo, "not connected to the dispatcher");
+  return sender_;
+}
+
+Status RemoteObjects::send(Sender& sender, FrameType type, std::uint64_t id, Result<Bytes> payload) {
   if (!payload) return payload.status();
-  std::shared_ptr<Sender> sender;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    sender = sender_;
-  }
-  if (!sender) return Status(Code::kIo, "not connected to the dispatcher");
-  return sender->send(type, 0, id, std::make_shared<const Bytes>(std::move(payload).value()));
+  return sender.send(type, 0, id, std::make_shared<const Bytes>(std::move(payload).value()));
 }
 
 Result<shm::Mapped> RemoteObjects::fetch(std::uint64_t task, const std::string& name, std::string* local) {
@@ -105,6 +105,7 @@ Result<shm::Mapped> RemoteObjects::fetch(std::uint64_t task, const std::string& 
       self->chunks_.clear();
     }
   } end{this};
+  KURA_ASSIGN_OR_RETURN(std::shared_ptr<Sender> sender, connected());
   std::unique_lock<std::mutex> lock(mu_);
   auto cached = cache_.find(name);
   const std::uint64_t have = cached != cache_.end() ? cached->second.identity : 0;
@@ -112,7 +113,7 @@ Result<shm::Mapped> RemoteObjects::fetch(std::uint64_t task, const std::string& 
   info_.reset();
   chunks_.clear();
   lock.unlock();
-  KURA_RETURN_IF_ERROR(send(FrameType::kPull, task, encode_pull(Pull{name, have})));
+  KURA_RETURN_IF_ERROR(send(*sender, FrameType::kPull, task, encode_pull(Pull{name, have})));
   lock.lock();
   if (!wait(lock, task, [&] { return info_.has_value(); })) return cancelled_or_lost(lost_);
   const ObjectInfo info = *info_;
@@ -127,8 +128,11 @@ Result<shm::Mapped> RemoteObjects::fetch(std::uint64_t task, const std::string& 
     return cached->second.copy->map();
   }
   lock.unlock();
-  KURA_ASSIGN_OR_RETURN(IncomingTransfer in,
-                        IncomingTransfer::start(task, info.size, info.checksums, nullptr));
+  auto started = IncomingTransfer::start(task, info.size, info.checksums, nullptr);
+  if (!started)
+    return Status(started.status().code(), "this host's copy of " + name + ": " + started.status().message(),
+                  started.status().sys_errno());
+  IncomingTransfer in = std::move(started).value();
   while (!in.complete()) {
     lock.lock();
     if (!wait(lock, task, [&] { return !chunks_.empty(); })) return cancelled_or_lost(lost_);
@@ -139,7 +143,7 @@ Result<shm::Mapped> RemoteObjects::fetch(std::uint64_t task, const std::string& 
     if (!received)
       return Status(Code::kCorrupt,
                     "the bytes of " + name + " were damaged on their way: " + received.status().message());
-    KURA_RETURN_IF_ERROR(send(FrameType::kAck, task, encode_ack(*received)));
+    KURA_RETURN_IF_ERROR(send(*sender, FrameType::kAck, task, encode_ack(*received)));
   }
   KURA_ASSIGN_OR_RETURN(shm::Shared copy, std::move(in).publish());
   KURA_ASSIGN_OR_RETURN(shm::Mapped mapped, copy.map());
@@ -190,13 +194,8 @@ Result<std::string> RemoteObjects::push(std::uint64_t task, const shm::Mapped& r
       self->stored_.reset();
     }
   } end{this};
-  KURA_RETURN_IF_ERROR(send(FrameType::kPush, task, encode_push(PushInfo{bytes.size(), checksums})));
-  std::shared_ptr<Sender> sender;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    sender = sender_;
-  }
-  if (!sender) return Status(Code::kIo, "not connected to the dispatcher");
+  KURA_ASSIGN_OR_RETURN(std::shared_ptr<Sender> sender, connected());
+  KURA_RETURN_IF_ERROR(send(*sender, FrameType::kPush, task, encode_push(PushInfo{bytes.size(), checksums})));
   OutgoingTransfer out(task, bytes, std::make_shared<shm::Mapped>(region), checksums);
   KURA_RETURN_IF_ERROR(out.pump(*sender));
   std::unique_lock<std::mutex> lock(mu_);

@@ -43,6 +43,7 @@ class OutgoingTransfer {
   bool done() const noexcept { return acked_ == bytes_.size(); }
   std::uint64_t id() const noexcept { return id_; }
   std::uint64_t size() const noexcept { return bytes_.size(); }
+  std::uint64_t sent() const noexcept { return sent_; }  // bytes sent so far
 
  private:
   std::uint64_t id_;

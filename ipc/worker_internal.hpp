@@ -125,7 +125,10 @@ class RemoteObjects {
   // connection is gone first.
   template <class Pred>
   bool wait(std::unique_lock<std::mutex>& lock, std::uint64_t task, Pred ready);
-  Status send(FrameType type, std::uint64_t id, Result<Bytes> payload);
+  // The connection's sender, copied under the lock. Errors: Io (not
+  // connected).
+  Result<std::shared_ptr<Sender>> connected() const;
+  static Status send(Sender& sender, FrameType type, std::uint64_t id, Result<Bytes> payload);
   void remember(const std::string& name, std::uint64_t identity, shm::Shared copy);
 
   mutable std::mutex mu_;
