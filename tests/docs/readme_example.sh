@@ -22,6 +22,6 @@ mkdir -m 700 "$work/kt"
 sed -i "s|/tmp/kt/|$work/kt/|" "$work/example.cpp"
 # shellcheck disable=SC2086
 "$cxx" -std=c++20 $extra "${includes[@]}" "$work/example.cpp" -o "$work/example" \
-  "${libs[@]}" -luv -lxxhash -lcrypto -lpthread -ldl
+  "${libs[@]}" -luv -lxxhash -lssl -lcrypto -lpthread -ldl
 timeout 60 "$work/example"
 echo "the README's C++ example ran and returned 0"
