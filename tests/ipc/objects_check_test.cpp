@@ -16,6 +16,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// A million nodes take seconds to check, a minute under ASan on a loaded
+// machine: every wait for the check's end allows this long.
+constexpr int kCheckMs = 300'000;
+
 // A hashed region that is slow to check for its size: a million nodes, each
 // hashed and checked on its own (about 140 MiB).
 shm::Shared many_nodes() {
@@ -59,7 +63,7 @@ struct FakePusher {
       peer.write(data.data(), data.size());
     }
     for (;;) {
-      auto ack = peer.next_of(ipc::FrameType::kAck);
+      auto ack = peer.next_of(ipc::FrameType::kAck, kCheckMs);
       REQUIRE(ack.has_value());
       auto received = ipc::detail::decode_ack(ack->payload);
       REQUIRE(received.is_ok());
@@ -67,6 +71,12 @@ struct FakePusher {
     }
   }
 };
+
+// The hand-driven worker sends no heartbeats: a dispatcher that waits for
+// them as long as a check may take.
+void patient(ipc::DispatcherOptions& o) {
+  o.heartbeat_timeout_ms = kCheckMs;
+}
 
 }  // namespace
 
@@ -78,7 +88,7 @@ TEST_CASE("objects: while a pushed result is checked the dispatcher answers stat
   auto mapped = result.map();
   REQUIRE(mapped.is_ok());
   SocketDir dir;
-  EmbeddedDispatcher d(dir, 1);
+  EmbeddedDispatcher d(dir, 1, patient);
   auto c = connect(d.socket());
   wait_workers(*c, 1);
   FakePusher fake(d.socket());
@@ -95,7 +105,7 @@ TEST_CASE("objects: while a pushed result is checked the dispatcher answers stat
   REQUIRE(small.ok());
   CHECK_FALSE(fake.peer.read_frame(0).has_value());
 
-  auto stored_frame = fake.peer.next_of(ipc::FrameType::kStored);
+  auto stored_frame = fake.peer.next_of(ipc::FrameType::kStored, kCheckMs);
   REQUIRE(stored_frame.has_value());
   auto stored = ipc::detail::decode_stored(stored_frame->payload);
   REQUIRE(stored.is_ok());
@@ -119,7 +129,7 @@ TEST_CASE("objects: a worker or client that leaves while a pushed result is chec
   REQUIRE(mapped.is_ok());
   const auto before = shm_entries();
   SocketDir dir;
-  EmbeddedDispatcher d(dir, 0);
+  EmbeddedDispatcher d(dir, 0, patient);
   auto c = connect(d.socket());
   auto fake = std::make_unique<FakePusher>(d.socket());
   wait_workers(*c, 1);
@@ -139,7 +149,7 @@ TEST_CASE("objects: a worker or client that leaves while a pushed result is chec
     bool cancelled = false;
     std::optional<ipc::Frame> stored_frame;
     while (!cancelled || !stored_frame) {
-      auto f = fake->peer.read_frame();
+      auto f = fake->peer.read_frame(kCheckMs);
       REQUIRE(f.has_value());
       cancelled = cancelled || f->header.type == ipc::FrameType::kCancel;
       if (f->header.type == ipc::FrameType::kStored) stored_frame = std::move(f);
@@ -150,6 +160,7 @@ TEST_CASE("objects: a worker or client that leaves while a pushed result is chec
     REQUIRE(done.is_ok());
     fake->peer.frame(ipc::FrameType::kDone, fake->task, *done);
   }
-  eventually([&] { return shm_entries() == before; }, 30s, "the checked result to be removed");
+  eventually([&] { return shm_entries() == before; }, std::chrono::milliseconds(kCheckMs),
+             "the checked result to be removed");
   CHECK(status_of(*c).connections >= 1);
 }
