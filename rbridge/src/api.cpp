@@ -103,13 +103,7 @@ SEXP kura_prune() {
       auto n = parse_name(removed);
       if (n && n->path.empty()) regions.push_back(removed);
     }
-    return call_r([&]() -> SEXP {
-      SEXP out = PROTECT(Rf_allocVector(STRSXP, static_cast<R_xlen_t>(regions.size())));
-      for (std::size_t i = 0; i < regions.size(); ++i)
-        SET_STRING_ELT(out, static_cast<R_xlen_t>(i), Rf_mkChar(regions[i].c_str()));
-      UNPROTECT(1);
-      return out;
-    });
+    return call_r([&]() -> SEXP { return strings_to_r(regions); });
   });
 }
 
@@ -134,13 +128,7 @@ SEXP kura_collect_names(SEXP start) {
     collected_names = nullptr;
     std::sort(seen.begin(), seen.end());
     seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
-    return call_r([&]() -> SEXP {
-      SEXP out = PROTECT(Rf_allocVector(STRSXP, static_cast<R_xlen_t>(seen.size())));
-      for (std::size_t i = 0; i < seen.size(); ++i)
-        SET_STRING_ELT(out, static_cast<R_xlen_t>(i), Rf_mkChar(seen[i].c_str()));
-      UNPROTECT(1);
-      return out;
-    });
+    return call_r([&]() -> SEXP { return strings_to_r(seen); });
   });
 }
 

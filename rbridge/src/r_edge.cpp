@@ -49,4 +49,13 @@ void copy_message(char* out, std::size_t size, const char* text) noexcept {
 }
 
 }  // namespace detail
+
+SEXP strings_to_r(const std::vector<std::string>& xs, cetype_t encoding) {
+  SEXP out = PROTECT(Rf_allocVector(STRSXP, static_cast<R_xlen_t>(xs.size())));
+  for (std::size_t i = 0; i < xs.size(); ++i)
+    SET_STRING_ELT(out, static_cast<R_xlen_t>(i), Rf_mkCharCE(xs[i].c_str(), encoding));
+  UNPROTECT(1);
+  return out;
+}
+
 }  // namespace kura::r

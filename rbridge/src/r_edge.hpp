@@ -23,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "kura/core/status.hpp"
 #include "r_api.hpp"
@@ -147,5 +148,9 @@ class Keep {
  private:
   SEXP head_;
 };
+
+// A character vector of `xs`, each marked `encoding`; unprotected. Calls R:
+// only inside call_r().
+SEXP strings_to_r(const std::vector<std::string>& xs, cetype_t encoding = CE_NATIVE);
 
 }  // namespace kura::r

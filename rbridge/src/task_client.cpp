@@ -231,13 +231,7 @@ SEXP kura_dispatcher_log(SEXP dispatcher) {
       std::lock_guard<std::mutex> lock(d.log->mu);
       lines.assign(d.log->lines.begin(), d.log->lines.end());
     }
-    return call_r([&]() -> SEXP {
-      SEXP out = PROTECT(Rf_allocVector(STRSXP, static_cast<R_xlen_t>(lines.size())));
-      for (std::size_t i = 0; i < lines.size(); ++i)
-        SET_STRING_ELT(out, static_cast<R_xlen_t>(i), Rf_mkCharCE(lines[i].c_str(), CE_UTF8));
-      UNPROTECT(1);
-      return out;
-    });
+    return call_r([&]() -> SEXP { return strings_to_r(lines, CE_UTF8); });
   });
 }
 
