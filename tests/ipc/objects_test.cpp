@@ -325,16 +325,10 @@ TEST_CASE("objects: a worker gets only the names of the task it runs, a sub-tree
 TEST_CASE("objects: a function sees the name the task gave and the name of the worker's copy",
           "[ipc][multiprocess][tcp][objects]") {
   ShmGuard guard;
-  SocketDir dir;
-  RemoteDir remote;
-  const std::string secret = make_secret(dir);
-  EmbeddedDispatcher d(dir, 0, on_loopback(secret));
-  auto worker = remote_worker(remote, d.get().tcp_address(), secret, {"--plugin", KURA_TEST_PLUGIN});
-  auto c = connect(d.socket());
-  wait_workers(*c, 1);
+  RemoteSetup setup({"--plugin", KURA_TEST_PLUGIN});
   shm::Shared data = share_f64(1000, 1.0);
-  auto r = run_task(*c, call("arg_names", {ipc::Arg::ref(data.name()), num(1.0)}));
-  INFO(r.describe() << "\n" << worker->err());
+  auto r = run_task(*setup.c, call("arg_names", {ipc::Arg::ref(data.name()), num(1.0)}));
+  INFO(r.describe() << "\n" << setup.worker->err());
   REQUIRE(r.ok());
   auto names = r.value();
   REQUIRE(names.length() == 4);
@@ -346,7 +340,4 @@ TEST_CASE("objects: a function sees the name the task gave and the name of the w
   // An inline argument has neither.
   CHECK(at(2).empty());
   CHECK(at(3).empty());
-  c.reset();
-  d.stop();
-  CHECK(worker->wait(20s).has_value());
 }

@@ -107,15 +107,18 @@ inline shm::Shared share_f64(std::size_t n, double scale, bool hashed = true) {
 }
 
 // A dispatcher listening on loopback TCP, one worker in a region directory
-// of its own connected to it, and a client.
+// of its own connected to it (started with `worker_extra`), and a client.
 struct RemoteSetup {
+  explicit RemoteSetup(const std::vector<std::string>& worker_extra = {})
+      : worker(remote_worker(remote, d.get().tcp_address(), secret, worker_extra)) {
+    wait_workers(*c, 1);
+  }
   SocketDir dir;
   RemoteDir remote;
   std::string secret = make_secret(dir);
   EmbeddedDispatcher d{dir, 0, on_loopback(secret)};
-  std::unique_ptr<Process> worker = remote_worker(remote, d.get().tcp_address(), secret);
+  std::unique_ptr<Process> worker;
   std::unique_ptr<ipc::Client> c = connect(d.socket());
-  RemoteSetup() { wait_workers(*c, 1); }
 };
 
 }  // namespace kura::test
