@@ -53,6 +53,8 @@ namespace {
 int samples_per_run = 5000;
 constexpr int kStreamed = 10000;
 constexpr std::size_t kMessage = 64;
+// DispatcherOptions::worker_window of throughput/dispatcher/window.
+constexpr unsigned kWindow = 8;
 
 std::map<std::string, std::vector<double>> all_samples;
 
@@ -335,8 +337,8 @@ void BM_RawThroughput(benchmark::State& state) {
 
 // --- the dispatcher ---------------------------------------------------------------
 
-std::map<std::tuple<unsigned, bool, bool>, std::unique_ptr<DispatcherPool>>& pools() {
-  static std::map<std::tuple<unsigned, bool, bool>, std::unique_ptr<DispatcherPool>> p;
+std::map<std::tuple<unsigned, bool, bool, unsigned>, std::unique_ptr<DispatcherPool>>& pools() {
+  static std::map<std::tuple<unsigned, bool, bool, unsigned>, std::unique_ptr<DispatcherPool>> p;
   return p;
 }
 
@@ -344,11 +346,13 @@ std::map<std::tuple<unsigned, bool, bool>, std::unique_ptr<DispatcherPool>>& poo
 // pool is made while the calling thread is pinned, so its dispatcher thread
 // and worker processes inherit the mask. A traced pool writes the spans of
 // traced tasks (to /dev/null: their cost is making and writing them).
-DispatcherPool& pool(unsigned workers, bool pinned, bool traced = false) {
-  auto& p = pools()[{workers, pinned, traced}];
+// `window`: DispatcherOptions::worker_window.
+DispatcherPool& pool(unsigned workers, bool pinned, bool traced = false, unsigned window = 1) {
+  auto& p = pools()[{workers, pinned, traced, window}];
   if (!p) {
     ipc::DispatcherOptions o;
     o.workers = workers;
+    o.worker_window = window;
     o.worker_command = ipc::Worker::command(KURA_TOOL_PATH);
     if (traced) o.trace_path = "/dev/null";
     p = std::make_unique<DispatcherPool>(std::move(o));
@@ -388,8 +392,8 @@ void BM_TracedRoundTrip(benchmark::State& state) {
   report_latency(state, "rtt/dispatcher/traced", samples);
 }
 
-void BM_TaskThroughput(benchmark::State& state) {
-  auto& client = pool(2, false).client();
+void BM_TaskThroughput(benchmark::State& state, unsigned window) {
+  auto& client = pool(2, false, false, window).client();
   std::vector<std::vector<ipc::Arg>> inputs(kStreamed);
   for (auto _ : state) {
     auto m = client.map("echo", inputs);
@@ -457,11 +461,14 @@ int main(int argc, char** argv) {
       ->Repetitions(reps)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
-  with_range(benchmark::RegisterBenchmark("throughput/dispatcher", BM_TaskThroughput))
-      ->Iterations(3)
-      ->Repetitions(reps)
-      ->UseRealTime()
-      ->Unit(benchmark::kMillisecond);
+  for (unsigned window : {1u, kWindow}) {
+    const std::string name = window == 1 ? "throughput/dispatcher" : "throughput/dispatcher/window";
+    with_range(benchmark::RegisterBenchmark(name.c_str(), BM_TaskThroughput, window))
+        ->Iterations(3)
+        ->Repetitions(reps)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond);
+  }
   benchmark::RunSpecifiedBenchmarks();
   stop_pools();
   const std::string out = opt.get("latency_out", "");

@@ -32,6 +32,7 @@ const char* frame_name(FrameType t) {
     case FrameType::kResult: return "result";
     case FrameType::kTask: return "task";
     case FrameType::kDone: return "done";
+    case FrameType::kRevoke: return "revoke";
     case FrameType::kStatusQuery: return "status query";
     case FrameType::kStatus: return "status";
     case FrameType::kEverywhere: return "everywhere";
@@ -368,7 +369,9 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
       fns.push_back(scheduler.intern(name));
       announced.insert(fns.back());
     }
-    scheduler.add_worker(peer, std::move(fns));
+    w.slots =
+        (h->features & detail::kFeatureQueue) != 0 ? std::max<std::uint32_t>(1, options.worker_window) : 1;
+    scheduler.add_worker(peer, std::move(fns), w.slots);
     if (cumulative++ == 0) end_unknown_functions();
     for (std::uint64_t s : setup_order) {
       w.setups.push_back(s);
@@ -449,9 +452,10 @@ void Dispatcher::Core::send_status(Client& c, std::uint64_t query) {
   for (auto& [id, cl] : clients) count(cl.conn);
   for (auto& [id, w] : workers) {
     count(w.conn);
-    const bool running_task = w.running != 0 && tasks.count(w.running) != 0;
+    const bool running_task = w.running() != 0 && tasks.count(w.running()) != 0;
     if (running_task) ++s.executing;
-    const char* state = w.setup_running != 0 ? "setup" : w.running != 0 ? "busy" : "idle";
+    for (std::size_t i = 1; i < w.sent.size(); ++i) s.waiting_on_workers += tasks.count(w.sent[i].key);
+    const char* state = w.setup_running != 0 ? "setup" : w.running() != 0 ? "busy" : "idle";
     s.workers.push_back(WorkerStatus{id, w.pid, state, w.done, w.functions});
   }
   std::sort(s.workers.begin(), s.workers.end(),

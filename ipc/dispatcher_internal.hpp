@@ -80,15 +80,29 @@ struct Dispatcher::Core {
     std::int64_t pid = 0;
     std::uint64_t token = 0;  // the managed process it is, or 0
     std::vector<std::string> functions;
-    detail::TaskKey running = 0;       // the task it runs (maybe cancelled since), or 0
-    std::uint64_t running_owner = 0;   // the owner it runs that task or set-up call for
+    // A task sent to it and not yet reported (maybe cancelled since).
+    struct Sent {
+      detail::TaskKey key = 0;
+      std::uint64_t owner = 0;         // the task's owner
+      std::uint64_t stop_sent_ms = 0;  // when it was told to stop the task, or 0
+      // From when it may run: sent, or the report of the task before it
+      // (wall_ns); a region it wrote before this is not this task's.
+      std::uint64_t since_ns = 0;
+      bool revoking = false;  // asked back (kRevoke), no answer yet
+    };
+    // Its tasks in the order sent, which is the order it runs them: the
+    // first is the one it runs (DispatcherOptions::worker_window).
+    std::vector<Sent> sent;
+    std::uint32_t slots = 1;           // the most tasks it holds at once
+    std::uint64_t running_owner = 0;   // the owner of the set-up call it runs
     std::uint64_t setup_running = 0;   // the set-up call it runs, or 0
     std::deque<std::uint64_t> setups;  // set-up calls still to run, by id
     bool ready = false;                // its set-up calls ran once: it took tasks
     std::uint64_t done = 0;
     std::uint64_t last_heard_ms = 0;
-    std::uint64_t stop_sent_ms = 0;  // when it was told to stop the task it runs, or 0
-    std::uint64_t features = 0;      // its hello's (detail::Feature)
+    std::uint64_t features = 0;  // its hello's (detail::Feature)
+    detail::TaskKey running() const noexcept { return sent.empty() ? 0 : sent.front().key; }
+    std::uint64_t running_task_owner() const noexcept { return sent.empty() ? 0 : sent.front().owner; }
     // Objects that follow names (objects.cpp), for the task it runs: the
     // region it pulls, the result it pushes, and that result once stored
     // for the client (until kDone names it).
@@ -116,7 +130,6 @@ struct Dispatcher::Core {
     bool acked = false;  // admitted to the queue once (and told so, when it waits for that)
     bool try_submit = false;
     std::uint64_t worker = 0;                  // while it runs
-    std::uint64_t sent_ns = 0;                 // when it was last sent to a worker (wall_ns)
     bool wait = false;                         // TaskOptions::wait_for_worker
     std::unique_ptr<detail::TaskTrace> trace;  // when it is traced
   };
@@ -187,8 +200,23 @@ struct Dispatcher::Core {
   void send_result_to(detail::Connection* conn, std::uint64_t client_task, Outcome outcome,
                       const std::string& message);
   void worker_lost(std::uint64_t id, Worker& w, const std::string& why);
-  void remove_unsent_result(const Task& t, std::int64_t worker_pid);
-  void end_unknown_functions();  // when the first worker connects
+  void remove_unsent_result(std::uint64_t owner, std::uint64_t since_ns, std::int64_t worker_pid);
+
+  // window.cpp: tasks sent to wait on a worker behind the one it runs
+  // (DispatcherOptions::worker_window). Every change to Worker::sent goes
+  // through sent_push and sent_erase, which keep the counters below.
+  void sent_push(Worker& w, detail::TaskKey key, std::uint64_t owner);
+  // Erases `it`; returns whether it was the first (the task that ran).
+  bool sent_erase(Worker& w, std::vector<Worker::Sent>::iterator it);
+  void sent_clear(Worker& w);
+  // Asks back tasks that wait on a worker while a worker that has their
+  // function is idle and nothing is queued.
+  void revoke_for_idle();
+  // kDone with kFlagRevoked: the task goes back to the front of the queue.
+  void on_revoked(std::uint64_t id, Worker& w, std::uint64_t key);
+  std::uint64_t waiting_on_workers = 0;  // entries of Worker::sent behind the first, over all workers
+  std::uint64_t revoking = 0;            // of those, asked back and not answered
+  void end_unknown_functions();          // when the first worker connects
   void client_gone(Client& c);
   std::size_t clients_of_owner(std::uint64_t owner) const;
   void arm_timeouts();

@@ -119,7 +119,8 @@ void Dispatcher::Core::on_sweep() {
   if (stalled) {
     for (auto& [id, w] : workers) {
       w.last_heard_ms = now;
-      if (w.stop_sent_ms != 0) w.stop_sent_ms = now;
+      for (Worker::Sent& s : w.sent)
+        if (s.stop_sent_ms != 0) s.stop_sent_ms = now;
     }
     for (auto& [id, n] : newcomers) n.since_ms = now;
     return;
@@ -133,13 +134,17 @@ void Dispatcher::Core::on_sweep() {
              Status(Code::kIo, "no hello within " + std::to_string(options.hello_timeout_ms) + " ms"));
   for (auto& [id, w] : workers) {
     if (w.conn->closed()) continue;
+    // The oldest stop it was sent and has not answered.
+    std::uint64_t stop_sent_ms = 0;
+    for (const Worker::Sent& s : w.sent)
+      if (s.stop_sent_ms != 0 && (stop_sent_ms == 0 || s.stop_sent_ms < stop_sent_ms))
+        stop_sent_ms = s.stop_sent_ms;
     if (now - w.last_heard_ms > options.heartbeat_timeout_ms) {
       log(who_worker(id, w) + " sent nothing for " + std::to_string(now - w.last_heard_ms) +
           " ms (its heartbeat deadline is " + std::to_string(options.heartbeat_timeout_ms) + " ms): dropped");
-    } else if (w.stop_sent_ms != 0 && now - w.stop_sent_ms > options.cancel_grace_ms) {
-      log(who_worker(id, w) + " still runs a task it was told to stop " +
-          std::to_string(now - w.stop_sent_ms) + " ms ago (the grace is " +
-          std::to_string(options.cancel_grace_ms) + " ms): dropped");
+    } else if (stop_sent_ms != 0 && now - stop_sent_ms > options.cancel_grace_ms) {
+      log(who_worker(id, w) + " still runs a task it was told to stop " + std::to_string(now - stop_sent_ms) +
+          " ms ago (the grace is " + std::to_string(options.cancel_grace_ms) + " ms): dropped");
     } else {
       continue;
     }

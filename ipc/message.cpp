@@ -311,10 +311,11 @@ Result<ResultMsg> decode_result(std::shared_ptr<const Bytes> payload) noexcept {
 
 Result<Bytes> encode_status(const DispatcherStatus& s) noexcept {
   return guard([&]() -> Result<Bytes> {
-    const std::uint64_t counters[] = {s.connections,     s.cumulative,   s.awaiting,     s.executing,
-                                      s.completed,       s.queued_bytes, s.queued_peak,  s.queued_cap,
-                                      s.bytes_in,        s.bytes_out,    s.unroutable,   s.workers_dropped,
-                                      s.workers_started, s.pulls,        s.pulled_bytes, s.pushed_bytes};
+    const std::uint64_t counters[] = {s.connections,       s.cumulative,   s.awaiting,     s.executing,
+                                      s.completed,         s.queued_bytes, s.queued_peak,  s.queued_cap,
+                                      s.bytes_in,          s.bytes_out,    s.unroutable,   s.workers_dropped,
+                                      s.workers_started,   s.pulls,        s.pulled_bytes, s.pushed_bytes,
+                                      s.waiting_on_workers};
     std::vector<std::uint64_t> ids;
     std::vector<std::int64_t> pids;
     std::vector<String> states;
@@ -345,7 +346,7 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
                                                  {"counters", "worker_id", "worker_pid", "worker_state",
                                                   "worker_done", "worker_fns"}));
     auto counters = f[0].array<Dtype::kU64>();
-    if (!counters || counters->size() != 16) return bad(kMsg, "counters are " + f[0].describe());
+    if (!counters || counters->size() != 17) return bad(kMsg, "counters are " + f[0].describe());
     DispatcherStatus s;
     const auto& c = *counters;
     s.connections = c[0];
@@ -364,6 +365,7 @@ Result<DispatcherStatus> decode_status(std::span<const std::byte> payload) noexc
     s.pulls = c[13];
     s.pulled_bytes = c[14];
     s.pushed_bytes = c[15];
+    s.waiting_on_workers = c[16];
     auto ids = f[1].array<Dtype::kU64>();
     auto pids = f[2].array<Dtype::kI64>();
     auto done = f[4].array<Dtype::kU64>();

@@ -68,9 +68,14 @@ enum Feature : std::uint64_t {
   // its connection because it stops: how a worker that reconnects tells a
   // stop (exit) from a drop (reconnect). In a welcome: the dispatcher does.
   kFeatureGoodbye = 1u << 3,
+  // A worker that takes tasks while one runs (up to the dispatcher's
+  // DispatcherOptions::worker_window), runs them in the order sent, answers
+  // the cancel of one that has not started with its kDone at once, and
+  // gives one that has not started back when sent kRevoke.
+  kFeatureQueue = 1u << 4,
 };
 inline constexpr std::uint64_t kOurFeatures =
-    kFeatureHeartbeat | kFeatureObjects | kFeaturePing | kFeatureGoodbye;
+    kFeatureHeartbeat | kFeatureObjects | kFeaturePing | kFeatureGoodbye | kFeatureQueue;
 
 // Bounds on a worker's hello: how many functions it may announce, and how
 // long each name may be (a submit's too).

@@ -60,7 +60,7 @@ void Dispatcher::Core::on_pull(Worker& w, Frame&& f) {
   const TaskKey key = f.header.id;
   // Only a name of the task the worker runs now: a worker cannot read a
   // region by guessing its name.
-  if (key == 0 || w.running != key) return drop(w.conn, "pull: a name of a task it does not run");
+  if (key == 0 || w.running() != key) return drop(w.conn, "pull: a name of a task it does not run");
   // A worker waits for the answer before it pulls again.
   if (w.preparing != 0) return drop(w.conn, "pull: another pull before the answer to the last");
   detail::ObjectInfo info;
@@ -167,12 +167,12 @@ void Dispatcher::Core::on_push(Worker& w, Frame&& f) {
   auto push = detail::decode_push(f.payload);
   if (!push) return drop(w.conn, push.status().message());
   const TaskKey key = f.header.id;
-  if (key == 0 || w.running != key || w.push_id != 0 || w.checking != 0)
+  if (key == 0 || w.running() != key || w.push_id != 0 || w.checking != 0)
     return drop(w.conn, "push: not for the task it runs");
   discard_pushed(w);
   w.push_id = key;
   w.push_left = push->size;
-  auto lease = shm::Lease::hold(w.running_owner);
+  auto lease = shm::Lease::hold(w.running_task_owner());
   auto in = lease ? detail::IncomingTransfer::start(key, push->size, push->checksums, &*lease)
                   : Result<detail::IncomingTransfer>(lease.status());
   if (!in) {
@@ -227,7 +227,7 @@ void Dispatcher::Core::finish_push(Worker& w) {
   };
   auto job = std::make_shared<Check>(Check{std::move(in), Status(Code::kIo, "not checked")});
   const std::uint64_t peer = w.conn->id;
-  const std::uint64_t owner = w.running_owner;
+  const std::uint64_t owner = w.running_task_owner();
   const std::uint64_t ticket = next_job++;
   w.checking = ticket;
   off_loop(

@@ -131,12 +131,23 @@ bool Scheduler::has_function(FnId fn) const noexcept {
   return fn < fns_.size() && fns_[fn].workers > 0;
 }
 
-// Keeps ready_ holding (idle_seq of the longest-idle worker, id) for
-// function `id` exactly when it has both queued tasks and idle workers.
+bool Scheduler::has_idle_worker(FnId fn) const noexcept {
+  return fn < fns_.size() && !fns_[fn].idle.empty();
+}
+
+// Keeps ready_ holding (rank of the worker to take its next task, id) for
+// function `id` exactly when it has both queued tasks and a worker with a
+// free slot.
 void Scheduler::refresh_ready(FnId id) {
   Fn& f = fns_[id];
   std::optional<std::uint64_t> want;
-  if (f.queue.size > 0 && !f.idle.empty()) want = f.idle.front()->idle_seq;
+  if (f.queue.size > 0) {
+    if (!f.idle.empty()) {
+      want = rank(*f.idle.front());
+    } else if (!f.room.empty()) {
+      want = rank(*f.room.front());
+    }
+  }
   if (want == f.ready_key) return;
   if (want) ready_.emplace(*want, id);
   if (f.ready_key) ready_.erase({*f.ready_key, id});
@@ -250,7 +261,7 @@ Scheduler::Where Scheduler::remove(TaskKey t) {
     case Where::kQueued: dequeue(i); break;
     case Where::kRunning: {
       auto w = workers_.find(slab_[i].worker);
-      if (w != workers_.end() && w->second.running == t) w->second.running = 0;
+      if (w != workers_.end()) std::erase(w->second.running, t);
       --running_count_;
       break;
     }
@@ -273,34 +284,49 @@ void Scheduler::task_finished(TaskKey t) {
 
 // --- workers -------------------------------------------------------------------
 
-void Scheduler::make_idle(Worker& w) {
-  w.places.reserve(w.fns.size());
-  for (FnId id : w.fns) {
-    Fn& f = fns_[id];
-    w.places.push_back(f.idle.insert(f.idle.end(), &w));
+void Scheduler::unlist(Worker& w) {
+  if (w.counted) {
+    w.counted = false;
+    --idle_count_;
   }
-  w.idle = true;
-  w.idle_seq = next_idle_seq_++;
-  ++idle_count_;
-  // A function whose only idle worker is `w` now may be ready.
-  for (FnId id : w.fns)
-    if (fns_[id].idle.size() == 1) refresh_ready(id);
-}
-
-void Scheduler::make_busy(Worker& w) {
+  if (!w.listed) return;
   for (std::size_t i = 0; i < w.fns.size(); ++i) {
     Fn& f = fns_[w.fns[i]];
-    const bool first = w.places[i] == f.idle.begin();
-    f.idle.erase(w.places[i]);
+    IdleList& l = w.in_room ? f.room : f.idle;
+    const bool first = w.places[i] == l.begin();
+    l.erase(w.places[i]);
     if (first) refresh_ready(w.fns[i]);
   }
   w.places.clear();
-  w.idle = false;
-  --idle_count_;
+  w.listed = false;
 }
 
-void Scheduler::add_worker(WorkerKey w, std::vector<FnId> fns) {
+void Scheduler::relist(Worker& w) {
+  unlist(w);
+  if (!w.free()) return;
+  w.places.reserve(w.fns.size());
+  w.in_room = w.taken > 0;
+  w.idle_seq = next_idle_seq_++;
+  for (FnId id : w.fns) {
+    Fn& f = fns_[id];
+    IdleList& l = w.in_room ? f.room : f.idle;
+    w.places.push_back(l.insert(l.end(), &w));
+  }
+  w.listed = true;
+  if (w.idle()) {
+    w.counted = true;
+    ++idle_count_;
+  }
+  // A function whose first worker is `w` now may be ready, or ranked anew.
+  for (std::size_t i = 0; i < w.fns.size(); ++i) {
+    Fn& f = fns_[w.fns[i]];
+    if (w.places[i] == (w.in_room ? f.room : f.idle).begin()) refresh_ready(w.fns[i]);
+  }
+}
+
+void Scheduler::add_worker(WorkerKey w, std::vector<FnId> fns, std::uint32_t slots) {
   KURA_CHECK(w != 0);
+  KURA_CHECK(slots >= 1);
   std::sort(fns.begin(), fns.end());
   fns.erase(std::unique(fns.begin(), fns.end()), fns.end());
   for (FnId id : fns) KURA_CHECK(id < fns_.size());
@@ -308,50 +334,75 @@ void Scheduler::add_worker(WorkerKey w, std::vector<FnId> fns) {
   KURA_CHECK(inserted);
   it->second.key = w;
   it->second.fns = std::move(fns);
+  it->second.slots = slots;
+  it->second.running.reserve(slots);
   for (FnId id : it->second.fns) {
     Fn& f = fns_[id];
     if (f.workers++ == 0) unroutable_ -= f.queue.size;
   }
 }
 
-TaskKey Scheduler::remove_worker(WorkerKey w) {
+std::vector<TaskKey> Scheduler::remove_worker(WorkerKey w) {
   auto it = workers_.find(w);
-  if (it == workers_.end()) return 0;
+  if (it == workers_.end()) return {};
   Worker& worker = it->second;
-  if (worker.idle) make_busy(worker);
+  unlist(worker);
   for (FnId id : worker.fns) {
     Fn& f = fns_[id];
     if (--f.workers == 0) unroutable_ += f.queue.size;
   }
-  const TaskKey t = worker.running;
-  if (t != 0) {
+  std::vector<TaskKey> ran = std::move(worker.running);
+  for (TaskKey t : ran) {
     KURA_CHECK(where(t) == Where::kRunning);
-    remove(t);
+    const std::uint32_t i = index_.find(t);
+    --running_count_;
+    forget(i);
   }
   workers_.erase(it);
-  return t;
+  return ran;
 }
 
 void Scheduler::worker_free(WorkerKey w) {
   auto it = workers_.find(w);
-  if (it == workers_.end() || it->second.idle) return;
-  if (it->second.running != 0) remove(it->second.running);
-  make_idle(it->second);
+  if (it == workers_.end()) return;
+  Worker& worker = it->second;
+  if (worker.idle() && worker.listed) return;
+  while (!worker.running.empty()) remove(worker.running.back());
+  worker.taken = 0;
+  worker.held = false;
+  relist(worker);
+}
+
+void Scheduler::task_done(WorkerKey w, TaskKey t) {
+  auto it = workers_.find(w);
+  if (it == workers_.end() || it->second.taken == 0) return;
+  Worker& worker = it->second;
+  const std::uint32_t i = index_.find(t);
+  if (i != kNil && slab_[i].where == Where::kRunning && slab_[i].worker == w) remove(t);
+  --worker.taken;
+  relist(worker);
 }
 
 void Scheduler::worker_busy(WorkerKey w) {
   auto it = workers_.find(w);
-  if (it != workers_.end() && it->second.idle) make_busy(it->second);
+  if (it == workers_.end() || it->second.held) return;
+  it->second.held = true;
+  relist(it->second);
 }
 
 TaskKey Scheduler::running_on(WorkerKey w) const noexcept {
   auto it = workers_.find(w);
-  return it == workers_.end() ? 0 : it->second.running;
+  return it == workers_.end() || it->second.running.empty() ? 0 : it->second.running.front();
 }
 
 bool Scheduler::is_idle(WorkerKey w) const noexcept {
   auto it = workers_.find(w);
-  return it != workers_.end() && it->second.idle;
+  return it != workers_.end() && it->second.idle();
+}
+
+std::uint32_t Scheduler::taken_slots(WorkerKey w) const noexcept {
+  auto it = workers_.find(w);
+  return it == workers_.end() ? 0 : it->second.taken;
 }
 
 // --- pump ----------------------------------------------------------------------
@@ -366,13 +417,14 @@ void Scheduler::start(Worker& w, std::vector<std::pair<TaskKey, WorkerKey>>& sta
   }
   KURA_CHECK(oldest != kNil);
   Task& t = slab_[oldest];
+  w.running.push_back(t.key);  // first: the one step that may throw
   started.emplace_back(t.key, w.key);
   dequeue(oldest);
   t.where = Where::kRunning;
   t.worker = w.key;
   ++running_count_;
-  w.running = t.key;
-  make_busy(w);
+  ++w.taken;
+  relist(w);
 }
 
 void Scheduler::pump(std::vector<TaskKey>& admitted, std::vector<std::pair<TaskKey, WorkerKey>>& started) {
@@ -384,8 +436,10 @@ void Scheduler::pump(std::vector<TaskKey>& admitted, std::vector<std::pair<TaskK
       enqueue(i);
     }
     if (ready_.empty()) return;
-    // The longest-idle worker that has the function of some queued task.
-    start(*fns_[ready_.begin()->second].idle.front(), started);
+    // The first-ranked worker with a free slot that has the function of
+    // some queued task.
+    Fn& f = fns_[ready_.begin()->second];
+    start(f.idle.empty() ? *f.room.front() : *f.idle.front(), started);
   }
 }
 

@@ -42,12 +42,16 @@ using FnId = std::uint32_t;       // an interned function name
 //            later small task never overtakes an earlier waiting one)
 //   queued   its bytes counted in queued_bytes(), in its function's queue
 //   running  sent to a worker (its bytes no longer counted)
-// and workers that are busy (running a task, or a set-up call the
-// dispatcher gave them) or idle. pump() moves waiting tasks into the queue
-// while they fit and queued tasks to idle workers: the worker idle longest
-// that has the function of some queued task takes the oldest queued task
-// among its functions (oldest by submit order; requeued tasks are older
-// than all), one at a time, admitting waiting tasks after each start.
+// and workers with `slots`: how many tasks one holds at a time (sent and
+// not yet reported; a worker with more than one runs them in order, the
+// others waiting in its own queue). A worker is held (it runs a set-up call
+// the dispatcher gave it, or is still starting), idle (not held, nothing
+// sent), or neither. pump() moves waiting tasks into the queue while they
+// fit and queued tasks to workers with a free slot: an idle worker first,
+// the one idle longest, else the worker whose slot freed longest ago; it
+// takes the oldest queued task among its functions (oldest by submit order;
+// requeued tasks are older than all), one at a time, admitting waiting
+// tasks after each start.
 class Scheduler {
  public:
   // `cap_bytes`: the cap on queued payload bytes; 0: none.
@@ -93,32 +97,42 @@ class Scheduler {
   Where remove(TaskKey t);
   Where where(TaskKey t) const noexcept;
 
-  // A new worker with the functions it announced (duplicates are ignored).
-  // It starts busy (the dispatcher first runs its set-up calls) and becomes
-  // idle with worker_free(). REQUIRES: `w` is not 0 and not a worker;
-  // every id came from intern().
-  void add_worker(WorkerKey w, std::vector<FnId> fns);
-  // Forgets worker `w` and returns the task it was running, or 0. That task
-  // is no longer stored: the dispatcher requeues it (requeue_front()) or
-  // resolves it. Unknown `w`: nothing, 0.
-  TaskKey remove_worker(WorkerKey w);
-  // `w` finished what it ran (a task or a set-up call): it is idle from now
-  // on, behind the workers idle before it. A task still recorded as running
-  // on `w` ended: it is forgotten as by task_finished(). An idle or unknown
-  // `w`: nothing.
+  // A new worker with the functions it announced (duplicates are ignored),
+  // holding up to `slots` tasks at a time. It starts held (the dispatcher
+  // first runs its set-up calls) until worker_free(). REQUIRES: `w` is not
+  // 0 and not a worker; `slots` >= 1; every id came from intern().
+  void add_worker(WorkerKey w, std::vector<FnId> fns, std::uint32_t slots = 1);
+  // Forgets worker `w` and returns the tasks it was running, in the order
+  // they started. They are no longer stored: the dispatcher requeues them
+  // (requeue_front(), the last first) or resolves them. Unknown `w`: none.
+  std::vector<TaskKey> remove_worker(WorkerKey w);
+  // `w` reported everything it was given: it is no longer held, all its
+  // slots are free, and tasks still recorded as running on it are forgotten
+  // as by task_finished(). It goes behind the workers idle before it.
+  // Unknown `w`: nothing. With one slot this is also how a task's end is
+  // told; task_done() tells one task's end of a worker with several.
   void worker_free(WorkerKey w);
-  // `w` is given something outside the scheduler (a set-up call): busy
-  // until worker_free(). A busy or unknown `w`: nothing.
+  // `w` reported task `t` (started on it, maybe removed since): one slot
+  // is free again, and `t` is forgotten if still stored. Unknown `w`, or a
+  // `w` with no slot taken: nothing.
+  void task_done(WorkerKey w, TaskKey t);
+  // `w` is given something outside the scheduler (a set-up call), or must
+  // get nothing more until worker_free(): held. Unknown `w`: nothing.
   void worker_busy(WorkerKey w);
-  // Running task `t` ended on its worker: forgotten (the worker stays busy
-  // until worker_free()). Unknown `t`: nothing. REQUIRES: `t` is not
-  // waiting or queued.
+  // Running task `t` ended on its worker: forgotten (its slot stays taken
+  // until worker_free() or task_done()). Unknown `t`: nothing. REQUIRES:
+  // `t` is not waiting or queued.
   void task_finished(TaskKey t);
   // Whether some connected worker (idle or busy) has function `fn`.
   bool has_function(FnId fn) const noexcept;
-  // The task `w` runs, or 0 (none, or `w` unknown).
+  // Whether an idle worker has function `fn`.
+  bool has_idle_worker(FnId fn) const noexcept;
+  // The task `w` started first of those it runs, or 0 (none, or `w` unknown).
   TaskKey running_on(WorkerKey w) const noexcept;
+  // Not held and nothing sent to it.
   bool is_idle(WorkerKey w) const noexcept;
+  // Tasks sent to `w` and not yet reported (0: unknown `w`).
+  std::uint32_t taken_slots(WorkerKey w) const noexcept;
 
   // Moves as much as can move: waiting tasks into the queue while they fit
   // (in order), and queued tasks to idle workers (see the class comment).
@@ -202,19 +216,32 @@ class Scheduler {
   struct Worker {
     WorkerKey key = 0;
     std::vector<FnId> fns;  // sorted, unique
-    bool idle = false;
-    std::uint64_t idle_seq = 0;              // when it became idle: smaller is idle longer
-    std::vector<IdleList::iterator> places;  // while idle: its place in fns_[fns[i]].idle
-    TaskKey running = 0;
+    std::uint32_t slots = 1;
+    std::uint32_t taken = 0;  // tasks sent and not reported (running, or removed since)
+    bool held = true;
+    bool listed = false;                     // in its functions' idle or room lists
+    bool in_room = false;                    // listed: in the room lists
+    bool counted = false;                    // counted in idle_count_
+    std::uint64_t idle_seq = 0;              // when it was listed: smaller is longer
+    std::vector<IdleList::iterator> places;  // while listed: its place in each function's list
+    std::vector<TaskKey> running;            // stored tasks running on it, by start
+    bool idle() const noexcept { return !held && taken == 0; }
+    bool free() const noexcept { return !held && taken < slots; }
   };
   struct Fn {
     std::string_view name;  // into names_
     TaskList queue;         // queued tasks, by seq
     std::size_t workers = 0;
     IdleList idle;  // idle workers that have it, by idle_seq
-    // This function's entry in ready_, if any: (idle_seq of idle.front(), id).
+    IdleList room;  // workers that have it with a free slot and a task, by idle_seq
+    // This function's entry in ready_, if any: (rank of the worker that
+    // takes its next task, id); see rank().
     std::optional<std::uint64_t> ready_key;
   };
+  // Idle workers come before those with a task already, each by idle_seq.
+  static std::uint64_t rank(const Worker& w) noexcept {
+    return w.in_room ? w.idle_seq | (std::uint64_t{1} << 63) : w.idle_seq;
+  }
 
   bool fits(std::uint64_t bytes) const noexcept { return cap_ == 0 || queued_bytes_ + bytes <= cap_; }
   void push_back(TaskList& l, std::uint32_t i) noexcept;
@@ -224,8 +251,10 @@ class Scheduler {
   void forget(std::uint32_t i) noexcept;
   void enqueue(std::uint32_t i);
   void dequeue(std::uint32_t i) noexcept;
-  void make_idle(Worker& w);
-  void make_busy(Worker& w);
+  // Lists `w` in its functions' lists if it has a free slot, else unlists
+  // it; a listed worker goes to the back.
+  void relist(Worker& w);
+  void unlist(Worker& w);
   void refresh_ready(FnId id);
   void start(Worker& w, std::vector<std::pair<TaskKey, WorkerKey>>& started);
 
@@ -238,8 +267,9 @@ class Scheduler {
   KeyIndex index_;
   TaskList waiting_;
   std::unordered_map<WorkerKey, Worker> workers_;
-  // Functions with both queued tasks and idle workers, by the idle_seq of
-  // their longest-idle worker: the first entry's worker is the next to start.
+  // Functions with both queued tasks and workers with a free slot, by the
+  // rank of the worker that takes the next: the first entry's worker is the
+  // next to start.
   std::set<std::pair<std::uint64_t, FnId>> ready_;
   std::uint64_t next_seq_ = std::uint64_t{1} << 63;        // counts up: submitted tasks
   std::uint64_t next_front_seq_ = std::uint64_t{1} << 63;  // counts down: requeued tasks

@@ -30,8 +30,11 @@ void Dispatcher::Core::on_everywhere(std::uint64_t peer, Client& c, Frame&& f) {
   for (auto& [id, w] : workers) {
     w.setups.push_back(sid);
     setup.pending.insert(id);
-    if (w.running == 0 && w.setup_running == 0) now_idle.push_back(id);
+    if (w.sent.empty() && w.setup_running == 0) now_idle.push_back(id);
   }
+  // A worker with tasks takes no more until it ran the call (after them).
+  for (auto& [id, w] : workers)
+    if (!w.sent.empty()) scheduler.worker_busy(id);
   for (std::uint64_t id : now_idle) {
     scheduler.worker_busy(id);
     worker_ready(id, workers.at(id));

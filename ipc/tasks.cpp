@@ -100,30 +100,36 @@ void Dispatcher::Core::pump() {
       if (t.try_submit || options.memory > 0)
         c->second.conn->send(FrameType::kQueued, 0, t.client_task, nullptr);
     }
+    std::vector<TaskKey> back;
     for (auto [key, worker] : started) {
       Task& t = tasks.at(key);
       Worker& w = workers.at(worker);
       if (w.conn->closed()) {
         // Going away (its on_close is on the way): it takes nothing more,
-        // and the task goes back to the front.
+        // and the task goes back to the front (what it was sent before
+        // stays in w.sent for worker_lost).
         (void)scheduler.remove_worker(worker);
-        (void)scheduler.requeue_front(key, t.fn, t.payload->size());
+        back.push_back(key);
         again = true;
         continue;
       }
       t.worker = worker;
-      t.sent_ns = detail::wall_ns();
       if (t.trace) {
         t.trace->started_ns = detail::wall_ns();
         t.trace->worker = worker;
         t.trace->worker_pid = w.pid;
         ++t.trace->attempts;
       }
-      w.running = key;
-      w.running_owner = t.owner;
+      sent_push(w, key, t.owner);
       w.conn->send(FrameType::kTask, 0, key, t.payload);
     }
+    // The last first: they keep their order at the front.
+    for (auto it = back.rbegin(); it != back.rend(); ++it) {
+      const Task& t = tasks.at(*it);
+      (void)scheduler.requeue_front(*it, t.fn, t.payload->size());
+    }
   }
+  revoke_for_idle();
 }
 
 void Dispatcher::Core::send_result_to(Connection* conn, std::uint64_t client_task, Outcome outcome,
@@ -182,7 +188,8 @@ void Dispatcher::Core::end_trace(Task& t) {
 void Dispatcher::Core::stop_running(TaskKey key, Task& t) {
   if (auto w = workers.find(t.worker); w != workers.end()) {
     w->second.conn->send(FrameType::kCancel, 0, key, nullptr);
-    w->second.stop_sent_ms = now_ms();
+    for (Worker::Sent& s : w->second.sent)
+      if (s.key == key) s.stop_sent_ms = now_ms();
   }
 }
 
@@ -228,20 +235,30 @@ void Dispatcher::Core::client_gone(Client& c) {
 }
 
 void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
+  if ((f.header.flags & kFlagRevoked) != 0) return on_revoked(id, w, f.header.id);
   auto payload = std::make_shared<const Bytes>(std::move(f.payload));
   auto msg = detail::decode_result(payload);
   if (!msg) return drop(w.conn, msg.status().message());
   if ((f.header.flags & kFlagSetup) != 0) return on_setup_done(id, w, *msg, f.header.id);
-  if (w.setup_running != 0 || f.header.id != w.running || w.running == 0)
+  // Reports come in the order tasks were sent, except that a task cancelled
+  // before it started is answered at once.
+  auto sent =
+      std::find_if(w.sent.begin(), w.sent.end(), [&](const Worker::Sent& s) { return s.key == f.header.id; });
+  if (w.setup_running != 0 || f.header.id == 0 || sent == w.sent.end())
     return drop(w.conn, "done: a task it was not given");
+  const std::uint64_t owner = sent->owner;
   // A result region is the task's owner's, written for it: a worker may
   // name no other (the dispatcher removes it when nobody takes it).
-  if (!msg->name.empty() && !of_owner(msg->name, w.running_owner))
+  if (!msg->name.empty() && !of_owner(msg->name, owner))
     return drop(w.conn, "done: a result region of another owner");
-  end_transfers(w, msg->name);
-  const TaskKey key = w.running;
-  ++w.done;
-  if (ManagedWorker* m = managed_by_token(w.token)) ++m->tasks_done;
+  const TaskKey key = f.header.id;
+  // The first ran; another was cancelled before it started.
+  const bool ran = sent_erase(w, sent);
+  if (ran) {
+    end_transfers(w, msg->name);
+    ++w.done;
+    if (ManagedWorker* m = managed_by_token(w.token)) ++m->tasks_done;
+  }
   auto t = tasks.find(key);
   if (t == tasks.end()) {
     // Cancelled or timed out while it ran: nobody takes the result.
@@ -259,11 +276,10 @@ void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
   }
   // A client that died meanwhile could not be pruned while this worker held
   // its lease: its files go now.
-  if (w.running_owner != 0 && clients_of_owner(w.running_owner) == 0) prune_owner(w.running_owner, 0);
-  w.running = 0;
-  w.running_owner = 0;
-  w.stop_sent_ms = 0;
-  worker_ready(id, w);
+  if (owner != 0 && clients_of_owner(owner) == 0) prune_owner(owner, 0);
+  scheduler.task_done(id, key);
+  if (w.sent.empty()) return worker_ready(id, w);
+  pump();
 }
 
 bool Dispatcher::Core::of_owner(const std::string& region, std::uint64_t owner) {
@@ -276,43 +292,57 @@ bool Dispatcher::Core::of_owner(const std::string& region, std::uint64_t owner) 
 // ends as worker-lost; what it may have left half-written for the task's
 // client is removed.
 void Dispatcher::Core::worker_lost(std::uint64_t id, Worker& w, const std::string& why) {
-  const TaskKey key = scheduler.remove_worker(id);
+  (void)scheduler.remove_worker(id);
   if (ManagedWorker* m = managed_by_token(w.token)) m->peer = 0;
   end_transfers(w, "");
   setups_of_lost_worker(id, w);
   if (w.running_owner != 0 && !stopping) prune_owner(w.running_owner, 0);
-  if (key == 0 || stopping) {
-    if (key != 0) resolve_with(key, Outcome::kWorkerLost, "the dispatcher stopped");
-    return;
+  if (!w.sent.empty() && !stopping) {
+    const Worker::Sent& first = w.sent.front();
+    if (tasks.count(first.key) != 0) remove_unsent_result(first.owner, first.since_ns, w.pid);
+    for (const Worker::Sent& s : w.sent)
+      if (s.owner != 0 && s.owner != w.running_owner) prune_owner(s.owner, 0);
   }
-  auto it = tasks.find(key);
-  if (it == tasks.end()) return;
-  Task& t = it->second;
-  remove_unsent_result(t, w.pid);
-  if (t.retries_left > 0) {
-    --t.retries_left;
-    t.worker = 0;
-    (void)scheduler.requeue_front(key, t.fn, t.payload->size());
-    return;
+  // The last sent first: those retried keep their order at the front.
+  const std::vector<Worker::Sent> sent = w.sent;
+  sent_clear(w);
+  for (auto s = sent.rbegin(); s != sent.rend(); ++s) {
+    auto it = tasks.find(s->key);
+    if (it == tasks.end()) continue;
+    if (stopping) {
+      resolve_with(s->key, Outcome::kWorkerLost, "the dispatcher stopped");
+      continue;
+    }
+    Task& t = it->second;
+    if (t.retries_left > 0) {
+      --t.retries_left;
+      t.worker = 0;
+      (void)scheduler.requeue_front(s->key, t.fn, t.payload->size());
+      continue;
+    }
+    resolve_with(
+        s->key, Outcome::kWorkerLost,
+        "the " + who_worker(id, w) + " was lost while " +
+            (s == sent.rend() - 1 ? "running the task: " : "the task waited behind another on it: ") + why);
   }
-  resolve_with(key, Outcome::kWorkerLost,
-               "the " + who_worker(id, w) + " was lost while running the task: " + why);
 }
 
-// A worker lost while it ran task `t` may have published the task's result
+// A worker lost while it ran a task may have published the task's result
 // and died before its name reached the dispatcher: a region of the task's
-// owner that this worker's process wrote since the task was sent. Nobody
+// `owner` that this worker's process wrote since the task could run
+// (`since_ns`). Nobody
 // will ever hear of it, and its owner lives: it is removed here.
-void Dispatcher::Core::remove_unsent_result(const Task& t, std::int64_t worker_pid) {
-  if (worker_pid <= 0 || t.sent_ns == 0) return;
+void Dispatcher::Core::remove_unsent_result(std::uint64_t owner, std::uint64_t since_ns,
+                                            std::int64_t worker_pid) {
+  if (worker_pid <= 0 || since_ns == 0) return;
   auto regions = shm::list();
   if (!regions) return;
   for (const shm::RegionInfo& r : *regions) {
-    if (r.owner != t.owner) continue;
+    if (r.owner != owner) continue;
     auto m = shm::map(r.name);
     if (!m) continue;
     const RegionHeader& h = m->region().header();
-    if (static_cast<std::int64_t>(h.creator_pid) == worker_pid && h.created_ns >= t.sent_ns) {
+    if (static_cast<std::int64_t>(h.creator_pid) == worker_pid && h.created_ns >= since_ns) {
       log("removed " + r.name + ", a result its worker (pid " + std::to_string(worker_pid) +
           ") wrote but never reported");
       (void)shm::remove(r.name);

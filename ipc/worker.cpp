@@ -134,7 +134,7 @@ class WorkerLoop {
     hello.token = start_token();
     hello.functions = detail::functions().list();
     // Only over TCP can the dispatcher go silent without the socket closing.
-    hello.features = detail::kFeatureHeartbeat | detail::kFeatureGoodbye |
+    hello.features = detail::kFeatureHeartbeat | detail::kFeatureGoodbye | detail::kFeatureQueue |
                      (tcp_ ? std::uint64_t{detail::kFeaturePing} : std::uint64_t{0});
     auto bytes = detail::encode_hello(hello);
     if (!bytes) {
@@ -165,10 +165,12 @@ class WorkerLoop {
   void executor_main() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      woken_.wait_until(lock, std::nullopt, [this] { return quit_ || job_.has_value(); });
+      woken_.wait_until(lock, std::nullopt, [this] { return quit_ || !jobs_.empty(); });
       if (quit_) return;
-      Job job = std::move(*job_);
-      job_.reset();
+      Job job = std::move(jobs_.front());
+      jobs_.pop_front();
+      executing_ = true;
+      running_id_ = job.setup ? 0 : job.id;
       lock.unlock();
       if (!job.setup && detail::cancelled_before_start(job.id)) {
         job.result = runner_.error_result(Outcome::kCancelled, "cancelled");
@@ -182,7 +184,8 @@ class WorkerLoop {
       // task); the result goes out from this thread, through the
       // connection's one write path.
       lock.lock();
-      busy_ = false;
+      executing_ = false;
+      running_id_ = 0;
       std::shared_ptr<detail::Sender> sender = sender_;
       if (loop_waits_for_return_) uv_async_send(&returned_);
       lock.unlock();
@@ -234,8 +237,11 @@ class WorkerLoop {
     {
       std::lock_guard<std::mutex> lock(mu_);
       // Under the lock: a job that ends after this wakes the loop.
-      waits = loop_waits_for_return_ = busy_;
-      if (busy_ && running_id_ != 0) {
+      // Tasks waiting behind the one that runs are the dispatcher's again
+      // (it retries them or resolves them worker-lost).
+      jobs_.clear();
+      waits = loop_waits_for_return_ = executing_;
+      if (executing_ && running_id_ != 0) {
         detail::mark_cancelled(running_id_);
         interrupt_locked(running_id_);
       }
@@ -250,7 +256,7 @@ class WorkerLoop {
   // Sends the cancel signal to the thread running task `id`, if it runs
   // now. REQUIRES: mu_ held.
   void interrupt_locked(std::uint64_t id) {
-    if (!busy_ || !detail::running(id)) return;
+    if (!executing_ || !detail::running(id)) return;
     sigval v{};
     v.sival_ptr = reinterpret_cast<void*>(static_cast<std::uintptr_t>(id));
     ::pthread_sigqueue(executor_id_, options_.cancel_signal, v);
@@ -260,7 +266,7 @@ class WorkerLoop {
     auto* self = static_cast<WorkerLoop*>(a->loop->data);
     {
       std::lock_guard<std::mutex> lock(self->mu_);
-      if (!self->loop_waits_for_return_ || self->busy_) return;
+      if (!self->loop_waits_for_return_ || self->executing_) return;
       self->loop_waits_for_return_ = false;
     }
     self->redial_->function_returned();
@@ -273,7 +279,8 @@ class WorkerLoop {
     bool running;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      running = busy_;
+      jobs_.clear();
+      running = executing_;
     }
     if (running) {
       std::fflush(stderr);
@@ -301,7 +308,7 @@ class WorkerLoop {
     std::uint64_t started;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (busy_) return;
+      if (executing_ || !jobs_.empty()) return;
       started = jobs_started_;
     }
     if (started == jobs_at_last_beat_) shm::drop_map_cache();
@@ -362,15 +369,16 @@ class WorkerLoop {
       }
       case FrameType::kTask: {
         {
+          const bool setup = (f.header.flags & kFlagSetup) != 0;
           std::lock_guard<std::mutex> lock(mu_);
-          if (busy_)
+          // Tasks wait behind the one that runs (kFeatureQueue); a set-up
+          // call comes only when nothing does.
+          if (setup && (executing_ || !jobs_.empty()))
             return conn_->close(detail::CloseReason::kProtocol,
-                                corrupt("the dispatcher sent a task while another ran"));
-          busy_ = true;
-          running_id_ = (f.header.flags & kFlagSetup) != 0 ? 0 : f.header.id;
+                                corrupt("the dispatcher sent a set-up call while a task ran"));
           ++jobs_started_;
-          job_ = Job{f.header.id, (f.header.flags & kFlagSetup) != 0,
-                     std::make_shared<const Bytes>(std::move(f.payload)), nullptr};
+          jobs_.push_back(
+              Job{f.header.id, setup, std::make_shared<const Bytes>(std::move(f.payload)), nullptr});
         }
         woken_.notify_all();
         return;
@@ -383,15 +391,35 @@ class WorkerLoop {
           return conn_->close(detail::CloseReason::kProtocol, s);
         return;
       }
+      case FrameType::kRevoke: {
+        // Given back unstarted, so that an idle worker runs it; one that
+        // started (or ended) runs on and reports as usual.
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
+          if (it->id != f.header.id || it->setup) continue;
+          jobs_.erase(it);
+          conn_->send(FrameType::kDone, kFlagRevoked, f.header.id, nullptr);
+          return;
+        }
+        return;
+      }
       case FrameType::kCancel: {
         // Tasks arrive before their cancel, in order, on this one connection:
         // the mark is enough for a task not started yet, and one that has
         // finished is not affected.
         if ((f.header.flags & kFlagSetup) != 0) return;
         const std::uint64_t id = f.header.id;
+        std::lock_guard<std::mutex> lock(mu_);
+        // One that waits here is answered at once, never run. Its kDone is
+        // queued under the lock: before any frame of a task after it.
+        for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
+          if (it->id != id || it->setup) continue;
+          jobs_.erase(it);
+          conn_->send(FrameType::kDone, 0, id, runner_.error_result(Outcome::kCancelled, "cancelled"));
+          return;
+        }
         detail::mark_cancelled(id);
         remote_.wake();
-        std::lock_guard<std::mutex> lock(mu_);
         return interrupt_locked(id);
       }
       default:
@@ -408,8 +436,9 @@ class WorkerLoop {
     bool running;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      running = busy_;
+      running = executing_;
       sender_ = nullptr;
+      if (!reconnects_after(reason)) jobs_.clear();
     }
     if (reconnects_after(reason)) return on_dropped(reason, why);
     const bool ended_well = goodbye_ || reason == detail::CloseReason::kPeerClosed;
@@ -446,10 +475,10 @@ class WorkerLoop {
   pthread_t executor_id_{};
   std::mutex mu_;
   detail::EventCount woken_;             // the executor sleeps on it for a job (or quit_)
-  std::optional<Job> job_;               // the next job for the executor
+  std::deque<Job> jobs_;                 // jobs for the executor, in the order sent
   std::uint64_t jobs_started_ = 0;       // under mu_
   std::uint64_t jobs_at_last_beat_ = 0;  // the loop's
-  bool busy_ = false;                    // a job was handed over and its result not yet taken
+  bool executing_ = false;               // the executor took a job and its result is not sent
   std::uint64_t running_id_ = 0;         // its task id (0 for a set-up call)
   bool loop_waits_for_return_ = false;   // the executor wakes the loop (returned_) when a job ends
   bool quit_ = false;

@@ -365,6 +365,7 @@ SEXP kura_client_status(SEXP client) {
         {"cumulative", s.cumulative},
         {"awaiting", s.awaiting},
         {"executing", s.executing},
+        {"waiting_on_workers", s.waiting_on_workers},
         {"completed", s.completed},
         {"queued_bytes", s.queued_bytes},
         {"queued_peak", s.queued_peak},

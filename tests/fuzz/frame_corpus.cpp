@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   append(seeds[2], FrameType::kRefused, 0, msg::encode_refused("kura protocol 1, this side speaks 2"));
   append(seeds[2], FrameType::kHeartbeat, 0, Result<Bytes>(Bytes()));
   append(seeds[2], FrameType::kGoodbye, 0, Result<Bytes>(Bytes()));
+  append(seeds[2], FrameType::kRevoke, 0, Result<Bytes>(Bytes()));
   append(seeds[3], FrameType::kResult, 4, msg::encode_result(Outcome::kTimeout, "timed out", "", nullptr));
   TaskOptions traced;
   traced.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

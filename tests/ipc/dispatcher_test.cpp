@@ -79,8 +79,11 @@ TEST_CASE("tasks spread over every worker", "[ipc][multiprocess]") {
 TEST_CASE("nothing is lost and nothing duplicated while workers are killed", "[ipc][multiprocess]") {
   ShmGuard guard;
   SocketDir dir;
-  // The dispatcher as its own process, so its descriptors can be counted.
-  Process dp({kKura, "dispatcher", "--socket", dir.socket(), "--workers", "2"});
+  // The dispatcher as its own process, so its descriptors can be counted;
+  // with workers that hold one task, and with tasks waiting on workers too.
+  const std::string window = GENERATE("1", "8");
+  INFO("--window " << window);
+  Process dp({kKura, "dispatcher", "--socket", dir.socket(), "--workers", "2", "--window", window});
   auto listening = dp.read_line(20s);
   REQUIRE(listening);
   auto c = connect(dir.socket());

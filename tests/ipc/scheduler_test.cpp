@@ -33,6 +33,13 @@ Pumped finish(Scheduler& s, WorkerKey w) {
   return pump(s);
 }
 
+// Removes worker `w` (one slot) and returns the task it ran, or 0.
+TaskKey lost(Scheduler& s, WorkerKey w) {
+  const std::vector<TaskKey> ran = s.remove_worker(w);
+  REQUIRE(ran.size() <= 1);
+  return ran.empty() ? 0 : ran.front();
+}
+
 }  // namespace
 
 TEST_CASE("scheduler: intern gives one stable id per name", "[ipc][scheduler]") {
@@ -283,7 +290,7 @@ TEST_CASE("scheduler: a requeued task goes ahead of every queued task", "[ipc][s
 
   SECTION("it fits: at the head of the queue") {
     // The worker died while running 1: the dispatcher gives it another try.
-    CHECK(s.remove_worker(10) == 1);
+    CHECK(lost(s, 10) == 1);
     CHECK(s.where(1) == Where::kNone);
     CHECK(s.running_count() == 0);
     CHECK(s.requeue_front(1, f, 10) == Admit::kQueued);
@@ -298,7 +305,7 @@ TEST_CASE("scheduler: a requeued task goes ahead of every queued task", "[ipc][s
     s.submit(4, f, 75, false);  // 20 + 75 queued
     s.submit(5, f, 5, false);   // fits, 100 queued
     s.submit(6, f, 1, false);   // waits
-    CHECK(s.remove_worker(10) == 1);
+    CHECK(lost(s, 10) == 1);
     CHECK(s.requeue_front(1, f, 10) == Admit::kWaiting);
     CHECK(s.waiting_count() == 2);
     s.add_worker(11, {f});
@@ -382,13 +389,13 @@ TEST_CASE("scheduler: remove_worker returns its task, idle or busy", "[ipc][sche
   CHECK(s.worker_count() == 2);
   s.submit(1, f, 1, false);
   CHECK(pump(s).started == Started{{1, 10}});
-  CHECK(s.remove_worker(11) == 0);  // idle
+  CHECK(lost(s, 11) == 0);  // idle
   CHECK(s.idle_count() == 0);
-  CHECK(s.remove_worker(10) == 1);
+  CHECK(lost(s, 10) == 1);
   CHECK(s.where(1) == Where::kNone);
   CHECK(s.running_count() == 0);
   CHECK(s.worker_count() == 0);
-  CHECK(s.remove_worker(10) == 0);  // unknown
+  CHECK(lost(s, 10) == 0);  // unknown
   CHECK_FALSE(s.has_function(f));
   s.submit(2, f, 1, false);
   CHECK(pump(s).started.empty());
@@ -644,7 +651,7 @@ void run_model(std::uint64_t cap, std::uint64_t seed, Keys keying) {
     } else if (op < 57 && !worker_keys.empty()) {
       // A worker dies; its task is requeued at the front or resolved.
       const WorkerKey w = worker_keys[pick(worker_keys.size())];
-      const TaskKey t = s.remove_worker(w);
+      const TaskKey t = lost(s, w);
       REQUIRE(t == m.remove_worker(w));
       if (t != 0 && pick(2) == 0) {
         const FnId fn = fns[pick(fns.size())];
@@ -806,4 +813,85 @@ TEST_CASE("deadlines: random sets and clears agree with a sorted model", "[ipc][
       if (!earliest || v.first < *earliest) earliest = v.first;
     REQUIRE(d.next() == earliest);
   }
+}
+
+TEST_CASE("scheduler: a worker with slots takes tasks while it runs one, idle workers first",
+          "[ipc][scheduler]") {
+  Scheduler s(0);
+  const FnId f = s.intern("f");
+  s.add_worker(10, {f}, 2);
+  s.add_worker(11, {f}, 2);
+  s.worker_free(10);
+  s.worker_free(11);
+  for (TaskKey t = 1; t <= 5; ++t) s.submit(t, f, 1, false);
+  // Both idle workers take one before either takes a second.
+  CHECK(pump(s).started == Started{{1, 10}, {2, 11}, {3, 10}, {4, 11}});
+  CHECK(s.queued_count() == 1);
+  CHECK(s.running_count() == 4);
+  CHECK(s.taken_slots(10) == 2);
+  CHECK(s.running_on(10) == 1);
+  CHECK(s.idle_count() == 0);
+  // A report frees one slot: the queued task goes there.
+  s.task_finished(1);
+  s.task_done(10, 1);
+  CHECK(pump(s).started == Started{{5, 10}});
+  CHECK(s.running_on(10) == 3);
+  s.task_done(10, 3);
+  s.task_done(10, 5);
+  CHECK(s.is_idle(10));
+  CHECK(s.idle_count() == 1);
+  CHECK(s.running_count() == 2);  // 2 and 4 on worker 11
+}
+
+TEST_CASE("scheduler: an idle worker goes before one with a free slot, whatever their ages",
+          "[ipc][scheduler]") {
+  Scheduler s(0);
+  const FnId f = s.intern("f");
+  s.add_worker(10, {f}, 4);
+  s.worker_free(10);
+  s.submit(1, f, 1, false);
+  CHECK(pump(s).started == Started{{1, 10}});
+  s.add_worker(11, {f}, 4);
+  s.worker_free(11);  // idle after 10 had its slot free
+  s.submit(2, f, 1, false);
+  s.submit(3, f, 1, false);
+  CHECK(pump(s).started == Started{{2, 11}, {3, 10}});
+}
+
+TEST_CASE("scheduler: a removed task keeps its slot until reported, a lost worker returns all it ran",
+          "[ipc][scheduler]") {
+  Scheduler s(0);
+  const FnId f = s.intern("f");
+  s.add_worker(10, {f}, 2);
+  s.worker_free(10);
+  for (TaskKey t = 1; t <= 3; ++t) s.submit(t, f, 1, false);
+  CHECK(pump(s).started == Started{{1, 10}, {2, 10}});
+  // Task 2 is cancelled while it waits on the worker: forgotten, the slot
+  // stays taken until the worker says it dropped it.
+  CHECK(s.remove(2) == Where::kRunning);
+  CHECK(s.running_count() == 1);
+  CHECK(pump(s).started.empty());
+  s.task_done(10, 2);
+  CHECK(pump(s).started == Started{{3, 10}});
+  CHECK(s.remove_worker(10) == std::vector<TaskKey>{1, 3});
+  CHECK(s.running_count() == 0);
+  CHECK(s.where(1) == Where::kNone);
+  CHECK(s.where(3) == Where::kNone);
+}
+
+TEST_CASE("scheduler: a held worker with tasks takes no more until freed", "[ipc][scheduler]") {
+  Scheduler s(0);
+  const FnId f = s.intern("f");
+  s.add_worker(10, {f}, 3);
+  s.worker_free(10);
+  s.submit(1, f, 1, false);
+  CHECK(pump(s).started == Started{{1, 10}});
+  s.worker_busy(10);  // a set-up call waits for it
+  s.submit(2, f, 1, false);
+  CHECK(pump(s).started.empty());
+  s.task_done(10, 1);
+  CHECK(pump(s).started.empty());
+  CHECK_FALSE(s.is_idle(10));
+  s.worker_free(10);
+  CHECK(pump(s).started == Started{{2, 10}});
 }

@@ -58,6 +58,7 @@ struct DispatcherArgs {
   std::string trace_path;
   std::uint32_t hello_timeout_ms = 0;  // 0: the default
   std::uint32_t max_connections = 0;   // 0: the default
+  std::uint32_t worker_window = 1;     // DispatcherOptions::worker_window
   std::string worker_command;          // words separated by spaces; empty: the default
   std::string tcp_listen;              // empty: no TCP listener
   std::string secret_file;

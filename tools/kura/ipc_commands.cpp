@@ -54,6 +54,7 @@ int cmd_dispatcher(const DispatcherArgs& a) {
   if (a.cancel_grace_ms > 0) o.cancel_grace_ms = a.cancel_grace_ms;
   o.trace_path = a.trace_path;
   o.max_connections = a.max_connections;
+  o.worker_window = a.worker_window;
   std::istringstream words(a.worker_command);
   for (std::string w; words >> w;) o.worker_command.push_back(w);
   o.tcp_listen = a.tcp_listen;
@@ -97,6 +98,7 @@ int cmd_status(const std::string& socket, bool json) {
     out["cumulative"] = st->cumulative;
     out["awaiting"] = st->awaiting;
     out["executing"] = st->executing;
+    out["waiting_on_workers"] = st->waiting_on_workers;
     out["completed"] = st->completed;
     out["unroutable"] = st->unroutable;
     out["workers_dropped"] = st->workers_dropped;
@@ -115,8 +117,9 @@ int cmd_status(const std::string& socket, bool json) {
     return kExitOk;
   }
   std::cout << "connections " << st->connections << ", workers ever " << st->cumulative << "\n"
-            << "tasks: " << st->awaiting << " awaiting, " << st->executing << " executing, " << st->completed
-            << " completed, " << st->unroutable << " waiting for a worker with their function\n"
+            << "tasks: " << st->awaiting << " awaiting, " << st->executing << " executing, "
+            << st->waiting_on_workers << " waiting on workers, " << st->completed << " completed, "
+            << st->unroutable << " waiting for a worker with their function\n"
             << "workers: " << st->workers_started << " started, " << st->workers_dropped
             << " dropped for missing heartbeats\n"
             << "objects: " << st->pulls << " pulls by remote workers, " << human_bytes(st->pulled_bytes)

@@ -98,6 +98,11 @@ int run(int argc, char** argv, bool stdout_closed) {
                          "append the spans of traced tasks to this file (OTLP/JSON, one line per task)");
   dispatcher->add_option("--max-connections", dispatcher_args.max_connections,
                          "most connections at once (default: the descriptor limit less 32)");
+  dispatcher
+      ->add_option("--window", dispatcher_args.worker_window,
+                   "tasks a worker holds at once, the one it runs and those sent to wait behind it "
+                   "(default 1; more runs many small tasks faster, tasks then start out of submit order)")
+      ->check(CLI::Range(1, 1024));
   dispatcher->add_option("--worker-command", dispatcher_args.worker_command,
                          "the command that starts each worker, words separated by spaces, {socket} "
                          "replaced by the socket (default: \"<this kura> worker --connect {socket}\")");

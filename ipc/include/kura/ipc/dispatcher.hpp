@@ -72,6 +72,15 @@ struct DispatcherOptions {
   // sends back in its hello: that, not its pid, tells the dispatcher which
   // of its processes a connection is.
   std::vector<std::string> worker_command;
+  // How many tasks a worker holds at once: the one it runs and those sent
+  // to wait behind it on the worker, so that it starts the next without a
+  // round trip to the dispatcher (many small tasks run up to several times
+  // faster). 1: a worker is sent a task only when it has reported the last.
+  // A task sent to wait on a worker may wait there behind a long one while
+  // another worker is free, so more than 1 suits many short tasks. A
+  // worker is given a second task only when no worker with the function is
+  // idle. Timeouts, cancel and retries act on waiting tasks as on queued ones.
+  std::uint32_t worker_window = 1;
   // Cap on the payload bytes of queued tasks; 0: no cap.
   std::uint64_t memory = 0;
   // The largest frame payload accepted from a peer.

@@ -66,14 +66,18 @@ enum class FrameType : std::uint8_t {
   kStored = 20,   // dispatcher -> worker: the pushed result's name for the client, or an error
   kGoodbye = 21,  // dispatcher -> worker: the dispatcher is stopping; exit, do not reconnect
                   // (sent to a worker that announced kFeatureGoodbye), then the connection closes
+  kRevoke = 22,   // dispatcher -> worker: give task `id` back if it has not started (a
+                  // worker with kFeatureQueue answers kDone with kFlagRevoked); one that has
+                  // started is not affected
 };
-inline constexpr std::uint8_t kMaxFrameType = 21;
+inline constexpr std::uint8_t kMaxFrameType = 22;
 
 enum FrameFlags : std::uint16_t {
-  kFlagTry = 1u << 0,    // kSubmit: answer kFull at once instead of waiting for room
-  kFlagSetup = 1u << 1,  // kTask, kDone: a set-up call from everywhere()
+  kFlagTry = 1u << 0,      // kSubmit: answer kFull at once instead of waiting for room
+  kFlagSetup = 1u << 1,    // kTask, kDone: a set-up call from everywhere()
+  kFlagRevoked = 1u << 2,  // kDone: the task was given back unstarted (kRevoke); no payload
 };
-inline constexpr std::uint16_t kKnownFrameFlags = kFlagTry | kFlagSetup;
+inline constexpr std::uint16_t kKnownFrameFlags = kFlagTry | kFlagSetup | kFlagRevoked;
 
 struct FrameHeader {
   FrameType type = FrameType::kHello;

@@ -135,10 +135,13 @@ struct WorkerStatus {
 // forgotten, not counted. A status asked after a client took a result
 // counts that result's task.
 struct DispatcherStatus {
-  std::uint64_t connections = 0;      // clients and workers connected now
-  std::uint64_t cumulative = 0;       // workers that ever connected
-  std::uint64_t awaiting = 0;         // tasks queued or waiting for room
-  std::uint64_t executing = 0;        // tasks running on a worker
+  std::uint64_t connections = 0;  // clients and workers connected now
+  std::uint64_t cumulative = 0;   // workers that ever connected
+  std::uint64_t awaiting = 0;     // tasks queued or waiting for room
+  std::uint64_t executing = 0;    // tasks running on a worker
+  // Tasks sent to a worker to wait there behind the one it runs
+  // (DispatcherOptions::worker_window above 1).
+  std::uint64_t waiting_on_workers = 0;
   std::uint64_t completed = 0;        // tasks ended with a result, whatever the outcome (above)
   std::uint64_t queued_bytes = 0;     // payload bytes in the queue now
   std::uint64_t queued_peak = 0;      // the most there ever were
