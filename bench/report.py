@@ -284,16 +284,17 @@ class Report:
                              f"{p99['median']:.1f} µs ({p99['min']:.1f}-{p99['max']:.1f})",
                              ratio(p50["median"], base), ratio(p50["median"], floor)])
         self.table(["", "p50", "p99", "p50 / raw socket", "p50 / raw relay"], rows)
-        tr = self.get("throughput/raw_socket", "4k")
-        td = self.get("throughput/dispatcher", "4k")
-        if tr and td:
-            a = tr["counters"]["items_per_second"]
-            b = td["counters"]["items_per_second"]
-            self.table(["throughput", "per second (median, range)"],
-                       [["64-byte messages, raw socket, pipelined",
-                         f"{a['median']:,.0f} ({a['min']:,.0f}-{a['max']:,.0f})"],
-                        ["echo tasks through the dispatcher, 2 workers",
-                         f"{b['median']:,.0f} ({b['min']:,.0f}-{b['max']:,.0f})"]])
+        rows = []
+        for name, label in (("throughput/raw_socket", "64-byte messages, raw socket, pipelined"),
+                            ("throughput/dispatcher", "echo tasks through the dispatcher, 2 workers"),
+                            ("throughput/dispatcher/window",
+                             "the same, worker window 16 (tasks wait on workers)")):
+            r = self.get(name, "4k")
+            if r:
+                a = r["counters"]["items_per_second"]
+                rows.append([label, f"{a['median']:,.0f} ({a['min']:,.0f}-{a['max']:,.0f})"])
+        if rows:
+            self.table(["throughput", "per second (median, range)"], rows)
 
     def scheduler(self):
         ro = self.get("scheduler/remove_1m/in_order", "4k")

@@ -20,7 +20,7 @@ kCallMark <- "\n  in call: "
 # --- Workers -------------------------------------------------------------------
 
 workers <- function(n = NULL, memory = NULL, socket = NULL, seed = NULL, sync = FALSE,
-                    functions = list()) {
+                    functions = list(), window = 1L) {
   if (is.null(n) && is.null(socket) && !isTRUE(sync)) {
     return(if (is.null(.kura$mode)) 0L else .kura$n)
   }
@@ -48,6 +48,10 @@ workers <- function(n = NULL, memory = NULL, socket = NULL, seed = NULL, sync = 
   if (!is.numeric(cap) || length(cap) != 1L || is.na(cap) || cap < 0) {
     stop("`memory` must be a number of bytes")
   }
+  if (!is.numeric(window) || length(window) != 1L || is.na(window) || window < 1 ||
+    window > 1024 || window != floor(window)) {
+    stop("`window` must be a whole number of tasks from 1 to 1024")
+  }
   functions <- check_functions(functions)
   dir <- tempfile("kura-")
   dir.create(dir, mode = "0700")
@@ -61,7 +65,7 @@ workers <- function(n = NULL, memory = NULL, socket = NULL, seed = NULL, sync = 
   command <- c(file.path(R.home("bin"), "Rscript"), "-e", "kura:::serve_managed()", "{socket}", fn_file)
   started <- tryCatch(
     {
-      .kura$dispatcher <- .Call(C_kura_dispatcher_start, socket, n, cap, command)
+      .kura$dispatcher <- .Call(C_kura_dispatcher_start, socket, n, cap, command, as.integer(window))
       .kura$client <- .Call(C_kura_client_connect, socket)
       TRUE
     },

@@ -25,7 +25,7 @@ const R_CallMethodDef kCallMethods[] = {
     {"kura_use_bit64", routine(&kura_use_bit64), 1},
     {"kura_session_start", routine(&kura_session_start), 2},
     {"kura_region_directory", routine(&kura_region_directory), 0},
-    {"kura_dispatcher_start", routine(&kura_dispatcher_start), 4},
+    {"kura_dispatcher_start", routine(&kura_dispatcher_start), 5},
     {"kura_dispatcher_stop", routine(&kura_dispatcher_stop), 1},
     {"kura_dispatcher_log", routine(&kura_dispatcher_log), 1},
     {"kura_client_connect", routine(&kura_client_connect), 1},

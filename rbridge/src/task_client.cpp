@@ -185,7 +185,7 @@ bool feed_content(XXH3_state_t* st, SEXP x, int depth) {
 
 extern "C" {
 
-SEXP kura_dispatcher_start(SEXP socket, SEXP workers, SEXP memory, SEXP command) {
+SEXP kura_dispatcher_start(SEXP socket, SEXP workers, SEXP memory, SEXP command, SEXP window) {
   return entry([&]() -> SEXP {
     ipc::DispatcherOptions o;
     o.socket_path = string_arg(socket, "the socket");
@@ -195,6 +195,9 @@ SEXP kura_dispatcher_start(SEXP socket, SEXP workers, SEXP memory, SEXP command)
     const double cap = number_arg(memory, "the byte cap");
     if (cap < 0 || cap > 9.0e18) fail("kura: the byte cap must be a number of bytes, 0 for none");
     o.memory = static_cast<std::uint64_t>(cap);
+    const double w = number_arg(window, "the worker window");
+    if (w < 1 || w > 1024) fail("kura: the worker window must be in 1..1024");
+    o.worker_window = static_cast<std::uint32_t>(w);
     if (TYPEOF(command) != STRSXP) fail("kura: the worker command must be a character vector");
     for (R_xlen_t i = 0; i < XLENGTH(command); ++i)
       o.worker_command.emplace_back(CHAR(STRING_ELT(command, i)));

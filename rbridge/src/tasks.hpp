@@ -10,9 +10,10 @@ extern "C" {
 // Starts a dispatcher on a thread of this session listening at `socket`,
 // keeping `workers` processes of `command` (a character vector in which
 // "{socket}" is replaced) running, with a cap of `memory` bytes on queued
-// payload (0: none). Returns an external pointer; the dispatcher stops when
+// payload (0: none), each worker holding up to `window` tasks
+// (DispatcherOptions::worker_window). Returns an external pointer; the dispatcher stops when
 // it is collected or given to kura_dispatcher_stop.
-SEXP kura_dispatcher_start(SEXP socket, SEXP workers, SEXP memory, SEXP command);
+SEXP kura_dispatcher_start(SEXP socket, SEXP workers, SEXP memory, SEXP command, SEXP window);
 SEXP kura_dispatcher_stop(SEXP dispatcher);
 // The dispatcher's last log lines (at most 200), oldest first.
 SEXP kura_dispatcher_log(SEXP dispatcher);

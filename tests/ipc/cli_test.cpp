@@ -74,8 +74,17 @@ TEST_CASE("kura dispatcher, status and submit from the command line", "[ipc][mul
   CHECK(s["workers"].size() == 2);
   CHECK(s["queued_bytes"]["cap"] == 1048576);
   CHECK(s["completed"].get<int>() >= 5);
+  CHECK(s["waiting_on_workers"] == 0);
   auto plain = kura_cli({"status", "--socket", dir.socket()});
   CHECK(plain.out.find("PID") != std::string::npos);
+  CHECK(plain.out.find("0 waiting on workers") != std::string::npos);
+  // A worker window must be 1 to 1024 tasks.
+  for (const char* bad : {"0", "1025", "x"}) {
+    auto refused = kura_cli({"dispatcher", "--socket", dir.dir() + "/other.sock", "--window", bad});
+    INFO("--window " << bad << ": " << refused.err);
+    CHECK(refused.code == 2);
+    CHECK(refused.err.find("--window") != std::string::npos);
+  }
 
   auto nobody = kura_cli({"status", "--socket", dir.dir() + "/none.sock"});
   CHECK(nobody.code == 3);  // not found: nobody listens there

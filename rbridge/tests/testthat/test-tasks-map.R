@@ -19,6 +19,26 @@ test_that("task_map() gives results in input order, over elements and data frame
   }, 2)
 })
 
+test_that("a worker window runs task_map() in input order, and a task behind a long one moves", {
+  with_workers(function() {
+    out <- task_map(1:200, global(function(i) i * 2))
+    expect_identical(out, as.list(as.double(1:200 * 2)))
+    # One worker holds the long task and the short one sent behind it; once
+    # the other worker is idle, the short one is taken back and runs there.
+    long <- task(function() Sys.sleep(60))
+    wait_for(function() status()$counters[["executing"]] == 1, 60, "the long task to run")
+    held <- task(function() Sys.sleep(60))
+    wait_for(function() status()$counters[["executing"]] == 2, 60, "the second long task to run")
+    short <- task(function() "done")
+    wait_for(function() status()$counters[["waiting_on_workers"]] == 1, 60, "a task to wait on a worker")
+    cancel(held)
+    expect_identical(short[], "done")
+    expect_identical(status()$counters[["executing"]], 1)
+    cancel(long)
+  }, 2, window = 4)
+  expect_error(workers(1, window = 0), "`window` must be a whole number")
+})
+
 test_that("task_map() stops at the first error, cancelling the tasks in flight", {
   with_workers(function() {
     started <- Sys.time()
