@@ -23,7 +23,7 @@ make_cluster <- function(n) {
   reg.finalizer(state, stop_cluster_state, onexit = TRUE)
   ok <- tryCatch(
     {
-      state$dispatcher <- .Call(C_kura_dispatcher_start, socket, n, 0, command)
+      state$dispatcher <- .Call(C_kura_dispatcher_start, socket, n, 0, command, 1L)
       state$client <- .Call(C_kura_client_connect, socket)
       TRUE
     },
