@@ -272,6 +272,9 @@ add("kura tasks: column means of a 5 x 5e6 data frame sent from the session", me
 ), note = "new data each run: shared (200 MB written), then names")
 add("kura tasks: the same column means, the data frame sent again", measure(function() task_map(df, mean)),
     note = "shared once before: hashed, then names")
+workers(2, window = 16)
+add("kura tasks: the same task_map(), each worker holding up to 16 tasks (workers(window = 16))",
+    measure(function() task_map(seq_len(10000), function(i) i)))
 workers(0)
 if (have_mirai) {
   mirai::daemons(2)
