@@ -204,7 +204,9 @@ struct DispatcherProc {
                                      "--memory",
                                      kMemoryCap,
                                      "--heartbeat-timeout",
-                                     std::to_string(kHeartbeatTimeoutMs)};
+                                     std::to_string(kHeartbeatTimeoutMs),
+                                     "--window",
+                                     window()};
     if (!worker_command.empty()) {
       argv.push_back("--worker-command");
       argv.push_back(worker_command);
@@ -219,6 +221,9 @@ struct DispatcherProc {
     }
     die("the dispatcher did not listen within 30 s; see " + log);
   }
+  // Every other incarnation sends workers tasks to wait behind the one
+  // they run (kura dispatcher --window), the first not.
+  std::string window() const { return incarnation % 2 == 0 ? "4" : "1"; }
   std::string tail_logs() const {
     std::string out;
     for (int i = 1; i <= incarnation; ++i) {
@@ -1157,7 +1162,7 @@ int Soak::judge() {
   std::printf("kura soak: %.0f s asked, %.1f s run; %" PRIu64
               " tasks by %d clients (%d threads, %d processes); one `kura dispatcher` process, %u workers, "
               "--memory %s, "
-              "--heartbeat-timeout %d\n\n",
+              "--heartbeat-timeout %d, --window 1 (4 after the first restart, 1 after the next)\n\n",
               cfg_.seconds, run_s_, total, kClients, kThreadClients, kClients - kThreadClients, kWorkers,
               kMemoryCap, kHeartbeatTimeoutMs);
   auto header = [](const char* first) {
