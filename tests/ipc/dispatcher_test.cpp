@@ -30,14 +30,6 @@ bool exists_region(const std::string& name) {
   return ::lstat(shm_path(name).c_str(), &st) == 0;
 }
 
-double number(const ipc::TaskResult& r) {
-  REQUIRE(r.ok());
-  auto xs = r.value().array<Dtype::kF64>();
-  REQUIRE(xs.is_ok());
-  REQUIRE(xs->size() == 1);
-  return (*xs)[0];
-}
-
 }  // namespace
 
 TEST_CASE("one worker runs tasks in the order they were submitted", "[ipc][multiprocess]") {

@@ -164,6 +164,15 @@ inline ipc::Arg num(double x) {
   return ipc::Arg::copy(Value::f64({x}));
 }
 
+// The one f64 of an ok result.
+inline double number(const ipc::TaskResult& r) {
+  REQUIRE(r.ok());
+  auto xs = r.value().array<Dtype::kF64>();
+  REQUIRE(xs.is_ok());
+  REQUIRE(xs->size() == 1);
+  return (*xs)[0];
+}
+
 // The payload size of a submit of sleep(x): every number gives the same.
 inline std::uint64_t sleep_payload() {
   auto probe = ipc::detail::encode_submit(call("sleep", {num(0.0)}), 1, {});

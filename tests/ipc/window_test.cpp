@@ -17,9 +17,14 @@ using namespace std::chrono_literals;
 
 namespace {
 
-void window_of(ipc::DispatcherOptions& o, std::uint32_t n) {
-  o.worker_window = n;
-}
+// A dispatcher whose one managed worker holds up to 4 tasks, and a client.
+struct OneWorker {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d{dir, 1, [](ipc::DispatcherOptions& o) { o.worker_window = 4; }};
+  std::unique_ptr<ipc::Client> c = connect(d.socket());
+  OneWorker() { wait_workers(*c, 1); }
+};
 
 // Submits `c` and returns its id.
 ipc::TaskId submit(ipc::Client& client, const ipc::Call& c, const ipc::TaskOptions& o = {}) {
@@ -33,14 +38,6 @@ ipc::TaskResult result_of(ipc::Client& c, ipc::TaskId id) {
   auto r = c.wait_for(id, 30s);
   REQUIRE(r.has_value());
   return std::move(*r);
-}
-
-double number(const ipc::TaskResult& r) {
-  REQUIRE(r.ok());
-  auto a = r.value().array<Dtype::kF64>();
-  REQUIRE(a.is_ok());
-  REQUIRE(a->size() == 1);
-  return (*a)[0];
 }
 
 // Waits until the one worker runs one task and `n` wait behind it.
@@ -57,17 +54,14 @@ void wait_behind(ipc::Client& c, std::uint64_t n) {
 
 TEST_CASE("a task waiting on a worker behind a long one is taken back for a worker that is idle",
           "[ipc][multiprocess]") {
-  ShmGuard guard;
-  SocketDir dir;
-  EmbeddedDispatcher d(dir, 1, [](ipc::DispatcherOptions& o) { window_of(o, 4); });
-  auto c = connect(d.socket());
-  wait_workers(*c, 1);
+  OneWorker one;
+  auto& c = one.c;
   const ipc::TaskId long_task = submit(*c, call("sleep", {num(60)}));
   const ipc::TaskId behind = submit(*c, call("echo", {num(7)}));
   wait_behind(*c, 1);
   // Nothing else can run it while the long task runs.
   CHECK_FALSE(c->wait_for(behind, 200ms).has_value());
-  Process second({kKura, "worker", "--connect", d.socket()});
+  Process second({kKura, "worker", "--connect", one.d.socket()});
   ipc::TaskResult r = result_of(*c, behind);
   CHECK(number(r) == 7);
   auto s = status_of(*c);
@@ -83,11 +77,8 @@ TEST_CASE("a task waiting on a worker behind a long one is taken back for a work
 }
 
 TEST_CASE("a task cancelled while it waits on a worker ends at once and never runs", "[ipc][multiprocess]") {
-  ShmGuard guard;
-  SocketDir dir;
-  EmbeddedDispatcher d(dir, 1, [](ipc::DispatcherOptions& o) { window_of(o, 4); });
-  auto c = connect(d.socket());
-  wait_workers(*c, 1);
+  OneWorker one;
+  auto& c = one.c;
   const ipc::TaskId long_task = submit(*c, call("sleep", {num(60)}));
   const ipc::TaskId first = submit(*c, call("echo", {num(1)}));
   const ipc::TaskId second = submit(*c, call("echo", {num(2)}));
@@ -106,11 +97,8 @@ TEST_CASE("a task cancelled while it waits on a worker ends at once and never ru
 
 TEST_CASE("a worker lost with tasks waiting on it: each is retried or ends worker-lost, once",
           "[ipc][multiprocess]") {
-  ShmGuard guard;
-  SocketDir dir;
-  EmbeddedDispatcher d(dir, 1, [](ipc::DispatcherOptions& o) { window_of(o, 4); });
-  auto c = connect(d.socket());
-  wait_workers(*c, 1);
+  OneWorker one;
+  auto& c = one.c;
   const std::int64_t pid = status_of(*c).workers.at(0).pid;
   const ipc::TaskId long_task = submit(*c, call("sleep", {num(60)}));
   ipc::TaskOptions again;
@@ -137,7 +125,7 @@ TEST_CASE("a worker lost with tasks waiting on it: each is retried or ends worke
 TEST_CASE("a worker that gives back a task it was not asked for is dropped", "[ipc][multiprocess]") {
   ShmGuard guard;
   SocketDir dir;
-  EmbeddedDispatcher d(dir, 0, [](ipc::DispatcherOptions& o) { window_of(o, 4); });
+  EmbeddedDispatcher d(dir, 0, [](ipc::DispatcherOptions& o) { o.worker_window = 4; });
   auto c = connect(d.socket());
   RawPeer fake(d.socket());
   fake.hello_worker({"fake"});
