@@ -15,7 +15,8 @@ void Dispatcher::Core::sent_push(Worker& w, detail::TaskKey key, std::uint64_t o
 
 bool Dispatcher::Core::sent_erase(Worker& w, std::vector<Worker::Sent>::iterator it) {
   const bool first = it == w.sent.begin();
-  if (it->revoking) {
+  // `revoking` counts those behind the first only.
+  if (it->revoking && !first) {
     KURA_CHECK(revoking > 0);
     --revoking;
   }
@@ -25,6 +26,12 @@ bool Dispatcher::Core::sent_erase(Worker& w, std::vector<Worker::Sent>::iterator
   } else {
     KURA_CHECK(waiting_on_workers > 0);
     --waiting_on_workers;
+    // Asked back and the first now: it waits behind no task, and an idle
+    // worker is not kept for it.
+    if (first && w.sent.front().revoking) {
+      KURA_CHECK(revoking > 0);
+      --revoking;
+    }
     // A region reported before the first task it holds was sent (the
     // oldest) cannot be mistaken for one of theirs any more.
     const std::uint64_t oldest = w.sent.front().since_ns;
@@ -34,8 +41,8 @@ bool Dispatcher::Core::sent_erase(Worker& w, std::vector<Worker::Sent>::iterator
 }
 
 void Dispatcher::Core::sent_clear(Worker& w) {
-  for (const Worker::Sent& s : w.sent) {
-    if (!s.revoking) continue;
+  for (std::size_t i = 1; i < w.sent.size(); ++i) {
+    if (!w.sent[i].revoking) continue;
     KURA_CHECK(revoking > 0);
     --revoking;
   }

@@ -112,7 +112,7 @@ TEST_CASE("with worker windows every task ends once with an outcome it may have 
       case ipc::Outcome::kWorkerLost: ++lost; break;
       default: FAIL("an outcome no task here may have");
     }
-    if (done % 200 == 0) {
+    if (done % 200 == 0 && done < kTasks) {
       for (const auto& w : status_of(*c).workers) {
         if (killed.insert(w.pid).second) {
           ::kill(static_cast<pid_t>(w.pid), SIGKILL);
@@ -125,7 +125,7 @@ TEST_CASE("with worker windows every task ends once with an outcome it may have 
   INFO("ok " << ok << ", cancelled " << cancelled << ", timed out " << timed_out << ", worker-lost " << lost
              << ", kills " << kills << ", clients that left " << leavers);
   CHECK(ok + cancelled + timed_out + lost == kTasks);
-  CHECK(kills >= kTasks / 200 - 1);
+  CHECK(kills >= kTasks / 200 - 2);
   // Back at rest: nothing queued, running or waiting on a worker, and every
   // worker idle (none held by a task the dispatcher forgot).
   eventually(
@@ -143,6 +143,7 @@ TEST_CASE("with worker windows every task ends once with an outcome it may have 
   // And it still works.
   auto last = c->wait_for(c->submit(call("echo", {num(-1)})).value(), 30s);
   REQUIRE(last.has_value());
+  INFO(last->describe());
   CHECK(last->ok());
 }
 

@@ -290,3 +290,52 @@ TEST_CASE("a cancel of a task a worker no longer holds does not undo the cancel 
   host.join();  // its dispatcher went away
   ::sigaction(SIGUSR2, &old, nullptr);
 }
+
+TEST_CASE("a task asked back too late and started does not keep other waiting tasks from an idle worker",
+          "[ipc][multiprocess]") {
+  ShmGuard guard;
+  SocketDir dir;
+  EmbeddedDispatcher d(dir, 0, [](ipc::DispatcherOptions& o) { window_of(o, 2); });
+  auto c = connect(d.socket());
+  auto done = ipc::detail::encode_result(ipc::Outcome::kOk, "", "", nullptr);
+  REQUIRE(done.is_ok());
+  // Hand-driven workers: x holds two tasks, y one (no kFeatureQueue).
+  RawPeer x(d.socket());
+  x.hello_worker({"fake"});
+  REQUIRE(x.next_of(ipc::FrameType::kWelcome).has_value());
+  const ipc::TaskId a = submit(*c, call("fake"));
+  submit(*c, call("fake"));
+  auto task_a = x.next_of(ipc::FrameType::kTask);
+  auto task_b = x.next_of(ipc::FrameType::kTask);
+  REQUIRE(task_a.has_value());
+  REQUIRE(task_b.has_value());
+  RawPeer y(d.socket());
+  {
+    ipc::detail::Hello h{"worker", ::getpid(), 0, 0, {"fake"}};
+    h.features &= ~std::uint64_t{ipc::detail::kFeatureQueue};
+    auto bytes = ipc::detail::encode_hello(h);
+    REQUIRE(bytes.is_ok());
+    y.frame(ipc::FrameType::kHello, 0, *bytes);
+  }
+  REQUIRE(y.next_of(ipc::FrameType::kWelcome).has_value());
+  // y is idle: the second task is asked back, but x has started it already
+  // (it ignores the revoke) and reports the first.
+  auto revoke = x.next_of(ipc::FrameType::kRevoke);
+  REQUIRE(revoke.has_value());
+  CHECK(revoke->header.id == task_b->header.id);
+  x.frame(ipc::FrameType::kDone, task_a->header.id, *done);
+  CHECK(result_of(*c, a).ok());
+  // y takes the next; the one after waits on x behind the second.
+  submit(*c, call("fake"));
+  REQUIRE(y.next_of(ipc::FrameType::kTask).has_value());
+  submit(*c, call("fake"));
+  auto task_d = x.next_of(ipc::FrameType::kTask);
+  REQUIRE(task_d.has_value());
+  // A worker comes idle: the task waiting on x is asked back for it.
+  RawPeer z(d.socket());
+  z.hello_worker({"fake"});
+  REQUIRE(z.next_of(ipc::FrameType::kWelcome).has_value());
+  auto second_revoke = x.next_of(ipc::FrameType::kRevoke, 10000);
+  REQUIRE(second_revoke.has_value());
+  CHECK(second_revoke->header.id == task_d->header.id);
+}
