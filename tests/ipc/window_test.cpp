@@ -339,3 +339,18 @@ TEST_CASE("a task asked back too late and started does not keep other waiting ta
   REQUIRE(second_revoke.has_value());
   CHECK(second_revoke->header.id == task_d->header.id);
 }
+
+TEST_CASE("a worker window over the most a dispatcher takes is refused at start", "[ipc]") {
+  SocketDir dir;
+  ipc::DispatcherOptions o;
+  o.socket_path = dir.socket();
+  // Slots for each worker are made room for as it connects.
+  o.worker_window = std::uint32_t{1} << 31;
+  auto d = ipc::Dispatcher::start(o);
+  REQUIRE_FALSE(d.is_ok());
+  CHECK(d.status().code() == Code::kInvalidArgument);
+  CHECK_THAT(d.status().message(), Catch::Contains("worker_window"));
+  o.worker_window = ipc::kMaxWorkerWindow;
+  auto most = ipc::Dispatcher::start(o);
+  CHECK(most.is_ok());
+}
