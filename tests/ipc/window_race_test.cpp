@@ -33,11 +33,12 @@ TEST_CASE("with worker windows every task ends once with an outcome it may have 
           "[ipc][multiprocess]") {
   ShmGuard guard;
   SocketDir dir;
-  EmbeddedDispatcher d(dir, 3, [](ipc::DispatcherOptions& o) { o.worker_window = 4; });
+  const std::uint32_t window = GENERATE(2u, 8u);
+  EmbeddedDispatcher d(dir, 3, [&](ipc::DispatcherOptions& o) { o.worker_window = window; });
   auto c = connect(d.socket());
   wait_workers(*c, 3);
   const std::uint64_t seed = std::random_device{}();
-  INFO("seed " << seed);
+  INFO("seed " << seed << ", window " << window);
   std::mt19937_64 rng(seed);
   auto chance = [&](int percent) { return static_cast<int>(rng() % 100) < percent; };
 
