@@ -6,12 +6,15 @@
 // rest.
 #include <signal.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "ipc_util.hpp"
+#include "objects_util.hpp"
 #include "shm_guard.hpp"
 
 using namespace kura;
@@ -37,6 +40,28 @@ TEST_CASE("with worker windows every task ends once with an outcome it may have 
   EmbeddedDispatcher d(dir, 3, [&](ipc::DispatcherOptions& o) { o.worker_window = window; });
   auto c = connect(d.socket());
   wait_workers(*c, 3);
+  // Set-up calls all along, from a client of their own: a worker with
+  // tasks takes no more until it ran the call after them.
+  std::atomic<bool> stop_setups{false};
+  std::atomic<int> setups{0};
+  // Each from a client that then leaves: the dispatcher keeps a client's
+  // calls while it is connected, up to a bound.
+  std::thread setter([&] {
+    while (!stop_setups.load()) {
+      auto sc = ipc::Client::connect(d.socket());
+      if (!sc.is_ok()) return;
+      (void)(*sc)->everywhere(call("echo", {num(0)}));
+      ++setups;
+    }
+  });
+  struct Joined {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Joined() {
+      stop.store(true);
+      if (t.joinable()) t.join();
+    }
+  } joined{stop_setups, setter};
   const std::uint64_t seed = std::random_device{}();
   INFO("seed " << seed << ", window " << window);
   std::mt19937_64 rng(seed);
@@ -123,8 +148,12 @@ TEST_CASE("with worker windows every task ends once with an outcome it may have 
       }
     }
   }
+  stop_setups.store(true);
+  setter.join();
   INFO("ok " << ok << ", cancelled " << cancelled << ", timed out " << timed_out << ", worker-lost " << lost
-             << ", kills " << kills << ", clients that left " << leavers);
+             << ", kills " << kills << ", clients that left " << leavers << ", set-up calls "
+             << setups.load());
+  CHECK(setups.load() > 0);
   CHECK(ok + cancelled + timed_out + lost == kTasks);
   CHECK(kills >= kTasks / 200 - 2);
   // Back at rest: nothing queued, running or waiting on a worker, and every
@@ -140,7 +169,9 @@ TEST_CASE("with worker windows every task ends once with an outcome it may have 
         return true;
       },
       30s, "3 idle workers and no task left");
-  CHECK(status_of(*c).completed == static_cast<std::uint64_t>(kTasks));
+  auto rest = status_of(*c);
+  CHECK(rest.completed == static_cast<std::uint64_t>(kTasks));
+  CHECK(rest.workers_dropped == 0);  // none broke the protocol
   // And it still works.
   auto last = c->wait_for(c->submit(call("echo", {num(-1)})).value(), 30s);
   REQUIRE(last.has_value());
@@ -181,4 +212,42 @@ TEST_CASE("a set-up call runs on a worker after the tasks waiting on it and befo
   auto s = status_of(*c);
   CHECK(s.workers_dropped == 0);
   CHECK(s.cumulative == 2);
+}
+
+TEST_CASE("a remote worker with tasks waiting on it pulls and pushes for each as it runs it",
+          "[ipc][multiprocess][tcp][objects]") {
+  ShmGuard guard;
+  SocketDir dir;
+  RemoteDir remote;
+  const std::string secret = make_secret(dir);
+  EmbeddedDispatcher d(dir, 0, [&](ipc::DispatcherOptions& o) {
+    on_loopback(secret)(o);
+    o.worker_window = 4;
+  });
+  auto worker = remote_worker(remote, d.get().tcp_address(), secret);
+  auto c = connect(d.socket());
+  wait_workers(*c, 1);
+  // Names the worker cannot map: each task pulls its argument when it
+  // runs, and pushes its result (over the inline limit) back.
+  constexpr std::size_t kN = 100000;
+  std::vector<shm::Shared> inputs;
+  for (int j = 0; j < 3; ++j) inputs.push_back(share_f64(kN, 1.0 + j));
+  std::vector<std::pair<ipc::TaskId, double>> sent;
+  for (int k = 1; k <= 12; ++k) {
+    auto id = c->submit(call("scale", {ipc::Arg::ref(inputs[k % 3].name()), num(k)}));
+    REQUIRE(id.is_ok());
+    sent.emplace_back(*id, (1.0 + k % 3) * k);
+  }
+  for (auto [id, want] : sent) {
+    auto r = c->wait_for(id, 60s);
+    REQUIRE(r.has_value());
+    INFO(r->describe() << "\n" << worker->err());
+    REQUIRE(r->ok());
+    CHECK(f64_at(r->value(), 1) == want);
+  }
+  auto s = status_of(*c);
+  CHECK(s.workers_dropped == 0);
+  CHECK(s.cumulative == 1);
+  CHECK(s.pulls >= 3);
+  CHECK(s.pushed_bytes >= 12 * kN * sizeof(double));
 }
