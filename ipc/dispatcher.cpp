@@ -90,6 +90,8 @@ Status Dispatcher::Core::open_loop(bool signals) {
   if (options.hello_timeout_ms == 0) return invalid_argument("hello_timeout_ms is 0");
   if (options.cancel_grace_ms == 0) return invalid_argument("cancel_grace_ms is 0");
   if (options.max_client_backlog == 0) return invalid_argument("max_client_backlog is 0");
+  if (options.worker_window > kMaxWorkerWindow)
+    return invalid_argument("worker_window over " + std::to_string(kMaxWorkerWindow));
   KURA_RETURN_IF_ERROR(pool_command());
   if (!options.trace_path.empty()) {
     KURA_ASSIGN_OR_RETURN(tracer, detail::Tracer::open(options.trace_path));

@@ -85,14 +85,19 @@ struct Dispatcher::Core {
       detail::TaskKey key = 0;
       std::uint64_t owner = 0;         // the task's owner
       std::uint64_t stop_sent_ms = 0;  // when it was told to stop the task, or 0
-      // From when it may run: sent, or the report of the task before it
-      // (wall_ns); a region it wrote before this is not this task's.
+      // When it was sent (wall_ns): a region it wrote before is not this
+      // task's. The worker may start it before the dispatcher reads the
+      // report of the task before it.
       std::uint64_t since_ns = 0;
       bool revoking = false;  // asked back (kRevoke), no answer yet
     };
     // Its tasks in the order sent, which is the order it runs them: the
     // first is the one it runs (DispatcherOptions::worker_window).
     std::vector<Sent> sent;
+    // Result regions named in its reports, with when each was read
+    // (wall_ns), while a task sent before that read is still in `sent`:
+    // they are their clients', not a result it never reported.
+    std::vector<std::pair<std::string, std::uint64_t>> reported;
     std::uint32_t slots = 1;           // the most tasks it holds at once
     std::uint64_t running_owner = 0;   // the owner of the set-up call it runs
     std::uint64_t setup_running = 0;   // the set-up call it runs, or 0
@@ -200,7 +205,7 @@ struct Dispatcher::Core {
   void send_result_to(detail::Connection* conn, std::uint64_t client_task, Outcome outcome,
                       const std::string& message);
   void worker_lost(std::uint64_t id, Worker& w, const std::string& why);
-  void remove_unsent_result(std::uint64_t owner, std::uint64_t since_ns, std::int64_t worker_pid);
+  void remove_unsent_result(const Worker& w);
 
   // window.cpp: tasks sent to wait on a worker behind the one it runs
   // (DispatcherOptions::worker_window). Every change to Worker::sent goes

@@ -253,6 +253,7 @@ void Dispatcher::Core::on_done(std::uint64_t id, Worker& w, Frame&& f) {
     return drop(w.conn, "done: a result region of another owner");
   const TaskKey key = f.header.id;
   // The first ran; another was cancelled before it started.
+  if (!msg->name.empty() && w.sent.size() > 1) w.reported.emplace_back(msg->name, detail::wall_ns());
   const bool ran = sent_erase(w, sent);
   if (ran) {
     end_transfers(w, msg->name);
@@ -299,9 +300,14 @@ void Dispatcher::Core::worker_lost(std::uint64_t id, Worker& w, const std::strin
   if (w.running_owner != 0 && !stopping) prune_owner(w.running_owner, 0);
   if (!w.sent.empty() && !stopping) {
     const Worker::Sent& first = w.sent.front();
-    if (tasks.count(first.key) != 0) remove_unsent_result(first.owner, first.since_ns, w.pid);
+    if (tasks.count(first.key) != 0) remove_unsent_result(w);
+    // Each owner once: a prune reads the whole region directory.
+    std::vector<std::uint64_t> owners;
     for (const Worker::Sent& s : w.sent)
-      if (s.owner != 0 && s.owner != w.running_owner) prune_owner(s.owner, 0);
+      if (s.owner != 0 && s.owner != w.running_owner &&
+          std::find(owners.begin(), owners.end(), s.owner) == owners.end())
+        owners.push_back(s.owner);
+    for (std::uint64_t owner : owners) prune_owner(owner, 0);
   }
   // The last sent first: those retried keep their order at the front.
   const std::vector<Worker::Sent> sent = w.sent;
@@ -329,21 +335,23 @@ void Dispatcher::Core::worker_lost(std::uint64_t id, Worker& w, const std::strin
 
 // A worker lost while it ran a task may have published the task's result
 // and died before its name reached the dispatcher: a region of the task's
-// `owner` that this worker's process wrote since the task could run
-// (`since_ns`). Nobody
-// will ever hear of it, and its owner lives: it is removed here.
-void Dispatcher::Core::remove_unsent_result(std::uint64_t owner, std::uint64_t since_ns,
-                                            std::int64_t worker_pid) {
-  if (worker_pid <= 0 || since_ns == 0) return;
+// owner that this worker's process wrote since the task was sent, and that
+// no report of it named. Nobody will ever hear of it, and its owner lives:
+// it is removed here.
+void Dispatcher::Core::remove_unsent_result(const Worker& w) {
+  const Worker::Sent& first = w.sent.front();
+  if (w.pid <= 0 || first.since_ns == 0) return;
   auto regions = shm::list();
   if (!regions) return;
   for (const shm::RegionInfo& r : *regions) {
-    if (r.owner != owner) continue;
+    if (r.owner != first.owner) continue;
+    if (std::any_of(w.reported.begin(), w.reported.end(), [&](const auto& n) { return n.first == r.name; }))
+      continue;
     auto m = shm::map(r.name);
     if (!m) continue;
     const RegionHeader& h = m->region().header();
-    if (static_cast<std::int64_t>(h.creator_pid) == worker_pid && h.created_ns >= since_ns) {
-      log("removed " + r.name + ", a result its worker (pid " + std::to_string(worker_pid) +
+    if (static_cast<std::int64_t>(h.creator_pid) == w.pid && h.created_ns >= first.since_ns) {
+      log("removed " + r.name + ", a result its worker (pid " + std::to_string(w.pid) +
           ") wrote but never reported");
       (void)shm::remove(r.name);
     }

@@ -15,21 +15,43 @@ void Dispatcher::Core::sent_push(Worker& w, detail::TaskKey key, std::uint64_t o
 
 bool Dispatcher::Core::sent_erase(Worker& w, std::vector<Worker::Sent>::iterator it) {
   const bool first = it == w.sent.begin();
-  if (it->revoking) --revoking;
+  // `revoking` counts those behind the first only.
+  if (it->revoking && !first) {
+    KURA_CHECK(revoking > 0);
+    --revoking;
+  }
   w.sent.erase(it);
-  if (!w.sent.empty()) {
+  if (w.sent.empty()) {
+    w.reported.clear();
+  } else {
+    KURA_CHECK(waiting_on_workers > 0);
     --waiting_on_workers;
-    // The next may run from now on; what the worker wrote before was not its.
-    if (first) w.sent.front().since_ns = detail::wall_ns();
+    // Asked back and the first now: it waits behind no task, and an idle
+    // worker is not kept for it.
+    if (first && w.sent.front().revoking) {
+      KURA_CHECK(revoking > 0);
+      --revoking;
+    }
+    // A region reported before the first task it holds was sent (the
+    // oldest) cannot be mistaken for one of theirs any more.
+    const std::uint64_t oldest = w.sent.front().since_ns;
+    std::erase_if(w.reported, [&](const auto& r) { return r.second < oldest; });
   }
   return first;
 }
 
 void Dispatcher::Core::sent_clear(Worker& w) {
-  for (const Worker::Sent& s : w.sent)
-    if (s.revoking) --revoking;
-  if (!w.sent.empty()) waiting_on_workers -= w.sent.size() - 1;
+  for (std::size_t i = 1; i < w.sent.size(); ++i) {
+    if (!w.sent[i].revoking) continue;
+    KURA_CHECK(revoking > 0);
+    --revoking;
+  }
+  if (!w.sent.empty()) {
+    KURA_CHECK(waiting_on_workers >= w.sent.size() - 1);
+    waiting_on_workers -= w.sent.size() - 1;
+  }
   w.sent.clear();
+  w.reported.clear();
 }
 
 void Dispatcher::Core::revoke_for_idle() {

@@ -405,8 +405,8 @@ class WorkerLoop {
       }
       case FrameType::kCancel: {
         // Tasks arrive before their cancel, in order, on this one connection:
-        // the mark is enough for a task not started yet, and one that has
-        // finished is not affected.
+        // a task waits here, or the executor took it, or it ended (or was
+        // given back) and is not affected.
         if ((f.header.flags & kFlagSetup) != 0) return;
         const std::uint64_t id = f.header.id;
         std::lock_guard<std::mutex> lock(mu_);
@@ -415,9 +415,16 @@ class WorkerLoop {
         for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
           if (it->id != id || it->setup) continue;
           jobs_.erase(it);
-          conn_->send(FrameType::kDone, 0, id, runner_.error_result(Outcome::kCancelled, "cancelled"));
+          // Not runner_.error_result: the executor's task may be writing
+          // the runner's timing now, and none of it is this task's.
+          auto cancelled = detail::encode_result(Outcome::kCancelled, "cancelled", "", nullptr);
+          conn_->send(FrameType::kDone, 0, id,
+                      cancelled ? std::make_shared<const Bytes>(std::move(cancelled).value()) : nullptr);
           return;
         }
+        // The process has one mark: a cancel of a task that ended must not
+        // take it from the one that runs now.
+        if (!executing_ || running_id_ != id) return;
         detail::mark_cancelled(id);
         remote_.wake();
         return interrupt_locked(id);

@@ -47,6 +47,9 @@
 
 namespace kura::ipc {
 
+// The most DispatcherOptions::worker_window may be.
+inline constexpr std::uint32_t kMaxWorkerWindow = 1024;
+
 struct DispatcherOptions {
   // The socket to listen on, in a directory of this user's with mode 0700.
   // Empty: default_socket_path().
@@ -79,7 +82,10 @@ struct DispatcherOptions {
   // A task sent to wait on a worker may wait there behind a long one while
   // another worker is free, so more than 1 suits many short tasks. A
   // worker is given a second task only when no worker with the function is
-  // idle. Timeouts, cancel and retries act on waiting tasks as on queued ones.
+  // idle. A timeout or a cancel ends a waiting task at once; one whose worker
+  // is lost counts as running there (the dispatcher cannot know it had not
+  // started): it uses up a retry or ends worker-lost.
+  // At most kMaxWorkerWindow (Dispatcher::start says InvalidArgument).
   std::uint32_t worker_window = 1;
   // Cap on the payload bytes of queued tasks; 0: no cap.
   std::uint64_t memory = 0;
