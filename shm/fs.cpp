@@ -274,12 +274,12 @@ void registry_child() noexcept {
 
 }  // namespace
 
-Status close_in_child(int fd) noexcept {
-  static const bool installed = [] {
+// Registered when the library loads (see map_cache.cpp): never while
+// another thread is inside a first use.
+[[maybe_unused]] const int g_fork_handlers =
     ::pthread_atfork(registry_prepare, registry_parent, registry_child);
-    return true;
-  }();
-  (void)installed;
+
+Status close_in_child(int fd) noexcept {
   ForkRegistry& r = fork_registry();
   std::lock_guard<std::mutex> lock(r.mu);
   try {

@@ -74,13 +74,16 @@ void emptied_in_child() noexcept;
 
 // Never destroyed: views may outlive static destruction.
 Cache& cache() {
-  static Cache* c = [] {
-    auto* made = new Cache;
-    ::pthread_atfork(locked_at_fork, unlocked_in_parent, emptied_in_child);
-    return made;
-  }();
+  static Cache* c = new Cache;
   return *c;
 }
+
+// Registered when the library loads, not when the cache is first made: a
+// fork() while another thread was making it would leave the child waiting
+// forever on the half-made cache. Registered, the handler waits for it
+// before the fork.
+[[maybe_unused]] const int g_fork_handlers =
+    ::pthread_atfork(locked_at_fork, unlocked_in_parent, emptied_in_child);
 
 // fork(): the mutex is held across it, so the child sees whole entries; the
 // child starts with an empty cache (its copies of the mappings go with the

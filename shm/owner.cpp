@@ -85,6 +85,13 @@ void forget_owner_in_child() noexcept {
   s.disowned.clear();
 }
 
+// Registered when the library loads, not at the first owner: a fork() while
+// another thread made the first owner (holding the mutex) would otherwise
+// leave the child's mutex held for good. Before a fork, the state is made
+// whole (a first use on another thread finishes first).
+[[maybe_unused]] const int g_fork_handlers =
+    ::pthread_atfork([] { (void)owner_state(); }, nullptr, forget_owner_in_child);
+
 // Creates a new owner and its lease, born locked: the lease is made under a
 // private temporary name, locked, and only then linked into place, so no
 // other process ever sees it unlocked.
@@ -204,7 +211,6 @@ Result<std::uint64_t> process_owner() noexcept {
     if (!s.at_exit_registered) {
       s.at_exit_registered = true;
       std::atexit([] { clean_up_at_exit(); });
-      ::pthread_atfork(nullptr, nullptr, forget_owner_in_child);
     }
     return owner;
   });
