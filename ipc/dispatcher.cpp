@@ -371,9 +371,9 @@ void Dispatcher::Core::on_hello(std::uint64_t peer, Newcomer& n, const Frame& f)
       fns.push_back(scheduler.intern(name));
       announced.insert(fns.back());
     }
-    w.slots =
+    const std::uint32_t slots =
         (h->features & detail::kFeatureQueue) != 0 ? std::max<std::uint32_t>(1, options.worker_window) : 1;
-    scheduler.add_worker(peer, std::move(fns), w.slots);
+    scheduler.add_worker(peer, std::move(fns), slots);
     if (cumulative++ == 0) end_unknown_functions();
     for (std::uint64_t s : setup_order) {
       w.setups.push_back(s);

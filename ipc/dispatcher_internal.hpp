@@ -98,8 +98,7 @@ struct Dispatcher::Core {
     // (wall_ns), while a task sent before that read is still in `sent`:
     // they are their clients', not a result it never reported.
     std::vector<std::pair<std::string, std::uint64_t>> reported;
-    std::uint32_t slots = 1;           // the most tasks it holds at once
-    std::uint64_t running_owner = 0;   // the owner of the set-up call it runs
+    std::uint64_t setup_owner = 0;     // the owner of the set-up call it runs
     std::uint64_t setup_running = 0;   // the set-up call it runs, or 0
     std::deque<std::uint64_t> setups;  // set-up calls still to run, by id
     bool ready = false;                // its set-up calls ran once: it took tasks

@@ -285,11 +285,8 @@ void Scheduler::task_finished(TaskKey t) {
 // --- workers -------------------------------------------------------------------
 
 void Scheduler::unlist(Worker& w) {
-  if (w.counted) {
-    w.counted = false;
-    --idle_count_;
-  }
   if (!w.listed) return;
+  if (!w.in_room) --idle_count_;
   for (std::size_t i = 0; i < w.fns.size(); ++i) {
     Fn& f = fns_[w.fns[i]];
     IdleList& l = w.in_room ? f.room : f.idle;
@@ -313,10 +310,7 @@ void Scheduler::relist(Worker& w) {
     w.places.push_back(l.insert(l.end(), &w));
   }
   w.listed = true;
-  if (w.idle()) {
-    w.counted = true;
-    ++idle_count_;
-  }
+  if (!w.in_room) ++idle_count_;
   // A function whose first worker is `w` now may be ready, or ranked anew.
   for (std::size_t i = 0; i < w.fns.size(); ++i) {
     Fn& f = fns_[w.fns[i]];

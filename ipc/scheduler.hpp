@@ -220,8 +220,7 @@ class Scheduler {
     std::uint32_t taken = 0;  // tasks sent and not reported (running, or removed since)
     bool held = true;
     bool listed = false;                     // in its functions' idle or room lists
-    bool in_room = false;                    // listed: in the room lists
-    bool counted = false;                    // counted in idle_count_
+    bool in_room = false;                    // listed: in the room lists (else idle, counted in idle_count_)
     std::uint64_t idle_seq = 0;              // when it was listed: smaller is longer
     std::vector<IdleList::iterator> places;  // while listed: its place in each function's list
     std::vector<TaskKey> running;            // stored tasks running on it, by start

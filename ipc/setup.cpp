@@ -53,11 +53,11 @@ void Dispatcher::Core::worker_ready(std::uint64_t id, Worker& w) {
       continue;
     }
     w.setup_running = sid;
-    w.running_owner = s->second.owner;
+    w.setup_owner = s->second.owner;
     w.conn->send(FrameType::kTask, kFlagSetup, sid, s->second.payload);
     return;
   }
-  w.running_owner = 0;
+  w.setup_owner = 0;
   if (!w.ready) {
     w.ready = true;
     if (ManagedWorker* m = managed_by_token(w.token)) m->ready = true;
@@ -70,7 +70,7 @@ void Dispatcher::Core::on_setup_done(std::uint64_t id, Worker& w, const detail::
                                      std::uint64_t sid) {
   if (w.setup_running == 0 || w.setups.empty() || sid != w.setup_running || w.setups.front() != sid)
     return drop(w.conn, "done: a set-up call it was not given");
-  const std::uint64_t owner = w.running_owner;
+  const std::uint64_t owner = w.setup_owner;
   if (!msg.name.empty() && !of_owner(msg.name, owner))
     return drop(w.conn, "done: a set-up call's result region of another owner");
   w.setups.pop_front();

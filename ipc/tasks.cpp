@@ -297,14 +297,14 @@ void Dispatcher::Core::worker_lost(std::uint64_t id, Worker& w, const std::strin
   if (ManagedWorker* m = managed_by_token(w.token)) m->peer = 0;
   end_transfers(w, "");
   setups_of_lost_worker(id, w);
-  if (w.running_owner != 0 && !stopping) prune_owner(w.running_owner, 0);
+  if (w.setup_owner != 0 && !stopping) prune_owner(w.setup_owner, 0);
   if (!w.sent.empty() && !stopping) {
     const Worker::Sent& first = w.sent.front();
     if (tasks.count(first.key) != 0) remove_unsent_result(w);
     // Each owner once: a prune reads the whole region directory.
     std::vector<std::uint64_t> owners;
     for (const Worker::Sent& s : w.sent)
-      if (s.owner != 0 && s.owner != w.running_owner &&
+      if (s.owner != 0 && s.owner != w.setup_owner &&
           std::find(owners.begin(), owners.end(), s.owner) == owners.end())
         owners.push_back(s.owner);
     for (std::uint64_t owner : owners) prune_owner(owner, 0);

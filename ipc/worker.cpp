@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -237,9 +238,6 @@ class WorkerLoop {
     {
       std::lock_guard<std::mutex> lock(mu_);
       // Under the lock: a job that ends after this wakes the loop.
-      // Tasks waiting behind the one that runs are the dispatcher's again
-      // (it retries them or resolves them worker-lost).
-      jobs_.clear();
       waits = loop_waits_for_return_ = executing_;
       if (executing_ && running_id_ != 0) {
         detail::mark_cancelled(running_id_);
@@ -251,6 +249,16 @@ class WorkerLoop {
       options_.log(
           "the function that runs is cancelled (the dispatcher retries its task or resolves it "
           "worker-lost); reconnecting once it returns");
+  }
+
+  // Takes task `id` out of the jobs waiting for the executor; false when it
+  // is not one of them (it runs, ended, or was never sent). REQUIRES: mu_
+  // held.
+  bool take_waiting_locked(std::uint64_t id) {
+    auto it = std::find_if(jobs_.begin(), jobs_.end(), [&](const Job& j) { return j.id == id && !j.setup; });
+    if (it == jobs_.end()) return false;
+    jobs_.erase(it);
+    return true;
   }
 
   // Sends the cancel signal to the thread running task `id`, if it runs
@@ -395,12 +403,8 @@ class WorkerLoop {
         // Given back unstarted, so that an idle worker runs it; one that
         // started (or ended) runs on and reports as usual.
         std::lock_guard<std::mutex> lock(mu_);
-        for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
-          if (it->id != f.header.id || it->setup) continue;
-          jobs_.erase(it);
+        if (take_waiting_locked(f.header.id))
           conn_->send(FrameType::kDone, kFlagRevoked, f.header.id, nullptr);
-          return;
-        }
         return;
       }
       case FrameType::kCancel: {
@@ -412,9 +416,7 @@ class WorkerLoop {
         std::lock_guard<std::mutex> lock(mu_);
         // One that waits here is answered at once, never run. Its kDone is
         // queued under the lock: before any frame of a task after it.
-        for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
-          if (it->id != id || it->setup) continue;
-          jobs_.erase(it);
+        if (take_waiting_locked(id)) {
           // Not runner_.error_result: the executor's task may be writing
           // the runner's timing now, and none of it is this task's.
           auto cancelled = detail::encode_result(Outcome::kCancelled, "cancelled", "", nullptr);
@@ -445,7 +447,9 @@ class WorkerLoop {
       std::lock_guard<std::mutex> lock(mu_);
       running = executing_;
       sender_ = nullptr;
-      if (!reconnects_after(reason)) jobs_.clear();
+      // Tasks waiting behind the one that runs are the dispatcher's again
+      // (it retries them or resolves them worker-lost).
+      jobs_.clear();
     }
     if (reconnects_after(reason)) return on_dropped(reason, why);
     const bool ended_well = goodbye_ || reason == detail::CloseReason::kPeerClosed;

@@ -196,7 +196,8 @@ SEXP kura_dispatcher_start(SEXP socket, SEXP workers, SEXP memory, SEXP command,
     if (cap < 0 || cap > 9.0e18) fail("kura: the byte cap must be a number of bytes, 0 for none");
     o.memory = static_cast<std::uint64_t>(cap);
     const double w = number_arg(window, "the worker window");
-    if (w < 1 || w > 1024) fail("kura: the worker window must be in 1..1024");
+    if (w < 1 || w > ipc::kMaxWorkerWindow)
+      fail("kura: the worker window must be in 1.." + std::to_string(ipc::kMaxWorkerWindow));
     o.worker_window = static_cast<std::uint32_t>(w);
     if (TYPEOF(command) != STRSXP) fail("kura: the worker command must be a character vector");
     for (R_xlen_t i = 0; i < XLENGTH(command); ++i)

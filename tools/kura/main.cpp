@@ -8,6 +8,7 @@
 
 #include "commands.hpp"
 #include "kura/core/layout.hpp"
+#include "kura/ipc/dispatcher.hpp"
 #include "kura/shm/directory.hpp"
 #include "kura/version.hpp"
 #include "launch.hpp"
@@ -102,7 +103,7 @@ int run(int argc, char** argv, bool stdout_closed) {
       ->add_option("--window", dispatcher_args.worker_window,
                    "tasks a worker holds at once, the one it runs and those sent to wait behind it "
                    "(default 1; more runs many small tasks faster, tasks then start out of submit order)")
-      ->check(CLI::Range(1, 1024));
+      ->check(CLI::Range(std::uint32_t{1}, kura::ipc::kMaxWorkerWindow));
   dispatcher->add_option("--worker-command", dispatcher_args.worker_command,
                          "the command that starts each worker, words separated by spaces, {socket} "
                          "replaced by the socket (default: \"<this kura> worker --connect {socket}\")");
