@@ -8,17 +8,6 @@ using namespace kura;
 using namespace kura::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-std::string tag_of(const ipc::TaskResult& r) {
-  REQUIRE(r.ok());
-  auto s = r.value().string(0);
-  REQUIRE(s.is_ok());
-  return std::string(s->bytes);
-}
-
-}  // namespace
-
 TEST_CASE("everywhere runs on every worker, and on a replacement before its first task",
           "[ipc][multiprocess]") {
   ShmGuard guard;

@@ -173,6 +173,15 @@ inline double number(const ipc::TaskResult& r) {
   return (*xs)[0];
 }
 
+// The first string of an ok result (the test plugin's get_tag).
+inline std::string tag_of(const ipc::TaskResult& r) {
+  INFO(r.describe());
+  REQUIRE(r.ok());
+  auto s = r.value().string(0);
+  REQUIRE(s.is_ok());
+  return std::string(s->bytes);
+}
+
 // The payload size of a submit of sleep(x): every number gives the same.
 inline std::uint64_t sleep_payload() {
   auto probe = ipc::detail::encode_submit(call("sleep", {num(0.0)}), 1, {});

@@ -45,14 +45,6 @@ ipc::Arg text(const std::string& s) {
   return ipc::Arg::copy(Value::strings_utf8({s}));
 }
 
-std::string tag_of(const ipc::TaskResult& r) {
-  INFO(r.describe());
-  REQUIRE(r.ok());
-  auto s = r.value().string(0);
-  REQUIRE(s.is_ok());
-  return std::string(s->bytes);
-}
-
 std::size_t count_of(const std::string& text, const std::string& what) {
   std::size_t n = 0;
   for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;

@@ -1,8 +1,10 @@
 // Tasks sent to wait on a worker behind the one it runs
 // (DispatcherOptions::worker_window), with real processes: they are asked
-// back for a worker that is idle, a cancel ends one at once without running
-// it, a lost worker's are each retried or resolved once, and a worker that
-// gives back what it was not asked for is dropped.
+// back for a worker that is idle (and a late answer does not block the
+// next), a cancel ends one at once without running it and never takes the
+// running task's cancel, a lost worker's are each retried or resolved once
+// and its unreported result removed, a worker that gives back what it was
+// not asked for is dropped, and a window over the bound is refused.
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
