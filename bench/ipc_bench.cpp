@@ -17,8 +17,9 @@
 //  - throughput/raw_socket: 64-byte messages pipelined to an echo process;
 //    throughput/dispatcher: 10,000 echo tasks through Client::map over 2
 //    workers; throughput/dispatcher/window: the same with a worker window
-//    of 16 (DispatcherOptions::worker_window: tasks sent to wait on a worker
-//    behind the one it runs). All report items_per_second.
+//    of 16, or of --window=N (2 to 1024; DispatcherOptions::worker_window:
+//    tasks sent to wait on a worker behind the one it runs). All report
+//    items_per_second.
 //  - rtt/dispatcher/traced: rtt/dispatcher/any with tracing on (a trace
 //    file, and a traceparent on every task).
 //
@@ -55,8 +56,8 @@ namespace {
 int samples_per_run = 5000;
 constexpr int kStreamed = 10000;
 constexpr std::size_t kMessage = 64;
-// DispatcherOptions::worker_window of throughput/dispatcher/window.
-constexpr unsigned kWindow = 16;
+// DispatcherOptions::worker_window of throughput/dispatcher/window (--window).
+unsigned throughput_window = 16;
 
 std::map<std::string, std::vector<double>> all_samples;
 
@@ -424,11 +425,17 @@ void write_samples(const std::string& path) {
 
 int main(int argc, char** argv) {
   using namespace kura::bench;
-  Options opt = take_options(argc, argv, {"samples", "repetitions", "latency_out"});
+  Options opt = take_options(argc, argv, {"samples", "repetitions", "latency_out", "window"});
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
   samples_per_run = std::atoi(opt.get("samples", "5000").c_str());
   const int reps = std::atoi(opt.get("repetitions", "5").c_str());
+  const long window = std::atol(opt.get("window", "16").c_str());
+  if (window < 2 || window > static_cast<long>(kura::ipc::kMaxWorkerWindow)) {
+    std::fprintf(stderr, "kura_ipc_bench: --window must be 2 to %u\n", kura::ipc::kMaxWorkerWindow);
+    return 2;
+  }
+  throughput_window = static_cast<unsigned>(window);
   describe_region_directory();
   for (bool pinned : {false, true}) {
     const std::string where = pinned ? "/pinned" : "/any";
@@ -463,7 +470,7 @@ int main(int argc, char** argv) {
       ->Repetitions(reps)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
-  for (unsigned window : {1u, kWindow}) {
+  for (unsigned window : {1u, throughput_window}) {
     const std::string name = window == 1 ? "throughput/dispatcher" : "throughput/dispatcher/window";
     with_range(benchmark::RegisterBenchmark(name.c_str(), BM_TaskThroughput, window))
         ->Iterations(3)
